@@ -1,0 +1,61 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tandem",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tandemd", targets: ["tandemd"]),
+        .executable(name: "tandemctl", targets: ["tandemctl"]),
+        .executable(name: "tandem-vendor", targets: ["tandem-vendor"]),
+        .executable(name: "tandem-bench", targets: ["tandem-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd",
+                       providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CTandemSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "CTandemBusShim", dependencies: ["CSystemd"]),
+        .target(name: "TandemCore"),
+        .target(name: "TandemLicensing", dependencies: [
+            "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "TandemStore", dependencies: [
+            "TandemCore", "CTandemSQLite", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TandemEngine", dependencies: [
+            "TandemCore", "TandemLicensing", "TandemStore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TandemBus", dependencies: [
+            "CSystemd", "CTandemBusShim", "TandemCore", "TandemEngine",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TandemDaemon", dependencies: [
+            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TandemCLI", dependencies: [
+            "TandemBus", "TandemCore", "TandemLicensing", "TandemStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tandemd", dependencies: [
+            "TandemDaemon", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "tandemctl", dependencies: ["TandemCLI"]),
+        .executableTarget(name: "tandem-vendor", dependencies: ["TandemCLI"]),
+        .executableTarget(name: "tandem-bench", dependencies: ["TandemCLI"]),
+        .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
+        .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
+        .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
+        .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing"],
+                    resources: []),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,273 @@
+import ArgumentParser
+import Foundation
+import TandemBus
+import TandemCore
+
+struct BusOptions: ParsableArguments {
+    @Flag(name: .long, help: "Talk to tandemd on the session bus instead of the system bus.")
+    var user = false
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func client() throws -> BusClient {
+        do { return try BusClient(user ? .user : .system) } catch { throw CLIFailure(error.message) }
+    }
+
+    /// Calls a Manager method, turning a D-Bus error into a one-line failure.
+    func call(_ member: String, _ args: [BusValue] = []) throws -> [BusValue] {
+        let c = try client()
+        do { return try c.call(member, args) } catch { throw CLIFailure(describe(error)) }
+    }
+
+    func describe(_ e: BusError) -> String {
+        let short = e.name.split(separator: ".").last.map(String.init) ?? e.name
+        if e.name.hasPrefix("System.Error") { return e.message }
+        if e.name == "org.freedesktop.DBus.Error.ServiceUnknown" {
+            return "tandemd is not running on this bus (\(e.message))"
+        }
+        return "\(short): \(e.message)"
+    }
+
+    func print(_ text: String) { Swift.print(text) }
+}
+
+func rows(_ v: [BusValue]) -> [[BusValue]] { (v.first?.arrayValue ?? []).compactMap(\.structValue) }
+func s(_ v: BusValue) -> String { v.stringValue ?? "" }
+func n(_ v: BusValue) -> UInt64 { v.uint64Value ?? 0 }
+
+public struct Tandemctl: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tandemctl",
+        abstract: "Control the Tandem license server over D-Bus.",
+        subcommands: [Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
+                      Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self])
+    public init() {}
+
+    /// Runs tandemctl and exits; failures print one line on stderr.
+    public static func run(_ arguments: [String]) -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            Foundation.exit(0)
+        } catch let failure as CLIFailure {
+            FileHandle.standardError.write(Data("tandemctl: \(failure.description)\n".utf8))
+            Foundation.exit(failure.exitCode)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the server's identity, role, pair status and seats.")
+    @OptionGroup var bus: BusOptions
+    func run() throws {
+        let props: [String: BusValue]
+        do { props = try bus.client().getAll() } catch let e as BusError { throw CLIFailure(bus.describe(e)) }
+        let keys = ["ServerId", "Version", "Role", "PairStatus", "Epoch", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
+        if bus.json {
+            var out: [String: Any] = [:]
+            for k in keys { if let v = props[k] { out[k] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") } }
+            bus.print(Output.json(out))
+            return
+        }
+        func p(_ k: String) -> String { props[k].map { $0.stringValue ?? String($0.uint64Value ?? 0) } ?? "?" }
+        bus.print("""
+            License Server ID: \(p("ServerId"))
+                       Status: running
+                         Role: \(p("Role"))
+                  Pair Status: \(p("PairStatus"))
+                        Epoch: \(p("Epoch"))
+                     Licenses: \(p("LicenseCount"))
+                        Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
+              Service account: \(p("ServiceAccount"))
+                      Version: \(p("Version"))
+            """)
+    }
+}
+
+struct LicenseCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "license", abstract: "Activation request, activate, deactivate and list licenses.",
+        subcommands: [Request.self, Activate.self, Deactivate.self, List.self])
+
+    struct Request: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the activation request to send to the vendor.")
+        @OptionGroup var bus: BusOptions
+        func run() throws {
+            let r = try bus.call("GetActivationRequest")
+            if bus.json {
+                bus.print(Output.json(["request": s(r[0])]))
+            } else {
+                Swift.print(s(r[0]), terminator: "")
+            }
+        }
+    }
+
+    struct Activate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Activate the signed license in FILE ('-' for stdin).")
+        @OptionGroup var bus: BusOptions
+        @Argument(help: "License file.") var file: String
+        func run() throws {
+            let text: String
+            if file == "-" {
+                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else {
+                guard let t = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIFailure("cannot read \(file)") }
+                text = t
+            }
+            let r = try bus.call("ActivateLicense", [.string(text)])
+            if bus.json {
+                bus.print(Output.json(["license_id": s(r[0]), "path": s(r[1])]))
+            } else {
+                bus.print("Activated \(s(r[0])) (\(s(r[1])))")
+            }
+        }
+    }
+
+    struct Deactivate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Deactivate an active license.")
+        @OptionGroup var bus: BusOptions
+        @Argument(help: "License id.") var id: String
+        func run() throws {
+            _ = try bus.call("DeactivateLicense", [.string(id)])
+            if bus.json { bus.print(Output.json(["license_id": id, "deactivated": true])) } else { bus.print("Deactivated \(id)") }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List active licenses.")
+        @OptionGroup var bus: BusOptions
+        func run() throws {
+            let list = rows(try bus.call("ListLicenses"))
+            if bus.json {
+                bus.print(Output.json(list.map { r in
+                    ["license_id": s(r[0]), "product": s(r[1]), "feature": s(r[2]), "seats": n(r[3]),
+                     "in_use": n(r[4]), "reserved": n(r[5]), "not_after_usec": n(r[6])] as [String: Any]
+                }))
+            } else {
+                bus.print(Output.table(["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"],
+                                       list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3])), String(n(r[4])), String(n(r[5])), Output.time(n(r[6]))] }))
+            }
+        }
+    }
+}
+
+struct Acquire: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Acquire seats of FEATURE (a lease).")
+    @OptionGroup var bus: BusOptions
+    @Argument(help: "Feature name.") var feature: String
+    @Option(help: "Number of seats.") var count: UInt32 = 1
+    @Option(help: "Client id (default: user@host).") var client: String?
+    @Option(help: "Lease time in seconds (default: the server's DefaultLeaseSec).") var ttl: UInt64?
+    @Option(help: "Request id: a retry with the same id returns the same lease.") var requestId: String?
+    func run() throws {
+        var opts: [(String, BusValue)] = []
+        if let ttl { opts.append(("ttl_usec", .uint64(ttl * 1_000_000))) }
+        if let requestId { opts.append(("request_id", .string(requestId))) }
+        let clientId = client ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
+        let r = try bus.call("Acquire", [.string(feature), .uint32(count), .string(clientId), .vardict(opts)])
+        if bus.json {
+            bus.print(Output.json(["lease_id": s(r[0]), "expires_usec": n(r[1]), "feature": feature, "count": count, "client": clientId] as [String: Any]))
+        } else {
+            bus.print("Lease \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) until \(Output.time(n(r[1])))")
+        }
+    }
+}
+
+struct Renew: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Renew a lease for another lease time.")
+    @OptionGroup var bus: BusOptions
+    @Argument(help: "Lease id.") var id: String
+    func run() throws {
+        let r = try bus.call("Renew", [.string(id)])
+        if bus.json { bus.print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any])) } else { bus.print("Lease \(id) renewed until \(Output.time(n(r[0])))") }
+    }
+}
+
+struct Release: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Release a lease and free its seats.")
+    @OptionGroup var bus: BusOptions
+    @Argument(help: "Lease id.") var id: String
+    func run() throws {
+        _ = try bus.call("Release", [.string(id)])
+        if bus.json { bus.print(Output.json(["lease_id": id, "released": true])) } else { bus.print("Released \(id)") }
+    }
+}
+
+struct Leases: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List active leases.")
+    @OptionGroup var bus: BusOptions
+    func run() throws {
+        let list = rows(try bus.call("ListLeases"))
+        if bus.json {
+            bus.print(Output.json(list.map { r in
+                ["lease_id": s(r[0]), "feature": s(r[1]), "client": s(r[2]), "count": n(r[3]),
+                 "acquired_usec": n(r[4]), "expires_usec": n(r[5])] as [String: Any]
+            }))
+        } else {
+            bus.print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"],
+                                   list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3])), Output.time(n(r[4])), Output.time(n(r[5]))] }))
+        }
+    }
+}
+
+struct Reserve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Reserve seats of FEATURE for one holder (client id).")
+    @OptionGroup var bus: BusOptions
+    @Argument(help: "Feature name.") var feature: String
+    @Option(help: "Number of seats.") var count: UInt32
+    @Option(help: "Client id that may use the reserved seats.") var holder: String
+    func run() throws {
+        let r = try bus.call("Reserve", [.string(feature), .uint32(count), .string(holder)])
+        if bus.json { bus.print(Output.json(["reservation_id": s(r[0])])) } else { bus.print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)") }
+    }
+}
+
+struct Unreserve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove a reservation.")
+    @OptionGroup var bus: BusOptions
+    @Argument(help: "Reservation id.") var id: String
+    func run() throws {
+        _ = try bus.call("Unreserve", [.string(id)])
+        if bus.json { bus.print(Output.json(["reservation_id": id, "removed": true])) } else { bus.print("Removed reservation \(id)") }
+    }
+}
+
+struct Reservations: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List reservations.")
+    @OptionGroup var bus: BusOptions
+    func run() throws {
+        let list = rows(try bus.call("ListReservations"))
+        if bus.json {
+            bus.print(Output.json(list.map { r in ["reservation_id": s(r[0]), "feature": s(r[1]), "holder": s(r[2]), "count": n(r[3])] as [String: Any] }))
+        } else {
+            bus.print(Output.table(["RESERVATION", "FEATURE", "HOLDER", "COUNT"], list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3]))] }))
+        }
+    }
+}
+
+struct Usage: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Seats, use, reservations and refusals per feature.")
+    @OptionGroup var bus: BusOptions
+    func run() throws {
+        let list = rows(try bus.call("GetUsage"))
+        if bus.json {
+            bus.print(Output.json(list.map { r in
+                ["feature": s(r[0]), "seats": n(r[1]), "in_use": n(r[2]), "reserved": n(r[3]), "available": n(r[4]), "denied": n(r[5])] as [String: Any]
+            }))
+        } else {
+            bus.print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
+                                   list.map { r in [s(r[0])] + (1...5).map { String(n(r[$0])) } }))
+        }
+    }
+}
+
+struct ResetServerId: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "reset-server-id", abstract: "Give this server a new License Server ID (no license may be active).")
+    @OptionGroup var bus: BusOptions
+    func run() throws {
+        let r = try bus.call("ResetServerId")
+        if bus.json { bus.print(Output.json(["server_id": s(r[0])])) } else { bus.print("New License Server ID: \(s(r[0]))") }
+    }
+}

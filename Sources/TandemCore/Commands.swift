@@ -1,0 +1,177 @@
+/// A request to change the state. Fresh identifiers are chosen by the caller so that
+/// deciding stays a pure function.
+public enum Command: Sendable, Equatable {
+    case activate(License)
+    case deactivate(licenseId: String)
+    case acquire(AcquireRequest)
+    case renew(leaseId: String)
+    case release(leaseId: String)
+    case reserve(feature: String, count: UInt32, holder: String, newId: String)
+    case unreserve(reservationId: String)
+    case resetServerId(newId: String)
+    /// Remove every lease whose expiry time has passed.
+    case expireLeases
+}
+
+public struct AcquireRequest: Sendable, Equatable {
+    public var feature: String
+    public var count: UInt32
+    public var client: String
+    public var ttlUSec: USec
+    public var requestId: String?
+    public var newLeaseId: String
+    public init(feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String?, newLeaseId: String) {
+        self.feature = feature
+        self.count = count
+        self.client = client
+        self.ttlUSec = ttlUSec
+        self.requestId = requestId
+        self.newLeaseId = newLeaseId
+    }
+}
+
+/// What a successful command answers.
+public enum Outcome: Sendable, Equatable {
+    case licenseActivated(License)
+    case licenseDeactivated(License)
+    /// `existing` is true when a retried request id returned the lease granted before.
+    case leaseGranted(Lease, existing: Bool)
+    case leaseRenewed(Lease)
+    case leaseReleased(Lease)
+    case reservationAdded(Reservation)
+    case reservationRemoved(Reservation)
+    case serverIdReset(String)
+    case expired([Lease])
+}
+
+public struct Decision: Sendable, Equatable {
+    public var outcome: Outcome
+    public var changes: [Change]
+}
+
+extension LicenseState {
+    /// Checks `command` from `caller` at time `now` and says what it would change.
+    /// Expired leases must have been removed first (`expireLeases`), so that every
+    /// decision sees only live leases.
+    public func decide(_ command: Command, caller: Caller, now: USec) -> Result<Decision, TandemError> {
+        do throws(TandemError) {
+            return .success(try decideThrowing(command, caller: caller, now: now))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private func requireAdmin(_ caller: Caller, _ action: String) throws(TandemError) {
+        guard caller.isAdmin else {
+            throw TandemError(.accessDenied, "\(action) needs root or membership in the admin group")
+        }
+    }
+
+    private func ownedLease(_ id: String, _ caller: Caller, now: USec) throws(TandemError) -> Lease {
+        guard let lease = leases[id], lease.expiresUSec > now else {
+            throw TandemError(.leaseNotFound, "no lease '\(id)'")
+        }
+        if !caller.isAdmin && !(lease.uid != nil && lease.uid == caller.uid) {
+            throw TandemError(.accessDenied, "lease '\(id)' belongs to another user")
+        }
+        return lease
+    }
+
+    private func decideThrowing(_ command: Command, caller: Caller, now: USec) throws(TandemError) -> Decision {
+        switch command {
+        case .activate(let license):
+            try requireAdmin(caller, "ActivateLicense")
+            guard license.issuedTo.contains(serverId) else {
+                throw TandemError(.wrongServer, "license '\(license.id)' is issued to \(license.issuedTo.joined(separator: ", ")), not to this server (\(serverId))")
+            }
+            guard !license.isExpired(at: now) else {
+                throw TandemError(.licenseExpired, "license '\(license.id)' expired")
+            }
+            guard licenses[license.id] == nil else {
+                throw TandemError(.licenseAlreadyActive, "license '\(license.id)' is already active")
+            }
+            var l = license
+            l.activatedUSec = now
+            return Decision(outcome: .licenseActivated(l), changes: [.licenseActivated(l)])
+
+        case .deactivate(let id):
+            try requireAdmin(caller, "DeactivateLicense")
+            guard let license = licenses[id] else { throw TandemError(.licenseNotFound, "no active license '\(id)'") }
+            let inUse = inUse(license.feature)
+            let remaining = seats(license.feature, at: now) - (license.isExpired(at: now) ? 0 : license.seats)
+            if inUse > remaining {
+                throw TandemError(.licenseInUse, "license '\(id)': \(inUse) seats of '\(license.feature)' are in use and only \(remaining) would remain")
+            }
+            return Decision(outcome: .licenseDeactivated(license), changes: [.licenseDeactivated(id: id)])
+
+        case .acquire(let req):
+            try Validate.identifier(req.feature, "feature")
+            try Validate.count(req.count)
+            try Validate.text(req.client, "client")
+            if let r = req.requestId {
+                try Validate.text(r, "request_id", max: 128)
+                if let existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
+                    guard existing.feature == req.feature && existing.count == req.count else {
+                        throw TandemError(.invalidArgs, "request_id '\(r)' was already used for a different acquisition")
+                    }
+                    return Decision(outcome: .leaseGranted(existing, existing: true), changes: [])
+                }
+            }
+            guard licenses.values.contains(where: { $0.feature == req.feature }) else {
+                throw TandemError(.unknownFeature, "no active license for feature '\(req.feature)'")
+            }
+            let free = available(req.feature, for: req.client, at: now)
+            guard req.count <= free else {
+                throw TandemError(.insufficientSeats, "feature '\(req.feature)': \(req.count) seats requested, \(free) available")
+            }
+            let lease = Lease(id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
+                              uid: caller.uid, requestId: req.requestId, acquiredUSec: now,
+                              expiresUSec: now + req.ttlUSec, ttlUSec: req.ttlUSec, epoch: epoch)
+            return Decision(outcome: .leaseGranted(lease, existing: false), changes: [.leaseGranted(lease)])
+
+        case .renew(let id):
+            var lease = try ownedLease(id, caller, now: now)
+            lease.expiresUSec = now + lease.ttlUSec
+            return Decision(outcome: .leaseRenewed(lease), changes: [.leaseRenewed(id: id, expiresUSec: lease.expiresUSec)])
+
+        case .release(let id):
+            let lease = try ownedLease(id, caller, now: now)
+            return Decision(outcome: .leaseReleased(lease), changes: [.leaseReleased(id: id)])
+
+        case .reserve(let feature, let count, let holder, let newId):
+            try requireAdmin(caller, "Reserve")
+            try Validate.identifier(feature, "feature")
+            try Validate.count(count)
+            try Validate.text(holder, "holder")
+            guard licenses.values.contains(where: { $0.feature == feature }) else {
+                throw TandemError(.unknownFeature, "no active license for feature '\(feature)'")
+            }
+            // The new reservation must fit in what is neither used nor already set aside.
+            var after = self
+            after.apply(.reservationAdded(Reservation(id: newId, feature: feature, holder: holder, count: count)))
+            let free = Int64(seats(feature, at: now)) - Int64(inUse(feature))
+                - Int64(after.idleReserved(feature, exceptHolder: nil))
+            if free < 0 {
+                throw TandemError(.insufficientSeats, "feature '\(feature)': only \(available(feature, for: nil, at: now)) seats can be reserved now")
+            }
+            let r = Reservation(id: newId, feature: feature, holder: holder, count: count)
+            return Decision(outcome: .reservationAdded(r), changes: [.reservationAdded(r)])
+
+        case .unreserve(let id):
+            try requireAdmin(caller, "Unreserve")
+            guard let r = reservations[id] else { throw TandemError(.reservationNotFound, "no reservation '\(id)'") }
+            return Decision(outcome: .reservationRemoved(r), changes: [.reservationRemoved(id: id)])
+
+        case .resetServerId(let newId):
+            try requireAdmin(caller, "ResetServerId")
+            guard licenses.isEmpty else {
+                throw TandemError(.licensesActive, "\(licenses.count) license(s) are active; deactivate them before resetting the server id")
+            }
+            return Decision(outcome: .serverIdReset(newId), changes: [.serverIdSet(id: newId)])
+
+        case .expireLeases:
+            let gone = leases.values.filter { $0.expiresUSec <= now }.sorted { ($0.expiresUSec, $0.id) < ($1.expiresUSec, $1.id) }
+            return Decision(outcome: .expired(gone), changes: gone.map { .leaseExpired(id: $0.id) })
+        }
+    }
+}

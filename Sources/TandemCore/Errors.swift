@@ -1,0 +1,48 @@
+/// Every refusal Tandem can give. The case name is the D-Bus error's last component
+/// (`org.tandem.LicenseManager1.<Name>`) and the problem type of the network API.
+public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
+    case invalidLicense = "InvalidLicense"
+    case wrongServer = "WrongServer"
+    case licenseExpired = "LicenseExpired"
+    case licenseAlreadyActive = "LicenseAlreadyActive"
+    case licenseNotFound = "LicenseNotFound"
+    case unknownFeature = "UnknownFeature"
+    case insufficientSeats = "InsufficientSeats"
+    case leaseNotFound = "LeaseNotFound"
+    case reservationNotFound = "ReservationNotFound"
+    case licensesActive = "LicensesActive"
+    case licenseInUse = "LicenseInUse"
+    /// Maps to org.freedesktop.DBus.Error.InvalidArgs.
+    case invalidArgs = "InvalidArgs"
+    /// Maps to org.freedesktop.DBus.Error.AccessDenied.
+    case accessDenied = "AccessDenied"
+    /// An internal failure (storage); maps to org.freedesktop.DBus.Error.Failed.
+    case failed = "Failed"
+
+    public static let domain = "org.tandem.LicenseManager1"
+
+    /// The full D-Bus error name.
+    public var dbusName: String {
+        switch self {
+        case .invalidArgs: return "org.freedesktop.DBus.Error.InvalidArgs"
+        case .accessDenied: return "org.freedesktop.DBus.Error.AccessDenied"
+        case .failed: return "org.freedesktop.DBus.Error.Failed"
+        default: return "\(Self.domain).\(rawValue)"
+        }
+    }
+
+    public init?(dbusName: String) {
+        for code in Self.allCases where code.dbusName == dbusName { self = code; return }
+        return nil
+    }
+}
+
+public struct TandemError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: TandemErrorCode
+    public var message: String
+    public init(_ code: TandemErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { "\(code.rawValue): \(message)" }
+}

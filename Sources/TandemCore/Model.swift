@@ -1,0 +1,128 @@
+/// Time in microseconds since the Unix epoch (CLOCK_REALTIME), systemd style.
+public typealias USec = UInt64
+
+public let usecPerSecond: USec = 1_000_000
+
+/// An activated license: what a verified license document grants.
+public struct License: Codable, Sendable, Equatable {
+    public var id: String
+    public var product: String
+    public var feature: String
+    public var seats: UInt32
+    /// Last valid instant (inclusive), 0 = never expires.
+    public var notAfterUSec: USec
+    public var issuedTo: [String]
+    public var keyId: String
+    /// The signed document exactly as activated (kept for audit and replication).
+    public var document: String
+    public var activatedUSec: USec
+
+    public init(id: String, product: String, feature: String, seats: UInt32, notAfterUSec: USec,
+                issuedTo: [String], keyId: String, document: String, activatedUSec: USec = 0) {
+        self.id = id
+        self.product = product
+        self.feature = feature
+        self.seats = seats
+        self.notAfterUSec = notAfterUSec
+        self.issuedTo = issuedTo
+        self.keyId = keyId
+        self.document = document
+        self.activatedUSec = activatedUSec
+    }
+
+    public func isExpired(at now: USec) -> Bool { notAfterUSec != 0 && now > notAfterUSec }
+}
+
+/// Seats held by one client for a limited time.
+public struct Lease: Codable, Sendable, Equatable {
+    public var id: String
+    public var feature: String
+    public var client: String
+    public var count: UInt32
+    /// uid of the local caller that acquired it (D-Bus); nil for network clients.
+    public var uid: UInt32?
+    public var requestId: String?
+    public var acquiredUSec: USec
+    public var expiresUSec: USec
+    public var ttlUSec: USec
+    /// The serving epoch in which the lease was granted.
+    public var epoch: UInt64
+
+    public init(id: String, feature: String, client: String, count: UInt32, uid: UInt32?,
+                requestId: String?, acquiredUSec: USec, expiresUSec: USec, ttlUSec: USec, epoch: UInt64) {
+        self.id = id
+        self.feature = feature
+        self.client = client
+        self.count = count
+        self.uid = uid
+        self.requestId = requestId
+        self.acquiredUSec = acquiredUSec
+        self.expiresUSec = expiresUSec
+        self.ttlUSec = ttlUSec
+        self.epoch = epoch
+    }
+}
+
+/// Seats set aside for one holder (a client id).
+public struct Reservation: Codable, Sendable, Equatable {
+    public var id: String
+    public var feature: String
+    public var holder: String
+    public var count: UInt32
+    public init(id: String, feature: String, holder: String, count: UInt32) {
+        self.id = id
+        self.feature = feature
+        self.holder = holder
+        self.count = count
+    }
+}
+
+/// One row of the usage table.
+public struct FeatureUsage: Sendable, Equatable, Codable {
+    public var feature: String
+    public var seats: UInt32
+    public var inUse: UInt32
+    public var reserved: UInt32
+    public var available: UInt32
+    public var denied: UInt64
+}
+
+/// A state change: the unit of durability, of the change log and of replication.
+/// Replaying the changes of the log in order rebuilds the state exactly.
+public enum Change: Codable, Sendable, Equatable {
+    case serverIdSet(id: String)
+    case licenseActivated(License)
+    case licenseDeactivated(id: String)
+    case leaseGranted(Lease)
+    case leaseRenewed(id: String, expiresUSec: USec)
+    case leaseReleased(id: String)
+    case leaseExpired(id: String)
+    case reservationAdded(Reservation)
+    case reservationRemoved(id: String)
+
+    /// A short stable name used as the change log's `kind` column.
+    public var kind: String {
+        switch self {
+        case .serverIdSet: return "server-id-set"
+        case .licenseActivated: return "license-activated"
+        case .licenseDeactivated: return "license-deactivated"
+        case .leaseGranted: return "lease-granted"
+        case .leaseRenewed: return "lease-renewed"
+        case .leaseReleased: return "lease-released"
+        case .leaseExpired: return "lease-expired"
+        case .reservationAdded: return "reservation-added"
+        case .reservationRemoved: return "reservation-removed"
+        }
+    }
+}
+
+/// Who is asking: decided by the adapter from the caller's real credentials.
+public struct Caller: Sendable, Equatable {
+    public var uid: UInt32?
+    public var isAdmin: Bool
+    public init(uid: UInt32?, isAdmin: Bool) {
+        self.uid = uid
+        self.isAdmin = isAdmin
+    }
+    public static let root = Caller(uid: 0, isAdmin: true)
+}

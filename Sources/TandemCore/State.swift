@@ -1,0 +1,140 @@
+/// The whole replicated state of one license server, as a value.
+///
+/// `decide` checks a command against the state and returns the changes it makes, without
+/// touching anything; `apply` performs one change. Neither reads a clock or does I/O:
+/// time and fresh identifiers come in with the command. This is the functional core
+/// that the daemon, the store and (later) replication and the pair simulation share.
+public struct LicenseState: Sendable, Equatable {
+    public var serverId: String = ""
+    /// True once a license was ever activated under the current server id.
+    public var serverIdUsed: Bool = false
+    public var epoch: UInt64 = 1
+    public private(set) var licenses: [String: License] = [:]
+    public private(set) var leases: [String: Lease] = [:]
+    public private(set) var reservations: [String: Reservation] = [:]
+    /// Refused acquisitions per feature (not part of the change log).
+    public var denied: [String: UInt64] = [:]
+    /// request id -> lease id, for idempotent acquisition.
+    private var requestIndex: [String: String] = [:]
+
+    public init() {}
+
+    // MARK: - Applying changes
+
+    public mutating func apply(_ change: Change) {
+        switch change {
+        case .serverIdSet(let id):
+            serverId = id
+            serverIdUsed = false
+        case .licenseActivated(let license):
+            licenses[license.id] = license
+            serverIdUsed = true
+        case .licenseDeactivated(let id):
+            licenses[id] = nil
+        case .leaseGranted(let lease):
+            leases[lease.id] = lease
+            if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = lease.id }
+        case .leaseRenewed(let id, let expires):
+            leases[id]?.expiresUSec = expires
+        case .leaseReleased(let id), .leaseExpired(let id):
+            if let lease = leases.removeValue(forKey: id), let r = lease.requestId {
+                requestIndex[Self.requestKey(lease.client, r)] = nil
+            }
+        case .reservationAdded(let r):
+            reservations[r.id] = r
+        case .reservationRemoved(let id):
+            reservations[id] = nil
+        }
+    }
+
+    public mutating func apply(_ changes: [Change]) {
+        for c in changes { apply(c) }
+    }
+
+    private static func requestKey(_ client: String, _ requestId: String) -> String {
+        "\(client)\u{0}\(requestId)"
+    }
+
+    public func lease(forRequest requestId: String, client: String) -> Lease? {
+        requestIndex[Self.requestKey(client, requestId)].flatMap { leases[$0] }
+    }
+
+    // MARK: - Seat accounting
+
+    public var features: [String] {
+        Set(licenses.values.map(\.feature)).sorted()
+    }
+
+    /// Seats of the licenses for `feature` that are valid at `now`.
+    public func seats(_ feature: String, at now: USec) -> UInt32 {
+        var total: UInt64 = 0
+        for l in licenses.values where l.feature == feature && !l.isExpired(at: now) { total += UInt64(l.seats) }
+        return UInt32(clamping: total)
+    }
+
+    public func inUse(_ feature: String) -> UInt32 {
+        var total: UInt64 = 0
+        for l in leases.values where l.feature == feature { total += UInt64(l.count) }
+        return UInt32(clamping: total)
+    }
+
+    public func reserved(_ feature: String) -> UInt32 {
+        var total: UInt64 = 0
+        for r in reservations.values where r.feature == feature { total += UInt64(r.count) }
+        return UInt32(clamping: total)
+    }
+
+    /// Reserved seats that their holders are not using, excluding those of `exceptHolder`.
+    func idleReserved(_ feature: String, exceptHolder: String?) -> UInt64 {
+        var perHolder: [String: Int64] = [:]
+        for r in reservations.values where r.feature == feature { perHolder[r.holder, default: 0] += Int64(r.count) }
+        guard !perHolder.isEmpty else { return 0 }
+        for l in leases.values where l.feature == feature && perHolder[l.client] != nil {
+            perHolder[l.client]! -= Int64(l.count)
+        }
+        var idle: UInt64 = 0
+        for (holder, left) in perHolder where holder != exceptHolder && left > 0 { idle += UInt64(left) }
+        return idle
+    }
+
+    /// Seats `client` could acquire now.
+    public func available(_ feature: String, for client: String?, at now: USec) -> UInt32 {
+        let free = Int64(seats(feature, at: now)) - Int64(inUse(feature))
+            - Int64(idleReserved(feature, exceptHolder: client))
+        return UInt32(clamping: max(0, free))
+    }
+
+    public func usage(at now: USec) -> [FeatureUsage] {
+        features.map { f in
+            FeatureUsage(feature: f, seats: seats(f, at: now), inUse: inUse(f), reserved: reserved(f),
+                         available: available(f, for: nil, at: now), denied: denied[f] ?? 0)
+        }
+    }
+
+    /// How a feature's usage is attributed to its licenses (first license first, by id).
+    public func licenseUsage(_ id: String, at now: USec) -> (inUse: UInt32, reserved: UInt32) {
+        guard let license = licenses[id] else { return (0, 0) }
+        var inUseLeft = Int64(inUse(license.feature))
+        var reservedLeft = Int64(reserved(license.feature))
+        for l in licenses.values.filter({ $0.feature == license.feature }).sorted(by: { $0.id < $1.id }) {
+            let cap = l.isExpired(at: now) ? 0 : Int64(l.seats)
+            let u = min(cap, inUseLeft)
+            inUseLeft -= u
+            let r = min(cap - u, reservedLeft)
+            reservedLeft -= r
+            if l.id == id { return (UInt32(u), UInt32(r)) }
+        }
+        return (0, 0)
+    }
+
+    public var totalSeats: UInt32 {
+        UInt32(clamping: licenses.values.reduce(UInt64(0)) { $0 + UInt64($1.seats) })
+    }
+
+    public var totalInUse: UInt32 {
+        UInt32(clamping: leases.values.reduce(UInt64(0)) { $0 + UInt64($1.count) })
+    }
+
+    /// The lease that expires first, if any.
+    public var nextExpiry: USec? { leases.values.map(\.expiresUSec).min() }
+}

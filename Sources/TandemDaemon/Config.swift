@@ -1,0 +1,126 @@
+import Foundation
+import TandemCore
+
+/// A problem in a configuration file, with its place.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let line: Int
+    public let reason: String
+    public var description: String { line > 0 ? "\(file):\(line): \(reason)" : "\(file): \(reason)" }
+}
+
+/// A systemd-style INI file: `[Section]`, `Key=Value`, `#`/`;` comments, later assignments win.
+public struct IniFile: Sendable {
+    public struct Entry: Sendable {
+        public var section: String
+        public var key: String
+        public var value: String
+        public var file: String
+        public var line: Int
+    }
+    public var entries: [Entry] = []
+
+    public init() {}
+
+    public mutating func parse(_ text: String, file: String) throws(ConfigError) {
+        var section: String?
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            let n = i + 1
+            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]"), line.count > 2 else { throw ConfigError(file: file, line: n, reason: "malformed section header '\(line)'") }
+                section = String(line.dropFirst().dropLast())
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw ConfigError(file: file, line: n, reason: "expected 'Key=Value', got '\(line)'")
+            }
+            guard let section else { throw ConfigError(file: file, line: n, reason: "assignment outside of a section") }
+            let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+            let value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            guard !key.isEmpty else { throw ConfigError(file: file, line: n, reason: "empty key") }
+            entries.append(Entry(section: section, key: key, value: value, file: file, line: n))
+        }
+    }
+
+    /// Reads `path` (it may be missing when `required` is false) and then `path.d/*.conf`
+    /// in lexical order.
+    public static func load(path: String, required: Bool) throws(ConfigError) -> IniFile {
+        var ini = IniFile()
+        if FileManager.default.fileExists(atPath: path) {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ConfigError(file: path, line: 0, reason: "cannot read file")
+            }
+            try ini.parse(text, file: path)
+        } else if required {
+            throw ConfigError(file: path, line: 0, reason: "no such file")
+        }
+        let dropins = path + ".d"
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: dropins) {
+            for name in names.filter({ $0.hasSuffix(".conf") }).sorted() {
+                let f = (dropins as NSString).appendingPathComponent(name)
+                guard let text = try? String(contentsOfFile: f, encoding: .utf8) else {
+                    throw ConfigError(file: f, line: 0, reason: "cannot read file")
+                }
+                try ini.parse(text, file: f)
+            }
+        }
+        return ini
+    }
+}
+
+/// tandemd's settings (`[Server]` section of tandemd.conf).
+public struct DaemonConfig: Sendable, Equatable {
+    public var vendorKeys: String? = nil
+    public var adminGroup: String = "tandem-admin"
+    public var defaultLeaseSec: UInt64 = 300
+    public var maxLeaseSec: UInt64 = 86_400
+
+    public init() {}
+
+    public static let defaultPath = "/etc/tandem/tandemd.conf"
+    public static let knownSections: Set<String> = ["Server"]
+
+    public static func parse(_ ini: IniFile) throws(ConfigError) -> DaemonConfig {
+        var c = DaemonConfig()
+        var place: (String, Int) = ("", 0)
+        func seconds(_ e: IniFile.Entry) throws(ConfigError) -> UInt64 {
+            let v = e.value.hasSuffix("s") ? String(e.value.dropLast()) : e.value
+            guard let n = UInt64(v), n >= 1, n <= 365 * 86_400 else {
+                throw ConfigError(file: e.file, line: e.line, reason: "\(e.key)= must be a whole number of seconds from 1 to 31536000, got '\(e.value)'")
+            }
+            return n
+        }
+        for e in ini.entries {
+            guard knownSections.contains(e.section) else {
+                throw ConfigError(file: e.file, line: e.line, reason: "unknown section [\(e.section)]")
+            }
+            place = (e.file, e.line)
+            switch e.key {
+            case "VendorKeys":
+                guard e.value.hasPrefix("/") || e.value.isEmpty else {
+                    throw ConfigError(file: e.file, line: e.line, reason: "VendorKeys= must be an absolute path")
+                }
+                c.vendorKeys = e.value.isEmpty ? nil : e.value
+            case "AdminGroup":
+                do { try Validate.identifier(e.value, "AdminGroup", max: 32) } catch {
+                    throw ConfigError(file: e.file, line: e.line, reason: "AdminGroup= is not a valid group name: '\(e.value)'")
+                }
+                c.adminGroup = e.value
+            case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
+            case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
+            default:
+                throw ConfigError(file: e.file, line: e.line, reason: "unknown key '\(e.key)' in [\(e.section)]")
+            }
+        }
+        if c.defaultLeaseSec > c.maxLeaseSec {
+            throw ConfigError(file: place.0, line: place.1, reason: "DefaultLeaseSec= (\(c.defaultLeaseSec)) is larger than MaxLeaseSec= (\(c.maxLeaseSec))")
+        }
+        return c
+    }
+
+    public static func load(path: String, required: Bool) throws(ConfigError) -> DaemonConfig {
+        try parse(IniFile.load(path: path, required: required))
+    }
+}

@@ -1,0 +1,3 @@
+import TandemCLI
+
+TandemVendor.run(Array(CommandLine.arguments.dropFirst()))

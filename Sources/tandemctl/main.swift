@@ -1,0 +1,3 @@
+import TandemCLI
+
+Tandemctl.run(Array(CommandLine.arguments.dropFirst()))
