@@ -38,10 +38,10 @@ public final class BusClient {
     deinit { sd_bus_flush_close_unref(bus) }
 
     /// Calls a method and returns the reply's values, or throws the D-Bus error.
-    public func call(path: String = BusNames.rootPath, interface: String = BusNames.managerInterface,
+    public func call(destination: String? = nil, path: String = BusNames.rootPath, interface: String = BusNames.managerInterface,
                      _ member: String, _ args: [BusValue] = []) throws(BusError) -> [BusValue] {
         var m: OpaquePointer?
-        try check(sd_bus_message_new_method_call(bus, &m, destination, path, interface, member), "new call")
+        try check(sd_bus_message_new_method_call(bus, &m, destination ?? self.destination, path, interface, member), "new call")
         defer { sd_bus_message_unref(m) }
         try BusMessage.append(m!, args)
         var error = sd_bus_error()

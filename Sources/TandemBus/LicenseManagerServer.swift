@@ -28,6 +28,11 @@ public final class LicenseManagerServer {
     public var info: ServerInfo
     let logger: Logger
     private var slots: [OpaquePointer?] = []
+    private let groupsCache = SenderGroupsCache()
+
+    func caller(_ m: OpaquePointer) -> Caller {
+        authorizer.caller(of: m) { [groupsCache, bus] msg in groupsCache.groups(bus: bus, message: msg) }
+    }
 
     public init(bus: OpaquePointer, engine: Engine, authorizer: BusAuthorizer, info: ServerInfo, logger: Logger) throws(BusError) {
         self.bus = bus
@@ -114,13 +119,13 @@ public final class LicenseManagerServer {
         case "GetActivationRequest":
             return reply(m, [.string(engine.activationRequest)])
         case "ActivateLicense":
-            return answer(m, err, engine.activate(document: str(0), caller: authorizer.caller(of: m))) { o in
+            return answer(m, err, engine.activate(document: str(0), caller: caller(m))) { o in
                 guard case .licenseActivated(let l) = o else { return [] }
                 logger.notice("license activated", metadata: ["license_id": "\(l.id)", "feature": "\(l.feature)", "seats": "\(l.seats)"])
                 return [.string(l.id), .objectPath(Self.licensePath(l.id))]
             }
         case "DeactivateLicense":
-            return answer(m, err, engine.submit(.deactivate(licenseId: str(0)), caller: authorizer.caller(of: m))) { o in
+            return answer(m, err, engine.submit(.deactivate(licenseId: str(0)), caller: caller(m))) { o in
                 if case .licenseDeactivated(let l) = o {
                     logger.notice("license deactivated", metadata: ["license_id": "\(l.id)"])
                 }
@@ -150,18 +155,18 @@ public final class LicenseManagerServer {
                 }
             }
             let result = engine.acquire(feature: str(0), count: u32(1), client: str(2), ttlUSec: ttl,
-                                        requestId: requestId, caller: authorizer.caller(of: m))
+                                        requestId: requestId, caller: caller(m))
             return answer(m, err, result) { o in
                 guard case .leaseGranted(let l, _) = o else { return [] }
                 return [.string(l.id), .uint64(l.expiresUSec)]
             }
         case "Renew":
-            return answer(m, err, engine.submit(.renew(leaseId: str(0)), caller: authorizer.caller(of: m))) { o in
+            return answer(m, err, engine.submit(.renew(leaseId: str(0)), caller: caller(m))) { o in
                 guard case .leaseRenewed(let l) = o else { return [] }
                 return [.uint64(l.expiresUSec)]
             }
         case "Release":
-            return answer(m, err, engine.submit(.release(leaseId: str(0)), caller: authorizer.caller(of: m))) { _ in [] }
+            return answer(m, err, engine.submit(.release(leaseId: str(0)), caller: caller(m))) { _ in [] }
         case "ListLeases":
             let rows: [BusValue] = state.leases.values.sorted { ($0.acquiredUSec, $0.id) < ($1.acquiredUSec, $1.id) }.map { l in
                 .structure([.string(l.id), .string(l.feature), .string(l.client), .uint32(l.count),
@@ -169,13 +174,13 @@ public final class LicenseManagerServer {
             }
             return reply(m, [.array(elementSignature: "(sssutt)", rows)])
         case "Reserve":
-            return answer(m, err, engine.reserve(feature: str(0), count: u32(1), holder: str(2), caller: authorizer.caller(of: m))) { o in
+            return answer(m, err, engine.reserve(feature: str(0), count: u32(1), holder: str(2), caller: caller(m))) { o in
                 guard case .reservationAdded(let r) = o else { return [] }
                 logger.notice("seats reserved", metadata: ["reservation_id": "\(r.id)", "feature": "\(r.feature)", "holder": "\(r.holder)", "count": "\(r.count)"])
                 return [.string(r.id)]
             }
         case "Unreserve":
-            return answer(m, err, engine.submit(.unreserve(reservationId: str(0)), caller: authorizer.caller(of: m))) { _ in [] }
+            return answer(m, err, engine.submit(.unreserve(reservationId: str(0)), caller: caller(m))) { _ in [] }
         case "ListReservations":
             let rows: [BusValue] = state.reservations.values.sorted { $0.id < $1.id }.map { r in
                 .structure([.string(r.id), .string(r.feature), .string(r.holder), .uint32(r.count)])
@@ -188,7 +193,7 @@ public final class LicenseManagerServer {
             }
             return reply(m, [.array(elementSignature: "(suuuut)", rows)])
         case "ResetServerId":
-            return answer(m, err, engine.resetServerId(caller: authorizer.caller(of: m))) { o in
+            return answer(m, err, engine.resetServerId(caller: caller(m))) { o in
                 guard case .serverIdReset(let id) = o else { return [] }
                 logger.notice("License Server ID reset", metadata: ["server_id": "\(id)"])
                 return [.string(id)]

@@ -1,0 +1,202 @@
+import Testing
+@testable import TandemCore
+
+let admin = Caller(uid: 0, isAdmin: true)
+let alice = Caller(uid: 1000, isAdmin: false)
+let bob = Caller(uid: 1001, isAdmin: false)
+let t0: USec = 1_800_000_000 * usecPerSecond
+
+func license(_ id: String, feature: String = "cad", seats: UInt32 = 10, notAfter: USec = 0, to: [String] = ["SID-1"]) -> License {
+    License(id: id, product: "P", feature: feature, seats: seats, notAfterUSec: notAfter, issuedTo: to, keyId: "k", document: "doc")
+}
+
+func state(seats: UInt32 = 10) -> LicenseState {
+    var s = LicenseState()
+    s.apply(.serverIdSet(id: "SID-1"))
+    s.apply(.licenseActivated(license("L1", seats: seats)))
+    return s
+}
+
+func acquire(_ s: inout LicenseState, count: UInt32, client: String = "c", caller: Caller = alice, id: String,
+             requestId: String? = nil, ttl: USec = 60 * usecPerSecond, now: USec = t0) -> Result<Outcome, TandemError> {
+    let r = s.decide(.acquire(AcquireRequest(feature: "cad", count: count, client: client, ttlUSec: ttl, requestId: requestId, newLeaseId: id)),
+                     caller: caller, now: now)
+    if case .success(let d) = r { s.apply(d.changes); return .success(d.outcome) }
+    if case .failure(let e) = r { return .failure(e) }
+    fatalError()
+}
+
+extension Result {
+    var error: Failure? { if case .failure(let e) = self { return e } else { return nil } }
+}
+
+@Suite struct SeatAccounting {
+    @Test func seatsOfSeveralLicensesAddUp() {
+        var s = state(seats: 3)
+        s.apply(.licenseActivated(license("L2", seats: 4)))
+        #expect(s.seats("cad", at: t0) == 7)
+        #expect(acquire(&s, count: 7, id: "a").error == nil)
+        #expect(acquire(&s, count: 1, id: "b").error?.code == .insufficientSeats)
+        #expect(s.inUse("cad") == 7)
+    }
+
+    @Test func unknownFeatureIsRefused() {
+        var s = state()
+        let r = s.decide(.acquire(AcquireRequest(feature: "nope", count: 1, client: "c", ttlUSec: 1, requestId: nil, newLeaseId: "x")), caller: alice, now: t0)
+        #expect(r.error?.code == .unknownFeature)
+        _ = acquire(&s, count: 1, id: "ok")
+        #expect(s.leases.count == 1)
+    }
+
+    @Test func expiredLicenseGrantsNoSeats() {
+        var s = state(seats: 5)
+        s.apply(.licenseActivated(license("L2", seats: 5, notAfter: t0 - 1)))
+        #expect(s.seats("cad", at: t0) == 5)
+        #expect(acquire(&s, count: 6, id: "a").error?.code == .insufficientSeats)
+    }
+
+    @Test func invalidCountsAndClientsAreInvalidArgs() {
+        var s = state()
+        #expect(acquire(&s, count: 0, id: "a").error?.code == .invalidArgs)
+        #expect(acquire(&s, count: 1, client: "", id: "a").error?.code == .invalidArgs)
+        #expect(acquire(&s, count: 1, client: "bad\u{1}", id: "a").error?.code == .invalidArgs)
+        #expect(s.leases.isEmpty)
+    }
+}
+
+@Suite struct Leases {
+    @Test func requestIdIsIdempotent() {
+        var s = state()
+        let first = acquire(&s, count: 2, id: "a", requestId: "r1")
+        let again = acquire(&s, count: 2, id: "b", requestId: "r1")
+        guard case .success(.leaseGranted(let l1, existing: false)) = first,
+              case .success(.leaseGranted(let l2, existing: true)) = again else {
+            Issue.record("unexpected \(first) \(again)")
+            return
+        }
+        #expect(l1.id == l2.id)
+        #expect(s.leases.count == 1)
+        #expect(s.inUse("cad") == 2)
+        // The same id for a different acquisition is a caller error.
+        #expect(acquire(&s, count: 3, id: "c", requestId: "r1").error?.code == .invalidArgs)
+    }
+
+    @Test func onlyOwnerOrAdminMayRenewOrRelease() {
+        var s = state()
+        _ = acquire(&s, count: 1, caller: alice, id: "a")
+        #expect(s.decide(.renew(leaseId: "a"), caller: bob, now: t0).error?.code == .accessDenied)
+        #expect(s.decide(.release(leaseId: "a"), caller: bob, now: t0).error?.code == .accessDenied)
+        #expect(s.decide(.release(leaseId: "a"), caller: Caller(uid: nil, isAdmin: false), now: t0).error?.code == .accessDenied)
+        #expect(s.decide(.renew(leaseId: "a"), caller: alice, now: t0).error == nil)
+        #expect(s.decide(.release(leaseId: "a"), caller: admin, now: t0).error == nil)
+    }
+
+    @Test func renewExtendsByTheLeaseTime() throws {
+        var s = state()
+        _ = acquire(&s, count: 1, id: "a", ttl: 10 * usecPerSecond)
+        let d = try s.decide(.renew(leaseId: "a"), caller: alice, now: t0 + 5 * usecPerSecond).get()
+        #expect(d.changes == [.leaseRenewed(id: "a", expiresUSec: t0 + 15 * usecPerSecond)])
+    }
+
+    @Test func expiryFreesSeats() throws {
+        var s = state(seats: 2)
+        _ = acquire(&s, count: 2, id: "a", ttl: 10 * usecPerSecond)
+        _ = acquire(&s, count: 0, id: "x")
+        let d = try s.decide(.expireLeases, caller: admin, now: t0 + 10 * usecPerSecond).get()
+        #expect(d.changes == [.leaseExpired(id: "a")])
+        s.apply(d.changes)
+        #expect(s.inUse("cad") == 0)
+        #expect(s.decide(.renew(leaseId: "a"), caller: alice, now: t0).error?.code == .leaseNotFound)
+    }
+
+    @Test func anExpiredButUnreapedLeaseCannotBeRenewed() {
+        var s = state()
+        _ = acquire(&s, count: 1, id: "a", ttl: 10 * usecPerSecond)
+        #expect(s.decide(.renew(leaseId: "a"), caller: alice, now: t0 + 10 * usecPerSecond).error?.code == .leaseNotFound)
+    }
+}
+
+@Suite struct Reservations {
+    @Test func reservedSeatsOnlyForTheirHolder() throws {
+        var s = state(seats: 5)
+        let d = try s.decide(.reserve(feature: "cad", count: 3, holder: "bob", newId: "r"), caller: admin, now: t0).get()
+        s.apply(d.changes)
+        #expect(s.available("cad", for: "anyone", at: t0) == 2)
+        #expect(s.available("cad", for: "bob", at: t0) == 5)
+        #expect(acquire(&s, count: 3, client: "carol", id: "a").error?.code == .insufficientSeats)
+        #expect(acquire(&s, count: 2, client: "carol", id: "b").error == nil)
+        #expect(acquire(&s, count: 3, client: "bob", id: "c").error == nil)
+        #expect(acquire(&s, count: 1, client: "bob", id: "d").error?.code == .insufficientSeats)
+        let u = s.usage(at: t0).first!
+        #expect(u.inUse == 5 && u.reserved == 3 && u.available == 0)
+    }
+
+    @Test func reservationMustFit() throws {
+        var s = state(seats: 5)
+        _ = acquire(&s, count: 4, client: "x", id: "a")
+        #expect(s.decide(.reserve(feature: "cad", count: 2, holder: "bob", newId: "r"), caller: admin, now: t0).error?.code == .insufficientSeats)
+        #expect(s.decide(.reserve(feature: "cad", count: 1, holder: "bob", newId: "r"), caller: admin, now: t0).error == nil)
+        #expect(s.decide(.reserve(feature: "nope", count: 1, holder: "bob", newId: "r"), caller: admin, now: t0).error?.code == .unknownFeature)
+        #expect(s.decide(.reserve(feature: "cad", count: 1, holder: "bob", newId: "r"), caller: alice, now: t0).error?.code == .accessDenied)
+        #expect(s.decide(.unreserve(reservationId: "zz"), caller: admin, now: t0).error?.code == .reservationNotFound)
+    }
+}
+
+@Suite struct LicensesAndServerId {
+    @Test func activationChecks() {
+        let s = state()
+        #expect(s.decide(.activate(license("L9", to: ["OTHER"])), caller: admin, now: t0).error?.code == .wrongServer)
+        #expect(s.decide(.activate(license("L9", notAfter: t0 - 1)), caller: admin, now: t0).error?.code == .licenseExpired)
+        #expect(s.decide(.activate(license("L1")), caller: admin, now: t0).error?.code == .licenseAlreadyActive)
+        #expect(s.decide(.activate(license("L9")), caller: alice, now: t0).error?.code == .accessDenied)
+        #expect(s.decide(.activate(license("L9")), caller: admin, now: t0).error == nil)
+    }
+
+    @Test func deactivationRefusedWhileSeatsInUse() {
+        var s = state(seats: 5)
+        s.apply(.licenseActivated(license("L2", seats: 5)))
+        _ = acquire(&s, count: 6, id: "a")
+        #expect(s.decide(.deactivate(licenseId: "L2"), caller: admin, now: t0).error?.code == .licenseInUse)
+        #expect(s.decide(.deactivate(licenseId: "nope"), caller: admin, now: t0).error?.code == .licenseNotFound)
+        s.apply(.leaseReleased(id: "a"))
+        #expect(s.decide(.deactivate(licenseId: "L2"), caller: admin, now: t0).error == nil)
+    }
+
+    @Test func resetServerIdRefusedWhileLicensesActive() throws {
+        var s = state()
+        #expect(s.serverIdUsed)
+        #expect(s.decide(.resetServerId(newId: "SID-2"), caller: admin, now: t0).error?.code == .licensesActive)
+        s.apply(.licenseDeactivated(id: "L1"))
+        let d = try s.decide(.resetServerId(newId: "SID-2"), caller: admin, now: t0).get()
+        s.apply(d.changes)
+        #expect(s.serverId == "SID-2")
+        #expect(!s.serverIdUsed)
+    }
+
+    @Test func usageIsAttributedToLicensesInOrder() {
+        var s = state(seats: 3)
+        s.apply(.licenseActivated(license("L2", seats: 3)))
+        _ = acquire(&s, count: 4, id: "a")
+        #expect(s.licenseUsage("L1", at: t0).inUse == 3)
+        #expect(s.licenseUsage("L2", at: t0).inUse == 1)
+    }
+}
+
+@Suite struct Replay {
+    @Test func replayingChangesRebuildsTheState() {
+        var s = state(seats: 5)
+        var log: [Change] = [.serverIdSet(id: "SID-1"), .licenseActivated(license("L1", seats: 5))]
+        for (i, n) in [1, 2].enumerated() {
+            let r = s.decide(.acquire(AcquireRequest(feature: "cad", count: UInt32(n), client: "c", ttlUSec: 10, requestId: "q\(i)", newLeaseId: "l\(i)")), caller: alice, now: t0)
+            let d = try! r.get()
+            s.apply(d.changes)
+            log += d.changes
+        }
+        let rel = try! s.decide(.release(leaseId: "l0"), caller: alice, now: t0).get()
+        s.apply(rel.changes)
+        log += rel.changes
+        var rebuilt = LicenseState()
+        rebuilt.apply(log)
+        #expect(rebuilt == s)
+    }
+}

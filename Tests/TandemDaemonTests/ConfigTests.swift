@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+@testable import TandemDaemon
+
+func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
+    var ini = IniFile()
+    try ini.parse(text, file: "t.conf")
+    return try DaemonConfig.parse(ini)
+}
+
+@Suite struct ConfigTests {
+    @Test func defaults() throws {
+        let c = try parse("")
+        #expect(c.adminGroup == "tandem-admin")
+        #expect(c.defaultLeaseSec == 300)
+        #expect(c.maxLeaseSec == 86_400)
+        #expect(c.vendorKeys == nil)
+    }
+
+    @Test func keysAreRead() throws {
+        let c = try parse("# comment\n[Server]\nVendorKeys=/etc/tandem/keys\nAdminGroup=wheel\nDefaultLeaseSec=60\nMaxLeaseSec=600s\n")
+        #expect(c == {
+            var d = DaemonConfig()
+            d.vendorKeys = "/etc/tandem/keys"
+            d.adminGroup = "wheel"
+            d.defaultLeaseSec = 60
+            d.maxLeaseSec = 600
+            return d
+        }())
+    }
+
+    @Test(arguments: [
+        ("[Server]\nBogus=1\n", 2, "unknown key"),
+        ("[Server]\nDefaultLeaseSec=soon\n", 2, "DefaultLeaseSec"),
+        ("[Server]\n\nMaxLeaseSec=0\n", 3, "MaxLeaseSec"),
+        ("Key=1\n", 1, "outside of a section"),
+        ("[Nope]\nX=1\n", 2, "unknown section"),
+        ("[Server\n", 1, "malformed section"),
+        ("[Server]\njunk\n", 2, "Key=Value"),
+        ("[Server]\nVendorKeys=relative/path\n", 2, "absolute"),
+        ("[Server]\nDefaultLeaseSec=100\nMaxLeaseSec=50\n", 3, "larger than"),
+    ])
+    func badConfigNamesFileLineAndReason(_ input: (String, Int, String)) {
+        do {
+            _ = try parse(input.0)
+            Issue.record("accepted \(input.0)")
+        } catch {
+            #expect(error.file == "t.conf")
+            #expect(error.line == input.1)
+            #expect(error.description.contains(input.2), "\(error)")
+            #expect(error.description.hasPrefix("t.conf:\(input.1): "))
+        }
+    }
+
+    @Test func dropInsOverrideInOrder() throws {
+        let dir = NSTemporaryDirectory() + "tandem-conf-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/tandemd.conf.d", withIntermediateDirectories: true)
+        try "[Server]\nDefaultLeaseSec=10\n".write(toFile: dir + "/tandemd.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nDefaultLeaseSec=20\n".write(toFile: dir + "/tandemd.conf.d/10-a.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nDefaultLeaseSec=30\n".write(toFile: dir + "/tandemd.conf.d/20-b.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nDefaultLeaseSec=99\n".write(toFile: dir + "/tandemd.conf.d/30-ignored.txt", atomically: true, encoding: .utf8)
+        #expect(try DaemonConfig.load(path: dir + "/tandemd.conf", required: true).defaultLeaseSec == 30)
+        #expect(throws: ConfigError.self) { try DaemonConfig.load(path: dir + "/missing.conf", required: true) }
+    }
+
+    @Test func commandLine() throws {
+        guard case .run(let o, let level) = try DaemonOptions.parse(["--config", "/x.conf", "--state-dir", "/s", "--user", "--log-level", "debug"]) else {
+            Issue.record("not a run")
+            return
+        }
+        #expect(o.configPath == "/x.conf" && o.configGiven && o.stateDir == "/s" && o.userBus && level == .debug)
+        #expect(throws: StartupError.self) { try DaemonOptions.parse(["--bogus"]) }
+        #expect(throws: StartupError.self) { try DaemonOptions.parse(["--config"]) }
+    }
+}
