@@ -37,7 +37,7 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
         #expect(Set(documented.keys) == Set(live.keys))
         for (name, lines) in live {
             let doc = documented[name] ?? []
-            let firstDiff = zip(doc, lines).firstIndex { $0 != $1 } ?? min(doc.count, lines.count)
+            let firstDiff = zip(doc, lines).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(doc.count, lines.count)
             #expect(doc == lines, """
                 docs/org.tandem.LicenseManager1.xml differs from the daemon in \(name) at element \(firstDiff): \
                 docs has \(firstDiff < doc.count ? doc[firstDiff] : "nothing"), daemon has \(firstDiff < lines.count ? lines[firstDiff] : "nothing")
