@@ -17,39 +17,36 @@ public struct BusAuthorizer: Sendable {
         return grp.gr_gid
     }
 
-    /// The caller of `m`. Fails closed: any lookup error, or a credential that sd-bus could
-    /// only "augment" from /proc (racy, not vouched for by the bus), makes the caller
-    /// unknown (no uid) and not an administrator. Group membership comes from the bus
-    /// daemon's own record of the connection (GetConnectionCredentials' UnixGroupIDs, taken
-    /// when the peer connected), never from /proc or the group database.
-    public func caller(of m: OpaquePointer, groups: (OpaquePointer) -> [UInt32]?) -> Caller {
-        var creds: OpaquePointer?
-        let mask = UInt64(SD_BUS_CREDS_EUID)
-        guard sd_bus_query_sender_creds(m, mask, &creds) >= 0, let creds else { return Caller(uid: nil, isAdmin: false) }
-        defer { sd_bus_creds_unref(creds) }
-        let augmented = sd_bus_creds_get_augmented_mask(creds)
-        var euid: uid_t = 0
-        guard augmented & UInt64(SD_BUS_CREDS_EUID) == 0, sd_bus_creds_get_euid(creds, &euid) >= 0 else {
-            return Caller(uid: nil, isAdmin: false)
-        }
-        if euid == 0 { return Caller(uid: 0, isAdmin: true) }
-        guard let adminGid, let gids = groups(m) else { return Caller(uid: euid, isAdmin: false) }
-        return Caller(uid: euid, isAdmin: gids.contains(adminGid))
+    /// The caller whose bus-vouched credentials are `creds` (nil when they could not be had):
+    /// fails closed, so unknown credentials make an unknown, unprivileged caller.
+    public func caller(_ creds: SenderCredentials?) -> Caller {
+        guard let creds else { return Caller(uid: nil, isAdmin: false) }
+        if creds.uid == 0 { return Caller(uid: 0, isAdmin: true) }
+        guard let adminGid, let gids = creds.groups else { return Caller(uid: creds.uid, isAdmin: false) }
+        return Caller(uid: creds.uid, isAdmin: gids.contains(adminGid))
     }
 }
 
-/// Remembers the group ids the bus daemon reports for each sender. A unique connection name
-/// is never reused on a bus and its credentials are fixed when it connects, so entries
-/// never go stale; the cache is only bounded.
-public final class SenderGroupsCache {
-    private var cache: [String: [UInt32]] = [:]
+/// What the bus daemon recorded about a connection when it connected (SO_PEERCRED and the
+/// peer's groups): its effective uid and, when the bus knows them, all its group ids.
+public struct SenderCredentials: Sendable, Equatable {
+    public var uid: UInt32
+    public var groups: [UInt32]?
+}
+
+/// Asks the bus daemon (org.freedesktop.DBus.GetConnectionCredentials) who a sender is, and
+/// remembers the answer. A unique connection name is never reused on a bus and its
+/// credentials are fixed when it connects, so entries never go stale; the cache is only
+/// bounded. Nothing is taken from /proc (sd-bus "augmentation"), which would be racy.
+public final class SenderCredentialsCache {
+    private var cache: [String: SenderCredentials] = [:]
     let limit: Int
     public init(limit: Int = 4096) { self.limit = limit }
 
-    public func groups(bus: OpaquePointer, message m: OpaquePointer) -> [UInt32]? {
+    public func credentials(bus: OpaquePointer, message m: OpaquePointer) -> SenderCredentials? {
         guard let senderPtr = sd_bus_message_get_sender(m) else { return nil }
         let sender = String(cString: senderPtr)
-        if let g = cache[sender] { return g }
+        if let c = cache[sender] { return c }
         var call: OpaquePointer?
         guard sd_bus_message_new_method_call(bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                              "org.freedesktop.DBus", "GetConnectionCredentials") >= 0, let call else { return nil }
@@ -61,10 +58,11 @@ public final class SenderGroupsCache {
         guard sd_bus_call(bus, call, 5_000_000, &error, &reply) >= 0, let reply else { return nil }
         defer { sd_bus_message_unref(reply) }
         guard let values = try? BusMessage.readAll(reply), let dict = values.first?.dictValue,
-              let list = dict["UnixGroupIDs"]?.arrayValue else { return nil }
-        let gids = list.compactMap { $0.uint64Value.map { UInt32(truncatingIfNeeded: $0) } }
+              let uid = dict["UnixUserID"]?.uint64Value, uid <= UInt64(UInt32.max) else { return nil }
+        let groups = dict["UnixGroupIDs"]?.arrayValue?.compactMap { $0.uint64Value.map { UInt32(truncatingIfNeeded: $0) } }
+        let creds = SenderCredentials(uid: UInt32(uid), groups: groups)
         if cache.count >= limit { cache.removeAll(keepingCapacity: true) }
-        cache[sender] = gids
-        return gids
+        cache[sender] = creds
+        return creds
     }
 }

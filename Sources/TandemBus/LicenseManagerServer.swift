@@ -28,10 +28,10 @@ public final class LicenseManagerServer {
     public var info: ServerInfo
     let logger: Logger
     private var slots: [OpaquePointer?] = []
-    private let groupsCache = SenderGroupsCache()
+    private let credentials = SenderCredentialsCache()
 
     func caller(_ m: OpaquePointer) -> Caller {
-        authorizer.caller(of: m) { [groupsCache, bus] msg in groupsCache.groups(bus: bus, message: msg) }
+        authorizer.caller(credentials.credentials(bus: bus, message: m))
     }
 
     public init(bus: OpaquePointer, engine: Engine, authorizer: BusAuthorizer, info: ServerInfo, logger: Logger) throws(BusError) {
@@ -113,7 +113,8 @@ public final class LicenseManagerServer {
         func str(_ i: Int) -> String { args.count > i ? args[i].stringValue ?? "" : "" }
         func u32(_ i: Int) -> UInt32 { args.count > i ? UInt32(truncatingIfNeeded: args[i].uint64Value ?? 0) : 0 }
         let now = engine.now
-        let state = engine.state
+        // Read engine.state in place: holding a copy across a submit would make the state's
+        // storage copy-on-write on every change.
 
         switch member {
         case "GetActivationRequest":
@@ -132,6 +133,7 @@ public final class LicenseManagerServer {
                 return []
             }
         case "ListLicenses":
+            let state = engine.state
             let rows: [BusValue] = state.licenses.values.sorted { $0.id < $1.id }.map { l in
                 let u = state.licenseUsage(l.id, at: now)
                 return .structure([.string(l.id), .string(l.product), .string(l.feature), .uint32(l.seats),
@@ -168,6 +170,7 @@ public final class LicenseManagerServer {
         case "Release":
             return answer(m, err, engine.submit(.release(leaseId: str(0)), caller: caller(m))) { _ in [] }
         case "ListLeases":
+            let state = engine.state
             let rows: [BusValue] = state.leases.values.sorted { ($0.acquiredUSec, $0.id) < ($1.acquiredUSec, $1.id) }.map { l in
                 .structure([.string(l.id), .string(l.feature), .string(l.client), .uint32(l.count),
                             .uint64(l.acquiredUSec), .uint64(l.expiresUSec)])
@@ -182,11 +185,13 @@ public final class LicenseManagerServer {
         case "Unreserve":
             return answer(m, err, engine.submit(.unreserve(reservationId: str(0)), caller: caller(m))) { _ in [] }
         case "ListReservations":
+            let state = engine.state
             let rows: [BusValue] = state.reservations.values.sorted { $0.id < $1.id }.map { r in
                 .structure([.string(r.id), .string(r.feature), .string(r.holder), .uint32(r.count)])
             }
             return reply(m, [.array(elementSignature: "(sssu)", rows)])
         case "GetUsage":
+            let state = engine.state
             let rows: [BusValue] = state.usage(at: now).map { u in
                 .structure([.string(u.feature), .uint32(u.seats), .uint32(u.inUse), .uint32(u.reserved),
                             .uint32(u.available), .uint64(u.denied)])

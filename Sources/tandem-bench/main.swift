@@ -1,1 +1,3 @@
-print("todo")
+import TandemCLI
+
+TandemBench.main(Array(CommandLine.arguments.dropFirst()))
