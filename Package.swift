@@ -43,6 +43,7 @@ let package = Package(
         .target(name: "TandemCLI", dependencies: [
             "TandemBus", "TandemCore", "TandemLicensing", "TandemStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tandemd", dependencies: [
             "TandemDaemon", .product(name: "Logging", package: "swift-log"),

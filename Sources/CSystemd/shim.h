@@ -4,4 +4,5 @@
 #include <systemd/sd-event.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-id128.h>
+#include <sys/eventfd.h>
 #endif

@@ -283,7 +283,6 @@ public final class LicenseManagerServer {
     public func didCommit(_ logged: [LoggedChange]) {
         var touchedFeatures: Set<String> = []
         var managerProps: Set<String> = []
-        var removedLicenses: Set<String> = []
         for entry in logged {
             switch entry.change {
             case .serverIdSet:
@@ -296,7 +295,6 @@ public final class LicenseManagerServer {
                 managerProps.formUnion(["LicenseCount", "SeatsTotal"])
             case .licenseDeactivated(let id):
                 let path = Self.licensePath(id)
-                removedLicenses.insert(id)
                 emitSignal(BusNames.rootPath, BusNames.objectManagerInterface, "InterfacesRemoved",
                            [.objectPath(path), .strings([BusNames.licenseInterface, "org.freedesktop.DBus.Peer",
                                                          "org.freedesktop.DBus.Introspectable", BusNames.propertiesInterface])])
@@ -320,10 +318,30 @@ public final class LicenseManagerServer {
                 touchedFeatures = Set(engine.state.features)
             }
         }
-        emitPropertiesChanged(BusNames.rootPath, BusNames.managerInterface, managerProps.sorted())
-        for l in engine.state.licenses.values where touchedFeatures.contains(l.feature) && !removedLicenses.contains(l.id) {
+        // Identity changes go out at once; seat counters are coalesced (see emitPendingPropertyChanges).
+        if managerProps.contains("ServerId") || managerProps.contains("LicenseCount") {
+            emitPropertiesChanged(BusNames.rootPath, BusNames.managerInterface, managerProps.sorted())
+        } else {
+            pendingManagerProps.formUnion(managerProps)
+        }
+        pendingFeatures.formUnion(touchedFeatures)
+        if !pendingManagerProps.isEmpty || !pendingFeatures.isEmpty { onPropertiesPending?() }
+    }
+
+    private var pendingManagerProps: Set<String> = []
+    private var pendingFeatures: Set<String> = []
+    /// Called when seat counters changed; the owner of the event loop then calls
+    /// `emitPendingPropertyChanges` a little later, so that a busy server announces its
+    /// counters a few times a second instead of after every lease.
+    public var onPropertiesPending: (() -> Void)?
+
+    public func emitPendingPropertyChanges() {
+        emitPropertiesChanged(BusNames.rootPath, BusNames.managerInterface, pendingManagerProps.sorted())
+        for l in engine.state.licenses.values.sorted(by: { $0.id < $1.id }) where pendingFeatures.contains(l.feature) {
             emitPropertiesChanged(Self.licensePath(l.id), BusNames.licenseInterface, ["InUse", "Reserved"])
         }
+        pendingManagerProps = []
+        pendingFeatures = []
     }
 
     /// Emits PropertiesChanged for Role/PairStatus after `info` changed.

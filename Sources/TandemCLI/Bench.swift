@@ -1,7 +1,9 @@
 import ArgumentParser
 import CTandemSQLite
 import Foundation
+import Logging
 import TandemBus
+import TandemCore
 import TandemLicensing
 import TandemStore
 
@@ -37,6 +39,7 @@ public struct TandemBench: ParsableCommand {
 
         // Baseline 1: raw single-row synchronous=FULL commits on the same disk.
         let raw = try rawCommitRate(path: work + "/raw.db", seconds: seconds)
+        let storeRate = try storeCommitRate(path: work + "/store.db", seconds: seconds)
 
         // A private bus and a daemon with a big license.
         let busConf = work + "/bus.conf"
@@ -62,13 +65,17 @@ public struct TandemBench: ParsableCommand {
         try "[Server]\nVendorKeys=\(work)/keys\n".write(toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
         let daemon = Process()
         daemon.executableURL = URL(fileURLWithPath: bins + "/tandemd")
-        daemon.arguments = ["--config", work + "/tandemd.conf", "--state-dir", work + "/state", "--log-level", "warning"]
+        daemon.arguments = ["--config", work + "/tandemd.conf", "--state-dir", work + "/state", "--log-level", "notice"]
+        _ = FileManager.default.createFile(atPath: work + "/tandemd.log", contents: nil)
+        let daemonLog = FileHandle(forWritingAtPath: work + "/tandemd.log")!
+        daemon.standardError = daemonLog
         var env = ProcessInfo.processInfo.environment
         env["DBUS_SYSTEM_BUS_ADDRESS"] = address
         env["NOTIFY_SOCKET"] = nil
         daemon.environment = env
         try daemon.run()
-        defer { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() }
+        var stopped = false
+        defer { if !stopped { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() } }
 
         let admin = try BusClient(.address(address))
         var up = false
@@ -86,23 +93,62 @@ public struct TandemBench: ParsableCommand {
         let ping = try measure(address: address, clients: 1, seconds: seconds) { c in
             _ = try c.call(path: "/org/tandem/LicenseManager1", interface: "org.freedesktop.DBus.Peer", "Ping")
         }
+        let pingMany = try measure(address: address, clients: clients, seconds: seconds) { c in
+            _ = try c.call(path: "/org/tandem/LicenseManager1", interface: "org.freedesktop.DBus.Peer", "Ping")
+        }
         let pair: @Sendable (BusClient) throws -> Void = { c in
             let r = try c.call("Acquire", [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
             _ = try c.call("Release", [r[0]])
         }
+        let dpid = daemon.processIdentifier, bpid = bus.processIdentifier
+        let cpu0 = (cpuSeconds(dpid), cpuSeconds(bpid))
         let one = try measure(address: address, clients: 1, seconds: seconds, pair)
+        let cpu1 = (cpuSeconds(dpid), cpuSeconds(bpid))
         let many = try measure(address: address, clients: clients, seconds: seconds, pair)
+        let cpu2 = (cpuSeconds(dpid), cpuSeconds(bpid))
+        let cpuLines = String(format: """
+              CPU per pair, 1 client:  tandemd %.0f µs, dbus-daemon %.0f µs
+              CPU per pair, %d clients: tandemd %.0f µs, dbus-daemon %.0f µs
 
+            """, (cpu1.0 - cpu0.0) / (one * seconds) * 1e6, (cpu1.1 - cpu0.1) / (one * seconds) * 1e6,
+            clients, (cpu2.0 - cpu1.0) / (many * seconds) * 1e6, (cpu2.1 - cpu1.1) / (many * seconds) * 1e6)
+
+        // Commits per change, from the daemon's own count.
+        let before = try admin.get("ServerId") // still up
+        _ = before
+        kill(daemon.processIdentifier, SIGTERM)
+        daemon.waitUntilExit()
+        stopped = true
+        let log = (try? String(contentsOfFile: work + "/tandemd.log", encoding: .utf8)) ?? ""
+        var batching = ""
+        if let line = log.split(separator: "\n").last(where: { $0.contains("tandemd stopped") }),
+           let c = line.split(separator: " ").first(where: { $0.hasPrefix("commits=") }).flatMap({ Double($0.dropFirst(8)) }),
+           let n = line.split(separator: " ").first(where: { $0.hasPrefix("changes=") }).flatMap({ Double($0.dropFirst(8)) }), c > 0 {
+            batching = String(format: "  changes per commit over the whole run (group commit): %.2f (%.0f changes, %.0f commits)\n", n / c, n, c)
+        }
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         func r(_ x: Double) -> String { String(format: "%.2f", x) }
         print("""
             tandem-bench (\(seconds) s per run, disk: \(dir))
               raw SQLite single-row commits (WAL, synchronous=FULL): \(f(raw))/s
-              raw D-Bus Peer.Ping round trips to tandemd:           \(f(ping))/s
+              Tandem store commits of one lease, no bus (same disk):  \(f(storeRate))/s  = \(r(storeRate / raw))x raw
+              raw D-Bus Peer.Ping round trips to tandemd, 1 client:  \(f(ping))/s
+              raw D-Bus Peer.Ping round trips to tandemd, \(clients) clients: \(f(pingMany))/s
               Acquire+Release pairs, 1 client:                     \(f(one))/s  = \(r(one / raw))x raw commit rate, \(r(one / ping))x Ping rate
-              Acquire+Release pairs, \(clients) clients:                    \(f(many))/s  = \(r(many / raw))x raw commit rate, \(r(many / ping))x Ping rate
+              Acquire+Release pairs, \(clients) clients:                    \(f(many))/s  = \(r(many / raw))x raw commit rate, \(r(many / pingMany))x \(clients)-client Ping rate
               group commit speed-up (\(clients) clients / 1 client):         \(r(many / one))x
             """)
+        print(cpuLines + batching, terminator: "")
+    }
+
+    /// User + system CPU seconds a process has used (all its threads).
+    func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3; utime and stime are fields 14 and 15.
+        guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     func rawCommitRate(path: String, seconds: Double) throws -> Double {
@@ -114,6 +160,19 @@ public struct TandemBench: ParsableCommand {
         var n = 0
         while Date().timeIntervalSince(start) < seconds {
             try db.transaction { try db.run("INSERT INTO t (v) VALUES (?)", .text("lease-0123456789abcdef")) }
+            n += 1
+        }
+        return Double(n) / Date().timeIntervalSince(start)
+    }
+
+    func storeCommitRate(path: String, seconds: Double) throws -> Double {
+        let store = try Store(path: path, logger: Logger(label: "bench"))
+        let start = Date()
+        var n = 0
+        while Date().timeIntervalSince(start) < seconds {
+            let lease = Lease(id: "lease-\(n)", feature: "bench", client: "bench", count: 1, uid: 0, requestId: nil,
+                              acquiredUSec: 1, expiresUSec: 2, ttlUSec: 1, epoch: 1)
+            try store.commit([.leaseGranted(lease)], epoch: 1, now: 1)
             n += 1
         }
         return Double(n) / Date().timeIntervalSince(start)

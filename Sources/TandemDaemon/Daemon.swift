@@ -46,6 +46,9 @@ public final class Daemon {
     var bus: OpaquePointer?
     var flushSource: OpaquePointer?
     var expirySource: OpaquePointer?
+    var propertiesSource: OpaquePointer?
+    /// How long seat-counter PropertiesChanged signals are coalesced.
+    static let propertiesDelayUSec: UInt64 = 50_000
     var lastStatus = ""
     var fatal: Error?
 
@@ -80,6 +83,12 @@ public final class Daemon {
 
     /// Runs until SIGTERM/SIGINT. Returns the exit status.
     public func run() throws -> Int32 {
+        // Block the signals we handle before any thread exists, so that every thread inherits
+        // the mask and they are only ever delivered through the event loop's signalfd.
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, sig) }
+        pthread_sigmask(SIG_BLOCK, &mask, nil)
         do {
             config = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
         } catch { throw StartupError("bad configuration: \(error)") }
@@ -113,8 +122,14 @@ public final class Daemon {
         } catch { throw StartupError("cannot export D-Bus objects: \(error)") }
         engine.onCommit = { [unowned self] logged in
             server.didCommit(logged)
+            armExpiry()
+            updateStatus()
         }
+        // Commits run inline on the loop thread: on two cores a separate committer thread cost
+        // more (wake-ups, context switches) than its overlap gained (see tandem-bench).
+        engine.fatalCommitError = { [unowned self] error in self.die(error) }
         engine.onWork = { [unowned self] in self.scheduleFlush() }
+        server.onPropertiesPending = { [unowned self] in self.schedulePropertyChanges() }
 
         try check(sd_bus_attach_event(bus, event, 0), "attach bus")
         let rn = sd_bus_request_name(bus, BusNames.service, 0)
@@ -125,11 +140,14 @@ public final class Daemon {
         try check(sd_event_add_defer(event, &flushSource, flushHandler, selfPointer), "add defer")
         sd_event_source_set_priority(flushSource, 100)
         sd_event_source_set_enabled(flushSource, Int32(SD_EVENT_OFF))
-        try check(sd_event_add_time(event, &expirySource, clockid_t(CLOCK_REALTIME), UInt64.max, 0, expiryHandler, selfPointer), "add timer")
+        try check(sd_event_add_time(event, &expirySource, clockid_t(CLOCK_REALTIME), UInt64.max, 1000, expiryHandler, selfPointer), "add timer")
+        try check(sd_event_add_time(event, &propertiesSource, clockid_t(CLOCK_MONOTONIC), UInt64.max, 0, propertiesHandler, selfPointer), "add timer")
+        sd_event_source_set_enabled(propertiesSource, Int32(SD_EVENT_OFF))
 
         // Leases that expired while we were down go now, with their signals.
         engine.expireDue()
-        try flushNow()
+        drainCommits()
+        if let fatal { throw fatal }
 
         updateStatus(force: true, ready: true)
         logger.notice("tandemd started", metadata: [
@@ -146,8 +164,9 @@ public final class Daemon {
         self.bus = nil
         sd_event_source_unref(flushSource)
         sd_event_source_unref(expirySource)
+        sd_event_source_unref(propertiesSource)
         sd_event_unref(event)
-        logger.notice("tandemd stopped")
+        logger.notice("tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
         return 0
     }
 
@@ -161,12 +180,30 @@ public final class Daemon {
         }
     }
 
+
+    func schedulePropertyChanges() {
+        var enabled: Int32 = 0
+        sd_event_source_get_enabled(propertiesSource, &enabled)
+        guard enabled == Int32(SD_EVENT_OFF) else { return }
+        var now: UInt64 = 0
+        sd_event_now(event, clockid_t(CLOCK_MONOTONIC), &now)
+        sd_event_source_set_time(propertiesSource, now + Self.propertiesDelayUSec)
+        sd_event_source_set_enabled(propertiesSource, Int32(SD_EVENT_ONESHOT))
+    }
+
     func flushNow() throws {
         do { try engine.flush() } catch {
             throw StartupError("cannot commit to the state database: \(error)")
         }
-        armExpiry()
-        updateStatus()
+        if !engine.isCommitting {
+            armExpiry()
+            updateStatus()
+        }
+    }
+
+    /// Commits what is staged before start-up completes or the loop ends.
+    func drainCommits() {
+        do { try engine.flush() } catch { die(error) }
     }
 
     func armExpiry() {
@@ -205,7 +242,8 @@ public final class Daemon {
         }
         logger.notice("stopping on signal", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
         sd_notify(0, "STOPPING=1\nSTATUS=Stopping")
-        do { try flushNow() } catch { die(error); return }
+        drainCommits()
+        server.emitPendingPropertyChanges()
         sd_event_exit(event, 0)
     }
 
@@ -237,6 +275,11 @@ private let signalHandler: sd_event_signal_handler_t = { _, info, userdata in
 private let flushHandler: sd_event_handler_t = { _, userdata in
     let d = daemon(userdata)
     do { try d.flushNow() } catch { d.die(error) }
+    return 0
+}
+
+private let propertiesHandler: sd_event_time_handler_t = { _, _, userdata in
+    daemon(userdata).server.emitPendingPropertyChanges()
     return 0
 }
 

@@ -45,13 +45,29 @@ public final class Engine {
     public var settings: EngineSettings
     let logger: Logger
     let clock: () -> USec
-    private var staged: [Change] = []
-    private var afterCommit: [() -> Void] = []
+
+    /// Changes decided and applied in memory, and the answers waiting for them to be durable.
+    final class Batch {
+        var changes: [Change] = []
+        var waiters: [() -> Void] = []
+    }
+    private var staged = Batch()
+    /// The batch being committed right now (at most one: batches commit in order).
+    private var inFlight: Batch?
     private var deniedDirty = false
+    public private(set) var commitCount = 0
+    public private(set) var committedChanges = 0
+
     /// Called after every commit with the entries written (signals, status, replication).
     public var onCommit: (([LoggedChange]) -> Void)?
     /// Called whenever something was staged or an answer waits for the next commit.
     public var onWork: (() -> Void)?
+    /// When set, commits run elsewhere (a committer thread) while the caller's thread goes on
+    /// deciding and staging the next batch: `run` is given the transaction to perform and a
+    /// completion that must be called back on the engine's own thread. When nil, `flush`
+    /// commits inline.
+    public var commitRunner: ((_ work: @escaping @Sendable () -> Result<[LoggedChange], Error>,
+                               _ done: @escaping (Result<[LoggedChange], Error>) -> Void) -> Void)?
 
     public init(store: Store, settings: EngineSettings, logger: Logger, clock: @escaping () -> USec = Engine.realtimeNow) throws {
         self.store = store
@@ -74,10 +90,11 @@ public final class Engine {
     }
 
     public var now: USec { clock() }
-    public var hasStaged: Bool { !staged.isEmpty || !afterCommit.isEmpty }
-    public var stagedCount: Int { staged.count }
+    public var hasStaged: Bool { !staged.changes.isEmpty || !staged.waiters.isEmpty || inFlight != nil }
+    public var stagedCount: Int { staged.changes.count }
+    public var isCommitting: Bool { inFlight != nil }
 
-    /// Decides and stages `command`. On success the outcome is final once `flush` returns.
+    /// Decides and stages `command`. On success the outcome is final once its batch is committed.
     public func submit(_ command: Command, caller: Caller) -> Result<Outcome, TandemError> {
         let now = clock()
         expireDue(now: now)
@@ -98,7 +115,7 @@ public final class Engine {
     private func stage(_ changes: [Change]) {
         guard !changes.isEmpty else { return }
         for c in changes { state.apply(c) }
-        staged.append(contentsOf: changes)
+        staged.changes.append(contentsOf: changes)
         onWork?()
     }
 
@@ -116,27 +133,62 @@ public final class Engine {
         return gone
     }
 
-    /// Runs `body` once the current batch is durable (immediately if nothing is staged).
+    /// Runs `body` once everything decided so far is durable (immediately if nothing is pending).
     public func whenCommitted(_ body: @escaping () -> Void) {
-        if staged.isEmpty { body() } else { afterCommit.append(body) }
+        if !staged.changes.isEmpty {
+            staged.waiters.append(body)
+        } else if let inFlight {
+            inFlight.waiters.append(body)
+        } else {
+            body()
+        }
     }
 
-    /// Commits the staged batch in one transaction, then releases the waiting answers.
+    /// Starts committing the staged batch in one transaction (unless a commit is already
+    /// running: the next one starts when it ends). Answers are released when it is durable.
     public func flush() throws {
-        if staged.isEmpty && !deniedDirty {
-            let waiting = afterCommit
-            afterCommit = []
+        guard inFlight == nil else { return }
+        if staged.changes.isEmpty && !deniedDirty {
+            let waiting = staged.waiters
+            staged.waiters = []
             for f in waiting { f() }
             return
         }
         let batch = staged
-        let logged = try store.commit(batch, epoch: state.epoch, now: clock(), denied: deniedDirty ? state.denied : nil)
-        staged = []
+        staged = Batch()
+        inFlight = batch
+        let denied = deniedDirty ? state.denied : nil
         deniedDirty = false
-        let waiting = afterCommit
-        afterCommit = []
-        for f in waiting { f() }
+        let epoch = state.epoch
+        let now = clock()
+        let store = UncheckedBox(self.store)
+        let changes = batch.changes
+        let work: @Sendable () -> Result<[LoggedChange], Error> = {
+            Result { try store.value.commit(changes, epoch: epoch, now: now, denied: denied) }
+        }
+        if let commitRunner {
+            commitRunner(work) { [self] result in
+                do { try self.finish(batch, result) } catch {
+                    logger.critical("commit failed: \(error)")
+                    fatalCommitError?(error)
+                }
+            }
+        } else {
+            try finish(batch, work())
+        }
+    }
+
+    /// Called when an offloaded commit failed: the state in memory is ahead of the disk.
+    public var fatalCommitError: ((Error) -> Void)?
+
+    private func finish(_ batch: Batch, _ result: Result<[LoggedChange], Error>) throws {
+        let logged = try result.get()
+        inFlight = nil
+        commitCount += 1
+        committedChanges += logged.count
+        for f in batch.waiters { f() }
         if !logged.isEmpty { onCommit?(logged) }
+        if !staged.changes.isEmpty || !staged.waiters.isEmpty || deniedDirty { try flush() }
     }
 
     // MARK: - Conveniences that build commands from adapter input
@@ -182,4 +234,11 @@ public final class Engine {
             deniedDirty = false
         }
     }
+}
+
+/// Moves a value the type system cannot prove thread-safe to the committer thread. The engine
+/// never touches the store while a commit runs (one batch in flight at a time).
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
 }

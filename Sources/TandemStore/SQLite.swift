@@ -22,7 +22,7 @@ public final class SQLiteDatabase {
         }
         handle = db
         self.path = path
-        sqlite3_busy_timeout(db, 5000)
+        sqlite3_busy_timeout(db, 1000)
     }
 
     deinit {

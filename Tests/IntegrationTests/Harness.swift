@@ -158,8 +158,9 @@ final class Tandemd {
     init(bus: TestBus, config: String, stateDir: String? = nil, env: [String: String] = [:]) throws {
         self.bus = bus
         self.stateDir = stateDir ?? makeTempDir("state")
-        configPath = self.stateDir + ".conf"
-        logPath = self.stateDir + ".log"
+        let own = makeTempDir("tandemd")
+        configPath = own + "/tandemd.conf"
+        logPath = own + "/tandemd.log"
         extraEnv = env
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
     }

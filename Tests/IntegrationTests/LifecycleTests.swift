@@ -138,6 +138,16 @@ import TandemCore
         #expect(f.daemon.log().contains("configuration not reloaded"))
     }
 
+    @Test func aSecondDaemonOnTheSameStateIsRefused() throws {
+        let f = try Fixture()
+        let otherBus = try TestBus()
+        let second = try Tandemd(bus: otherBus, config: "[Server]\n", stateDir: f.daemon.stateDir)
+        #expect(throws: TestFailure.self) { try second.start() }
+        #expect(second.log().contains("database is locked"), "\(second.log())")
+        // The first one is unharmed.
+        #expect(try f.bus.client().call("ListLicenses").first?.arrayValue?.count == 1)
+    }
+
     @Test func stateSurvivesRestart() throws {
         let f = try Fixture()
         let c = try f.bus.client()

@@ -47,10 +47,37 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         #expect(log.count == 5 && Set(log.map(\.timeUSec)).count == 1)
     }
 
+    @Test func offloadedCommitsCompleteInOrderAndHoldAnswersUntilDurable() throws {
+        let (e, _, key) = try makeEngine()
+        try activate(e, key)
+        var pending: [(() -> Result<[LoggedChange], Error>, (Result<[LoggedChange], Error>) -> Void)] = []
+        e.commitRunner = { work, done in pending.append((work, done)) }
+        var answered: [String] = []
+        _ = try e.acquire(feature: "cad", count: 1, client: "a", ttlUSec: nil, requestId: nil, caller: .root).get()
+        e.whenCommitted { answered.append("a") }
+        try e.flush()
+        #expect(e.isCommitting && pending.count == 1)
+        // While batch 1 is in flight, batch 2 is decided and staged; flush does not start it.
+        _ = try e.acquire(feature: "cad", count: 1, client: "b", ttlUSec: nil, requestId: nil, caller: .root).get()
+        e.whenCommitted { answered.append("b") }
+        try e.flush()
+        #expect(pending.count == 1 && answered.isEmpty)
+        let (work1, done1) = pending.removeFirst()
+        done1(work1())
+        #expect(answered == ["a"])
+        #expect(pending.count == 1, "the staged batch starts when the first one is durable")
+        let (work2, done2) = pending.removeFirst()
+        done2(work2())
+        #expect(answered == ["a", "b"])
+        #expect(!e.isCommitting)
+        #expect(try e.store.load().leases.count == 2)
+    }
+
     @Test func generatesAndKeepsAServerId() throws {
-        let (e, dir, _) = try makeEngine()
-        let id = e.state.serverId
+        var (e, dir, _): (Engine?, String, VendorPrivateKey) = try makeEngine()
+        let id = e!.state.serverId
         #expect(id.hasPrefix("TS-") && id.count == 22)
+        e = nil // the database is locked while its engine is open
         let (again, _, _) = try makeEngine(dir: dir)
         #expect(again.state.serverId == id)
     }
@@ -82,13 +109,17 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
     }
 
     @Test func refusalsAreCountedAndPersisted() throws {
-        let (e, dir, key) = try makeEngine()
-        try activate(e, key, seats: 1)
-        for _ in 0..<3 {
-            _ = e.acquire(feature: "cad", count: 2, client: "c", ttlUSec: nil, requestId: nil, caller: .root)
+        let dir: String
+        do {
+            let (e, d, key) = try makeEngine()
+            dir = d
+            try activate(e, key, seats: 1)
+            for _ in 0..<3 {
+                _ = e.acquire(feature: "cad", count: 2, client: "c", ttlUSec: nil, requestId: nil, caller: .root)
+            }
+            #expect(e.state.denied["cad"] == 3)
+            try e.persistCounters()
         }
-        #expect(e.state.denied["cad"] == 3)
-        try e.persistCounters()
         let (again, _, _) = try makeEngine(dir: dir)
         #expect(again.state.denied["cad"] == 3)
     }
