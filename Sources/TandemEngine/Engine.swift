@@ -22,7 +22,15 @@ public struct EngineSettings: Sendable {
 public enum Identifiers {
     static func hex(_ bytes: Int) -> String {
         var g = SystemRandomNumberGenerator()
-        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes * 2)
+        for _ in 0..<bytes {
+            let b = UInt8.random(in: 0...255, using: &g)
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
     public static func lease() -> String { "lease-" + hex(8) }
     public static func reservation() -> String { "res-" + hex(6) }
