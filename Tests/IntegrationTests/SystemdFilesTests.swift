@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+import TandemBus
+
+/// The shipped unit, with ExecStart= pointed at the built binary (verify checks that it exists).
+func unitUnderTest() throws -> String {
+    let dir = makeTempDir("unit")
+    let unit = try String(contentsOfFile: packageRoot + "/systemd/tandemd.service", encoding: .utf8)
+    #expect(unit.contains("\nExecStart=/usr/bin/tandemd\n"))
+    let path = dir + "/tandemd.service"
+    try unit.replacingOccurrences(of: "ExecStart=/usr/bin/tandemd", with: "ExecStart=\(binary("tandemd"))")
+        .write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+@Suite(.serialized) struct SystemdFiles {
+    @Test func unitPassesSystemdAnalyzeVerify() throws {
+        let r = try run("/usr/bin/systemd-analyze", ["verify", "--man=no", try unitUnderTest()])
+        #expect(r.status == 0)
+        // Warnings do not change the exit code: any output at all is a failure.
+        #expect(r.stdout.isEmpty && r.stderr.isEmpty, "systemd-analyze verify said: \(r.stdout)\(r.stderr)")
+    }
+
+    @Test func unitExposureIsAtMostOnePointFive() throws {
+        let r = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "--no-pager", try unitUnderTest()])
+        guard let line = (r.stdout + r.stderr).split(separator: "\n").first(where: { $0.contains("Overall exposure level") }),
+              let score = line.split(separator: ":").last?.split(separator: " ").first.flatMap({ Double($0) }) else {
+            Issue.record("no exposure level in: \(r.stdout)\(r.stderr)")
+            return
+        }
+        #expect(score <= 1.5, "exposure \(score): \(line)")
+    }
+
+    @Test func unitIsANotifyServiceWithWatchdogAndBusName() throws {
+        let unit = try String(contentsOfFile: packageRoot + "/systemd/tandemd.service", encoding: .utf8)
+        for line in ["Type=notify", "BusName=org.tandem.LicenseManager1", "Restart=on-failure", "User=tandem",
+                     "StateDirectory=tandem", "ConfigurationDirectory=tandem", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"] {
+            #expect(unit.contains("\n\(line)\n"), "missing \(line)")
+        }
+        #expect(unit.contains("\nWatchdogSec="))
+    }
+
+    /// Runs a bus whose only ownership rules are the shipped policy (with its service account
+    /// swapped for the existing user "daemon"), and checks who may own and call the name.
+    @Test func busPolicyLetsOnlyTheServiceAccountOwnTheName() throws {
+        let dir = makeTempDir("policy")
+        let policy = try String(contentsOfFile: packageRoot + "/systemd/org.tandem.LicenseManager1.conf", encoding: .utf8)
+            .replacingOccurrences(of: "user=\"tandem\"", with: "user=\"daemon\"")
+        try policy.write(toFile: dir + "/tandem.conf", atomically: true, encoding: .utf8)
+        try """
+            <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+             "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+            <busconfig>
+              <type>system</type>
+              <listen>unix:path=\(dir)/bus.sock</listen>
+              <auth>EXTERNAL</auth>
+              <policy context="default">
+                <allow user="*"/>
+                <deny own="*"/>
+                <deny send_type="method_call"/>
+                <allow send_destination="org.freedesktop.DBus"/>
+                <allow send_requested_reply="true" send_type="method_return"/>
+                <allow send_requested_reply="true" send_type="error"/>
+                <allow receive_type="method_return"/>
+                <allow receive_type="error"/>
+                <allow receive_type="method_call"/>
+              </policy>
+              <include>\(dir)/tandem.conf</include>
+            </busconfig>
+            """.write(toFile: dir + "/bus.conf", atomically: true, encoding: .utf8)
+        let bus = Process()
+        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
+        bus.arguments = ["--nofork", "--config-file=\(dir)/bus.conf"]
+        bus.standardError = FileHandle.nullDevice
+        try bus.run()
+        defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/bus.sock") { usleep(20_000) }
+        let env = ["DBUS_SYSTEM_BUS_ADDRESS": "unix:path=\(dir)/bus.sock"]
+        func requestName(uid: Int) throws -> RunResult {
+            try run("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "/usr/bin/busctl", "call",
+                                         "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                         "RequestName", "su", BusNames.service, "0"], env: env)
+        }
+        let daemonUid = 1 // Debian's "daemon" user
+        let owner = try requestName(uid: daemonUid)
+        #expect(owner.status == 0 && owner.stdout.contains("u 1"), "the service account could not own the name: \(owner.stderr)")
+        let other = try requestName(uid: 65534)
+        #expect(other.status != 0, "another user could own the name")
+        #expect(other.stderr.contains("Access denied"), "\(other.stderr)")
+    }
+}
