@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "tandemctl", targets: ["tandemctl"]),
         .executable(name: "tandem-vendor", targets: ["tandem-vendor"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
+        .executable(name: "tandem-sim", targets: ["tandem-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -22,6 +23,8 @@ let package = Package(
                        providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CTandemBusShim", dependencies: ["CSystemd"]),
         .target(name: "TandemCore"),
+        .target(name: "TandemPair", dependencies: ["TandemCore"]),
+        .target(name: "TandemSimulation", dependencies: ["TandemPair", "TandemCore"]),
         .target(name: "TandemLicensing", dependencies: [
             "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -51,7 +54,9 @@ let package = Package(
         .executableTarget(name: "tandemctl", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-vendor", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-bench", dependencies: ["TandemCLI"]),
+        .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation"]),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
+        .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore"]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
         .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),

@@ -316,6 +316,8 @@ public final class LicenseManagerServer {
                 touchedFeatures.insert(r.feature)
             case .reservationRemoved:
                 touchedFeatures = Set(engine.state.features)
+            case .epochStarted:
+                managerProps.insert("Epoch")
             }
         }
         // Identity changes go out at once; seat counters are coalesced (see emitPendingPropertyChanges).

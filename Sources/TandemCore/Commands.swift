@@ -110,11 +110,15 @@ extension LicenseState {
             try Validate.text(req.client, "client")
             if let r = req.requestId {
                 try Validate.text(r, "request_id", max: 128)
-                if let existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
+                if var existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
                     guard existing.feature == req.feature && existing.count == req.count else {
                         throw TandemError(.invalidArgs, "request_id '\(r)' was already used for a different acquisition")
                     }
-                    return Decision(outcome: .leaseGranted(existing, existing: true), changes: [])
+                    // A retry (lost answer, failover) gets the same lease, renewed from now: the
+                    // client reckons its lease time from when it sent the retry.
+                    existing.expiresUSec = max(existing.expiresUSec, now + existing.ttlUSec)
+                    return Decision(outcome: .leaseGranted(existing, existing: true),
+                                    changes: [.leaseRenewed(id: existing.id, expiresUSec: existing.expiresUSec)])
                 }
             }
             guard licenses.values.contains(where: { $0.feature == req.feature }) else {

@@ -99,6 +99,8 @@ public enum Change: Codable, Sendable, Equatable {
     case leaseExpired(id: String)
     case reservationAdded(Reservation)
     case reservationRemoved(id: String)
+    /// A node started serving in a new epoch (the first entry of every serving period).
+    case epochStarted(epoch: UInt64)
 
     /// A short stable name used as the change log's `kind` column.
     public var kind: String {
@@ -112,6 +114,7 @@ public enum Change: Codable, Sendable, Equatable {
         case .leaseExpired: return "lease-expired"
         case .reservationAdded: return "reservation-added"
         case .reservationRemoved: return "reservation-removed"
+        case .epochStarted: return "epoch-started"
         }
     }
 }

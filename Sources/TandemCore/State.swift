@@ -44,6 +44,8 @@ public struct LicenseState: Sendable, Equatable {
             reservations[r.id] = r
         case .reservationRemoved(let id):
             reservations[id] = nil
+        case .epochStarted(let e):
+            epoch = e
         }
     }
 

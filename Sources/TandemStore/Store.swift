@@ -174,6 +174,8 @@ public final class Store {
                        .text(r.id), .text(r.feature), .text(r.holder), .int(Int64(r.count)))
         case .reservationRemoved(let id):
             try db.run("DELETE FROM reservations WHERE id = ?", .text(id))
+        case .epochStarted(let e):
+            try setMeta("epoch", String(e))
         }
     }
 

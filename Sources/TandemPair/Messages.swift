@@ -1,0 +1,84 @@
+import TandemCore
+
+/// Node 0 is the configured primary, node 1 the configured backup.
+public typealias NodeIndex = Int
+
+/// One entry of the replicated change log.
+public struct LogEntry: Sendable, Equatable, Codable {
+    public var seq: UInt64
+    public var epoch: UInt64
+    public var change: Change
+    public init(seq: UInt64, epoch: UInt64, change: Change) {
+        self.seq = seq
+        self.epoch = epoch
+        self.change = change
+    }
+}
+
+/// What the two nodes and the witness say to each other. Every frame carries the sender's
+/// epoch; frames of a stale epoch are refused.
+public enum PairMessage: Sendable, Equatable {
+    /// Leader -> follower: entries after (prevSeq, prevEpoch); empty entries are a heartbeat.
+    case append(epoch: UInt64, prevSeq: UInt64, prevEpoch: UInt64, entries: [LogEntry], leaderLastSeq: UInt64)
+    /// Follower -> leader: my log matches yours up to `matchSeq`.
+    case ack(epoch: UInt64, matchSeq: UInt64, caughtUp: Bool)
+    /// Follower -> leader: I could not place your entries; here are my epochs' last sequence numbers.
+    case mismatch(epoch: UInt64, lastSeq: UInt64, epochTable: [EpochRange])
+    /// Anyone -> a node of an older epoch: you are stale.
+    case stale(epoch: UInt64)
+    /// Follower (configured primary, caught up) -> leader (backup): give serving back.
+    case handoverRequest(epoch: UInt64)
+    /// Leader -> follower: I stopped serving at `lastSeq`; take over.
+    case handoverReady(epoch: UInt64, lastSeq: UInt64)
+
+    // Node <-> witness.
+    /// Candidate -> witness: may I serve in `epoch`? My log ends at (lastEpoch, lastSeq).
+    case voteRequest(epoch: UInt64, lastSeq: UInt64, lastEpoch: UInt64)
+    case voteGranted(epoch: UInt64, leaseUSec: UInt64)
+    case voteDenied(epoch: UInt64, votedEpoch: UInt64)
+    /// Leader -> witness: keep my lease; record that my log holds (recordEpoch, recordSeq) durably.
+    case renew(epoch: UInt64, recordSeq: UInt64?, recordEpoch: UInt64?, sentAt: UInt64)
+    case renewed(epoch: UInt64, recordedSeq: UInt64?, sentAt: UInt64)
+    /// Witness -> old leader: a newer epoch was voted.
+    case deposed(votedEpoch: UInt64)
+    /// Leader handing over -> witness: my lease may end now.
+    case releaseLease(epoch: UInt64)
+
+    public var epoch: UInt64 {
+        switch self {
+        case .append(let e, _, _, _, _), .ack(let e, _, _), .mismatch(let e, _, _), .stale(let e),
+             .handoverRequest(let e), .handoverReady(let e, _), .voteRequest(let e, _, _), .voteGranted(let e, _),
+             .voteDenied(let e, _), .renew(let e, _, _, _), .renewed(let e, _, _), .releaseLease(let e):
+            return e
+        case .deposed(let e): return e
+        }
+    }
+}
+
+/// The last sequence number of one epoch in a log.
+public struct EpochRange: Sendable, Equatable, Codable {
+    public var epoch: UInt64
+    public var lastSeq: UInt64
+}
+
+/// Where a message goes.
+public enum Peer: Sendable, Equatable, Hashable {
+    case node(NodeIndex)
+    case witness
+}
+
+/// A client's request to a node.
+public enum ClientCommand: Sendable, Equatable {
+    case acquire(feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String)
+    case renew(leaseId: String)
+    case release(leaseId: String)
+}
+
+public enum ClientReply: Sendable, Equatable {
+    case granted(leaseId: String, expiresUSec: USec)
+    case renewed(leaseId: String, expiresUSec: USec)
+    case released(leaseId: String)
+    case refused(TandemErrorCode, String)
+    /// This node is not serving; `leader` is who is, if known.
+    case notServing(leader: NodeIndex?)
+}

@@ -1,0 +1,470 @@
+import TandemCore
+
+/// Timing of the pair protocol (local durations; clocks of different hosts may be offset and
+/// drift a little, so no absolute time is ever compared across hosts except lease expiry,
+/// which gets `expiryGraceUSec`).
+public struct PairSettings: Sendable, Equatable {
+    public var heartbeatUSec: USec = 1_000_000
+    public var failoverTimeoutUSec: USec = 3_000_000
+    /// How long a witness vote or renewal keeps a leader serving, measured by the witness.
+    public var witnessLeaseUSec: USec = 2_500_000
+    /// The leader trusts its lease for this fraction of `witnessLeaseUSec` after it *sent*
+    /// the request that earned it (covers clock drift between leader and witness).
+    public var leaseSafety: Double = 0.8
+    /// Leases are expired this long after their expiry time, so that a node whose clock runs
+    /// ahead of the granting node's never frees seats a client still holds.
+    public var expiryGraceUSec: USec = 500_000
+    /// A handover that does not complete within this time is abandoned.
+    public var handoverTimeoutUSec: USec = 3_000_000
+    public var maxEntriesPerFrame = 64
+    public init() {}
+}
+
+public enum PairStatus: String, Sendable, Equatable {
+    case unpaired
+    case pairedAndAvailable = "paired-and-available"
+    case primaryNotAvailable = "primary-not-available"
+    case backupNotAvailable = "backup-not-available"
+    case recovering
+    case pairNotSynced = "pair-not-synced"
+}
+
+public enum PeerStatus: String, Sendable, Equatable {
+    case running, stopped, disconnected
+    case notAvailable = "not-available"
+}
+
+/// Something a node asks its host to do.
+public enum NodeEffect: Sendable, Equatable {
+    case send(Peer, PairMessage)
+    /// Answer the client request identified by `ref`.
+    case reply(ref: Int, ClientReply)
+}
+
+/// One node of a pair, as a pure state machine: events in, effects out. The durable part
+/// (log, promised epoch) survives `restart`; the rest is rebuilt.
+///
+/// Protocol, in short (witness mode):
+/// - A node serves only as *leader* of an epoch the witness voted for, and only while its
+///   witness lease is valid by its own conservative reckoning. The witness votes for a new
+///   epoch only after the current leader's lease ran out at the witness, and only for a
+///   candidate whose log is at least as up to date as the last position a leader recorded
+///   with it. Epochs carry the node's parity (node 0 even, node 1 odd), so two nodes never
+///   share one.
+/// - The leader appends every change to its log (durable) and replicates it. A client is
+///   answered once its change is durable on the follower (acknowledged) or, while the
+///   follower is unreachable, recorded with the witness — so a node that lacks an answered
+///   change can never be elected, and no answered change is lost.
+/// - A new leader first appends `epochStarted` (its own entry), so everything answered is
+///   covered by an entry of the answering leader's epoch (Raft's no-op rule).
+/// - Followers keep the leader's log: entries that conflict (same sequence number, older
+///   epoch) were never answered and are discarded.
+/// - A returning configured primary catches up as follower, asks for a handover, and the
+///   backup stops serving, lets the primary catch the last entries and gives its lease back.
+public struct PairNode: Sendable {
+    public let index: NodeIndex
+    public var settings: PairSettings
+
+    // Durable.
+    public private(set) var baseState: LicenseState
+    public private(set) var log: [LogEntry] = []
+    public private(set) var promisedEpoch: UInt64 = 0
+
+    // Derived from the durable part.
+    public private(set) var state: LicenseState
+
+    // Volatile.
+    public enum Mode: Sendable, Equatable {
+        case follower
+        case candidate(epoch: UInt64, sentAt: USec)
+        case leader(epoch: UInt64)
+        case handingOver(epoch: UInt64, since: USec)
+    }
+    public private(set) var mode: Mode = .follower
+    public private(set) var leaderHint: NodeIndex?
+    var startedAt: USec
+    var lastHeardLeader: USec?
+    var lastHeardPeer: USec?
+    var leaderLastSeq: UInt64 = 0
+    // Leader bookkeeping.
+    var peerMatchSeq: UInt64 = 0
+    var peerNextSeq: UInt64 = 1
+    var peerCaughtUp = false
+    var witnessRecorded: UInt64 = 0
+    var leaseValidUntil: USec = 0
+    var lastHeartbeatSent: USec?
+    var lastRenewSent: USec?
+    var lastRecordRequested: UInt64 = 0
+    var lastHandoverRequest: USec?
+    var pending: [(seq: UInt64, ref: Int, reply: ClientReply)] = []
+
+    public var peer: NodeIndex { 1 - index }
+
+    public init(index: NodeIndex, initial: LicenseState, settings: PairSettings = PairSettings(), now: USec) {
+        self.index = index
+        self.settings = settings
+        baseState = initial
+        state = initial
+        startedAt = now
+    }
+
+    // MARK: - Queries
+
+    public var lastSeq: UInt64 { log.last?.seq ?? 0 }
+    public var lastEpoch: UInt64 { log.last?.epoch ?? 0 }
+
+    func epochAt(_ seq: UInt64) -> UInt64? {
+        guard seq >= 1, seq <= lastSeq else { return seq == 0 ? 0 : nil }
+        return log[Int(seq - 1)].epoch
+    }
+
+    public var servingEpoch: UInt64? {
+        if case .leader(let e) = mode { return e }
+        return nil
+    }
+
+    /// True when this node may grant seats right now.
+    public func isServing(now: USec) -> Bool {
+        servingEpoch != nil && now < leaseValidUntil
+    }
+
+    func peerReachable(now: USec) -> Bool {
+        guard let t = lastHeardPeer else { return false }
+        return now < t + settings.failoverTimeoutUSec
+    }
+
+    public func peerStatus(now: USec) -> PeerStatus {
+        guard lastHeardPeer != nil else { return .notAvailable }
+        return peerReachable(now: now) ? .running : .disconnected
+    }
+
+    public func pairStatus(now: USec) -> PairStatus {
+        guard peerReachable(now: now) else { return index == 0 ? .backupNotAvailable : .primaryNotAvailable }
+        switch mode {
+        case .leader, .handingOver:
+            return peerCaughtUp && peerMatchSeq == lastSeq ? .pairedAndAvailable : .recovering
+        case .follower:
+            return lastHeardLeader != nil && lastSeq == leaderLastSeq ? .pairedAndAvailable : .recovering
+        case .candidate:
+            return .recovering
+        }
+    }
+
+    var epochTable: [EpochRange] {
+        var out: [EpochRange] = []
+        for e in log {
+            if out.last?.epoch == e.epoch { out[out.count - 1].lastSeq = e.seq } else { out.append(EpochRange(epoch: e.epoch, lastSeq: e.seq)) }
+        }
+        return out
+    }
+
+    /// The next epoch this node may use: above everything seen, with this node's parity.
+    func nextEpoch(above floor: UInt64) -> UInt64 {
+        var e = floor + 1
+        if e % 2 != UInt64(index) { e += 1 }
+        return e
+    }
+
+    // MARK: - Lifecycle
+
+    /// A crash and restart: volatile state is gone, the log and promised epoch remain.
+    public mutating func restart(now: USec) {
+        mode = .follower
+        leaderHint = nil
+        startedAt = now
+        lastHeardLeader = nil
+        lastHeardPeer = nil
+        leaderLastSeq = 0
+        peerMatchSeq = 0
+        peerNextSeq = 1
+        peerCaughtUp = false
+        witnessRecorded = 0
+        leaseValidUntil = 0
+        lastHeartbeatSent = nil
+        lastRenewSent = nil
+        lastRecordRequested = 0
+        lastHandoverRequest = nil
+        pending = []
+    }
+
+    // MARK: - Log
+
+    private mutating func append(_ change: Change, epoch: UInt64) {
+        let entry = LogEntry(seq: lastSeq + 1, epoch: epoch, change: change)
+        log.append(entry)
+        state.apply(change)
+    }
+
+    private mutating func truncate(from seq: UInt64) {
+        guard seq <= lastSeq else { return }
+        log.removeSubrange(Int(seq - 1)...)
+        var s = baseState
+        for e in log { s.apply(e.change) }
+        state = s
+    }
+
+    // MARK: - Events
+
+    public mutating func tick(now: USec) -> [NodeEffect] {
+        var out: [NodeEffect] = []
+        switch mode {
+        case .leader(let epoch):
+            if now >= leaseValidUntil {
+                stepDown(&out)
+                return out
+            }
+            // Expire leases (with grace for clock offsets between nodes).
+            if now > settings.expiryGraceUSec, case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec),
+               !d.changes.isEmpty {
+                for c in d.changes { append(c, epoch: epoch) }
+            }
+            if lastHeartbeatSent.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
+                lastHeartbeatSent = now
+                out += replicate(epoch: epoch, resend: true)
+                out += renew(epoch: epoch, now: now, record: !peerReachable(now: now))
+            } else if peerNextSeq <= lastSeq {
+                out += replicate(epoch: epoch, resend: false)
+            }
+            if !peerReachable(now: now), lastRecordRequested < lastSeq, !pending.isEmpty {
+                out += renew(epoch: epoch, now: now, record: true)
+            }
+        case .handingOver(let epoch, let since):
+            if now >= leaseValidUntil {
+                stepDown(&out)
+                return out
+            }
+            if peerMatchSeq == lastSeq && pending.isEmpty {
+                out.append(.send(.node(peer), .handoverReady(epoch: epoch, lastSeq: lastSeq)))
+                out.append(.send(.witness, .releaseLease(epoch: epoch)))
+                mode = .follower
+                leaderHint = peer
+                lastHeardLeader = now // give the peer a full timeout to take over
+                leaseValidUntil = 0
+            } else if now >= since + settings.handoverTimeoutUSec {
+                mode = .leader(epoch: epoch)
+            } else if lastHeartbeatSent.map({ now >= $0 + settings.heartbeatUSec / 4 }) ?? true {
+                lastHeartbeatSent = now
+                out += replicate(epoch: epoch, resend: true)
+                out += renew(epoch: epoch, now: now, record: false)
+            }
+        case .follower:
+            let silentSince = lastHeardLeader ?? startedAt
+            // The configured backup waits a little longer at start, so that the primary leads first.
+            let wait = settings.failoverTimeoutUSec + (lastHeardLeader == nil && index == 1 ? settings.failoverTimeoutUSec : 0)
+            if now >= silentSince + wait {
+                out += becomeCandidate(now: now, floor: promisedEpoch)
+            } else if index == 0, leaderHint == peer, lastHeardLeader != nil, lastSeq == leaderLastSeq, lastSeq > 0,
+                      lastHandoverRequest.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
+                // Failback: caught up with the backup; ask for serving back.
+                lastHandoverRequest = now
+                out.append(.send(.node(peer), .handoverRequest(epoch: promisedEpoch)))
+            }
+        case .candidate(let epoch, let sentAt):
+            if now >= sentAt + settings.failoverTimeoutUSec {
+                out += becomeCandidate(now: now, floor: max(promisedEpoch, epoch - 1))
+            }
+        }
+        return out
+    }
+
+    private mutating func becomeCandidate(now: USec, floor: UInt64) -> [NodeEffect] {
+        let epoch = nextEpoch(above: floor)
+        mode = .candidate(epoch: epoch, sentAt: now)
+        return [.send(.witness, .voteRequest(epoch: epoch, lastSeq: lastSeq, lastEpoch: lastEpoch))]
+    }
+
+    private mutating func stepDown(_ out: inout [NodeEffect]) {
+        for p in pending { out.append(.reply(ref: p.ref, .notServing(leader: nil))) }
+        pending = []
+        mode = .follower
+        leaderHint = nil
+        leaseValidUntil = 0
+    }
+
+    private mutating func renew(epoch: UInt64, now: USec, record: Bool) -> [NodeEffect] {
+        lastRenewSent = now
+        if record { lastRecordRequested = lastSeq }
+        return [.send(.witness, .renew(epoch: epoch, recordSeq: record ? lastSeq : nil, recordEpoch: record ? lastEpoch : nil, sentAt: now))]
+    }
+
+    /// Entries for the follower: from what it is known to have (`resend`) or only the new ones.
+    private mutating func replicate(epoch: UInt64, resend: Bool) -> [NodeEffect] {
+        if resend { peerNextSeq = min(peerNextSeq, peerMatchSeq + 1) }
+        let from = peerNextSeq
+        let to = min(lastSeq, from + UInt64(settings.maxEntriesPerFrame) - 1)
+        let entries = from <= to ? Array(log[Int(from - 1)..<Int(to)]) : []
+        let prev = from - 1
+        peerNextSeq = max(peerNextSeq, to + 1)
+        return [.send(.node(peer), .append(epoch: epoch, prevSeq: prev, prevEpoch: epochAt(prev) ?? 0, entries: entries, leaderLastSeq: lastSeq))]
+    }
+
+    private mutating func releaseAnswers(_ out: inout [NodeEffect]) {
+        let acked = max(peerMatchSeq, witnessRecorded)
+        var keep: [(seq: UInt64, ref: Int, reply: ClientReply)] = []
+        for p in pending {
+            if p.seq <= acked { out.append(.reply(ref: p.ref, p.reply)) } else { keep.append(p) }
+        }
+        pending = keep
+    }
+
+    public mutating func receive(from: Peer, _ message: PairMessage, now: USec) -> [NodeEffect] {
+        var out: [NodeEffect] = []
+        if case .node = from { lastHeardPeer = now }
+        switch message {
+        case .append(let epoch, let prevSeq, let prevEpoch, let entries, let leaderLast):
+            if epoch < promisedEpoch {
+                out.append(.send(from, .stale(epoch: promisedEpoch)))
+                return out
+            }
+            if epoch > promisedEpoch {
+                promisedEpoch = epoch
+                leaderLastSeq = 0
+            }
+            if case .follower = mode {} else { stepDown(&out) }
+            leaderHint = peer
+            lastHeardLeader = now
+            guard prevSeq <= lastSeq, epochAt(prevSeq) == prevEpoch else {
+                out.append(.send(from, .mismatch(epoch: epoch, lastSeq: lastSeq, epochTable: epochTable)))
+                return out
+            }
+            for e in entries {
+                if e.seq <= lastSeq {
+                    if epochAt(e.seq) != e.epoch {
+                        truncate(from: e.seq)
+                        append(e.change, epoch: e.epoch)
+                    }
+                } else if e.seq == lastSeq + 1 {
+                    append(e.change, epoch: e.epoch)
+                }
+            }
+            let matchSeq = prevSeq + UInt64(entries.count)
+            // A tail from an older epoch beyond what the leader has is divergent: drop it.
+            if lastSeq > matchSeq, let next = epochAt(matchSeq + 1), next < epoch, matchSeq >= leaderLast {
+                truncate(from: matchSeq + 1)
+            }
+            leaderLastSeq = max(leaderLastSeq, leaderLast)
+            out.append(.send(from, .ack(epoch: epoch, matchSeq: matchSeq, caughtUp: matchSeq >= leaderLastSeq && lastSeq == matchSeq)))
+
+        case .ack(let epoch, let matchSeq, let caughtUp):
+            guard let mine = leadingEpoch, mine == epoch else { return out }
+            if matchSeq <= lastSeq, epochAt(matchSeq) != nil {
+                peerMatchSeq = max(peerMatchSeq, matchSeq)
+                peerNextSeq = max(peerNextSeq, peerMatchSeq + 1)
+                peerCaughtUp = caughtUp && peerMatchSeq == lastSeq
+            }
+            releaseAnswers(&out)
+
+        case .mismatch(let epoch, let followerLast, let table):
+            guard let mine = leadingEpoch, mine == epoch else { return out }
+            // Agreement: the highest position where both logs hold the same epoch's entries.
+            var agree: UInt64 = 0
+            let mineTable = epochTable
+            for r in table.reversed() {
+                if let m = mineTable.first(where: { $0.epoch == r.epoch }) {
+                    agree = min(r.lastSeq, m.lastSeq)
+                    break
+                }
+            }
+            agree = min(agree, followerLast)
+            peerNextSeq = agree + 1
+            out += replicate(epoch: epoch, resend: false)
+
+        case .stale(let epoch):
+            if epoch > promisedEpoch {
+                promisedEpoch = epoch
+                if case .follower = mode {} else { stepDown(&out) }
+            }
+
+        case .handoverRequest(let epoch):
+            if case .leader(let mine) = mode, epoch == mine, index == 1 {
+                mode = .handingOver(epoch: mine, since: now)
+                lastHeartbeatSent = nil
+            }
+
+        case .handoverReady(let epoch, let last):
+            if case .follower = mode, epoch == promisedEpoch, last == lastSeq {
+                out += becomeCandidate(now: now, floor: promisedEpoch)
+            }
+
+        case .voteGranted(let epoch, let leaseUSec):
+            guard case .candidate(let e, let sentAt) = mode, e == epoch else { return out }
+            promisedEpoch = max(promisedEpoch, epoch)
+            mode = .leader(epoch: epoch)
+            leaderHint = index
+            leaseValidUntil = sentAt + USec(Double(leaseUSec) * settings.leaseSafety)
+            peerMatchSeq = 0
+            peerNextSeq = lastSeq + 1
+            peerCaughtUp = false
+            witnessRecorded = 0
+            lastRecordRequested = 0
+            pending = []
+            append(.epochStarted(epoch: epoch), epoch: epoch)
+            lastHeartbeatSent = now
+            out += replicate(epoch: epoch, resend: false)
+
+        case .voteDenied(let epoch, let voted):
+            guard case .candidate(let e, _) = mode, e == epoch else { return out }
+            // Try again after the usual wait (tick), above whatever the witness voted for.
+            promisedEpoch = max(promisedEpoch, voted)
+
+        case .renewed(let epoch, let recorded, let sentAt):
+            guard let mine = leadingEpoch, mine == epoch else { return out }
+            leaseValidUntil = max(leaseValidUntil, sentAt + USec(Double(settings.witnessLeaseUSec) * settings.leaseSafety))
+            if let r = recorded { witnessRecorded = max(witnessRecorded, r) }
+            releaseAnswers(&out)
+
+        case .deposed(let voted):
+            promisedEpoch = max(promisedEpoch, voted)
+            if leadingEpoch != nil { stepDown(&out) }
+
+        case .voteRequest, .renew, .releaseLease:
+            break // for the witness
+        }
+        return out
+    }
+
+    /// The epoch this node leads (also while handing over).
+    var leadingEpoch: UInt64? {
+        switch mode {
+        case .leader(let e), .handingOver(let e, _): return e
+        default: return nil
+        }
+    }
+
+    /// A client request. Successful answers wait until the change is acknowledged.
+    public mutating func request(ref: Int, _ command: ClientCommand, now: USec, newLeaseId: String) -> [NodeEffect] {
+        var out: [NodeEffect] = []
+        guard case .leader(let epoch) = mode, now < leaseValidUntil else {
+            out.append(.reply(ref: ref, .notServing(leader: leaderHint == index ? nil : leaderHint)))
+            return out
+        }
+        if now > settings.expiryGraceUSec, case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec) {
+            for c in d.changes { append(c, epoch: epoch) }
+        }
+        let core: Command
+        switch command {
+        case .acquire(let feature, let count, let client, let ttl, let requestId):
+            core = .acquire(AcquireRequest(feature: feature, count: count, client: client, ttlUSec: ttl, requestId: requestId, newLeaseId: newLeaseId))
+        case .renew(let id): core = .renew(leaseId: id)
+        case .release(let id): core = .release(leaseId: id)
+        }
+        switch state.decide(core, caller: .root, now: now) {
+        case .failure(let e):
+            out.append(.reply(ref: ref, .refused(e.code, e.message)))
+        case .success(let d):
+            for c in d.changes { append(c, epoch: epoch) }
+            let reply: ClientReply
+            switch d.outcome {
+            case .leaseGranted(let l, _): reply = .granted(leaseId: l.id, expiresUSec: l.expiresUSec)
+            case .leaseRenewed(let l): reply = .renewed(leaseId: l.id, expiresUSec: l.expiresUSec)
+            case .leaseReleased(let l): reply = .released(leaseId: l.id)
+            default: reply = .refused(.failed, "unexpected outcome")
+            }
+            pending.append((seq: lastSeq, ref: ref, reply: reply))
+            out += replicate(epoch: epoch, resend: false)
+            if !peerReachable(now: now) { out += renew(epoch: epoch, now: now, record: true) }
+            releaseAnswers(&out)
+        }
+        return out
+    }
+}

@@ -1,0 +1,30 @@
+import Foundation
+import TandemSimulation
+
+// tandem-sim [--seeds N] [--from S] [--seed S] [--verbose]
+// Runs the deterministic pair simulation; a failing seed replays exactly with --seed.
+var from: UInt64 = 1
+var count: UInt64 = 200
+var verbose = false
+var args = Array(CommandLine.arguments.dropFirst())
+while !args.isEmpty {
+    let a = args.removeFirst()
+    switch a {
+    case "--seeds": count = UInt64(args.removeFirst()) ?? count
+    case "--from": from = UInt64(args.removeFirst()) ?? from
+    case "--seed": from = UInt64(args.removeFirst()) ?? from; count = 1; verbose = true
+    case "--verbose": verbose = true
+    default:
+        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--verbose]\n".utf8))
+        exit(2)
+    }
+}
+var failed = 0
+let start = Date()
+for seed in from..<(from + count) {
+    let r = runSeeds(seed..<(seed + 1)).first!
+    if !r.passed { failed += 1 }
+    if verbose || !r.passed { print(r) }
+}
+print("\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), \(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+exit(failed == 0 ? 0 : 1)

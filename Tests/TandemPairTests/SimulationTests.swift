@@ -1,0 +1,119 @@
+import Testing
+import TandemCore
+@testable import TandemPair
+@testable import TandemSimulation
+
+/// 400 seeds in 4 chunks here (debug build, in parallel); scripts/test also runs thousands
+/// more through the optimized `tandem-sim`. A failing seed is printed and replays exactly
+/// with `tandem-sim --seed N`.
+@Suite struct PairSimulation {
+    @Test(arguments: 0..<4)
+    func seedsKeepEveryInvariant(chunk: Int) {
+        let from = UInt64(chunk * 100 + 1)
+        for r in runSeeds(from..<(from + 100)) where !r.passed {
+            Issue.record("\(r) — replay with: swift run tandem-sim --seed \(r.seed)")
+        }
+    }
+
+    @Test func aSeedReplaysExactly() {
+        let a = runSeeds(7..<8).first!
+        let b = runSeeds(7..<8).first!
+        #expect(a.passed)
+        #expect(a.events == b.events && a.granted == b.granted && a.faults == b.faults && a.convergedAfterUSec == b.convergedAfterUSec)
+        let c = runSeeds(8..<9).first!
+        #expect(c.events != a.events, "different seeds should differ")
+    }
+
+    @Test func withoutFaultsThePrimaryLeadsAndThePairConverges() {
+        let r = runSeeds(1..<2) { cfg in
+            cfg.meanFaultIntervalUSec = 1_000_000_000_000
+            cfg.dropRate = 0
+            cfg.duplicateRate = 0
+            cfg.faultPhaseUSec = 20_000_000
+        }.first!
+        #expect(r.passed, "\(r)")
+        #expect(r.finalLeader == 0, "the configured primary should serve when nothing fails")
+        #expect(r.granted > 0 && r.leaderChanges == 1, "\(r)")
+    }
+
+    @Test func heavierFaultsStillKeepTheInvariants() {
+        for r in runSeeds(5000..<5050, configure: { cfg in
+            cfg.meanFaultIntervalUSec = 1_500_000
+            cfg.dropRate = 0.2
+            cfg.duplicateRate = 0.1
+            cfg.clients = 8
+            cfg.seats = 4
+        }) where !r.passed {
+            Issue.record("\(r)")
+        }
+    }
+}
+
+@Suite struct WitnessRules {
+    @Test func votesOncePerEpochAndNotDuringALiveLease() {
+        var w = PairWitness(leaseUSec: 1000, now: 0)
+        // Just restarted: waits out a lease it may have forgotten.
+        #expect(w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 500).first?.1 == .voteDenied(epoch: 2, votedEpoch: 0))
+        #expect(w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 1000).first?.1 == .voteGranted(epoch: 2, leaseUSec: 1000))
+        // The other node may not take over while node 0's lease lives...
+        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 1, lastEpoch: 2), now: 1500).first?.1 == .voteDenied(epoch: 3, votedEpoch: 2))
+        // ... renewals extend it ...
+        #expect(w.receive(from: 0, .renew(epoch: 2, recordSeq: 5, recordEpoch: 2, sentAt: 1), now: 1900).first?.1 == .renewed(epoch: 2, recordedSeq: 5, sentAt: 1))
+        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 5, lastEpoch: 2), now: 2800).first?.1 == .voteDenied(epoch: 3, votedEpoch: 2))
+        // ... and once it ran out, a candidate behind the recorded position is refused,
+        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 4, lastEpoch: 2), now: 3000).first?.1 == .voteDenied(epoch: 3, votedEpoch: 2))
+        // one that has it is elected, and the old leader is deposed.
+        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 5, lastEpoch: 2), now: 3000).first?.1 == .voteGranted(epoch: 3, leaseUSec: 1000))
+        #expect(w.receive(from: 0, .renew(epoch: 2, recordSeq: nil, recordEpoch: nil, sentAt: 2), now: 3100).first?.1 == .deposed(votedEpoch: 3))
+        // An epoch is never voted twice.
+        #expect(w.receive(from: 0, .voteRequest(epoch: 3, lastSeq: 9, lastEpoch: 3), now: 9000).first?.1 == .voteDenied(epoch: 3, votedEpoch: 3))
+    }
+}
+
+@Suite struct NodeRules {
+    func initial() -> LicenseState {
+        var s = LicenseState()
+        s.apply(.serverIdSet(id: "S"))
+        s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: 2, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
+        return s
+    }
+
+    @Test func answersWaitForTheFollowerAndEpochsHaveTheNodesParity() {
+        var primary = PairNode(index: 0, initial: initial(), now: 0)
+        var backup = PairNode(index: 1, initial: initial(), now: 0)
+        // The primary times out first and asks the witness for an even epoch.
+        let effects = primary.tick(now: 3_000_000)
+        guard case .send(.witness, .voteRequest(let epoch, _, _))? = effects.first else {
+            Issue.record("no vote request: \(effects)")
+            return
+        }
+        #expect(epoch % 2 == 0)
+        let hello = primary.receive(from: .witness, .voteGranted(epoch: epoch, leaseUSec: 2_500_000), now: 3_000_100)
+        #expect(primary.isServing(now: 3_000_200))
+        #expect(primary.log.first?.change == .epochStarted(epoch: epoch))
+        // A client request is held until the backup has the change.
+        let out = primary.request(ref: 1, .acquire(feature: "cad", count: 1, client: "c", ttlUSec: 10_000_000, requestId: "r"),
+                                  now: 3_000_300, newLeaseId: "lease-1")
+        #expect(!out.contains { if case .reply = $0 { true } else { false } })
+        // Deliver both appends to the backup and its acks back.
+        var answers: [ClientReply] = []
+        for case .send(.node(1), let m) in hello + out {
+            for case .send(.node(0), let ack) in backup.receive(from: .node(0), m, now: 3_000_400) {
+                for case .reply(_, let r) in primary.receive(from: .node(1), ack, now: 3_000_500) { answers.append(r) }
+            }
+        }
+        #expect(answers.count == 1)
+        if case .granted(let id, _)? = answers.first { #expect(id == "lease-1") } else { Issue.record("\(answers)") }
+        #expect(backup.state.leases["lease-1"] != nil)
+        #expect(backup.pairStatus(now: 3_000_600) == .pairedAndAvailable)
+        // The backup refuses clients and names the leader.
+        #expect(backup.request(ref: 2, .release(leaseId: "lease-1"), now: 3_000_700, newLeaseId: "x") == [.reply(ref: 2, .notServing(leader: 0))])
+    }
+
+    @Test func aStaleLeaderIsTurnedAway() {
+        var backup = PairNode(index: 1, initial: initial(), now: 0)
+        _ = backup.receive(from: .node(0), .append(epoch: 4, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0), now: 10)
+        let reply = backup.receive(from: .node(0), .append(epoch: 2, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0), now: 20)
+        #expect(reply == [.send(.node(0), .stale(epoch: 4))])
+    }
+}
