@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd",
@@ -35,12 +37,18 @@ let package = Package(
             "TandemCore", "TandemLicensing", "TandemStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "TandemNet", dependencies: [
+            "TandemCore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "TandemBus", dependencies: [
             "CSystemd", "CTandemBusShim", "TandemCore", "TandemEngine",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemDaemon", dependencies: [
-            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus",
+            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemNet",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemCLI", dependencies: [
@@ -60,7 +68,7 @@ let package = Package(
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
         .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing"],
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing", "TandemNet"],
                     resources: []),
     ],
     swiftLanguageModes: [.v6]

@@ -38,6 +38,7 @@ static const sd_bus_vtable manager_vtable[] = {
         LIVE_PROP("LicenseCount", "u"),
         LIVE_PROP("SeatsTotal", "u"),
         LIVE_PROP("SeatsInUse", "u"),
+        CONST_PROP("ListenAddresses", "as"),
         METHOD("GetActivationRequest", "", "", "s", SD_BUS_PARAM(request)),
         METHOD("ActivateLicense", "s", SD_BUS_PARAM(license),
                "so", SD_BUS_PARAM(license_id) SD_BUS_PARAM(path)),

@@ -12,6 +12,8 @@ public struct ServerInfo: Sendable {
     public var serviceAccount: String
     public var role: String = "standalone"
     public var pairStatus: String = "unpaired"
+    /// Where the network API listens (bound addresses, with real ports).
+    public var listenAddresses: [String] = []
     public init(version: String, serviceAccount: String) {
         self.version = version
         self.serviceAccount = serviceAccount
@@ -225,6 +227,7 @@ public final class LicenseManagerServer {
             case "LicenseCount": value = .uint32(UInt32(state.licenses.count))
             case "SeatsTotal": value = .uint32(state.totalSeats)
             case "SeatsInUse": value = .uint32(state.totalInUse)
+            case "ListenAddresses": value = .strings(info.listenAddresses)
             default: value = nil
             }
         } else if let id = Self.licenseId(fromPath: path), let l = state.licenses[id] {

@@ -71,7 +71,8 @@ extension LicenseState {
         guard let lease = leases[id], lease.expiresUSec > now else {
             throw TandemError(.leaseNotFound, "no lease '\(id)'")
         }
-        if !caller.isAdmin && !(lease.uid != nil && lease.uid == caller.uid) {
+        let owner = caller.network ? lease.uid == nil : (lease.uid != nil && lease.uid == caller.uid)
+        if !caller.isAdmin && !owner {
             throw TandemError(.accessDenied, "lease '\(id)' belongs to another user")
         }
         return lease

@@ -123,9 +123,14 @@ public enum Change: Codable, Sendable, Equatable {
 public struct Caller: Sendable, Equatable {
     public var uid: UInt32?
     public var isAdmin: Bool
-    public init(uid: UInt32?, isAdmin: Bool) {
+    /// A client of the network API (authorized by its token, not by a uid). It may renew and
+    /// release leases taken over the network: their id is the capability.
+    public var network: Bool
+    public init(uid: UInt32?, isAdmin: Bool, network: Bool = false) {
         self.uid = uid
         self.isAdmin = isAdmin
+        self.network = network
     }
     public static let root = Caller(uid: 0, isAdmin: true)
+    public static let networkClient = Caller(uid: nil, isAdmin: false, network: true)
 }

@@ -1,5 +1,6 @@
 import Foundation
 import TandemCore
+import TandemNet
 
 /// A problem in a configuration file, with its place.
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
@@ -76,6 +77,9 @@ public struct DaemonConfig: Sendable, Equatable {
     public var adminGroup: String = "tandem-admin"
     public var defaultLeaseSec: UInt64 = 300
     public var maxLeaseSec: UInt64 = 86_400
+    /// Addresses of the network API; empty = no network API.
+    public var listen: [String] = ["127.0.0.1:7390"]
+    public var clientTokenFile: String? = nil
 
     public init() {}
 
@@ -85,6 +89,7 @@ public struct DaemonConfig: Sendable, Equatable {
     public static func parse(_ ini: IniFile) throws(ConfigError) -> DaemonConfig {
         var c = DaemonConfig()
         var place: (String, Int) = ("", 0)
+        var listenSet = false
         func seconds(_ e: IniFile.Entry) throws(ConfigError) -> UInt64 {
             let v = e.value.hasSuffix("s") ? String(e.value.dropLast()) : e.value
             guard let n = UInt64(v), n >= 1, n <= 365 * 86_400 else {
@@ -108,6 +113,26 @@ public struct DaemonConfig: Sendable, Equatable {
                     throw ConfigError(file: e.file, line: e.line, reason: "AdminGroup= is not a valid group name: '\(e.value)'")
                 }
                 c.adminGroup = e.value
+            case "Listen":
+                if !listenSet {
+                    c.listen = []
+                    listenSet = true
+                }
+                if e.value.isEmpty {
+                    c.listen = []
+                } else {
+                    for word in e.value.split(separator: " ") {
+                        guard ListenAddress(parsing: String(word)) != nil else {
+                            throw ConfigError(file: e.file, line: e.line, reason: "Listen= address '\(word)' is not HOST:PORT, [IPV6]:PORT or PORT")
+                        }
+                        c.listen.append(String(word))
+                    }
+                }
+            case "ClientTokenFile":
+                guard e.value.hasPrefix("/") || e.value.isEmpty else {
+                    throw ConfigError(file: e.file, line: e.line, reason: "ClientTokenFile= must be an absolute path")
+                }
+                c.clientTokenFile = e.value.isEmpty ? nil : e.value
             case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
             case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
             default:

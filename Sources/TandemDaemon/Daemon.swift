@@ -5,6 +5,7 @@ import TandemBus
 import TandemCore
 import TandemEngine
 import TandemLicensing
+import TandemNet
 import TandemStore
 
 public enum TandemVersion {
@@ -51,6 +52,9 @@ public final class Daemon {
     static let propertiesDelayUSec: UInt64 = 50_000
     var lastStatus = ""
     var fatal: Error?
+    var mailbox: LoopMailbox!
+    var mailboxSource: OpaquePointer?
+    var httpServer: HTTPServer?
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -144,6 +148,10 @@ public final class Daemon {
         try check(sd_event_add_time(event, &propertiesSource, clockid_t(CLOCK_MONOTONIC), UInt64.max, 0, propertiesHandler, selfPointer), "add timer")
         sd_event_source_set_enabled(propertiesSource, Int32(SD_EVENT_OFF))
 
+        mailbox = try LoopMailbox()
+        try check(sd_event_add_io(event, &mailboxSource, mailbox.fd, UInt32(EPOLLIN.rawValue), mailboxHandler, selfPointer), "add mailbox")
+        try startNetwork()
+
         // Leases that expired while we were down go now, with their signals.
         engine.expireDue()
         drainCommits()
@@ -155,6 +163,7 @@ public final class Daemon {
             "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)",
         ])
         let loop = sd_event_loop(event)
+        httpServer?.stop()
         if let fatal { throw fatal }
         guard loop >= 0 else { throw StartupError("event loop failed: \(String(cString: strerror(-loop)))") }
         try? engine.persistCounters()
@@ -165,9 +174,35 @@ public final class Daemon {
         sd_event_source_unref(flushSource)
         sd_event_source_unref(expirySource)
         sd_event_source_unref(propertiesSource)
+        sd_event_source_unref(mailboxSource)
         sd_event_unref(event)
         logger.notice("tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
         return 0
+    }
+
+    /// Starts the network API on the `Listen=` addresses (none: no network API).
+    func startNetwork() throws {
+        let addresses = try config.listen.map { raw -> ListenAddress in
+            guard let a = ListenAddress(parsing: raw) else { throw StartupError("bad Listen= address '\(raw)'") }
+            return a
+        }
+        guard !addresses.isEmpty else { return }
+        var tokens: [String] = []
+        if let path = config.clientTokenFile {
+            do { tokens = try NetworkAPI.readTokens(path: path) } catch {
+                throw StartupError("ClientTokenFile=\(path): cannot read a token from it")
+            }
+        }
+        let api = NetworkAPI(backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens)
+        var netLogger = logger
+        netLogger.logLevel = max(logger.logLevel, .notice)
+        let http = HTTPServer(api: api, addresses: addresses, logger: netLogger)
+        do { try http.start() } catch { throw StartupError("network API: \(error)") }
+        httpServer = http
+        server.info.listenAddresses = http.boundAddresses
+        logger.notice("network API listening", metadata: [
+            "addresses": "\(http.boundAddresses.joined(separator: " "))", "tokens": "\(tokens.isEmpty ? "none" : "required")",
+        ])
     }
 
     var selfPointer: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
@@ -275,6 +310,11 @@ private let signalHandler: sd_event_signal_handler_t = { _, info, userdata in
 private let flushHandler: sd_event_handler_t = { _, userdata in
     let d = daemon(userdata)
     do { try d.flushNow() } catch { d.die(error) }
+    return 0
+}
+
+private let mailboxHandler: sd_event_io_handler_t = { _, _, _, userdata in
+    daemon(userdata).mailbox.drain()
     return 0
 }
 

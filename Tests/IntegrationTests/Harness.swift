@@ -162,7 +162,10 @@ final class Tandemd {
         configPath = own + "/tandemd.conf"
         logPath = own + "/tandemd.log"
         extraEnv = env
-        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        // Parallel tests must not fight over the default port: let the kernel pick one.
+        var text = config
+        if text.contains("[Server]") && !text.contains("Listen=") { text = text.replacingOccurrences(of: "[Server]\n", with: "[Server]\nListen=127.0.0.1:0\n") }
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
     /// Starts tandemd and waits until it owns its name.
@@ -219,6 +222,9 @@ final class Tandemd {
     func client() throws -> BusClient { try bus.client() }
 
     var serverId: String { get throws { try client().get("ServerId").stringValue ?? "" } }
+
+    /// The network API's first bound address ("127.0.0.1:PORT").
+    var httpAddress: String { get throws { try client().get("ListenAddresses").arrayValue?.first?.stringValue ?? "" } }
 }
 
 /// busctl against the test bus, optionally as another uid with chosen groups (setpriv).

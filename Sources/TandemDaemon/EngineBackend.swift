@@ -1,0 +1,94 @@
+import Foundation
+import TandemBus
+import TandemCore
+import TandemEngine
+import TandemNet
+
+/// The network API's view of the engine: every call runs on the event-loop thread (through
+/// the mailbox) and resumes once its change is committed.
+final class EngineBackend: LicenseBackend, @unchecked Sendable {
+    let mailbox: LoopMailbox
+    // Touched on the loop thread only.
+    unowned let daemon: Daemon
+
+    init(mailbox: LoopMailbox, daemon: Daemon) {
+        self.mailbox = mailbox
+        self.daemon = daemon
+    }
+
+    private func onLoop<T: Sendable>(_ body: @escaping (Daemon, @escaping (T) -> Void) -> Void) async -> T {
+        await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
+            let box = UncheckedBox(cont)
+            mailbox.post { [daemon] in
+                body(daemon) { value in box.value.resume(returning: value) }
+            }
+        }
+    }
+
+    func serverStatus() async -> ServerStatus {
+        await onLoop { d, done in
+            let info = d.server.info
+            done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: info.role,
+                              pairStatus: info.pairStatus, serving: true, epoch: d.engine.state.epoch))
+        }
+    }
+
+    func acquire(_ r: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> {
+        await onLoop { d, done in
+            let result = d.engine.acquire(feature: r.feature, count: r.count, client: r.client,
+                                          ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: .networkClient)
+            switch result {
+            case .success(.leaseGranted(let lease, let existing)):
+                let view = LeaseView(lease, serverId: d.engine.state.serverId)
+                d.engine.whenCommitted { done(.success((view, created: !existing))) }
+            case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
+            case .failure(let e): done(.failure(e))
+            }
+        }
+    }
+
+    func renew(leaseId: String) async -> Result<LeaseView, TandemError> {
+        await onLoop { d, done in
+            switch d.engine.submit(.renew(leaseId: leaseId), caller: .networkClient) {
+            case .success(.leaseRenewed(let lease)):
+                let view = LeaseView(lease, serverId: d.engine.state.serverId)
+                d.engine.whenCommitted { done(.success(view)) }
+            case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
+            case .failure(let e): done(.failure(e))
+            }
+        }
+    }
+
+    func release(leaseId: String) async -> Result<Void, TandemError> {
+        await onLoop { d, done in
+            switch d.engine.submit(.release(leaseId: leaseId), caller: .networkClient) {
+            case .success: d.engine.whenCommitted { done(.success(())) }
+            case .failure(let e): done(.failure(e))
+            }
+        }
+    }
+
+    func lease(id: String) async -> Result<LeaseView, TandemError> {
+        await onLoop { d, done in
+            d.engine.expireDue()
+            guard let lease = d.engine.state.leases[id], lease.expiresUSec > d.engine.now else {
+                done(.failure(TandemError(.leaseNotFound, "no lease '\(id)'")))
+                return
+            }
+            let view = LeaseView(lease, serverId: d.engine.state.serverId)
+            d.engine.whenCommitted { done(.success(view)) }
+        }
+    }
+
+    func features() async -> [FeatureUsage] {
+        await onLoop { d, done in
+            let rows = d.engine.state.usage(at: d.engine.now)
+            d.engine.whenCommitted { done(rows) }
+        }
+    }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Parses `Listen=` values: `HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (all addresses).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public static let defaultPort = 7390
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init?(parsing raw: String) {
+        let s = raw.trimmingCharacters(in: .whitespaces)
+        var host = "0.0.0.0"
+        var portText = s
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { return nil }
+            host = String(s[s.index(after: s.startIndex)..<close])
+            let rest = s[s.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = String(rest.dropFirst())
+        } else if let colon = s.lastIndex(of: ":") {
+            let h = String(s[..<colon])
+            if !h.isEmpty { host = h }
+            portText = String(s[s.index(after: colon)...])
+        }
+        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty, !host.contains(" ") else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Runs the network API on one or more addresses, on SwiftNIO's threads.
+public final class HTTPServer: @unchecked Sendable {
+    let api: NetworkAPI
+    let addresses: [ListenAddress]
+    let logger: Logger
+    private let lock = NSLock()
+    private var bound: [String] = []
+    private var failure: String?
+    private var tasks: [Task<Void, Never>] = []
+    private let started = DispatchSemaphore(value: 0)
+
+    public init(api: NetworkAPI, addresses: [ListenAddress], logger: Logger) {
+        self.api = api
+        self.addresses = addresses
+        self.logger = logger
+    }
+
+    /// The addresses actually bound (with the real port when 0 was asked for).
+    public var boundAddresses: [String] {
+        lock.withLock { bound }
+    }
+
+    /// Starts listening on every address; returns once all are bound or one failed.
+    public func start(timeout: TimeInterval = 10) throws {
+        let router = api.router()
+        for address in addresses {
+            let app = Application(
+                router: router,
+                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tandemd"),
+                onServerRunning: { [self] channel in
+                    let local = channel.localAddress.map { a -> String in
+                        let ip = a.ipAddress ?? address.host
+                        return ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
+                    } ?? address.description
+                    lock.withLock { bound.append(local) }
+                    started.signal()
+                },
+                logger: logger)
+            let task = Task.detached { [self] in
+                do {
+                    try await app.runService(gracefulShutdownSignals: [])
+                } catch is CancellationError {
+                } catch {
+                    lock.withLock { failure = "cannot listen on \(address): \(error)" }
+                    started.signal()
+                }
+            }
+            tasks.append(task)
+        }
+        let deadline = DispatchTime.now() + timeout
+        for _ in addresses {
+            guard started.wait(timeout: deadline) == .success else {
+                throw HTTPServerError(description: "the network API did not start within \(Int(timeout)) s")
+            }
+            if let f = lock.withLock({ failure }) { throw HTTPServerError(description: f) }
+        }
+    }
+
+    public func stop() {
+        for t in tasks { t.cancel() }
+        tasks = []
+    }
+}
+
+public struct HTTPServerError: Error, CustomStringConvertible {
+    public let description: String
+}

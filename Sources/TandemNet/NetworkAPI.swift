@@ -1,0 +1,199 @@
+import Foundation
+import Hummingbird
+import Logging
+import TandemCore
+
+/// The HTTP/JSON API that licensed products use (`/v1`), plus `/healthz` and `/readyz`.
+public struct NetworkAPI: Sendable {
+    public let backend: any LicenseBackend
+    /// Accepted bearer tokens; empty = no token needed.
+    public let tokens: [[UInt8]]
+    public static let maxBodyBytes = 64 * 1024
+
+    public init(backend: any LicenseBackend, tokens: [String] = []) {
+        self.backend = backend
+        self.tokens = tokens.map { Array($0.utf8) }
+    }
+
+    /// Reads a token file: one token per line, blank lines and `#` comments ignored.
+    public static func readTokens(path: String) throws -> [String] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let tokens = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        guard !tokens.isEmpty else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: path]) }
+        return tokens
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Constant-time comparison against every accepted token.
+    func authorized(_ request: Request) -> Bool {
+        guard !tokens.isEmpty else { return true }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
+        let given = Array(header.dropFirst(7).utf8)
+        var ok = false
+        for t in tokens {
+            var diff = UInt8(t.count == given.count ? 0 : 1)
+            for i in 0..<t.count { diff |= t[i] ^ (i < given.count ? given[i] : 0) }
+            if diff == 0 { ok = true }
+        }
+        return ok
+    }
+
+    /// A JSON value, to check types and keys strictly.
+    enum JSONValue: Decodable {
+        case bool(Bool), int(Int64), double(Double), string(String), null, other
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() { self = .null }
+            else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+            else if let i = try? c.decode(Int64.self) { self = .int(i) }
+            else if let d = try? c.decode(Double.self) { self = .double(d) }
+            else if let s = try? c.decode(String.self) { self = .string(s) }
+            else { self = .other }
+        }
+    }
+
+    /// Parses the acquisition body strictly: a JSON object with only the known keys.
+    static func parseAcquire(_ data: Data) throws(TandemError) -> AcquireBody {
+        guard let dict = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
+            throw TandemError(.invalidArgs, "the body must be a JSON object")
+        }
+        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec"]
+        if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
+            throw TandemError(.invalidArgs, "unknown field '\(unknown)'")
+        }
+        func string(_ k: String) throws(TandemError) -> String? {
+            switch dict[k] {
+            case nil: return nil
+            case .string(let s)?: return s
+            default: throw TandemError(.invalidArgs, "'\(k)' must be a string")
+            }
+        }
+        func integer(_ k: String) throws(TandemError) -> Int64? {
+            switch dict[k] {
+            case nil: return nil
+            case .int(let i)?: return i
+            default: throw TandemError(.invalidArgs, "'\(k)' must be a whole number")
+            }
+        }
+        guard let feature = try string("feature") else { throw TandemError(.invalidArgs, "'feature' is required") }
+        guard let client = try string("client") else { throw TandemError(.invalidArgs, "'client' is required") }
+        let count = try integer("count") ?? 1
+        guard count >= 1 && count <= Int64(Validate.maxCount) else {
+            throw TandemError(.invalidArgs, "'count' must be from 1 to \(Validate.maxCount)")
+        }
+        let ttl = try integer("ttl_sec")
+        if let ttl, ttl < 1 || ttl > 100 * 365 * 86_400 { throw TandemError(.invalidArgs, "'ttl_sec' is out of range") }
+        return AcquireBody(feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
+                           ttlSec: ttl.map { UInt64($0) })
+    }
+
+    typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
+
+    struct Route: Sendable {
+        var method: HTTPRequest.Method
+        /// OpenAPI style: `/v1/leases/{id}`.
+        var path: String
+        var handler: Handler
+    }
+
+    /// Every route the API serves. The router and the OpenAPI test both read this table.
+    func routes() -> [Route] {
+        let api = self
+        func authorized(_ body: @escaping Handler) -> Handler {
+            { request, context in
+                guard api.authorized(request) else { return Problem.unauthorized.response() }
+                return try await body(request, context)
+            }
+        }
+        return [
+            Route(method: .get, path: "/healthz") { _, _ in api.textResponse("ok\n") },
+            Route(method: .get, path: "/readyz") { _, _ in
+                let s = await api.backend.serverStatus()
+                return s.serving ? api.textResponse("ready\n")
+                    : Problem(name: "NotServing", status: 503, detail: "this node is not serving licenses now").response()
+            },
+            Route(method: .get, path: "/v1/openapi.yaml") { _, _ in
+                var headers = HTTPFields()
+                headers[.contentType] = "application/yaml"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPISpec.yaml)))
+            },
+            Route(method: .get, path: "/v1/server") { _, _ in Self.json(await api.backend.serverStatus()) },
+            Route(method: .get, path: "/v1/features", handler: authorized { _, _ in
+                let rows = await api.backend.features().map {
+                    FeatureRow(feature: $0.feature, seats: $0.seats, inUse: $0.inUse, reserved: $0.reserved, available: $0.available, denied: $0.denied)
+                }
+                return Self.json(rows)
+            }),
+            Route(method: .post, path: "/v1/leases", handler: authorized { request, _ in
+                let body: ByteBuffer
+                do { body = try await request.body.collect(upTo: Self.maxBodyBytes) } catch { return Problem.tooLarge.response() }
+                let parsed: AcquireBody
+                do throws(TandemError) { parsed = try Self.parseAcquire(Data(buffer: body)) } catch { return Problem(error).response() }
+                switch await api.backend.acquire(parsed) {
+                case .success(let (lease, created)): return Self.json(lease, status: created ? .created : .ok)
+                case .failure(let e): return Problem(e).response()
+                }
+            }),
+            Route(method: .get, path: "/v1/leases/{id}", handler: authorized { _, context in
+                switch await api.backend.lease(id: context.parameters.get("id") ?? "") {
+                case .success(let lease): return Self.json(lease)
+                case .failure(let e): return Problem(e).response()
+                }
+            }),
+            Route(method: .post, path: "/v1/leases/{id}/renew", handler: authorized { _, context in
+                switch await api.backend.renew(leaseId: context.parameters.get("id") ?? "") {
+                case .success(let lease): return Self.json(lease)
+                case .failure(let e): return Problem(e).response()
+                }
+            }),
+            Route(method: .delete, path: "/v1/leases/{id}", handler: authorized { _, context in
+                switch await api.backend.release(leaseId: context.parameters.get("id") ?? "") {
+                case .success: return Response(status: .noContent)
+                case .failure(let e): return Problem(e).response()
+                }
+            }),
+        ]
+    }
+
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        for r in routes() {
+            let path = RouterPath(stringLiteral: r.path.replacingOccurrences(of: "{id}", with: ":id"))
+            router.on(path, method: r.method, use: r.handler)
+        }
+        return router
+    }
+
+    /// Every operation the router serves, as "METHOD path".
+    public var operations: [String] { routes().map { "\($0.method.rawValue) \($0.path)" } }
+
+    func textResponse(_ text: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+}
+
+struct FeatureRow: Codable, Sendable {
+    var feature: String
+    var seats: UInt32
+    var inUse: UInt32
+    var reserved: UInt32
+    var available: UInt32
+    var denied: UInt64
+}

@@ -1,0 +1,45 @@
+import Foundation
+import Hummingbird
+import TandemCore
+
+/// RFC 9457 problem details. `type` ends in the same name as the D-Bus error.
+public struct Problem: Error, Codable, Sendable, Equatable {
+    public var type: String
+    public var title: String
+    public var status: Int
+    public var detail: String
+
+    public static let typePrefix = "urn:tandem:problem:"
+
+    public init(name: String, status: Int, detail: String) {
+        type = Self.typePrefix + name
+        title = name.replacingOccurrences(of: "([a-z])([A-Z])", with: "$1 $2", options: .regularExpression)
+        self.status = status
+        self.detail = detail
+    }
+
+    public init(_ error: TandemError) {
+        self.init(name: error.code.rawValue, status: Self.status(for: error.code), detail: error.message)
+    }
+
+    public static func status(for code: TandemErrorCode) -> Int {
+        switch code {
+        case .insufficientSeats, .licenseInUse, .licensesActive, .licenseAlreadyActive: return 409
+        case .unknownFeature, .leaseNotFound, .licenseNotFound, .reservationNotFound: return 404
+        case .invalidArgs, .invalidLicense, .wrongServer, .licenseExpired: return 400
+        case .accessDenied: return 403
+        case .failed: return 500
+        }
+    }
+
+    static let unauthorized = Problem(name: "Unauthorized", status: 401, detail: "a valid 'Authorization: Bearer <token>' header is required")
+    static let tooLarge = Problem(name: "PayloadTooLarge", status: 413, detail: "request body is larger than 64 KiB")
+
+    func response() -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/problem+json"
+        if status == 401 { headers[.wwwAuthenticate] = "Bearer" }
+        let data = (try? NetworkAPI.encoder.encode(self)) ?? Data()
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import Testing
+import TandemBus
+import TandemCore
+import TandemNet
+
+struct HTTPResult {
+    var status: Int
+    var body: String
+    var headers: String
+    var json: Any? { try? JSONSerialization.jsonObject(with: Data(body.utf8)) }
+    var object: [String: Any] { json as? [String: Any] ?? [:] }
+}
+
+/// One request with curl (a real HTTP client on loopback).
+func http(_ method: String, _ url: String, body: String? = nil, token: String? = nil, bodyFile: String? = nil,
+          extraArgs: [String] = []) throws -> HTTPResult {
+    var args = ["-s", "-S", "-X", method, "-D", "-", "--max-time", "10", "-H", "Content-Type: application/json"]
+    if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+    if let body { args += ["--data-binary", body] }
+    if let bodyFile { args += ["--data-binary", "@" + bodyFile] }
+    args += extraArgs + [url]
+    let r = try run("/usr/bin/curl", args)
+    guard r.status == 0 else { throw TestFailure("curl failed (\(r.status)): \(r.stderr)") }
+    let parts = r.stdout.components(separatedBy: "\r\n\r\n")
+    let head = parts.first ?? ""
+    let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+    return HTTPResult(status: status, body: parts.dropFirst().joined(separator: "\r\n\r\n"), headers: head)
+}
+
+@Suite(.serialized) struct NetworkAPITests {
+    @Test func everyEndpointAndStatusCode() throws {
+        let f = try Fixture()
+        let base = "http://" + (try f.daemon.httpAddress)
+        #expect(try http("GET", base + "/healthz").status == 200)
+        #expect(try http("GET", base + "/readyz").status == 200)
+        let server = try http("GET", base + "/v1/server")
+        #expect(server.status == 200)
+        #expect(server.object["server_id"] as? String == f.serverId)
+        #expect(server.object["role"] as? String == "standalone")
+        #expect(server.object["pair_status"] as? String == "unpaired")
+        #expect(server.object["serving"] as? Bool == true)
+
+        // Acquire: 201, a retry with the same request id: 200 and the same lease.
+        let created = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":2,"client":"ws-1","request_id":"job-1","ttl_sec":120}"#)
+        #expect(created.status == 201, "\(created.body)")
+        let id = created.object["lease_id"] as? String ?? ""
+        #expect(created.object["server_id"] as? String == f.serverId)
+        #expect(created.object["ttl_sec"] as? Int == 120)
+        #expect((created.object["expires_at"] as? String)?.hasSuffix("Z") == true)
+        let retry = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":2,"client":"ws-1","request_id":"job-1","ttl_sec":120}"#)
+        #expect(retry.status == 200)
+        #expect(retry.object["lease_id"] as? String == id)
+
+        #expect(try http("GET", base + "/v1/leases/\(id)").object["count"] as? Int == 2)
+        #expect(try http("POST", base + "/v1/leases/\(id)/renew").status == 200)
+        let features = try http("GET", base + "/v1/features")
+        #expect(features.status == 200)
+        #expect((features.json as? [[String: Any]])?.first?["in_use"] as? Int == 2)
+
+        // Errors are problem details named like the D-Bus errors.
+        let noSeats = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":4,"client":"ws-2"}"#)
+        #expect(noSeats.status == 409)
+        #expect(noSeats.headers.lowercased().contains("content-type: application/problem+json"))
+        #expect(noSeats.object["type"] as? String == "urn:tandem:problem:InsufficientSeats")
+        #expect(try http("POST", base + "/v1/leases", body: #"{"feature":"nope","client":"ws-2"}"#).object["type"] as? String == "urn:tandem:problem:UnknownFeature")
+        #expect(try http("POST", base + "/v1/leases", body: #"{"feature":"nope","client":"ws-2"}"#).status == 404)
+        #expect(try http("GET", base + "/v1/leases/lease-nope").status == 404)
+        #expect(try http("POST", base + "/v1/leases/lease-nope/renew").status == 404)
+        #expect(try http("DELETE", base + "/v1/leases/lease-nope").status == 404)
+
+        #expect(try http("DELETE", base + "/v1/leases/\(id)").status == 204)
+        #expect(try http("GET", base + "/v1/leases/\(id)").status == 404)
+        let spec = try http("GET", base + "/v1/openapi.yaml")
+        #expect(spec.status == 200)
+        #expect(spec.body == (try String(contentsOfFile: packageRoot + "/docs/openapi.yaml", encoding: .utf8)))
+    }
+
+    @Test func garbageTruncatedAndOversizedRequestsChangeNothing() throws {
+        let f = try Fixture()
+        let base = "http://" + (try f.daemon.httpAddress)
+        let c = try f.bus.client()
+        _ = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","client":"keep"}"#)
+        let before = try snapshot(c)
+        let bad = [
+            "garbage", #"{"feature":"cad","client":"ws""#, "[1,2,3]", #"{"feature":"cad"}"#, #"{"client":"ws"}"#,
+            #"{"feature":"cad","client":"ws","count":0}"#, #"{"feature":"cad","client":"ws","count":1.5}"#,
+            #"{"feature":"cad","client":"ws","count":"2"}"#, #"{"feature":"cad","client":"ws","count":true}"#,
+            #"{"feature":"cad","client":"ws","ttl_sec":0}"#, #"{"feature":"cad","client":"ws","colour":"red"}"#,
+            #"{"feature":"c a d","client":"ws"}"#, #"{"feature":"cad","client":""}"#, "",
+        ]
+        for body in bad {
+            let r = try http("POST", base + "/v1/leases", body: body)
+            #expect(r.status == 400, "\(body) -> \(r.status) \(r.body)")
+            #expect(r.object["type"] as? String == "urn:tandem:problem:InvalidArgs", "\(body)")
+        }
+        let big = makeTempDir("big") + "/body.json"
+        try (#"{"feature":"cad","client":""# + String(repeating: "x", count: 100_000) + #""}"#).write(toFile: big, atomically: true, encoding: .utf8)
+        #expect(try http("POST", base + "/v1/leases", bodyFile: big).status == 413)
+        #expect(try snapshot(c) == before)
+    }
+
+    @Test func httpAndDBusSeeTheSameLeases() throws {
+        let f = try Fixture()
+        let base = "http://" + (try f.daemon.httpAddress)
+        let c = try f.bus.client()
+        let viaHTTP = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":1,"client":"net"}"#).object["lease_id"] as? String
+        let viaBus = try c.call("Acquire", [.string("cad"), .uint32(1), .string("bus"), .vardict([])])[0].stringValue
+        let ids = Set(try c.call("ListLeases").first?.arrayValue?.compactMap { $0.structValue?.first?.stringValue } ?? [])
+        #expect(viaHTTP != nil && ids.contains(viaHTTP!))
+        #expect(try http("GET", base + "/v1/leases/\(viaBus!)").object["client"] as? String == "bus")
+        // A network client may not end a local user's lease; root over D-Bus may end any.
+        #expect(try http("DELETE", base + "/v1/leases/\(viaBus!)").status == 403)
+        _ = try c.call("Release", [.string(viaHTTP!)])
+        #expect(try http("GET", base + "/v1/leases/\(viaHTTP!)").status == 404)
+    }
+
+    @Test func tokensAreEnforced() throws {
+        let dir = makeTempDir("token")
+        try "# clients\ns3cret-token-1\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
+        let base = "http://" + (try f.daemon.httpAddress)
+        let body = #"{"feature":"cad","client":"ws"}"#
+        let none = try http("POST", base + "/v1/leases", body: body)
+        #expect(none.status == 401)
+        #expect(none.headers.lowercased().contains("www-authenticate: bearer"))
+        #expect(try http("POST", base + "/v1/leases", body: body, token: "wrong").status == 401)
+        #expect(try http("GET", base + "/v1/features", token: "s3cret-token-").status == 401)
+        #expect(try http("POST", base + "/v1/leases", body: body, token: "s3cret-token-1").status == 201)
+        #expect(try http("GET", base + "/v1/server").status == 200)
+        #expect(try http("GET", base + "/v1/openapi.yaml").status == 200)
+        #expect(try f.bus.client().call("ListLeases").first?.arrayValue?.count == 1)
+    }
+
+    @Test func openAPISpecIsValidAndMatchesTheRoutes() throws {
+        let path = packageRoot + "/docs/openapi.yaml"
+        let check = try run("/usr/bin/env", ["python3", "-c", """
+            import sys, yaml
+            from openapi_spec_validator import validate
+            spec = yaml.safe_load(open(sys.argv[1]))
+            validate(spec)
+            for p, item in spec["paths"].items():
+                for m in item:
+                    if m in ("get", "post", "put", "delete", "patch", "head"):
+                        print(m.upper(), p)
+            """, path])
+        #expect(check.status == 0, "invalid OpenAPI: \(check.stderr)")
+        let specOps = Set(check.stdout.split(separator: "\n").map(String.init))
+        let api = NetworkAPI(backend: NullBackend())
+        #expect(specOps == Set(api.operations), "spec \(specOps.sorted()) vs routes \(api.operations.sorted())")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == OpenAPISpec.yaml, "run scripts/gen-openapi")
+    }
+}
+
+/// A backend for listing routes only.
+struct NullBackend: LicenseBackend {
+    func serverStatus() async -> ServerStatus { ServerStatus(serverId: "", version: "", role: "", pairStatus: "", serving: false, epoch: 0) }
+    func acquire(_ request: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> { .failure(TandemError(.failed, "")) }
+    func renew(leaseId: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
+    func release(leaseId: String) async -> Result<Void, TandemError> { .failure(TandemError(.failed, "")) }
+    func lease(id: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
+    func features() async -> [FeatureUsage] { [] }
+}
