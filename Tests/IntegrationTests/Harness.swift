@@ -164,7 +164,7 @@ final class Tandemd {
         extraEnv = env
         // Parallel tests must not fight over the default port: let the kernel pick one.
         var text = config
-        if text.contains("[Server]") && !text.contains("Listen=") { text = text.replacingOccurrences(of: "[Server]\n", with: "[Server]\nListen=127.0.0.1:0\n") }
+        if text.contains("[Server]") && !text.contains("Listen=") { text += (text.hasSuffix("\n") ? "" : "\n") + "[Server]\nListen=127.0.0.1:0\n" }
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
