@@ -37,8 +37,12 @@ let package = Package(
             "TandemCore", "TandemLicensing", "TandemStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "TandemAPI", dependencies: ["TandemCore"]),
+        .target(name: "TandemClient", dependencies: [
+            "TandemAPI", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "TandemNet", dependencies: [
-            "TandemCore",
+            "TandemCore", "TandemAPI",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -48,11 +52,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemDaemon", dependencies: [
-            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemNet",
+            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemNet", "TandemAPI",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemCLI", dependencies: [
-            "TandemBus", "TandemCore", "TandemLicensing", "TandemStore",
+            "TandemBus", "TandemCore", "TandemLicensing", "TandemStore", "TandemClient", "TandemAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -68,7 +72,7 @@ let package = Package(
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
         .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing", "TandemNet"],
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient"],
                     resources: []),
     ],
     swiftLanguageModes: [.v6]

@@ -40,14 +40,18 @@ public struct Tandemctl: ParsableCommand {
         commandName: "tandemctl",
         abstract: "Control the Tandem license server over D-Bus.",
         subcommands: [Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
-                      Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self])
+                      Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self])
     public init() {}
 
     /// Runs tandemctl and exits; failures print one line on stderr.
-    public static func run(_ arguments: [String]) -> Never {
+    public static func run(_ arguments: [String]) async -> Never {
         do {
             var command = try parseAsRoot(arguments)
-            try command.run()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
             Foundation.exit(0)
         } catch let failure as CLIFailure {
             FileHandle.standardError.write(Data("tandemctl: \(failure.description)\n".utf8))

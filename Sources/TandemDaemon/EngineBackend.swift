@@ -1,5 +1,6 @@
 import Foundation
 import TandemBus
+import TandemAPI
 import TandemCore
 import TandemEngine
 import TandemNet
@@ -77,6 +78,19 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
             }
             let view = LeaseView(lease, serverId: d.engine.state.serverId)
             d.engine.whenCommitted { done(.success(view)) }
+        }
+    }
+
+    func leases(client: String?) async -> [LeaseView] {
+        await onLoop { d, done in
+            d.engine.expireDue()
+            let sid = d.engine.state.serverId
+            let now = d.engine.now
+            let views = d.engine.state.leases.values
+                .filter { $0.expiresUSec > now && (client == nil || $0.client == client) }
+                .sorted { ($0.acquiredUSec, $0.id) < ($1.acquiredUSec, $1.id) }
+                .map { LeaseView($0, serverId: sid) }
+            d.engine.whenCommitted { done(views) }
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import TandemAPI
 import TandemCore
 
 /// The HTTP/JSON API that licensed products use (`/v1`), plus `/healthz` and `/readyz`.
@@ -148,6 +149,10 @@ public struct NetworkAPI: Sendable {
                 case .failure(let e): return Problem(e).response()
                 }
             }),
+            Route(method: .get, path: "/v1/leases", handler: authorized { request, _ in
+                let client = request.uri.queryParameters.get("client")
+                return Self.json(await api.backend.leases(client: client))
+            }),
             Route(method: .get, path: "/v1/leases/{id}", handler: authorized { _, context in
                 switch await api.backend.lease(id: context.parameters.get("id") ?? "") {
                 case .success(let lease): return Self.json(lease)
@@ -189,11 +194,3 @@ public struct NetworkAPI: Sendable {
 
 }
 
-struct FeatureRow: Codable, Sendable {
-    var feature: String
-    var seats: UInt32
-    var inUse: UInt32
-    var reserved: UInt32
-    var available: UInt32
-    var denied: UInt64
-}

@@ -208,6 +208,26 @@ paths:
         "401":
           $ref: "#/components/responses/Problem"
   /v1/leases:
+    get:
+      operationId: listLeases
+      summary: Active leases, all or those of one client.
+      parameters:
+        - name: client
+          in: query
+          required: false
+          schema:
+            type: string
+      responses:
+        "200":
+          description: The leases, oldest first.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  $ref: "#/components/schemas/Lease"
+        "401":
+          $ref: "#/components/responses/Problem"
     post:
       operationId: acquire
       summary: Acquire seats (a lease).

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import TandemAPI
 import TandemCore
 
 /// RFC 9457 problem details. `type` ends in the same name as the D-Bus error.

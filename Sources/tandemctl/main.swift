@@ -1,3 +1,3 @@
 import TandemCLI
 
-Tandemctl.run(Array(CommandLine.arguments.dropFirst()))
+await Tandemctl.run(Array(CommandLine.arguments.dropFirst()))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TandemBus
+import TandemAPI
 import TandemCore
 import TandemNet
 
@@ -53,6 +54,8 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
         #expect(retry.object["lease_id"] as? String == id)
 
         #expect(try http("GET", base + "/v1/leases/\(id)").object["count"] as? Int == 2)
+        #expect((try http("GET", base + "/v1/leases?client=ws-1").json as? [[String: Any]])?.map { $0["lease_id"] as? String } == [id])
+        #expect((try http("GET", base + "/v1/leases?client=other").json as? [[String: Any]])?.isEmpty == true)
         #expect(try http("POST", base + "/v1/leases/\(id)/renew").status == 200)
         let features = try http("GET", base + "/v1/features")
         #expect(features.status == 200)
@@ -159,5 +162,6 @@ struct NullBackend: LicenseBackend {
     func renew(leaseId: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
     func release(leaseId: String) async -> Result<Void, TandemError> { .failure(TandemError(.failed, "")) }
     func lease(id: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
+    func leases(client: String?) async -> [LeaseView] { [] }
     func features() async -> [FeatureUsage] { [] }
 }
