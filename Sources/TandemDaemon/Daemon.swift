@@ -163,7 +163,11 @@ public final class Daemon {
             "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)",
         ])
         let loop = sd_event_loop(event)
-        httpServer?.stop()
+        httpServer?.stop { [self] in
+            // Serve the calls that were already inside, then let them answer.
+            mailbox.drain()
+            drainCommits()
+        }
         if let fatal { throw fatal }
         guard loop >= 0 else { throw StartupError("event loop failed: \(String(cString: strerror(-loop)))") }
         try? engine.persistCounters()

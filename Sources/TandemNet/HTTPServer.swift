@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// Parses `Listen=` values: `HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (all addresses).
 public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -46,6 +47,7 @@ public final class HTTPServer: @unchecked Sendable {
     private var bound: [String] = []
     private var failure: String?
     private var tasks: [Task<Void, Never>] = []
+    private var groups: [ServiceGroup] = []
     private let started = DispatchSemaphore(value: 0)
 
     public init(api: NetworkAPI, addresses: [ListenAddress], logger: Logger) {
@@ -75,10 +77,11 @@ public final class HTTPServer: @unchecked Sendable {
                     started.signal()
                 },
                 logger: logger)
+            let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+            groups.append(group)
             let task = Task.detached { [self] in
                 do {
-                    try await app.runService(gracefulShutdownSignals: [])
-                } catch is CancellationError {
+                    try await group.run()
                 } catch {
                     lock.withLock { failure = "cannot listen on \(address): \(error)" }
                     started.signal()
@@ -95,9 +98,27 @@ public final class HTTPServer: @unchecked Sendable {
         }
     }
 
-    public func stop() {
-        for t in tasks { t.cancel() }
-        tasks = []
+    /// Stops accepting connections and lets requests in progress finish (up to `timeout`),
+    /// calling `whileWaiting` every few milliseconds (the caller serves their last calls).
+    public func stop(timeout: TimeInterval = 5, whileWaiting: () -> Void = {}) {
+        let done = DispatchSemaphore(value: 0)
+        let groups = self.groups, tasks = self.tasks
+        Task.detached {
+            for g in groups { await g.triggerGracefulShutdown() }
+            for t in tasks { await t.value }
+            done.signal()
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        var finished = false
+        while !finished && Date() < deadline {
+            whileWaiting()
+            finished = done.wait(timeout: .now() + 0.01) == .success
+        }
+        if !finished {
+            for t in tasks { t.cancel() }
+        }
+        self.groups = []
+        self.tasks = []
     }
 }
 
