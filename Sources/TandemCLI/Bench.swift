@@ -19,6 +19,7 @@ public struct TandemBench: ParsableCommand {
     @Option(help: "Concurrent clients for the parallel run.") var clients: Int = 8
     @Option(help: "Directory on the disk to measure (state and the raw SQLite baseline go here).") var dir: String = "/var/tmp"
     @Option(help: "Directory holding tandemd (default: next to tandem-bench).") var binDir: String?
+    @Option(help: "Concurrent HTTP clients (connections) for the network run; needs wrk.") var httpClients: Int = 16
 
     public static func main(_ args: [String]) -> Never {
         do {
@@ -62,7 +63,7 @@ public struct TandemBench: ParsableCommand {
 
         let key = VendorPrivateKey()
         try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
-        try "[Server]\nVendorKeys=\(work)/keys\n".write(toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n".write(toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
         let daemon = Process()
         daemon.executableURL = URL(fileURLWithPath: bins + "/tandemd")
         daemon.arguments = ["--config", work + "/tandemd.conf", "--state-dir", work + "/state", "--log-level", "notice"]
@@ -113,6 +114,29 @@ public struct TandemBench: ParsableCommand {
             """, (cpu1.0 - cpu0.0) / (one * seconds) * 1e6, (cpu1.1 - cpu0.1) / (one * seconds) * 1e6,
             clients, (cpu2.0 - cpu1.0) / (many * seconds) * 1e6, (cpu2.1 - cpu1.1) / (many * seconds) * 1e6)
 
+        // The network API, with wrk as the load generator (keep-alive connections).
+        var httpLines = ""
+        if let listen = try? admin.get("ListenAddresses").arrayValue?.first?.stringValue, FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk") {
+            let busMany = try measure(address: address, clients: httpClients, seconds: seconds, pair)
+            let base = "http://\(listen)"
+            let script = work + "/pairs.lua"
+            try Self.wrkScript.write(toFile: script, atomically: true, encoding: .utf8)
+            let threads = String(min(2, httpClients))
+            let serverGet = try wrk(["-t", threads, "-c", String(httpClients), "-d", "\(Int(seconds))s", base + "/v1/server"])
+            let http1 = try wrk(["-t", "1", "-c", "1", "-d", "\(Int(seconds))s", "-s", script, base + "/v1/leases"]) / 2
+            let httpMany = try wrk(["-t", threads, "-c", String(httpClients), "-d", "\(Int(seconds))s", "-s", script, base + "/v1/leases"]) / 2
+            httpLines = String(format: """
+                  HTTP GET /v1/server, %d connections (baseline):         %.0f/s
+                  HTTP Acquire+Release pairs, 1 connection:              %.0f/s
+                  HTTP Acquire+Release pairs, %d connections:            %.0f/s  = %.2fx GET rate
+                  D-Bus Acquire+Release pairs, %d clients (same run):     %.0f/s
+                  HTTP / D-Bus pairs at %d clients:                        %.2fx
+
+                """, httpClients, serverGet, http1, httpClients, httpMany, httpMany * 2 / serverGet, httpClients, busMany, httpClients, httpMany / busMany)
+        } else {
+            httpLines = "  (network API not measured: needs wrk, apt-get install wrk)\n"
+        }
+
         // Commits per change, from the daemon's own count.
         let before = try admin.get("ServerId") // still up
         _ = before
@@ -138,7 +162,50 @@ public struct TandemBench: ParsableCommand {
               Acquire+Release pairs, \(clients) clients:                    \(f(many))/s  = \(r(many / raw))x raw commit rate, \(r(many / pingMany))x \(clients)-client Ping rate
               group commit speed-up (\(clients) clients / 1 client):         \(r(many / one))x
             """)
-        print(cpuLines + batching, terminator: "")
+        print(cpuLines + httpLines + batching, terminator: "")
+    }
+
+    /// Alternates POST /v1/leases and DELETE of a lease it got, per wrk thread.
+    static let wrkScript = """
+        local leases = {}
+        local n = 0
+        request = function()
+          if #leases > 0 then
+            local id = table.remove(leases)
+            return wrk.format("DELETE", "/v1/leases/" .. id)
+          end
+          n = n + 1
+          return wrk.format("POST", "/v1/leases", {["Content-Type"] = "application/json"},
+            '{"feature":"bench","client":"wrk"}')
+        end
+        response = function(status, headers, body)
+          if status == 201 then
+            local id = body:match('"lease_id":"([^"]+)"')
+            if id then table.insert(leases, id) end
+          elseif status ~= 204 then
+            error("unexpected status " .. status)
+          end
+        end
+        """
+
+    /// Runs wrk and returns its requests per second.
+    func wrk(_ args: [String]) throws -> Double {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/wrk")
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Requests/sec:") }),
+              let rate = Double(line.split(separator: " ").last ?? "") else {
+            throw CLIFailure("wrk gave no rate: \(text)")
+        }
+        if text.contains("Non-2xx") { throw CLIFailure("wrk saw failed requests: \(text)") }
+        return rate
     }
 
     /// User + system CPU seconds a process has used (all its threads).
