@@ -6,6 +6,9 @@ import Foundation
 ///     Server=license1.example:7390
 ///     Backup=license2.example:7390
 ///     TokenFile=/etc/tandem/client.token
+///
+/// A server given as `https://HOST:PORT` is reached over TLS and verified against the
+/// system's certificate authorities (a private CA goes in with update-ca-certificates).
 public struct ClientConfiguration: Sendable, Equatable {
     public var server: String?
     public var backup: String?

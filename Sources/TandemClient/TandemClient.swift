@@ -34,7 +34,9 @@ public final class TandemClient: @unchecked Sendable {
         return d
     }()
 
-    public init(servers: [String], token: String? = nil, timeout: TimeInterval = 5, logger: Logger = Logger(label: "tandem-client")) {
+    /// An `https://` server is verified against the system's certificate authorities.
+    public init(servers: [String], token: String? = nil, timeout: TimeInterval = 5,
+                logger: Logger = Logger(label: "tandem-client")) {
         self.servers = servers
         self.token = token
         self.timeout = timeout

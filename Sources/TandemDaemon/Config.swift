@@ -80,6 +80,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Addresses of the network API; empty = no network API.
     public var listen: [String] = ["127.0.0.1:7390"]
     public var clientTokenFile: String? = nil
+    public var tlsCertificate: String? = nil
+    public var tlsKey: String? = nil
 
     public init() {}
 
@@ -133,11 +135,19 @@ public struct DaemonConfig: Sendable, Equatable {
                     throw ConfigError(file: e.file, line: e.line, reason: "ClientTokenFile= must be an absolute path")
                 }
                 c.clientTokenFile = e.value.isEmpty ? nil : e.value
+            case "TLSCertificate", "TLSKey":
+                guard e.value.hasPrefix("/") || e.value.isEmpty else {
+                    throw ConfigError(file: e.file, line: e.line, reason: "\(e.key)= must be an absolute path")
+                }
+                if e.key == "TLSCertificate" { c.tlsCertificate = e.value.isEmpty ? nil : e.value } else { c.tlsKey = e.value.isEmpty ? nil : e.value }
             case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
             case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
             default:
                 throw ConfigError(file: e.file, line: e.line, reason: "unknown key '\(e.key)' in [\(e.section)]")
             }
+        }
+        if (c.tlsCertificate == nil) != (c.tlsKey == nil) {
+            throw ConfigError(file: place.0, line: place.1, reason: "TLSCertificate= and TLSKey= must be set together")
         }
         if c.defaultLeaseSec > c.maxLeaseSec {
             throw ConfigError(file: place.0, line: place.1, reason: "DefaultLeaseSec= (\(c.defaultLeaseSec)) is larger than MaxLeaseSec= (\(c.maxLeaseSec))")

@@ -200,12 +200,17 @@ public final class Daemon {
         let api = NetworkAPI(backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens)
         var netLogger = logger
         netLogger.logLevel = max(logger.logLevel, .notice)
-        let http = HTTPServer(api: api, addresses: addresses, logger: netLogger)
-        do { try http.start() } catch { throw StartupError("network API: \(error)") }
+        let tls = config.tlsCertificate.flatMap { cert in config.tlsKey.map { TLSFiles(certificate: cert, key: $0) } }
+        let http: HTTPServer
+        do {
+            http = try HTTPServer(api: api, addresses: addresses, tls: tls, logger: netLogger)
+            try http.start()
+        } catch { throw StartupError("network API: \(error)") }
         httpServer = http
         server.info.listenAddresses = http.boundAddresses
         logger.notice("network API listening", metadata: [
             "addresses": "\(http.boundAddresses.joined(separator: " "))", "tokens": "\(tokens.isEmpty ? "none" : "required")",
+            "scheme": "\(http.scheme)",
         ])
     }
 

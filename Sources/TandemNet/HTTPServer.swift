@@ -1,5 +1,8 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -50,11 +53,26 @@ public final class HTTPServer: @unchecked Sendable {
     private var groups: [ServiceGroup] = []
     private let started = DispatchSemaphore(value: 0)
 
-    public init(api: NetworkAPI, addresses: [ListenAddress], logger: Logger) {
+    let tls: TLSConfiguration?
+
+    public init(api: NetworkAPI, addresses: [ListenAddress], tls: TLSFiles? = nil, logger: Logger) throws {
         self.api = api
         self.addresses = addresses
         self.logger = logger
+        if let tls {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+                let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
+                self.tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            } catch {
+                throw HTTPServerError(description: "cannot load TLS certificate \(tls.certificate) or key \(tls.key): \(error)")
+            }
+        } else {
+            self.tls = nil
+        }
     }
+
+    public var scheme: String { tls == nil ? "http" : "https" }
 
     /// The addresses actually bound (with the real port when 0 was asked for).
     public var boundAddresses: [String] {
@@ -65,8 +83,10 @@ public final class HTTPServer: @unchecked Sendable {
     public func start(timeout: TimeInterval = 10) throws {
         let router = api.router()
         for address in addresses {
+            let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
             let app = Application(
                 router: router,
+                server: server,
                 configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tandemd"),
                 onServerRunning: { [self] channel in
                     let local = channel.localAddress.map { a -> String in
@@ -119,6 +139,16 @@ public final class HTTPServer: @unchecked Sendable {
         }
         self.groups = []
         self.tasks = []
+    }
+}
+
+/// PEM files for HTTPS (`TLSCertificate=`, `TLSKey=`).
+public struct TLSFiles: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+    public init(certificate: String, key: String) {
+        self.certificate = certificate
+        self.key = key
     }
 }
 

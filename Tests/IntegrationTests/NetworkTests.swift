@@ -165,3 +165,40 @@ struct NullBackend: LicenseBackend {
     func leases(client: String?) async -> [LeaseView] { [] }
     func features() async -> [FeatureUsage] { [] }
 }
+
+@Suite(.serialized) struct NetworkTLS {
+    @Test func servesHTTPSWithTheConfiguredCertificate() throws {
+        let dir = makeTempDir("tls")
+        let gen = try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                               "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "2",
+                                               "-subj", "/CN=tandem-test", "-addext", "subjectAltName=IP:127.0.0.1"])
+        #expect(gen.status == 0, "\(gen.stderr)")
+        let f = try Fixture(extraConfig: "TLSCertificate=\(dir)/cert.pem\nTLSKey=\(dir)/key.pem\n")
+        let address = try f.daemon.httpAddress
+        let trusted = try run("/usr/bin/curl", ["-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "https://\(address)/v1/server"])
+        #expect(trusted.status == 0, "\(trusted.stderr)")
+        #expect(trusted.stdout.contains(f.serverId))
+        // Not trusted without the certificate; no plain HTTP on a TLS listener.
+        #expect(try run("/usr/bin/curl", ["-s", "--max-time", "5", "https://\(address)/v1/server"]).status == 60)
+        #expect(try run("/usr/bin/curl", ["-s", "--max-time", "5", "http://\(address)/v1/server"]).stdout.contains(f.serverId) == false)
+        // The client verifies the server against the system's CAs: an unknown self-signed
+        // certificate is refused with a clear reason, and nothing is written.
+        let config = makeTempDir("client") + "/client.conf"
+        let conf = try clientctl(config, ["configure", "--server", "https://\(address)"])
+        #expect(conf.status != 0)
+        #expect(conf.stderr.contains("certificate"), "\(conf.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: config))
+        // Leases over TLS work (curl trusting the certificate).
+        let acquired = try run("/usr/bin/curl", ["-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "-X", "POST",
+                                                 "-d", #"{"feature":"cad","client":"tls"}"#, "https://\(address)/v1/leases"])
+        #expect(acquired.stdout.contains("lease_id"), "\(acquired.stdout)")
+        #expect(try leaseCount(f) == 1)
+    }
+
+    @Test func halfATLSConfigurationIsRefused() throws {
+        let bus = try TestBus()
+        let d = try Tandemd(bus: bus, config: "[Server]\nTLSCertificate=/nonexistent/cert.pem\n")
+        #expect(throws: TestFailure.self) { try d.start() }
+        #expect(d.log().contains("TLSCertificate= and TLSKey= must be set together"), "\(d.log())")
+    }
+}
