@@ -8,6 +8,18 @@ void tandem_bus_shim_set_callbacks(tandem_method_cb method, tandem_property_cb p
         property_callback = property;
 }
 
+static tandem_property_set_cb property_set_callback;
+
+void tandem_bus_shim_set_setter(tandem_property_set_cb setter) {
+        property_set_callback = setter;
+}
+
+static int property_set_trampoline(sd_bus *bus, const char *path, const char *interface,
+                                   const char *property, sd_bus_message *value,
+                                   void *userdata, sd_bus_error *ret_error) {
+        return property_set_callback(bus, path, interface, property, value, userdata, ret_error);
+}
+
 static int method_trampoline(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         return method_callback(m, userdata, ret_error);
 }
@@ -80,5 +92,14 @@ static const sd_bus_vtable license_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
+static const sd_bus_vtable log_control_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_WRITABLE_PROPERTY("LogLevel", "s", property_trampoline, property_set_trampoline, 0, 0),
+        SD_BUS_WRITABLE_PROPERTY("LogTarget", "s", property_trampoline, property_set_trampoline, 0, 0),
+        SD_BUS_PROPERTY("SyslogIdentifier", "s", property_trampoline, 0, 0),
+        SD_BUS_VTABLE_END
+};
+
 const sd_bus_vtable *tandem_manager_vtable(void) { return manager_vtable; }
+const sd_bus_vtable *tandem_log_control_vtable(void) { return log_control_vtable; }
 const sd_bus_vtable *tandem_license_vtable(void) { return license_vtable; }

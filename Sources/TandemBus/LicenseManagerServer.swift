@@ -366,7 +366,10 @@ private let methodTrampoline: tandem_method_cb = { m, userdata, err in
 }
 
 private let propertyTrampoline: tandem_property_cb = { _, path, _, property, reply, userdata, err in
-    server(userdata).getProperty(path: path!, property: String(cString: property!), reply: reply!, err: err)
+    if strcmp(path!, LogControlObject.path) == 0 {
+        return logControlGet(userdata, String(cString: property!), reply!)
+    }
+    return server(userdata).getProperty(path: path!, property: String(cString: property!), reply: reply!, err: err)
 }
 
 private let licenseFind: sd_bus_object_find_t = { _, path, _, userdata, found, _ in

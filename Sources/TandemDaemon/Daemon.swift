@@ -55,6 +55,7 @@ public final class Daemon {
     var mailbox: LoopMailbox!
     var mailboxSource: OpaquePointer?
     var httpServer: HTTPServer?
+    var logControl: LogControlObject?
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -124,6 +125,14 @@ public final class Daemon {
                                               info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
                                               logger: logger)
         } catch { throw StartupError("cannot export D-Bus objects: \(error)") }
+        do {
+            logControl = try LogControlObject(bus: bus, identifier: "tandemd", getLevel: { LogLevelControl.shared.syslogName },
+                                              setLevel: { [logger] name in
+                                                  guard LogLevelControl.shared.set(syslogName: name) else { return false }
+                                                  logger.notice("log level changed", metadata: ["level": "\(name)"])
+                                                  return true
+                                              })
+        } catch { throw StartupError("cannot export LogControl1: \(error)") }
         engine.onCommit = { [unowned self] logged in
             server.didCommit(logged)
             armExpiry()

@@ -5,7 +5,13 @@ import Logging
 /// journald turns into the message's priority.
 public struct PriorityPrefixLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level = .info
+    /// The process-wide level (changed at run time through org.freedesktop.LogControl1),
+    /// raised for this logger by its own floor.
+    public var logLevel: Logger.Level {
+        get { max(LogLevelControl.shared.level, floor) }
+        set { floor = newValue }
+    }
+    var floor: Logger.Level = .trace
     let label: String
 
     public init(label: String) { self.label = label }
@@ -35,5 +41,33 @@ public struct PriorityPrefixLogHandler: LogHandler {
         }
         line += "\n"
         FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+/// The daemon's log level, shared by every logger and settable while running.
+public final class LogLevelControl: @unchecked Sendable {
+    public static let shared = LogLevelControl()
+    private let lock = NSLock()
+    private var _level: Logger.Level = .info
+    public var level: Logger.Level {
+        get { lock.withLock { _level } }
+        set { lock.withLock { _level = newValue } }
+    }
+
+    static let syslogNames: [(String, Logger.Level)] = [
+        ("emerg", .critical), ("alert", .critical), ("crit", .critical), ("err", .error),
+        ("warning", .warning), ("notice", .notice), ("info", .info), ("debug", .debug),
+    ]
+
+    /// The syslog name of the current level (LogControl1's LogLevel).
+    public var syslogName: String {
+        let l = level
+        return Self.syslogNames.last { $0.1 == l }?.0 ?? (l == .trace ? "debug" : "info")
+    }
+
+    public func set(syslogName: String) -> Bool {
+        guard let l = Self.syslogNames.first(where: { $0.0 == syslogName })?.1 else { return false }
+        level = l
+        return true
     }
 }

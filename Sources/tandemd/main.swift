@@ -13,11 +13,8 @@ switch parsed {
 case .exit(let text):
     print(text)
 case .run(let options, let level):
-    LoggingSystem.bootstrap { label in
-        var h = PriorityPrefixLogHandler(label: label)
-        h.logLevel = level
-        return h
-    }
+    LogLevelControl.shared.level = level
+    LoggingSystem.bootstrap { label in PriorityPrefixLogHandler(label: label) }
     let logger = Logger(label: "tandemd")
     do {
         exit(try Daemon(options: options, logger: logger).run())

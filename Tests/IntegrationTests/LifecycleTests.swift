@@ -138,6 +138,26 @@ import TandemCore
         #expect(f.daemon.log().contains("configuration not reloaded"))
     }
 
+    @Test func logLevelIsControlledOverLogControl1() throws {
+        let f = try Fixture()
+        let args = ["org.tandem.LicenseManager1", "/org/freedesktop/LogControl1", "org.freedesktop.LogControl1"]
+        #expect(try busctl(f.bus, ["get-property"] + args + ["LogLevel"]).stdout == "s \"debug\"\n")
+        #expect(try busctl(f.bus, ["get-property"] + args + ["SyslogIdentifier"]).stdout == "s \"tandemd\"\n")
+        // Only a privileged caller may change it.
+        let denied = try busctl(f.bus, ["set-property"] + args + ["LogLevel", "s", "info"], uid: nobody)
+        #expect(denied.status != 0)
+        #expect(try busctl(f.bus, ["set-property"] + args + ["LogLevel", "s", "loud"]).status != 0)
+        #expect(try busctl(f.bus, ["set-property"] + args + ["LogLevel", "s", "info"]).status == 0)
+        #expect(try busctl(f.bus, ["get-property"] + args + ["LogLevel"]).stdout == "s \"info\"\n")
+        let c = try f.bus.client()
+        expectBusError(ns + "LeaseNotFound") { _ = try c.call("Renew", [.string("quiet-1")]) }
+        #expect(try busctl(f.bus, ["set-property"] + args + ["LogLevel", "s", "debug"]).status == 0)
+        expectBusError(ns + "LeaseNotFound") { _ = try c.call("Renew", [.string("loud-1")]) }
+        let log = f.daemon.log()
+        #expect(!log.contains("quiet-1"), "debug message logged at info level")
+        #expect(log.contains("<7>refused") && log.contains("loud-1"), "\(log)")
+    }
+
     @Test func aSecondDaemonOnTheSameStateIsRefused() throws {
         let f = try Fixture()
         let otherBus = try TestBus()

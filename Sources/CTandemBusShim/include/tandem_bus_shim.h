@@ -12,8 +12,17 @@ typedef int (*tandem_property_cb)(sd_bus *bus, const char *path, const char *int
                                   const char *property, sd_bus_message *reply,
                                   void *userdata, sd_bus_error *ret_error);
 
+typedef int (*tandem_property_set_cb)(sd_bus *bus, const char *path, const char *interface,
+                                      const char *property, sd_bus_message *value,
+                                      void *userdata, sd_bus_error *ret_error);
+
 /* Register the Swift callbacks; call once before adding any vtable. */
 void tandem_bus_shim_set_callbacks(tandem_method_cb method, tandem_property_cb property);
+void tandem_bus_shim_set_setter(tandem_property_set_cb setter);
+
+/* org.freedesktop.LogControl1 on /org/freedesktop/LogControl1 (LogLevel, LogTarget writable
+ * by privileged callers only: sd-bus checks it, as for systemd's own services). */
+const sd_bus_vtable *tandem_log_control_vtable(void);
 
 /* org.tandem.LicenseManager1.Manager on /org/tandem/LicenseManager1 */
 const sd_bus_vtable *tandem_manager_vtable(void);
