@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
         .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient"],
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient", "TandemCLI"],
                     resources: []),
     ],
     swiftLanguageModes: [.v6]

@@ -40,7 +40,8 @@ public struct Tandemctl: ParsableCommand {
         commandName: "tandemctl",
         abstract: "Control the Tandem license server over D-Bus.",
         subcommands: [Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
-                      Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self])
+                      Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self,
+                      ServiceAccount.self])
     public init() {}
 
     /// Runs tandemctl and exits; failures print one line on stderr.

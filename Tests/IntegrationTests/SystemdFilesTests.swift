@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TandemBus
+import TandemCLI
 
 /// The shipped unit, with ExecStart= pointed at the built binary (verify checks that it exists).
 func unitUnderTest() throws -> String {
@@ -38,6 +39,25 @@ func unitUnderTest() throws -> String {
             #expect(unit.contains("\n\(line)\n"), "missing \(line)")
         }
         #expect(unit.contains("\nWatchdogSec="))
+    }
+
+    @Test func serviceAccountChangeWritesADropInAndAPolicy() throws {
+        // "daemon" exists on Debian; its primary group is "daemon".
+        let plan = try ServiceAccountPlan.make(user: "daemon", group: nil)
+        #expect(plan == ServiceAccountPlan(user: "daemon", group: "daemon"))
+        let root = makeTempDir("sa")
+        try plan.write(root: root)
+        let dropIn = try String(contentsOfFile: root + ServiceAccountPlan.dropInPath, encoding: .utf8)
+        #expect(dropIn.contains("\nUser=daemon\nGroup=daemon\n"))
+        let policy = try String(contentsOfFile: root + ServiceAccountPlan.policyPath, encoding: .utf8)
+        #expect(policy.contains("<policy user=\"daemon\">") && policy.contains("<allow own=\"org.tandem.LicenseManager1\"/>"))
+        // Refusals: unknown accounts, root, unknown groups — one line, non-zero, nothing written.
+        for (args, reason) in [(["nosuchuser"], "no such user"), (["root"], "refusing to run tandemd as root"),
+                               (["daemon", "--group", "nosuchgroup"], "no such group")] {
+            let r = try run(binary("tandemctl"), ["service-account", "set"] + args)
+            #expect(r.status == 1)
+            #expect(r.stderr.hasPrefix("tandemctl: \(reason)") && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        }
     }
 
     /// Runs a bus whose only ownership rules are the shipped policy (with its service account
