@@ -4,5 +4,7 @@
 #include <systemd/sd-event.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-id128.h>
+#include <systemd/sd-journal.h>
+#include <sys/uio.h>
 #include <sys/eventfd.h>
 #endif

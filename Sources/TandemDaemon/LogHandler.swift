@@ -1,3 +1,4 @@
+import CSystemd
 import Foundation
 import Logging
 
@@ -32,9 +33,40 @@ public struct PriorityPrefixLogHandler: LogHandler {
         }
     }
 
+    /// True when stderr is connected to the journal (systemd sets $JOURNAL_STREAM): then each
+    /// message goes to the journal directly, with its metadata as fields (LEASE_ID=, ...).
+    static let toJournal: Bool = {
+        guard let v = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] else { return false }
+        let parts = v.split(separator: ":")
+        var st = stat()
+        guard parts.count == 2, fstat(2, &st) == 0 else { return false }
+        return UInt64(parts[0]) == UInt64(st.st_dev) && UInt64(parts[1]) == UInt64(st.st_ino)
+    }()
+
+    static func journalField(_ key: String) -> String? {
+        let name = key.uppercased().map { ($0.isLetter || $0.isNumber) ? $0 : "_" }
+        guard let first = name.first, first != "_", !first.isNumber else { return nil }
+        return String(name)
+    }
+
+    func sendToJournal(_ message: String, priority: Int, metadata: Logger.Metadata) {
+        var fields = ["MESSAGE=\(message)", "PRIORITY=\(priority)", "SYSLOG_IDENTIFIER=tandemd"]
+        for (k, v) in metadata.sorted(by: { $0.key < $1.key }) {
+            if let f = Self.journalField(k) { fields.append("\(f)=\(v)") }
+        }
+        let buffers = fields.map { strdup($0)! }
+        defer { for b in buffers { free(b) } }
+        var iov = buffers.map { iovec(iov_base: UnsafeMutableRawPointer($0), iov_len: strlen($0)) }
+        _ = iov.withUnsafeMutableBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
+    }
+
     public func log(event: LogEvent) {
         var all = metadata
         if let m = event.metadata { all.merge(m) { $1 } }
+        if Self.toJournal {
+            sendToJournal("\(event.message)", priority: Self.priority(event.level), metadata: all)
+            return
+        }
         var line = "<\(Self.priority(event.level))>\(event.message)"
         if !all.isEmpty {
             line += " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
