@@ -55,6 +55,7 @@ public final class Daemon {
     var mailbox: LoopMailbox!
     var mailboxSource: OpaquePointer?
     var httpServer: HTTPServer?
+    var networkAPI: NetworkAPI?
     var logControl: LogControlObject?
 
     public init(options: DaemonOptions, logger: Logger) {
@@ -207,6 +208,7 @@ public final class Daemon {
             }
         }
         let api = NetworkAPI(backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens)
+        networkAPI = api
         var netLogger = logger
         netLogger.logLevel = max(logger.logLevel, .notice)
         let tls = config.tlsCertificate.flatMap { cert in config.tlsKey.map { TLSFiles(certificate: cert, key: $0) } }
@@ -305,10 +307,22 @@ public final class Daemon {
         do {
             let c = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
             let settings = try Self.loadSettings(c)
+            var tokens: [String] = []
+            if let path = c.clientTokenFile {
+                do { tokens = try NetworkAPI.readTokens(path: path) } catch {
+                    throw StartupError("ClientTokenFile=\(path): cannot read a token from it")
+                }
+            }
+            if c.listen != config.listen || c.tlsCertificate != config.tlsCertificate || c.tlsKey != config.tlsKey {
+                logger.warning("Listen=, TLSCertificate= and TLSKey= changes take effect when tandemd restarts")
+            }
             config = c
             engine.settings = settings
             server.authorizer = authorizer()
-            logger.notice("configuration reloaded", metadata: ["vendor_keys": "\(settings.trustedKeys.keys.count)"])
+            networkAPI?.setTokens(tokens)
+            logger.notice("configuration reloaded", metadata: [
+                "vendor_keys": "\(settings.trustedKeys.keys.count)", "client_tokens": "\(tokens.count)",
+            ])
         } catch {
             logger.error("configuration not reloaded, keeping the previous one: \(error)")
         }

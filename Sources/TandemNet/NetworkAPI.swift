@@ -7,14 +7,18 @@ import TandemCore
 /// The HTTP/JSON API that licensed products use (`/v1`), plus `/healthz` and `/readyz`.
 public struct NetworkAPI: Sendable {
     public let backend: any LicenseBackend
-    /// Accepted bearer tokens; empty = no token needed.
-    public let tokens: [[UInt8]]
+    /// Accepted bearer tokens; empty = no token needed. Replaceable at run time (reload).
+    let tokenStore: TokenStore
+    var tokens: [[UInt8]] { tokenStore.tokens }
     public static let maxBodyBytes = 64 * 1024
 
     public init(backend: any LicenseBackend, tokens: [String] = []) {
         self.backend = backend
-        self.tokens = tokens.map { Array($0.utf8) }
+        tokenStore = TokenStore(tokens)
     }
+
+    /// Replaces the accepted tokens (e.g. after the token file changed).
+    public func setTokens(_ tokens: [String]) { tokenStore.set(tokens) }
 
     /// Reads a token file: one token per line, blank lines and `#` comments ignored.
     public static func readTokens(path: String) throws -> [String] {
@@ -194,3 +198,11 @@ public struct NetworkAPI: Sendable {
 
 }
 
+
+final class TokenStore: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _tokens: [[UInt8]]
+    init(_ tokens: [String]) { _tokens = tokens.map { Array($0.utf8) } }
+    var tokens: [[UInt8]] { lock.withLock { _tokens } }
+    func set(_ tokens: [String]) { lock.withLock { _tokens = tokens.map { Array($0.utf8) } } }
+}

@@ -135,6 +135,28 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
         #expect(try f.bus.client().call("ListLeases").first?.arrayValue?.count == 1)
     }
 
+    @Test func tokensAreReloadedOnSIGHUP() throws {
+        let dir = makeTempDir("token")
+        try "old-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
+        let base = "http://" + (try f.daemon.httpAddress)
+        #expect(try http("GET", base + "/v1/features", token: "old-token").status == 200)
+        try "new-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        f.daemon.signal(SIGHUP)
+        var switched = false
+        for _ in 0..<100 where !switched {
+            switched = (try? http("GET", base + "/v1/features", token: "new-token").status) == 200
+            if !switched { usleep(20_000) }
+        }
+        #expect(switched)
+        #expect(try http("GET", base + "/v1/features", token: "old-token").status == 401)
+        // An unreadable token file keeps the tokens in force.
+        try "".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        f.daemon.signal(SIGHUP)
+        usleep(300_000)
+        #expect(try http("GET", base + "/v1/features", token: "new-token").status == 200)
+    }
+
     @Test func openAPISpecIsValidAndMatchesTheRoutes() throws {
         let path = packageRoot + "/docs/openapi.yaml"
         let check = try run("/usr/bin/env", ["python3", "-c", """
