@@ -83,21 +83,9 @@ public struct LeaseView: Codable, Sendable, Equatable {
 public enum RFC3339 {
     /// "2026-11-29T17:40:00Z" (UTC, whole seconds).
     public static func format(usec: UInt64) -> String {
-        let secs = Int64(usec / 1_000_000)
-        let days = secs / 86_400
-        let rem = secs % 86_400
-        // Civil date from days (Howard Hinnant).
-        let z = days + 719_468
-        let era = z / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        let rem = Int64(usec / 1_000_000) % 86_400
         func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(y)-\(two(m))-\(two(d))T\(two(rem / 3600)):\(two(rem / 60 % 60)):\(two(rem % 60))Z"
+        return "\(CivilDate.format(usec: usec))T\(two(rem / 3600)):\(two(rem / 60 % 60)):\(two(rem % 60))Z"
     }
 }
 
@@ -128,4 +116,17 @@ public struct ProblemBody: Codable, Sendable, Equatable {
     public static let typePrefix = "urn:tandem:problem:"
     /// The error name (`InsufficientSeats`), the same as the D-Bus error's last part.
     public var name: String { type.hasPrefix(Self.typePrefix) ? String(type.dropFirst(Self.typePrefix.count)) : type }
+
+    public init(name: String, status: Int, detail: String) {
+        type = Self.typePrefix + name
+        // "InsufficientSeats" -> "Insufficient Seats"
+        var t = ""
+        for (i, ch) in name.enumerated() {
+            if i > 0, ch.isUppercase, let prev = t.last, prev.isLowercase { t.append(" ") }
+            t.append(ch)
+        }
+        title = t
+        self.status = status
+        self.detail = detail
+    }
 }

@@ -173,7 +173,7 @@ public final class LicenseManagerServer {
             return answer(m, err, engine.submit(.release(leaseId: str(0)), caller: caller(m))) { _ in [] }
         case "ListLeases":
             let state = engine.state
-            let rows: [BusValue] = state.leases.values.sorted { ($0.acquiredUSec, $0.id) < ($1.acquiredUSec, $1.id) }.map { l in
+            let rows: [BusValue] = state.activeLeases(at: now).map { l in
                 .structure([.string(l.id), .string(l.feature), .string(l.client), .uint32(l.count),
                             .uint64(l.acquiredUSec), .uint64(l.expiresUSec)])
             }

@@ -21,17 +21,6 @@ public struct TandemBench: ParsableCommand {
     @Option(help: "Directory holding tandemd (default: next to tandem-bench).") var binDir: String?
     @Option(help: "Concurrent HTTP clients (connections) for the network run; needs wrk.") var httpClients: Int = 16
 
-    public static func main(_ args: [String]) -> Never {
-        do {
-            var c = try parseAsRoot(args)
-            try c.run()
-            Foundation.exit(0)
-        } catch let f as CLIFailure {
-            FileHandle.standardError.write(Data("tandem-bench: \(f.description)\n".utf8))
-            Foundation.exit(1)
-        } catch { exit(withError: error) }
-    }
-
     public func run() throws {
         let work = dir + "/tandem-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: work + "/keys", withIntermediateDirectories: true)
@@ -138,8 +127,6 @@ public struct TandemBench: ParsableCommand {
         }
 
         // Commits per change, from the daemon's own count.
-        let before = try admin.get("ServerId") // still up
-        _ = before
         kill(daemon.processIdentifier, SIGTERM)
         daemon.waitUntilExit()
         stopped = true

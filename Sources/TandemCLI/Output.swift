@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// Plain tables for people, JSON for scripts.
@@ -28,6 +29,27 @@ enum Output {
         var buf = [CChar](repeating: 0, count: 64)
         strftime(&buf, buf.count, "%Y-%m-%d %H:%M:%S UTC", &tmv)
         return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+}
+
+extension ParsableCommand {
+    /// Parses `arguments`, runs the command (async or not) and exits; a `CLIFailure` prints
+    /// "NAME: reason" on one line and exits with its status.
+    public static func runAndExit(_ arguments: [String]) async -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Foundation.exit(0)
+        } catch let failure as CLIFailure {
+            FileHandle.standardError.write(Data("\(configuration.commandName ?? "tandem"): \(failure.description)\n".utf8))
+            Foundation.exit(failure.exitCode)
+        } catch {
+            exit(withError: error)
+        }
     }
 }
 

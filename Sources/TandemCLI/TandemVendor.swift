@@ -11,19 +11,6 @@ public struct TandemVendor: ParsableCommand {
         subcommands: [Keygen.self, PublicKey.self, Issue.self, Verify.self])
     public init() {}
 
-    public static func run(_ arguments: [String]) -> Never {
-        do {
-            var command = try parseAsRoot(arguments)
-            try command.run()
-            Foundation.exit(0)
-        } catch let failure as CLIFailure {
-            FileHandle.standardError.write(Data("tandem-vendor: \(failure.description)\n".utf8))
-            Foundation.exit(failure.exitCode)
-        } catch {
-            exit(withError: error)
-        }
-    }
-
     static func readPrivateKey(_ path: String) throws -> VendorPrivateKey {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIFailure("cannot read \(path)") }
         do { return try VendorPrivateKey.parse(text) } catch { throw CLIFailure("\(path): \(error)") }

@@ -27,8 +27,6 @@ struct BusOptions: ParsableArguments {
         }
         return "\(short): \(e.message)"
     }
-
-    func print(_ text: String) { Swift.print(text) }
 }
 
 func rows(_ v: [BusValue]) -> [[BusValue]] { (v.first?.arrayValue ?? []).compactMap(\.structValue) }
@@ -44,23 +42,6 @@ public struct Tandemctl: ParsableCommand {
                       ServiceAccount.self])
     public init() {}
 
-    /// Runs tandemctl and exits; failures print one line on stderr.
-    public static func run(_ arguments: [String]) async -> Never {
-        do {
-            var command = try parseAsRoot(arguments)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-            Foundation.exit(0)
-        } catch let failure as CLIFailure {
-            FileHandle.standardError.write(Data("tandemctl: \(failure.description)\n".utf8))
-            Foundation.exit(failure.exitCode)
-        } catch {
-            exit(withError: error)
-        }
-    }
 }
 
 struct Status: ParsableCommand {
@@ -73,11 +54,11 @@ struct Status: ParsableCommand {
         if bus.json {
             var out: [String: Any] = [:]
             for k in keys { if let v = props[k] { out[k] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") } }
-            bus.print(Output.json(out))
+            print(Output.json(out))
             return
         }
         func p(_ k: String) -> String { props[k].map { $0.stringValue ?? String($0.uint64Value ?? 0) } ?? "?" }
-        bus.print("""
+        print("""
             License Server ID: \(p("ServerId"))
                        Status: running
                          Role: \(p("Role"))
@@ -102,7 +83,7 @@ struct LicenseCmd: ParsableCommand {
         func run() throws {
             let r = try bus.call("GetActivationRequest")
             if bus.json {
-                bus.print(Output.json(["request": s(r[0])]))
+                print(Output.json(["request": s(r[0])]))
             } else {
                 Swift.print(s(r[0]), terminator: "")
             }
@@ -123,9 +104,9 @@ struct LicenseCmd: ParsableCommand {
             }
             let r = try bus.call("ActivateLicense", [.string(text)])
             if bus.json {
-                bus.print(Output.json(["license_id": s(r[0]), "path": s(r[1])]))
+                print(Output.json(["license_id": s(r[0]), "path": s(r[1])]))
             } else {
-                bus.print("Activated \(s(r[0])) (\(s(r[1])))")
+                print("Activated \(s(r[0])) (\(s(r[1])))")
             }
         }
     }
@@ -136,7 +117,7 @@ struct LicenseCmd: ParsableCommand {
         @Argument(help: "License id.") var id: String
         func run() throws {
             _ = try bus.call("DeactivateLicense", [.string(id)])
-            if bus.json { bus.print(Output.json(["license_id": id, "deactivated": true])) } else { bus.print("Deactivated \(id)") }
+            if bus.json { print(Output.json(["license_id": id, "deactivated": true])) } else { print("Deactivated \(id)") }
         }
     }
 
@@ -146,12 +127,12 @@ struct LicenseCmd: ParsableCommand {
         func run() throws {
             let list = rows(try bus.call("ListLicenses"))
             if bus.json {
-                bus.print(Output.json(list.map { r in
+                print(Output.json(list.map { r in
                     ["license_id": s(r[0]), "product": s(r[1]), "feature": s(r[2]), "seats": n(r[3]),
                      "in_use": n(r[4]), "reserved": n(r[5]), "not_after_usec": n(r[6])] as [String: Any]
                 }))
             } else {
-                bus.print(Output.table(["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"],
+                print(Output.table(["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"],
                                        list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3])), String(n(r[4])), String(n(r[5])), Output.time(n(r[6]))] }))
             }
         }
@@ -173,9 +154,9 @@ struct Acquire: ParsableCommand {
         let clientId = client ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
         let r = try bus.call("Acquire", [.string(feature), .uint32(count), .string(clientId), .vardict(opts)])
         if bus.json {
-            bus.print(Output.json(["lease_id": s(r[0]), "expires_usec": n(r[1]), "feature": feature, "count": count, "client": clientId] as [String: Any]))
+            print(Output.json(["lease_id": s(r[0]), "expires_usec": n(r[1]), "feature": feature, "count": count, "client": clientId] as [String: Any]))
         } else {
-            bus.print("Lease \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) until \(Output.time(n(r[1])))")
+            print("Lease \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) until \(Output.time(n(r[1])))")
         }
     }
 }
@@ -186,7 +167,7 @@ struct Renew: ParsableCommand {
     @Argument(help: "Lease id.") var id: String
     func run() throws {
         let r = try bus.call("Renew", [.string(id)])
-        if bus.json { bus.print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any])) } else { bus.print("Lease \(id) renewed until \(Output.time(n(r[0])))") }
+        if bus.json { print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any])) } else { print("Lease \(id) renewed until \(Output.time(n(r[0])))") }
     }
 }
 
@@ -196,7 +177,7 @@ struct Release: ParsableCommand {
     @Argument(help: "Lease id.") var id: String
     func run() throws {
         _ = try bus.call("Release", [.string(id)])
-        if bus.json { bus.print(Output.json(["lease_id": id, "released": true])) } else { bus.print("Released \(id)") }
+        if bus.json { print(Output.json(["lease_id": id, "released": true])) } else { print("Released \(id)") }
     }
 }
 
@@ -206,12 +187,12 @@ struct Leases: ParsableCommand {
     func run() throws {
         let list = rows(try bus.call("ListLeases"))
         if bus.json {
-            bus.print(Output.json(list.map { r in
+            print(Output.json(list.map { r in
                 ["lease_id": s(r[0]), "feature": s(r[1]), "client": s(r[2]), "count": n(r[3]),
                  "acquired_usec": n(r[4]), "expires_usec": n(r[5])] as [String: Any]
             }))
         } else {
-            bus.print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"],
+            print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"],
                                    list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3])), Output.time(n(r[4])), Output.time(n(r[5]))] }))
         }
     }
@@ -225,7 +206,7 @@ struct Reserve: ParsableCommand {
     @Option(help: "Client id that may use the reserved seats.") var holder: String
     func run() throws {
         let r = try bus.call("Reserve", [.string(feature), .uint32(count), .string(holder)])
-        if bus.json { bus.print(Output.json(["reservation_id": s(r[0])])) } else { bus.print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)") }
+        if bus.json { print(Output.json(["reservation_id": s(r[0])])) } else { print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)") }
     }
 }
 
@@ -235,7 +216,7 @@ struct Unreserve: ParsableCommand {
     @Argument(help: "Reservation id.") var id: String
     func run() throws {
         _ = try bus.call("Unreserve", [.string(id)])
-        if bus.json { bus.print(Output.json(["reservation_id": id, "removed": true])) } else { bus.print("Removed reservation \(id)") }
+        if bus.json { print(Output.json(["reservation_id": id, "removed": true])) } else { print("Removed reservation \(id)") }
     }
 }
 
@@ -245,9 +226,9 @@ struct Reservations: ParsableCommand {
     func run() throws {
         let list = rows(try bus.call("ListReservations"))
         if bus.json {
-            bus.print(Output.json(list.map { r in ["reservation_id": s(r[0]), "feature": s(r[1]), "holder": s(r[2]), "count": n(r[3])] as [String: Any] }))
+            print(Output.json(list.map { r in ["reservation_id": s(r[0]), "feature": s(r[1]), "holder": s(r[2]), "count": n(r[3])] as [String: Any] }))
         } else {
-            bus.print(Output.table(["RESERVATION", "FEATURE", "HOLDER", "COUNT"], list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3]))] }))
+            print(Output.table(["RESERVATION", "FEATURE", "HOLDER", "COUNT"], list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3]))] }))
         }
     }
 }
@@ -258,11 +239,11 @@ struct Usage: ParsableCommand {
     func run() throws {
         let list = rows(try bus.call("GetUsage"))
         if bus.json {
-            bus.print(Output.json(list.map { r in
+            print(Output.json(list.map { r in
                 ["feature": s(r[0]), "seats": n(r[1]), "in_use": n(r[2]), "reserved": n(r[3]), "available": n(r[4]), "denied": n(r[5])] as [String: Any]
             }))
         } else {
-            bus.print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
+            print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
                                    list.map { r in [s(r[0])] + (1...5).map { String(n(r[$0])) } }))
         }
     }
@@ -273,6 +254,6 @@ struct ResetServerId: ParsableCommand {
     @OptionGroup var bus: BusOptions
     func run() throws {
         let r = try bus.call("ResetServerId")
-        if bus.json { bus.print(Output.json(["server_id": s(r[0])])) } else { bus.print("New License Server ID: \(s(r[0]))") }
+        if bus.json { print(Output.json(["server_id": s(r[0])])) } else { print("New License Server ID: \(s(r[0]))") }
     }
 }

@@ -68,7 +68,7 @@ extension LicenseState {
     }
 
     private func ownedLease(_ id: String, _ caller: Caller, now: USec) throws(TandemError) -> Lease {
-        guard let lease = leases[id], lease.expiresUSec > now else {
+        guard let lease = activeLease(id, at: now) else {
             throw TandemError(.leaseNotFound, "no lease '\(id)'")
         }
         let owner = caller.network ? lease.uid == nil : (lease.uid != nil && lease.uid == caller.uid)

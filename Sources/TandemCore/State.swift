@@ -16,6 +16,12 @@ public struct LicenseState: Sendable, Equatable {
     public var denied: [String: UInt64] = [:]
     /// request id -> lease id, for idempotent acquisition.
     private var requestIndex: [String: String] = [:]
+    /// Seats held per feature and per client: kept up to date by `apply`, so that seat
+    /// accounting does not walk every lease on each acquisition.
+    private var held: [String: [String: UInt64]] = [:]
+    private var heldTotal: [String: UInt64] = [:]
+    /// No lease expires before this (a lower bound; see `settleExpiryBound`).
+    private var expiryBound = ExpiryBound()
 
     public init() {}
 
@@ -32,13 +38,17 @@ public struct LicenseState: Sendable, Equatable {
         case .licenseDeactivated(let id):
             licenses[id] = nil
         case .leaseGranted(let lease):
+            if let old = leases[lease.id] { account(old, -1) }
             leases[lease.id] = lease
+            account(lease, 1)
             if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = lease.id }
         case .leaseRenewed(let id, let expires):
             leases[id]?.expiresUSec = expires
+            if leases[id] != nil { expiryBound.lower(to: expires) }
         case .leaseReleased(let id), .leaseExpired(let id):
-            if let lease = leases.removeValue(forKey: id), let r = lease.requestId {
-                requestIndex[Self.requestKey(lease.client, r)] = nil
+            if let lease = leases.removeValue(forKey: id) {
+                account(lease, -1)
+                if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = nil }
             }
         case .reservationAdded(let r):
             reservations[r.id] = r
@@ -51,6 +61,16 @@ public struct LicenseState: Sendable, Equatable {
 
     public mutating func apply(_ changes: [Change]) {
         for c in changes { apply(c) }
+    }
+
+    private mutating func account(_ lease: Lease, _ sign: Int64) {
+        let delta = Int64(lease.count) * sign
+        let perClient = Int64(held[lease.feature]?[lease.client] ?? 0) + delta
+        held[lease.feature, default: [:]][lease.client] = perClient > 0 ? UInt64(perClient) : nil
+        if held[lease.feature]?.isEmpty == true { held[lease.feature] = nil }
+        let total = Int64(heldTotal[lease.feature] ?? 0) + delta
+        heldTotal[lease.feature] = total > 0 ? UInt64(total) : nil
+        if sign > 0 { expiryBound.lower(to: lease.expiresUSec) }
     }
 
     private static func requestKey(_ client: String, _ requestId: String) -> String {
@@ -75,9 +95,7 @@ public struct LicenseState: Sendable, Equatable {
     }
 
     public func inUse(_ feature: String) -> UInt32 {
-        var total: UInt64 = 0
-        for l in leases.values where l.feature == feature { total += UInt64(l.count) }
-        return UInt32(clamping: total)
+        UInt32(clamping: heldTotal[feature] ?? 0)
     }
 
     public func reserved(_ feature: String) -> UInt32 {
@@ -91,8 +109,8 @@ public struct LicenseState: Sendable, Equatable {
         var perHolder: [String: Int64] = [:]
         for r in reservations.values where r.feature == feature { perHolder[r.holder, default: 0] += Int64(r.count) }
         guard !perHolder.isEmpty else { return 0 }
-        for l in leases.values where l.feature == feature && perHolder[l.client] != nil {
-            perHolder[l.client]! -= Int64(l.count)
+        for holder in perHolder.keys {
+            perHolder[holder]! -= Int64(held[feature]?[holder] ?? 0)
         }
         var idle: UInt64 = 0
         for (holder, left) in perHolder where holder != exceptHolder && left > 0 { idle += UInt64(left) }
@@ -134,9 +152,36 @@ public struct LicenseState: Sendable, Equatable {
     }
 
     public var totalInUse: UInt32 {
-        UInt32(clamping: leases.values.reduce(UInt64(0)) { $0 + UInt64($1.count) })
+        UInt32(clamping: heldTotal.values.reduce(0, +))
     }
 
-    /// The lease that expires first, if any.
-    public var nextExpiry: USec? { leases.values.map(\.expiresUSec).min() }
+    /// No lease expires before this time (nil: no lease). A lower bound, cheap to read on
+    /// every command; `settleExpiryBound` makes it exact again.
+    public var nextExpiry: USec? { leases.isEmpty ? nil : expiryBound.value }
+
+    /// Recomputes the exact earliest expiry (one walk over the leases). Call it when the
+    /// bound has been reached, so that the walk happens once per expiry, not per command.
+    public mutating func settleExpiryBound() {
+        expiryBound = ExpiryBound(leases.values.map(\.expiresUSec).min())
+    }
+
+    /// Active (unexpired) leases, all or one client's, oldest first.
+    public func activeLeases(client: String? = nil, at now: USec) -> [Lease] {
+        leases.values.filter { $0.expiresUSec > now && (client == nil || $0.client == client) }
+            .sorted { ($0.acquiredUSec, $0.id) < ($1.acquiredUSec, $1.id) }
+    }
+
+    /// A lease that has not expired at `now`.
+    public func activeLease(_ id: String, at now: USec) -> Lease? {
+        leases[id].flatMap { $0.expiresUSec > now ? $0 : nil }
+    }
+}
+
+/// A cached lower bound on lease expiry. It is a cache, not state: two states with the same
+/// leases are equal whatever their bounds.
+struct ExpiryBound: Sendable, Equatable {
+    private(set) var value: USec? = nil
+    init(_ v: USec? = nil) { value = v }
+    mutating func lower(to t: USec) { value = min(value ?? t, t) }
+    static func == (_: ExpiryBound, _: ExpiryBound) -> Bool { true }
 }

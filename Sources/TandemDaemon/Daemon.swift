@@ -136,12 +136,9 @@ public final class Daemon {
         } catch { throw StartupError("cannot export LogControl1: \(error)") }
         engine.onCommit = { [unowned self] logged in
             server.didCommit(logged)
-            armExpiry()
-            updateStatus()
         }
         // Commits run inline on the loop thread: on two cores a separate committer thread cost
         // more (wake-ups, context switches) than its overlap gained (see tandem-bench).
-        engine.fatalCommitError = { [unowned self] error in self.die(error) }
         engine.onWork = { [unowned self] in self.scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in self.schedulePropertyChanges() }
 
@@ -250,15 +247,13 @@ public final class Daemon {
         do { try engine.flush() } catch {
             throw StartupError("cannot commit to the state database: \(error)")
         }
-        if !engine.isCommitting {
-            armExpiry()
-            updateStatus()
-        }
+        armExpiry()
+        updateStatus()
     }
 
     /// Commits what is staged before start-up completes or the loop ends.
     func drainCommits() {
-        do { try engine.flush() } catch { die(error) }
+        do { try flushNow() } catch { die(error) }
     }
 
     func armExpiry() {

@@ -71,8 +71,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
 
     func lease(id: String) async -> Result<LeaseView, TandemError> {
         await onLoop { d, done in
-            d.engine.expireDue()
-            guard let lease = d.engine.state.leases[id], lease.expiresUSec > d.engine.now else {
+            guard let lease = d.engine.state.activeLease(id, at: d.engine.now) else {
                 done(.failure(TandemError(.leaseNotFound, "no lease '\(id)'")))
                 return
             }
@@ -83,13 +82,8 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
 
     func leases(client: String?) async -> [LeaseView] {
         await onLoop { d, done in
-            d.engine.expireDue()
             let sid = d.engine.state.serverId
-            let now = d.engine.now
-            let views = d.engine.state.leases.values
-                .filter { $0.expiresUSec > now && (client == nil || $0.client == client) }
-                .sorted { ($0.acquiredUSec, $0.id) < ($1.acquiredUSec, $1.id) }
-                .map { LeaseView($0, serverId: sid) }
+            let views = d.engine.state.activeLeases(client: client, at: d.engine.now).map { LeaseView($0, serverId: sid) }
             d.engine.whenCommitted { done(views) }
         }
     }

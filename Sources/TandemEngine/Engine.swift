@@ -55,13 +55,8 @@ public final class Engine {
     let clock: () -> USec
 
     /// Changes decided and applied in memory, and the answers waiting for them to be durable.
-    final class Batch {
-        var changes: [Change] = []
-        var waiters: [() -> Void] = []
-    }
-    private var staged = Batch()
-    /// The batch being committed right now (at most one: batches commit in order).
-    private var inFlight: Batch?
+    private var staged: [Change] = []
+    private var waiters: [() -> Void] = []
     private var deniedDirty = false
     public private(set) var commitCount = 0
     public private(set) var committedChanges = 0
@@ -70,12 +65,6 @@ public final class Engine {
     public var onCommit: (([LoggedChange]) -> Void)?
     /// Called whenever something was staged or an answer waits for the next commit.
     public var onWork: (() -> Void)?
-    /// When set, commits run elsewhere (a committer thread) while the caller's thread goes on
-    /// deciding and staging the next batch: `run` is given the transaction to perform and a
-    /// completion that must be called back on the engine's own thread. When nil, `flush`
-    /// commits inline.
-    public var commitRunner: ((_ work: @escaping @Sendable () -> Result<[LoggedChange], Error>,
-                               _ done: @escaping (Result<[LoggedChange], Error>) -> Void) -> Void)?
 
     public init(store: Store, settings: EngineSettings, logger: Logger, clock: @escaping () -> USec = Engine.realtimeNow) throws {
         self.store = store
@@ -98,9 +87,8 @@ public final class Engine {
     }
 
     public var now: USec { clock() }
-    public var hasStaged: Bool { !staged.changes.isEmpty || !staged.waiters.isEmpty || inFlight != nil }
-    public var stagedCount: Int { staged.changes.count }
-    public var isCommitting: Bool { inFlight != nil }
+    public var hasStaged: Bool { !staged.isEmpty || !waiters.isEmpty }
+    public var stagedCount: Int { staged.count }
 
     /// Decides and stages `command`. On success the outcome is final once its batch is committed.
     public func submit(_ command: Command, caller: Caller) -> Result<Outcome, TandemError> {
@@ -123,7 +111,7 @@ public final class Engine {
     private func stage(_ changes: [Change]) {
         guard !changes.isEmpty else { return }
         for c in changes { state.apply(c) }
-        staged.changes.append(contentsOf: changes)
+        staged.append(contentsOf: changes)
         onWork?()
     }
 
@@ -135,68 +123,36 @@ public final class Engine {
         guard case .success(let d) = state.decide(.expireLeases, caller: .root, now: t),
               case .expired(let gone) = d.outcome else { return [] }
         stage(d.changes)
+        state.settleExpiryBound()
         for l in gone {
             logger.info("lease expired", metadata: ["lease_id": "\(l.id)", "feature": "\(l.feature)", "client": "\(l.client)"])
         }
         return gone
     }
 
-    /// Runs `body` once everything decided so far is durable (immediately if nothing is pending).
+    /// Runs `body` once everything decided so far is durable (immediately if nothing is staged).
     public func whenCommitted(_ body: @escaping () -> Void) {
-        if !staged.changes.isEmpty {
-            staged.waiters.append(body)
-        } else if let inFlight {
-            inFlight.waiters.append(body)
-        } else {
-            body()
-        }
+        if staged.isEmpty { body() } else { waiters.append(body) }
     }
 
-    /// Starts committing the staged batch in one transaction (unless a commit is already
-    /// running: the next one starts when it ends). Answers are released when it is durable.
+    /// Commits the staged batch in one transaction, then releases the waiting answers.
+    /// A failure leaves the state in memory ahead of the disk: the caller must stop.
     public func flush() throws {
-        guard inFlight == nil else { return }
-        if staged.changes.isEmpty && !deniedDirty {
-            let waiting = staged.waiters
-            staged.waiters = []
-            for f in waiting { f() }
-            return
-        }
         let batch = staged
-        staged = Batch()
-        inFlight = batch
-        let denied = deniedDirty ? state.denied : nil
-        deniedDirty = false
-        let epoch = state.epoch
-        let now = clock()
-        let store = UncheckedBox(self.store)
-        let changes = batch.changes
-        let work: @Sendable () -> Result<[LoggedChange], Error> = {
-            Result { try store.value.commit(changes, epoch: epoch, now: now, denied: denied) }
-        }
-        if let commitRunner {
-            commitRunner(work) { [self] result in
-                do { try self.finish(batch, result) } catch {
-                    logger.critical("commit failed: \(error)")
-                    fatalCommitError?(error)
-                }
-            }
+        let waiting = waiters
+        if !batch.isEmpty || deniedDirty {
+            let logged = try store.commit(batch, epoch: state.epoch, now: clock(), denied: deniedDirty ? state.denied : nil)
+            commitCount += 1
+            committedChanges += logged.count
+            staged = []
+            deniedDirty = false
+            waiters = []
+            for f in waiting { f() }
+            if !logged.isEmpty { onCommit?(logged) }
         } else {
-            try finish(batch, work())
+            waiters = []
+            for f in waiting { f() }
         }
-    }
-
-    /// Called when an offloaded commit failed: the state in memory is ahead of the disk.
-    public var fatalCommitError: ((Error) -> Void)?
-
-    private func finish(_ batch: Batch, _ result: Result<[LoggedChange], Error>) throws {
-        let logged = try result.get()
-        inFlight = nil
-        commitCount += 1
-        committedChanges += logged.count
-        for f in batch.waiters { f() }
-        if !logged.isEmpty { onCommit?(logged) }
-        if !staged.changes.isEmpty || !staged.waiters.isEmpty || deniedDirty { try flush() }
     }
 
     // MARK: - Conveniences that build commands from adapter input
@@ -242,11 +198,4 @@ public final class Engine {
             deniedDirty = false
         }
     }
-}
-
-/// Moves a value the type system cannot prove thread-safe to the committer thread. The engine
-/// never touches the store while a commit runs (one batch in flight at a time).
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
 }

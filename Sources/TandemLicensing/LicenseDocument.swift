@@ -63,38 +63,8 @@ public struct LicenseDocument: Sendable, Equatable {
         return USec(day + 1) * 86_400 * usecPerSecond - 1
     }
 
-    /// Days since 1970-01-01 for "YYYY-MM-DD", nil if not a real date.
-    public static func parseDay(_ s: String) -> Int64? {
-        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
-              let y = Int64(parts[0]), let m = Int64(parts[1]), let d = Int64(parts[2]),
-              (1970...9999).contains(y), (1...12).contains(m) else { return nil }
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-        let monthDays: [Int64] = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-        guard d >= 1 && d <= monthDays[Int(m - 1)] else { return nil }
-        // Days from civil (Howard Hinnant's algorithm).
-        let yy = m <= 2 ? y - 1 : y
-        let era = yy / 400
-        let yoe = yy - era * 400
-        let mp = (m + 9) % 12
-        let doy = (153 * mp + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
-
-    public static func formatDay(usec: USec) -> String {
-        let z = Int64(usec / usecPerSecond / 86_400) + 719_468
-        let era = z / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(y)-\(two(m))-\(two(d))"
-    }
+    public static func parseDay(_ s: String) -> Int64? { CivilDate.parse(s) }
+    public static func formatDay(usec: USec) -> String { CivilDate.format(usec: usec) }
 
     static func invalid(_ why: String) -> TandemError { TandemError(.invalidLicense, why) }
 

@@ -3,22 +3,10 @@ import Hummingbird
 import TandemAPI
 import TandemCore
 
-/// RFC 9457 problem details. `type` ends in the same name as the D-Bus error.
-public struct Problem: Error, Codable, Sendable, Equatable {
-    public var type: String
-    public var title: String
-    public var status: Int
-    public var detail: String
+/// RFC 9457 problem details (the wire type is shared with the client).
+public typealias Problem = ProblemBody
 
-    public static let typePrefix = "urn:tandem:problem:"
-
-    public init(name: String, status: Int, detail: String) {
-        type = Self.typePrefix + name
-        title = name.replacingOccurrences(of: "([a-z])([A-Z])", with: "$1 $2", options: .regularExpression)
-        self.status = status
-        self.detail = detail
-    }
-
+extension ProblemBody {
     public init(_ error: TandemError) {
         self.init(name: error.code.rawValue, status: Self.status(for: error.code), detail: error.message)
     }

@@ -221,7 +221,6 @@ public final class Simulation {
     /// Ground truth: a reply leaving a node is what the pair acknowledged.
     func noteReply(ref: Int, _ reply: ClientReply) {
         guard let r = refs[ref] else { return }
-        let c = clients[r.client]
         let margin = 0.8
         switch (reply, r.command) {
         case (.granted(let id, _), .acquire(_, let count, _, let ttl, _)):
@@ -234,7 +233,6 @@ public final class Simulation {
                 held[id] = (count, until)
             }
             result.granted += 1
-            _ = c
         case (.renewed(let id, _), .renew):
             if var h = held[id] {
                 let until = clocks[.client(r.client)]!.global(r.sentLocal + USec(Double(clients[r.client].ttl) * margin))
@@ -433,10 +431,7 @@ public final class Simulation {
         if serving.count > 1 { return "both nodes serving at once (epochs \(nodes[0].servingEpoch ?? 0), \(nodes[1].servingEpoch ?? 0))" }
         // Seats held by clients never exceed seats owned.
         var inUse: UInt64 = 0
-        for (id, h) in held where h.untilGlobal > now {
-            _ = id
-            inUse += UInt64(h.count)
-        }
+        for h in held.values where h.untilGlobal > now { inUse += UInt64(h.count) }
         if inUse > UInt64(cfg.seats) { return "over-allocation: clients hold \(inUse) seats of \(cfg.seats)" }
         // No acknowledged change lost: every answered grant and release is in some node's log.
         for i in 0..<2 { logIndex[i].update(nodes[i].log) }

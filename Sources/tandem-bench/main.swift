@@ -1,3 +1,3 @@
 import TandemCLI
 
-TandemBench.main(Array(CommandLine.arguments.dropFirst()))
+await TandemBench.runAndExit(Array(CommandLine.arguments.dropFirst()))

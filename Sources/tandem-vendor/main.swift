@@ -1,3 +1,3 @@
 import TandemCLI
 
-TandemVendor.run(Array(CommandLine.arguments.dropFirst()))
+await TandemVendor.runAndExit(Array(CommandLine.arguments.dropFirst()))

@@ -1,3 +1,3 @@
 import TandemCLI
 
-await Tandemctl.run(Array(CommandLine.arguments.dropFirst()))
+await Tandemctl.runAndExit(Array(CommandLine.arguments.dropFirst()))

@@ -64,7 +64,24 @@ final class TestBus {
     let address: String
     let process: Process
 
-    init() throws {
+    static let openPolicy = """
+        <policy context="default">
+          <allow user="*"/>
+          <allow own="*"/>
+          <allow send_type="method_call"/>
+          <allow send_type="signal"/>
+          <allow send_requested_reply="true" send_type="method_return"/>
+          <allow send_requested_reply="true" send_type="error"/>
+          <allow receive_type="method_call"/>
+          <allow receive_type="method_return"/>
+          <allow receive_type="error"/>
+          <allow receive_type="signal"/>
+        </policy>
+        """
+
+    /// `policy`: the bus's `<policy>` elements (default: everything open to every uid);
+    /// `include`: a policy file to add, as the system bus includes system.d/*.conf.
+    init(policy: String = TestBus.openPolicy, include: String? = nil) throws {
         dir = makeTempDir("bus")
         let conf = """
             <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -73,18 +90,8 @@ final class TestBus {
               <type>system</type>
               <listen>unix:tmpdir=\(dir)</listen>
               <auth>EXTERNAL</auth>
-              <policy context="default">
-                <allow user="*"/>
-                <allow own="*"/>
-                <allow send_type="method_call"/>
-                <allow send_type="signal"/>
-                <allow send_requested_reply="true" send_type="method_return"/>
-                <allow send_requested_reply="true" send_type="error"/>
-                <allow receive_type="method_call"/>
-                <allow receive_type="method_return"/>
-                <allow receive_type="error"/>
-                <allow receive_type="signal"/>
-              </policy>
+            \(policy)
+            \(include.map { "<include>\($0)</include>" } ?? "")
             </busconfig>
             """
         try conf.write(toFile: dir + "/bus.conf", atomically: true, encoding: .utf8)

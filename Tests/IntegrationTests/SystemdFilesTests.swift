@@ -67,35 +67,21 @@ func unitUnderTest() throws -> String {
         let policy = try String(contentsOfFile: packageRoot + "/systemd/org.tandem.LicenseManager1.conf", encoding: .utf8)
             .replacingOccurrences(of: "user=\"tandem\"", with: "user=\"daemon\"")
         try policy.write(toFile: dir + "/tandem.conf", atomically: true, encoding: .utf8)
-        try """
-            <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
-             "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-            <busconfig>
-              <type>system</type>
-              <listen>unix:path=\(dir)/bus.sock</listen>
-              <auth>EXTERNAL</auth>
-              <policy context="default">
-                <allow user="*"/>
-                <deny own="*"/>
-                <deny send_type="method_call"/>
-                <allow send_destination="org.freedesktop.DBus"/>
-                <allow send_requested_reply="true" send_type="method_return"/>
-                <allow send_requested_reply="true" send_type="error"/>
-                <allow receive_type="method_return"/>
-                <allow receive_type="error"/>
-                <allow receive_type="method_call"/>
-              </policy>
-              <include>\(dir)/tandem.conf</include>
-            </busconfig>
-            """.write(toFile: dir + "/bus.conf", atomically: true, encoding: .utf8)
-        let bus = Process()
-        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
-        bus.arguments = ["--nofork", "--config-file=\(dir)/bus.conf"]
-        bus.standardError = FileHandle.nullDevice
-        try bus.run()
-        defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/bus.sock") { usleep(20_000) }
-        let env = ["DBUS_SYSTEM_BUS_ADDRESS": "unix:path=\(dir)/bus.sock"]
+        // Nobody may own anything but what the included policy allows.
+        let bus = try TestBus(policy: """
+            <policy context="default">
+              <allow user="*"/>
+              <deny own="*"/>
+              <deny send_type="method_call"/>
+              <allow send_destination="org.freedesktop.DBus"/>
+              <allow send_requested_reply="true" send_type="method_return"/>
+              <allow send_requested_reply="true" send_type="error"/>
+              <allow receive_type="method_return"/>
+              <allow receive_type="error"/>
+              <allow receive_type="method_call"/>
+            </policy>
+            """, include: dir + "/tandem.conf")
+        let env = bus.env
         func requestName(uid: Int) throws -> RunResult {
             try run("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "/usr/bin/busctl", "call",
                                          "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",

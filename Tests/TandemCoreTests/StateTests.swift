@@ -116,6 +116,31 @@ extension Result {
     }
 }
 
+@Suite struct Indexes {
+    @Test func seatCountsFollowGrantsRenewalsAndReleases() throws {
+        var s = state(seats: 10)
+        _ = acquire(&s, count: 3, client: "a", id: "l1", ttl: 50)
+        _ = acquire(&s, count: 2, client: "b", id: "l2", ttl: 20)
+        #expect(s.inUse("cad") == 5 && s.totalInUse == 5)
+        #expect(s.nextExpiry == t0 + 20)
+        s.apply(.leaseReleased(id: "l2"))
+        #expect(s.inUse("cad") == 3 && s.inUse("other") == 0)
+        // The bound may stay early after the earliest lease left; settling makes it exact.
+        #expect(s.nextExpiry! <= t0 + 50)
+        s.settleExpiryBound()
+        #expect(s.nextExpiry == t0 + 50)
+        s.apply(.leaseRenewed(id: "l1", expiresUSec: t0 + 5))
+        #expect(s.nextExpiry == t0 + 5)
+        s.apply(.leaseExpired(id: "l1"))
+        #expect(s.inUse("cad") == 0 && s.totalInUse == 0 && s.nextExpiry == nil)
+        // Derived indexes do not make equal states unequal.
+        var rebuilt = LicenseState()
+        rebuilt.apply(.serverIdSet(id: "SID-1"))
+        rebuilt.apply(.licenseActivated(license("L1", seats: 10)))
+        #expect(rebuilt == s)
+    }
+}
+
 @Suite struct Reservations {
     @Test func reservedSeatsOnlyForTheirHolder() throws {
         var s = state(seats: 5)

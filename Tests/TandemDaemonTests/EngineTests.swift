@@ -47,32 +47,6 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         #expect(log.count == 5 && Set(log.map(\.timeUSec)).count == 1)
     }
 
-    @Test func offloadedCommitsCompleteInOrderAndHoldAnswersUntilDurable() throws {
-        let (e, _, key) = try makeEngine()
-        try activate(e, key)
-        var pending: [(() -> Result<[LoggedChange], Error>, (Result<[LoggedChange], Error>) -> Void)] = []
-        e.commitRunner = { work, done in pending.append((work, done)) }
-        var answered: [String] = []
-        _ = try e.acquire(feature: "cad", count: 1, client: "a", ttlUSec: nil, requestId: nil, caller: .root).get()
-        e.whenCommitted { answered.append("a") }
-        try e.flush()
-        #expect(e.isCommitting && pending.count == 1)
-        // While batch 1 is in flight, batch 2 is decided and staged; flush does not start it.
-        _ = try e.acquire(feature: "cad", count: 1, client: "b", ttlUSec: nil, requestId: nil, caller: .root).get()
-        e.whenCommitted { answered.append("b") }
-        try e.flush()
-        #expect(pending.count == 1 && answered.isEmpty)
-        let (work1, done1) = pending.removeFirst()
-        done1(work1())
-        #expect(answered == ["a"])
-        #expect(pending.count == 1, "the staged batch starts when the first one is durable")
-        let (work2, done2) = pending.removeFirst()
-        done2(work2())
-        #expect(answered == ["a", "b"])
-        #expect(!e.isCommitting)
-        #expect(try e.store.load().leases.count == 2)
-    }
-
     @Test func generatesAndKeepsAServerId() throws {
         var (e, dir, _): (Engine?, String, VendorPrivateKey) = try makeEngine()
         let id = e!.state.serverId
