@@ -12,6 +12,18 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
     case reservationNotFound = "ReservationNotFound"
     case licensesActive = "LicensesActive"
     case licenseInUse = "LicenseInUse"
+    /// This node of a pair is not serving now (the message names the node that is, if known).
+    case notServing = "NotServing"
+    /// An administrative change on the backup of a pair; the message names the primary.
+    case notPrimary = "NotPrimary"
+    /// The backup's License Server ID had activations; it needs ResetServerId first.
+    case serverIdUsed = "ServerIdUsed"
+    /// The backup was not prepared (PrepareBackup) for this primary.
+    case peerNotPrepared = "PeerNotPrepared"
+    /// The peer did not answer on the pair link.
+    case peerUnreachable = "PeerUnreachable"
+    /// The call needs a pair (or no pair) and the node is in the other situation.
+    case notPaired = "NotPaired"
     /// Maps to org.freedesktop.DBus.Error.InvalidArgs.
     case invalidArgs = "InvalidArgs"
     /// Maps to org.freedesktop.DBus.Error.AccessDenied.

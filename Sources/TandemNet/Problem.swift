@@ -17,6 +17,9 @@ extension ProblemBody {
         case .unknownFeature, .leaseNotFound, .licenseNotFound, .reservationNotFound: return 404
         case .invalidArgs, .invalidLicense, .wrongServer, .licenseExpired: return 400
         case .accessDenied: return 403
+        case .notServing: return 503
+        case .notPrimary, .serverIdUsed, .peerNotPrepared, .notPaired: return 409
+        case .peerUnreachable: return 502
         case .failed: return 500
         }
     }

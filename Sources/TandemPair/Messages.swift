@@ -81,4 +81,25 @@ public enum ClientReply: Sendable, Equatable {
     case refused(TandemErrorCode, String)
     /// This node is not serving; `leader` is who is, if known.
     case notServing(leader: NodeIndex?)
+    /// A general command (see `PairNode.perform`) is durable on both sides.
+    case done(Outcome)
+
+    /// The client-command form of a general answer.
+    public var normalized: ClientReply {
+        guard case .done(let o) = self else { return self }
+        switch o {
+        case .leaseGranted(let l, _): return .granted(leaseId: l.id, expiresUSec: l.expiresUSec)
+        case .leaseRenewed(let l): return .renewed(leaseId: l.id, expiresUSec: l.expiresUSec)
+        case .leaseReleased(let l): return .released(leaseId: l.id)
+        default: return self
+        }
+    }
+}
+
+/// What `PairNode.perform` decided at once.
+public enum PairDecision: Sendable, Equatable {
+    /// Decided and appended; the answer (`.done`) follows once the change is acknowledged.
+    case pending(Outcome)
+    case refused(TandemError)
+    case notServing(leader: NodeIndex?)
 }

@@ -67,8 +67,13 @@ public struct PairNode: Sendable {
 
     // Durable.
     public private(set) var baseState: LicenseState
+    /// The log holds the entries after (`logBase`, `logBaseEpoch`); `baseState` is the state there.
+    public private(set) var logBase: UInt64 = 0
+    public private(set) var logBaseEpoch: UInt64 = 0
     public private(set) var log: [LogEntry] = []
     public private(set) var promisedEpoch: UInt64 = 0
+    /// Counts truncations, so that a host persisting the log notices one.
+    public private(set) var truncations = 0
 
     // Derived from the durable part.
     public private(set) var state: LicenseState
@@ -97,6 +102,8 @@ public struct PairNode: Sendable {
     var lastRecordRequested: UInt64 = 0
     var lastHandoverRequest: USec?
     var pending: [(seq: UInt64, ref: Int, reply: ClientReply)] = []
+    /// The follower's log does not reach back to ours (different bases): it needs a snapshot.
+    public private(set) var peerNeedsSnapshot = false
 
     public var peer: NodeIndex { 1 - index }
 
@@ -108,15 +115,51 @@ public struct PairNode: Sendable {
         startedAt = now
     }
 
+    /// A node restored from durable storage: the state at (`base`, `baseEpoch`), the log after
+    /// it, and the highest epoch promised. It starts as a follower.
+    public init(index: NodeIndex, baseState: LicenseState, base: UInt64, baseEpoch: UInt64, log: [LogEntry],
+                promisedEpoch: UInt64, settings: PairSettings = PairSettings(), now: USec) {
+        self.index = index
+        self.settings = settings
+        self.baseState = baseState
+        logBase = base
+        logBaseEpoch = baseEpoch
+        var s = baseState
+        var seq = base
+        for e in log {
+            precondition(e.seq == seq + 1, "log entries must follow the base without gaps")
+            seq = e.seq
+            s.apply(e.change)
+        }
+        self.log = log
+        self.promisedEpoch = max(promisedEpoch, log.last?.epoch ?? baseEpoch)
+        state = s
+        startedAt = now
+    }
+
     // MARK: - Queries
 
-    public var lastSeq: UInt64 { log.last?.seq ?? 0 }
-    public var lastEpoch: UInt64 { log.last?.epoch ?? 0 }
+    public var lastSeq: UInt64 { log.last?.seq ?? logBase }
+    public var lastEpoch: UInt64 { log.last?.epoch ?? logBaseEpoch }
 
-    func epochAt(_ seq: UInt64) -> UInt64? {
-        guard seq >= 1, seq <= lastSeq else { return seq == 0 ? 0 : nil }
-        return log[Int(seq - 1)].epoch
+    /// The epoch of the entry at `seq`, if this log knows it.
+    public func epochAt(_ seq: UInt64) -> UInt64? {
+        if seq == logBase { return logBaseEpoch }
+        guard seq > logBase, seq <= lastSeq else { return seq == 0 ? 0 : nil }
+        return log[Int(seq - logBase - 1)].epoch
     }
+
+    /// Entries with sequence numbers in `from...to` (both within the log).
+    public func entries(from: UInt64, through to: UInt64) -> ArraySlice<LogEntry> {
+        guard from <= to, from > logBase, to <= lastSeq else { return [] }
+        return log[Int(from - logBase - 1)..<Int(to - logBase)]
+    }
+
+    /// The highest sequence number whose answers may be released: acknowledged by the
+    /// follower or recorded with the witness (meaningful while leading).
+    public var acknowledgedSeq: UInt64 { max(peerMatchSeq, witnessRecorded) }
+    public var peerMatch: UInt64 { peerMatchSeq }
+    public var isLeading: Bool { leadingEpoch != nil }
 
     public var servingEpoch: UInt64? {
         if case .leader(let e) = mode { return e }
@@ -139,6 +182,7 @@ public struct PairNode: Sendable {
     }
 
     public func pairStatus(now: USec) -> PairStatus {
+        if peerNeedsSnapshot, leadingEpoch != nil { return .pairNotSynced }
         guard peerReachable(now: now) else { return index == 0 ? .backupNotAvailable : .primaryNotAvailable }
         switch mode {
         case .leader, .handingOver:
@@ -151,7 +195,7 @@ public struct PairNode: Sendable {
     }
 
     var epochTable: [EpochRange] {
-        var out: [EpochRange] = []
+        var out: [EpochRange] = logBase > 0 || logBaseEpoch > 0 ? [EpochRange(epoch: logBaseEpoch, lastSeq: logBase)] : []
         for e in log {
             if out.last?.epoch == e.epoch { out[out.count - 1].lastSeq = e.seq } else { out.append(EpochRange(epoch: e.epoch, lastSeq: e.seq)) }
         }
@@ -185,6 +229,7 @@ public struct PairNode: Sendable {
         lastRecordRequested = 0
         lastHandoverRequest = nil
         pending = []
+        peerNeedsSnapshot = false
     }
 
     // MARK: - Log
@@ -196,8 +241,9 @@ public struct PairNode: Sendable {
     }
 
     private mutating func truncate(from seq: UInt64) {
-        guard seq <= lastSeq else { return }
-        log.removeSubrange(Int(seq - 1)...)
+        guard seq <= lastSeq, seq > logBase else { return }
+        log.removeSubrange(Int(seq - logBase - 1)...)
+        truncations += 1
         var s = baseState
         for e in log { s.apply(e.change) }
         state = s
@@ -290,9 +336,14 @@ public struct PairNode: Sendable {
     /// Entries for the follower: from what it is known to have (`resend`) or only the new ones.
     private mutating func replicate(epoch: UInt64, resend: Bool) -> [NodeEffect] {
         if resend { peerNextSeq = min(peerNextSeq, peerMatchSeq + 1) }
+        if peerNextSeq <= logBase {
+            // The follower needs entries this log no longer holds: only a snapshot (Sync) helps.
+            peerNeedsSnapshot = true
+            peerNextSeq = logBase + 1
+        }
         let from = peerNextSeq
         let to = min(lastSeq, from + UInt64(settings.maxEntriesPerFrame) - 1)
-        let entries = from <= to ? Array(log[Int(from - 1)..<Int(to)]) : []
+        let entries = Array(self.entries(from: from, through: to))
         let prev = from - 1
         peerNextSeq = max(peerNextSeq, to + 1)
         return [.send(.node(peer), .append(epoch: epoch, prevSeq: prev, prevEpoch: epochAt(prev) ?? 0, entries: entries, leaderLastSeq: lastSeq))]
@@ -348,6 +399,7 @@ public struct PairNode: Sendable {
         case .ack(let epoch, let matchSeq, let caughtUp):
             guard let mine = leadingEpoch, mine == epoch else { return out }
             if matchSeq <= lastSeq, epochAt(matchSeq) != nil {
+                if matchSeq > logBase || matchSeq == lastSeq { peerNeedsSnapshot = false }
                 peerMatchSeq = max(peerMatchSeq, matchSeq)
                 peerNextSeq = max(peerNextSeq, peerMatchSeq + 1)
                 peerCaughtUp = caughtUp && peerMatchSeq == lastSeq
@@ -366,7 +418,8 @@ public struct PairNode: Sendable {
                 }
             }
             agree = min(agree, followerLast)
-            peerNextSeq = agree + 1
+            if agree < logBase { peerNeedsSnapshot = true }
+            peerNextSeq = max(agree, logBase) + 1
             out += replicate(epoch: epoch, resend: false)
 
         case .stale(let epoch):
@@ -398,6 +451,7 @@ public struct PairNode: Sendable {
             witnessRecorded = 0
             lastRecordRequested = 0
             pending = []
+            peerNeedsSnapshot = false
             append(.epochStarted(epoch: epoch), epoch: epoch)
             lastHeartbeatSent = now
             out += replicate(epoch: epoch, resend: false)
@@ -431,16 +485,9 @@ public struct PairNode: Sendable {
         }
     }
 
-    /// A client request. Successful answers wait until the change is acknowledged.
+    /// A client request (the simulation's clients). Successful answers wait until the change is
+    /// acknowledged.
     public mutating func request(ref: Int, _ command: ClientCommand, now: USec, newLeaseId: String) -> [NodeEffect] {
-        var out: [NodeEffect] = []
-        guard case .leader(let epoch) = mode, now < leaseValidUntil else {
-            out.append(.reply(ref: ref, .notServing(leader: leaderHint == index ? nil : leaderHint)))
-            return out
-        }
-        if now > settings.expiryGraceUSec, case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec) {
-            for c in d.changes { append(c, epoch: epoch) }
-        }
         let core: Command
         switch command {
         case .acquire(let feature, let count, let client, let ttl, let requestId):
@@ -448,23 +495,34 @@ public struct PairNode: Sendable {
         case .renew(let id): core = .renew(leaseId: id)
         case .release(let id): core = .release(leaseId: id)
         }
-        switch state.decide(core, caller: .root, now: now) {
+        let (decision, effects) = perform(ref: ref, core, caller: .root, now: now)
+        switch decision {
+        case .pending: return effects
+        case .refused(let e): return [.reply(ref: ref, .refused(e.code, e.message))] + effects
+        case .notServing(let leader): return [.reply(ref: ref, .notServing(leader: leader))] + effects
+        }
+    }
+
+    /// Any command (a daemon's D-Bus and network calls): decided against the state at once; a
+    /// change is appended and its answer (`.reply(ref, .done)`) released once acknowledged.
+    public mutating func perform(ref: Int, _ command: Command, caller: Caller, now: USec) -> (PairDecision, [NodeEffect]) {
+        var out: [NodeEffect] = []
+        guard case .leader(let epoch) = mode, now < leaseValidUntil else {
+            return (.notServing(leader: leaderHint == index ? nil : leaderHint), out)
+        }
+        if now > settings.expiryGraceUSec, case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec) {
+            for c in d.changes { append(c, epoch: epoch) }
+        }
+        switch state.decide(command, caller: caller, now: now) {
         case .failure(let e):
-            out.append(.reply(ref: ref, .refused(e.code, e.message)))
+            return (.refused(e), out)
         case .success(let d):
             for c in d.changes { append(c, epoch: epoch) }
-            let reply: ClientReply
-            switch d.outcome {
-            case .leaseGranted(let l, _): reply = .granted(leaseId: l.id, expiresUSec: l.expiresUSec)
-            case .leaseRenewed(let l): reply = .renewed(leaseId: l.id, expiresUSec: l.expiresUSec)
-            case .leaseReleased(let l): reply = .released(leaseId: l.id)
-            default: reply = .refused(.failed, "unexpected outcome")
-            }
-            pending.append((seq: lastSeq, ref: ref, reply: reply))
+            pending.append((seq: lastSeq, ref: ref, reply: .done(d.outcome)))
             out += replicate(epoch: epoch, resend: false)
             if !peerReachable(now: now) { out += renew(epoch: epoch, now: now, record: true) }
             releaseAnswers(&out)
+            return (.pending(d.outcome), out)
         }
-        return out
     }
 }

@@ -161,8 +161,12 @@ public final class Simulation {
         initial.apply(.serverIdSet(id: "TS-SIM"))
         initial.apply(.licenseActivated(License(id: "SIM", product: "Sim", feature: "cad", seats: cfg.seats, notAfterUSec: 0,
                                                 issuedTo: ["TS-SIM"], keyId: "k", document: "")))
-        nodes = [PairNode(index: 0, initial: initial, settings: cfg.settings, now: 0),
-                 PairNode(index: 1, initial: initial, settings: cfg.settings, now: 0)]
+        // Odd seeds start from a pair formed after some standalone history (a log base, as a
+        // daemon forms it); even seeds from an empty log.
+        let base: UInt64 = cfg.seed % 2 == 1 ? 7 : 0
+        let baseEpoch: UInt64 = cfg.seed % 2 == 1 ? 1 : 0
+        nodes = (0..<2).map { PairNode(index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
+                                       promisedEpoch: baseEpoch, settings: cfg.settings, now: 0) }
         witness = PairWitness(leaseUSec: cfg.settings.witnessLeaseUSec, now: 0)
         clients = Array(repeating: Client(), count: cfg.clients)
         result = SimResult(seed: cfg.seed)
@@ -211,7 +215,8 @@ public final class Simulation {
             switch eff {
             case .send(.node(let j), let m): send(from: .node(i), to: .node(j), .pair(m))
             case .send(.witness, let m): send(from: .node(i), to: .witness, .pair(m))
-            case .reply(let ref, let reply):
+            case .reply(let ref, let anyReply):
+                let reply = anyReply.normalized
                 noteReply(ref: ref, reply)
                 if let r = refs[ref] { send(from: .node(i), to: .client(r.client), .reply(ref: ref, reply)) }
             }
