@@ -27,6 +27,9 @@ let package = Package(
         .target(name: "CTandemBusShim", dependencies: ["CSystemd"]),
         .target(name: "TandemCore"),
         .target(name: "TandemPair", dependencies: ["TandemCore"]),
+        .target(name: "TandemPeer", dependencies: [
+            "TandemPair", "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "TandemSimulation", dependencies: ["TandemPair", "TandemCore"]),
         .target(name: "TandemLicensing", dependencies: [
             "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
@@ -35,7 +38,7 @@ let package = Package(
             "TandemCore", "CTandemSQLite", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemEngine", dependencies: [
-            "TandemCore", "TandemLicensing", "TandemStore",
+            "TandemCore", "TandemLicensing", "TandemStore", "TandemPair",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemAPI", dependencies: ["TandemCore"]),
@@ -72,7 +75,7 @@ let package = Package(
         .executableTarget(name: "tandem-bench", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation"]),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
-        .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore"]),
+        .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
         .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),

@@ -84,9 +84,17 @@ public final class LicenseManagerServer {
     /// Sends the reply once everything staged so far is durable.
     private func reply(_ m: OpaquePointer, _ values: [BusValue]) -> Int32 {
         sd_bus_message_ref(m)
-        engine.whenCommitted { [bus] in
+        engine.whenAnswered { [bus] error in
             var reply: OpaquePointer?
-            if sd_bus_message_new_method_return(m, &reply) >= 0, let reply {
+            if let error {
+                var e = sd_bus_error()
+                sd_bus_error_set(&e, error.code.dbusName, error.message)
+                if sd_bus_message_new_method_error(m, &reply, &e) >= 0, let reply {
+                    sd_bus_send(bus, reply, nil)
+                    sd_bus_message_unref(reply)
+                }
+                sd_bus_error_free(&e)
+            } else if sd_bus_message_new_method_return(m, &reply) >= 0, let reply {
                 do { try BusMessage.append(reply, values) } catch {}
                 sd_bus_send(bus, reply, nil)
                 sd_bus_message_unref(reply)

@@ -22,8 +22,9 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
     case peerNotPrepared = "PeerNotPrepared"
     /// The peer did not answer on the pair link.
     case peerUnreachable = "PeerUnreachable"
-    /// The call needs a pair (or no pair) and the node is in the other situation.
-    case notPaired = "NotPaired"
+    /// The call does not fit the node's pair state (e.g. DisableBackup on a standalone
+    /// server, ResetServerId while paired).
+    case pairState = "PairState"
     /// Maps to org.freedesktop.DBus.Error.InvalidArgs.
     case invalidArgs = "InvalidArgs"
     /// Maps to org.freedesktop.DBus.Error.AccessDenied.

@@ -185,3 +185,22 @@ struct ExpiryBound: Sendable, Equatable {
     mutating func lower(to t: USec) { value = min(value ?? t, t) }
     static func == (_: ExpiryBound, _: ExpiryBound) -> Bool { true }
 }
+
+extension LicenseState {
+    /// Changes that rebuild this state from an empty one (not the refusal counters): how a
+    /// state is stored as a snapshot and sent whole.
+    public var asChanges: [Change] {
+        var out: [Change] = []
+        if !serverId.isEmpty { out.append(.serverIdSet(id: serverId)) }
+        out.append(.epochStarted(epoch: epoch))
+        out += licenses.keys.sorted().map { .licenseActivated(licenses[$0]!) }
+        out += leases.keys.sorted().map { .leaseGranted(leases[$0]!) }
+        out += reservations.keys.sorted().map { .reservationAdded(reservations[$0]!) }
+        return out
+    }
+
+    public init(changes: [Change]) {
+        self.init()
+        for c in changes { apply(c) }
+    }
+}

@@ -41,7 +41,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
             switch result {
             case .success(.leaseGranted(let lease, let existing)):
                 let view = LeaseView(lease, serverId: d.engine.state.serverId)
-                d.engine.whenCommitted { done(.success((view, created: !existing))) }
+                d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success((view, created: !existing))) }
             case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
             case .failure(let e): done(.failure(e))
             }
@@ -53,7 +53,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
             switch d.engine.submit(.renew(leaseId: leaseId), caller: .networkClient) {
             case .success(.leaseRenewed(let lease)):
                 let view = LeaseView(lease, serverId: d.engine.state.serverId)
-                d.engine.whenCommitted { done(.success(view)) }
+                d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(view)) }
             case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
             case .failure(let e): done(.failure(e))
             }
@@ -63,7 +63,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
     func release(leaseId: String) async -> Result<Void, TandemError> {
         await onLoop { d, done in
             switch d.engine.submit(.release(leaseId: leaseId), caller: .networkClient) {
-            case .success: d.engine.whenCommitted { done(.success(())) }
+            case .success: d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(())) }
             case .failure(let e): done(.failure(e))
             }
         }
@@ -76,7 +76,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
                 return
             }
             let view = LeaseView(lease, serverId: d.engine.state.serverId)
-            d.engine.whenCommitted { done(.success(view)) }
+            d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(view)) }
         }
     }
 
@@ -84,14 +84,14 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         await onLoop { d, done in
             let sid = d.engine.state.serverId
             let views = d.engine.state.activeLeases(client: client, at: d.engine.now).map { LeaseView($0, serverId: sid) }
-            d.engine.whenCommitted { done(views) }
+            d.engine.whenAnswered { _ in done(views) }
         }
     }
 
     func features() async -> [FeatureUsage] {
         await onLoop { d, done in
             let rows = d.engine.state.usage(at: d.engine.now)
-            d.engine.whenCommitted { done(rows) }
+            d.engine.whenAnswered { _ in done(rows) }
         }
     }
 }

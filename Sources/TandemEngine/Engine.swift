@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import TandemCore
 import TandemLicensing
+import TandemPair
 import TandemStore
 
 /// Settings the engine needs; reloadable.
@@ -48,7 +49,9 @@ public enum Identifiers {
 /// transaction (group commit); the callers' answers are released only after that commit.
 /// It is driven from a single thread (the daemon's event loop) and is not thread-safe.
 public final class Engine {
-    public private(set) var state: LicenseState
+    /// The license state: this server's own, or the pair's (replicated) while paired.
+    public var state: LicenseState { pair?.state ?? ownState }
+    private var ownState: LicenseState
     public let store: Store
     public var settings: EngineSettings
     let logger: Logger
@@ -71,11 +74,11 @@ public final class Engine {
         self.settings = settings
         self.logger = logger
         self.clock = clock
-        state = try store.load()
-        if state.serverId.isEmpty {
+        ownState = try store.load()
+        if ownState.serverId.isEmpty {
             let id = Identifiers.serverId()
-            try store.commit([.serverIdSet(id: id)], epoch: state.epoch, now: clock())
-            state.apply(.serverIdSet(id: id))
+            try store.commit([.serverIdSet(id: id)], epoch: ownState.epoch, now: clock())
+            ownState.apply(.serverIdSet(id: id))
             logger.notice("generated License Server ID", metadata: ["server_id": "\(id)"])
         }
     }
@@ -87,11 +90,12 @@ public final class Engine {
     }
 
     public var now: USec { clock() }
-    public var hasStaged: Bool { !staged.isEmpty || !waiters.isEmpty }
+    public var hasStaged: Bool { !staged.isEmpty || !waiters.isEmpty || !outbox.isEmpty || !replies.isEmpty }
     public var stagedCount: Int { staged.count }
 
     /// Decides and stages `command`. On success the outcome is final once its batch is committed.
     public func submit(_ command: Command, caller: Caller) -> Result<Outcome, TandemError> {
+        if pair != nil { return submitPaired(command, caller: caller) }
         let now = clock()
         expireDue(now: now)
         let result = state.decide(command, caller: caller, now: now)
@@ -101,7 +105,7 @@ public final class Engine {
             return .success(d.outcome)
         case .failure(let e):
             if e.code == .insufficientSeats, case .acquire(let req) = command {
-                state.denied[req.feature, default: 0] += 1
+                ownState.denied[req.feature, default: 0] += 1
                 deniedDirty = true
             }
             return .failure(e)
@@ -110,7 +114,7 @@ public final class Engine {
 
     private func stage(_ changes: [Change]) {
         guard !changes.isEmpty else { return }
-        for c in changes { state.apply(c) }
+        for c in changes { ownState.apply(c) }
         staged.append(contentsOf: changes)
         onWork?()
     }
@@ -118,12 +122,13 @@ public final class Engine {
     /// Stages the expiry of every lease whose time has come.
     @discardableResult
     public func expireDue(now: USec? = nil) -> [Lease] {
+        guard pair == nil else { return [] } // a pair expires leases in its own log (PairNode.tick)
         let t = now ?? clock()
         guard let next = state.nextExpiry, next <= t else { return [] }
         guard case .success(let d) = state.decide(.expireLeases, caller: .root, now: t),
               case .expired(let gone) = d.outcome else { return [] }
         stage(d.changes)
-        state.settleExpiryBound()
+        ownState.settleExpiryBound()
         for l in gone {
             logger.info("lease expired", metadata: ["lease_id": "\(l.id)", "feature": "\(l.feature)", "client": "\(l.client)"])
         }
@@ -135,9 +140,24 @@ public final class Engine {
         if staged.isEmpty { body() } else { waiters.append(body) }
     }
 
+    /// Runs `body` once the last command submitted is answered: durable here (and, while
+    /// paired, acknowledged by the pair), or refused after all because this node stopped serving.
+    public func whenAnswered(_ body: @escaping (TandemError?) -> Void) {
+        if pair != nil {
+            if let ref = lastPendingRef, pairWaiters[ref] != nil {
+                pairWaiters[ref]!.append(body)
+            } else {
+                body(nil)
+            }
+        } else {
+            whenCommitted { body(nil) }
+        }
+    }
+
     /// Commits the staged batch in one transaction, then releases the waiting answers.
     /// A failure leaves the state in memory ahead of the disk: the caller must stop.
     public func flush() throws {
+        if pair != nil { return try flushPaired() }
         let batch = staged
         let waiting = waiters
         if !batch.isEmpty || deniedDirty {
@@ -162,6 +182,9 @@ public final class Engine {
         guard caller.isAdmin else { return .failure(TandemError(.accessDenied, "ActivateLicense needs root or membership in the admin group")) }
         do throws(TandemError) {
             let doc = try settings.trustedKeys.verify(document)
+            if let peer = pairPeerServerId, pair != nil, !doc.license().issuedTo.contains(peer) {
+                return .failure(TandemError(.wrongServer, "a paired server activates only licenses issued to both servers of the pair (\(state.serverId) and \(peer))"))
+            }
             return submit(.activate(doc.license()), caller: caller)
         } catch {
             return .failure(error)
@@ -188,7 +211,7 @@ public final class Engine {
 
     /// The text an administrator sends to the vendor to get licenses issued.
     public var activationRequest: String {
-        "Tandem-Activation-Request: 1\nServer-Id: \(state.serverId)\n"
+        "Tandem-Activation-Request: 1\nServer-Id: \(state.serverId)\n" + (pairPeerServerId.map { "Server-Id: \($0)\n" } ?? "")
     }
 
     /// Writes the refused-acquisition counters if they changed (on shutdown).
@@ -196,6 +219,156 @@ public final class Engine {
         if deniedDirty {
             try store.commit([], epoch: state.epoch, now: clock(), denied: state.denied)
             deniedDirty = false
+        }
+    }
+
+    // MARK: - Paired operation
+
+    /// The pair protocol's node while paired: it owns the replicated state and log; the
+    /// engine persists its log, sends its frames after each commit and answers callers when
+    /// it releases their answers.
+    public private(set) var pair: PairNode?
+    /// The configured primary (node 0) or backup (node 1).
+    public var pairIndex: NodeIndex? { pair?.index }
+    public var pairPeerServerId: String?
+    /// Names a node for messages ("the primary at 10.0.0.1:7391").
+    public var describeNode: (NodeIndex) -> String = { $0 == 0 ? "the primary" : "the backup" }
+    /// Sends a pair frame (called after the commit that made its content durable).
+    public var onSend: ((Peer, PairMessage) -> Void)?
+    private var nextRef = 0
+    private var lastPendingRef: Int?
+    private var pairWaiters: [Int: [(TandemError?) -> Void]] = [:]
+    private var outbox: [(Peer, PairMessage)] = []
+    private var replies: [(Int, ClientReply)] = []
+    private var persistedTruncations = 0
+    private var persistedPromised: UInt64 = 0
+
+    /// Starts paired operation with `node` (restored from the store or just formed).
+    public func startPair(_ node: PairNode, peerServerId: String) {
+        pair = node
+        pairPeerServerId = peerServerId
+        persistedTruncations = node.truncations
+        persistedPromised = node.promisedEpoch
+    }
+
+    /// Leaves paired operation, keeping the pair's state as this server's own.
+    public func stopPair() {
+        guard let node = pair else { return }
+        for (ref, ws) in pairWaiters {
+            _ = ref
+            for w in ws { w(TandemError(.notServing, "the pair was dissolved")) }
+        }
+        pairWaiters = [:]
+        lastPendingRef = nil
+        outbox = []
+        replies = []
+        var s = node.state
+        s.serverId = ownState.serverId
+        s.serverIdUsed = ownState.serverIdUsed || !node.state.licenses.isEmpty
+        ownState = s
+        pair = nil
+        pairPeerServerId = nil
+    }
+
+    static func isAdministrative(_ c: Command) -> Bool {
+        switch c {
+        case .activate, .deactivate, .reserve, .unreserve, .resetServerId: return true
+        case .acquire, .renew, .release, .expireLeases: return false
+        }
+    }
+
+    private func submitPaired(_ command: Command, caller: Caller) -> Result<Outcome, TandemError> {
+        if case .resetServerId = command {
+            return .failure(TandemError(.pairState, "ResetServerId is refused while paired (DisableBackup first)"))
+        }
+        if Self.isAdministrative(command), pair!.index == 1 {
+            return .failure(TandemError(.notPrimary, "administrative changes are made on the primary (\(describeNode(0)))"))
+        }
+        nextRef += 1
+        let ref = nextRef
+        let (decision, effects) = pair!.perform(ref: ref, command, caller: caller, now: clock())
+        switch decision {
+        case .pending(let outcome):
+            lastPendingRef = ref
+            pairWaiters[ref] = []
+            handle(effects)
+            onWork?()
+            return .success(outcome)
+        case .refused(let e):
+            handle(effects)
+            if e.code == .insufficientSeats, case .acquire(let req) = command {
+                pair!.noteDenied(req.feature)
+                deniedDirty = true
+            }
+            return .failure(e)
+        case .notServing(let leader):
+            handle(effects)
+            let who = leader.map { "; \(describeNode($0)) is serving" } ?? ""
+            return .failure(TandemError(.notServing, "this node is not serving licenses now\(who)"))
+        }
+    }
+
+    /// A frame from the peer or the witness.
+    public func pairReceive(from: Peer, _ message: PairMessage) {
+        guard pair != nil else { return }
+        handle(pair!.receive(from: from, message, now: clock()))
+    }
+
+    /// Periodic work of the pair protocol (heartbeats, elections, expiry).
+    public func pairTick() {
+        guard pair != nil else { return }
+        handle(pair!.tick(now: clock()))
+    }
+
+    private func handle(_ effects: [NodeEffect]) {
+        for e in effects {
+            switch e {
+            case .send(let peer, let m): outbox.append((peer, m))
+            case .reply(let ref, let r): replies.append((ref, r))
+            }
+        }
+        if !outbox.isEmpty || !replies.isEmpty || (pair.map { $0.lastSeq != store.lastSeq } ?? false) { onWork?() }
+    }
+
+    private func flushPaired() throws {
+        let node = pair!
+        var meta: [(String, String)] = []
+        if node.promisedEpoch != persistedPromised { meta.append(("pair_promised_epoch", String(node.promisedEpoch))) }
+        let now = clock()
+        if node.truncations != persistedTruncations {
+            try store.replace(state: node.state, base: node.logBase, baseEpoch: node.logBaseEpoch, baseState: node.baseState,
+                              log: node.log.map { ($0.seq, $0.epoch, $0.change) }, now: now, meta: meta)
+            persistedTruncations = node.truncations
+            commitCount += 1
+        } else if node.lastSeq > store.lastSeq || !meta.isEmpty || deniedDirty {
+            let entries = node.entries(from: store.lastSeq + 1, through: node.lastSeq)
+            try store.append(entries.map { ($0.seq, $0.epoch, $0.change) }, now: now, meta: meta,
+                             denied: deniedDirty ? node.state.denied : nil)
+            deniedDirty = false
+            commitCount += 1
+            committedChanges += entries.count
+            if !entries.isEmpty {
+                onCommit?(entries.map { LoggedChange(seq: $0.seq, epoch: $0.epoch, timeUSec: now, change: $0.change) })
+            }
+        }
+        persistedPromised = node.promisedEpoch
+        let sends = outbox
+        let answers = replies
+        outbox = []
+        replies = []
+        for (peer, m) in sends { onSend?(peer, m) }
+        for (ref, r) in answers {
+            let ws = pairWaiters.removeValue(forKey: ref) ?? []
+            if lastPendingRef == ref { lastPendingRef = nil }
+            let error: TandemError?
+            switch r {
+            case .notServing(let leader):
+                let who = leader.map { "; \(describeNode($0)) is serving" } ?? ""
+                error = TandemError(.notServing, "this node stopped serving before the change was replicated\(who)")
+            case .refused(let code, let why): error = TandemError(code, why)
+            default: error = nil
+            }
+            for w in ws { w(error) }
         }
     }
 }

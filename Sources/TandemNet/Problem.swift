@@ -18,7 +18,7 @@ extension ProblemBody {
         case .invalidArgs, .invalidLicense, .wrongServer, .licenseExpired: return 400
         case .accessDenied: return 403
         case .notServing: return 503
-        case .notPrimary, .serverIdUsed, .peerNotPrepared, .notPaired: return 409
+        case .notPrimary, .serverIdUsed, .peerNotPrepared, .pairState: return 409
         case .peerUnreachable: return 502
         case .failed: return 500
         }

@@ -17,7 +17,7 @@ public struct LogEntry: Sendable, Equatable, Codable {
 
 /// What the two nodes and the witness say to each other. Every frame carries the sender's
 /// epoch; frames of a stale epoch are refused.
-public enum PairMessage: Sendable, Equatable {
+public enum PairMessage: Sendable, Equatable, Codable {
     /// Leader -> follower: entries after (prevSeq, prevEpoch); empty entries are a heartbeat.
     case append(epoch: UInt64, prevSeq: UInt64, prevEpoch: UInt64, entries: [LogEntry], leaderLastSeq: UInt64)
     /// Follower -> leader: my log matches yours up to `matchSeq`.

@@ -485,6 +485,11 @@ public struct PairNode: Sendable {
         }
     }
 
+    /// Counts a refused acquisition (a local statistic, not replicated).
+    public mutating func noteDenied(_ feature: String) {
+        state.denied[feature, default: 0] += 1
+    }
+
     /// A client request (the simulation's clients). Successful answers wait until the change is
     /// acknowledged.
     public mutating func request(ref: Int, _ command: ClientCommand, now: USec, newLeaseId: String) -> [NodeEffect] {

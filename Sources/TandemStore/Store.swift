@@ -8,6 +8,12 @@ public struct LoggedChange: Sendable, Equatable {
     public var epoch: UInt64
     public var timeUSec: USec
     public var change: Change
+    public init(seq: UInt64, epoch: UInt64, timeUSec: USec, change: Change) {
+        self.seq = seq
+        self.epoch = epoch
+        self.timeUSec = timeUSec
+        self.change = change
+    }
 }
 
 /// Durable state: SQLite in WAL mode with synchronous=FULL. Tables hold the current
@@ -140,6 +146,76 @@ public final class Store {
             }
             lastSeq = seq
             return logged
+        }
+    }
+
+    /// Writes entries decided by a pair (their own sequence numbers and epochs) and meta
+    /// values in one durable transaction.
+    public func append(_ entries: some Collection<(seq: UInt64, epoch: UInt64, change: Change)>, now: USec,
+                       meta: [(String, String)] = [], denied: [String: UInt64]? = nil) throws {
+        try db.transaction {
+            for e in entries {
+                precondition(e.seq == lastSeq + 1, "pair log entries must follow the stored log")
+                try write(e.change)
+                let payload = String(decoding: try encoder.encode(e.change), as: UTF8.self)
+                try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                           .int(Int64(e.seq)), .int(Int64(e.epoch)), .int(Int64(now)), .text(e.change.kind), .text(payload))
+                lastSeq = e.seq
+            }
+            for (k, v) in meta { try setMeta(k, v) }
+            if let denied { try writeDenied(denied) }
+        }
+    }
+
+    /// Replaces the stored state and the log after `base` (a truncated pair log, a pair formed,
+    /// a snapshot received), keeping this server's own ID. One transaction.
+    public func replace(state: LicenseState, base: UInt64, baseEpoch: UInt64, baseState: LicenseState,
+                        log: some Collection<(seq: UInt64, epoch: UInt64, change: Change)>, now: USec,
+                        meta: [(String, String)] = []) throws {
+        try db.transaction {
+            try db.exec("DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;")
+            let used = state.serverIdUsed
+            for c in state.asChanges {
+                if case .serverIdSet = c { continue }
+                try write(c)
+            }
+            try setMeta("server_id_used", used ? "1" : "0")
+            for e in log {
+                let payload = String(decoding: try encoder.encode(e.change), as: UTF8.self)
+                try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                           .int(Int64(e.seq)), .int(Int64(e.epoch)), .int(Int64(now)), .text(e.change.kind), .text(payload))
+            }
+            let snapshot = String(decoding: try encoder.encode(baseState.asChanges.filter {
+                if case .serverIdSet = $0 { return false } else { return true }
+            }), as: UTF8.self)
+            try setMeta("pair_base", "\(base) \(baseEpoch)")
+            try setMeta("pair_base_state", snapshot)
+            for (k, v) in meta { try setMeta(k, v) }
+            lastSeq = log.reversed().first?.seq ?? base
+        }
+    }
+
+    /// The stored pair log base: (seq, epoch, state there), if a pair was formed.
+    public func pairBase(serverId: String) throws -> (seq: UInt64, epoch: UInt64, state: LicenseState)? {
+        guard let b = try meta("pair_base"), let text = try meta("pair_base_state") else { return nil }
+        let parts = b.split(separator: " ").compactMap { UInt64($0) }
+        guard parts.count == 2 else { throw SQLiteError(code: 0, message: "bad pair_base '\(b)'") }
+        var state = LicenseState(changes: try JSONDecoder().decode([Change].self, from: Data(text.utf8)))
+        state.serverId = serverId
+        return (parts[0], parts[1], state)
+    }
+
+    /// Drops the pair's base snapshot (the pair was dissolved).
+    public func clearPair(keys: [String]) throws {
+        try db.transaction {
+            for k in keys + ["pair_base", "pair_base_state"] { try db.run("DELETE FROM meta WHERE key = ?", .text(k)) }
+        }
+    }
+
+    private func writeDenied(_ denied: [String: UInt64]) throws {
+        for (f, n) in denied {
+            try db.run("INSERT INTO denied (feature, count) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
+                       .text(f), .int(Int64(n)))
         }
     }
 

@@ -1,0 +1,72 @@
+import Crypto
+import Foundation
+
+public struct PairKeyError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// The pair's shared secret: 32 random bytes that authenticate every frame on the pair link
+/// (HMAC-SHA256). Both nodes and the witness read the same file (`KeyFile=` in `[Pair]`).
+/// The file holds one line, `tandem-pair-key-v1 <base64>`, and must not be readable by
+/// group or others.
+public struct PairKey: Sendable {
+    public static let header = "tandem-pair-key-v1"
+    let bytes: [UInt8]
+    var key: SymmetricKey { SymmetricKey(data: bytes) }
+
+    public init(bytes: [UInt8]) throws(PairKeyError) {
+        guard bytes.count == 32 else { throw PairKeyError("a pair key has 32 bytes, not \(bytes.count)") }
+        self.bytes = bytes
+    }
+
+    public static func generate() -> PairKey {
+        // swift-crypto's SymmetricKey uses the system's secure random generator.
+        let k = SymmetricKey(size: .bits256)
+        return try! PairKey(bytes: k.withUnsafeBytes { Array($0) })
+    }
+
+    public var fileText: String {
+        Self.header + " " + Data(bytes).base64EncodedString() + "\n"
+    }
+
+    public init(text: String) throws(PairKeyError) {
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
+        guard parts.count == 2, parts[0] == Self.header, let data = Data(base64Encoded: String(parts[1])) else {
+            throw PairKeyError("not a pair key (expected '\(Self.header) <base64>'; make one with 'tandemctl pair keygen FILE')")
+        }
+        try self.init(bytes: Array(data))
+    }
+
+    /// Reads a key file, refusing one that group or others may read or write.
+    public static func load(path: String) throws(PairKeyError) -> PairKey {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw PairKeyError("\(path): \(String(cString: strerror(errno)))") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw PairKeyError("\(path): mode \(String(st.st_mode & 0o777, radix: 8)) lets group or others read it; chmod 600 it")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw PairKeyError("\(path): cannot read") }
+        do { return try PairKey(text: String(decoding: data, as: UTF8.self)) } catch {
+            throw PairKeyError("\(path): \(error.description)")
+        }
+    }
+
+    /// Writes a new key file with mode 0600; refuses to overwrite an existing file.
+    public func write(path: String) throws(PairKeyError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw PairKeyError("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(fileText.utf8)
+        guard Foundation.write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
+            throw PairKeyError("\(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func tag(_ data: some DataProtocol) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: data, using: key))
+    }
+
+    func isValid(tag: some DataProtocol, for data: some DataProtocol) -> Bool {
+        HMAC<SHA256>.isValidAuthenticationCode(Array(tag), authenticating: data, using: key)
+    }
+}
