@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "tandem-vendor", targets: ["tandem-vendor"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
         .executable(name: "tandem-sim", targets: ["tandem-sim"]),
+        .executable(name: "tandem-witness", targets: ["tandem-witness"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -29,6 +30,9 @@ let package = Package(
         .target(name: "TandemPair", dependencies: ["TandemCore"]),
         .target(name: "TandemPeer", dependencies: [
             "TandemPair", "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "TandemWitness", dependencies: [
+            "CSystemd", "TandemPeer", "TandemPair", "TandemCore", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemSimulation", dependencies: ["TandemPair", "TandemCore"]),
         .target(name: "TandemLicensing", dependencies: [
@@ -59,11 +63,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemDaemon", dependencies: [
-            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemNet", "TandemAPI",
+            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemNet", "TandemAPI", "TandemPair", "TandemPeer",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemCLI", dependencies: [
-            "TandemBus", "TandemCore", "TandemLicensing", "TandemStore", "TandemClient", "TandemAPI",
+            "TandemPeer", "TandemBus", "TandemCore", "TandemLicensing", "TandemStore", "TandemClient", "TandemAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -74,12 +78,13 @@ let package = Package(
         .executableTarget(name: "tandem-vendor", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-bench", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation"]),
+        .executableTarget(name: "tandem-witness", dependencies: ["TandemWitness", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
         .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient", "TandemCLI"],
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemPeer", "TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient", "TandemCLI"],
                     resources: []),
     ],
     swiftLanguageModes: [.v6]

@@ -7,6 +7,16 @@ import TandemEngine
 import TandemStore
 
 /// What the Manager object reports about the node itself.
+/// The pair's administration and status, implemented by the daemon's pair host.
+public protocol PairControl: AnyObject {
+    func prepareBackup(primary: String, done: @escaping (TandemError?) -> Void)
+    func enableBackup(backup: String, done: @escaping (TandemError?) -> Void)
+    func disableBackup(done: @escaping (TandemError?) -> Void)
+    /// Serving, PeerAddress, PeerServerId, PeerStatus, ReplicatedSeq, WitnessAddress,
+    /// WitnessStatus, RejectedFrames.
+    func property(_ name: String) -> BusValue?
+}
+
 public struct ServerInfo: Sendable {
     public var version: String
     public var serviceAccount: String
@@ -28,6 +38,7 @@ public final class LicenseManagerServer {
     let engine: Engine
     public var authorizer: BusAuthorizer
     public var info: ServerInfo
+    public weak var pairControl: PairControl?
     let logger: Logger
     private var slots: [OpaquePointer?] = []
     private let credentials = SenderCredentialsCache()
@@ -207,6 +218,34 @@ public final class LicenseManagerServer {
                             .uint32(u.available), .uint64(u.denied)])
             }
             return reply(m, [.array(elementSignature: "(suuuut)", rows)])
+        case "PrepareBackup", "EnableBackup", "DisableBackup":
+            guard caller(m).isAdmin else {
+                return Self.fail(err, TandemError(.accessDenied, "\(member) needs root or membership in the admin group"))
+            }
+            guard let pc = pairControl else {
+                return Self.fail(err, TandemError(.pairState, "pairing needs KeyFile= in the [Pair] section of tandemd.conf"))
+            }
+            sd_bus_message_ref(m)
+            let done: (TandemError?) -> Void = { [bus, logger] error in
+                var reply: OpaquePointer?
+                if let error {
+                    logger.notice("\(member) refused", metadata: ["error": "\(error.code.rawValue)", "reason": "\(error.message)"])
+                    var e = sd_bus_error()
+                    sd_bus_error_set(&e, error.code.dbusName, error.message)
+                    if sd_bus_message_new_method_error(m, &reply, &e) >= 0, let reply { sd_bus_send(bus, reply, nil); sd_bus_message_unref(reply) }
+                    sd_bus_error_free(&e)
+                } else if sd_bus_message_new_method_return(m, &reply) >= 0, let reply {
+                    sd_bus_send(bus, reply, nil)
+                    sd_bus_message_unref(reply)
+                }
+                sd_bus_message_unref(m)
+            }
+            switch member {
+            case "PrepareBackup": pc.prepareBackup(primary: str(0), done: done)
+            case "EnableBackup": pc.enableBackup(backup: str(0), done: done)
+            default: pc.disableBackup(done: done)
+            }
+            return 1
         case "ResetServerId":
             return answer(m, err, engine.resetServerId(caller: caller(m))) { o in
                 guard case .serverIdReset(let id) = o else { return [] }
@@ -236,6 +275,8 @@ public final class LicenseManagerServer {
             case "SeatsTotal": value = .uint32(state.totalSeats)
             case "SeatsInUse": value = .uint32(state.totalInUse)
             case "ListenAddresses": value = .strings(info.listenAddresses)
+            case "Serving", "PeerAddress", "PeerServerId", "PeerStatus", "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "RejectedFrames":
+                value = pairControl?.property(property) ?? Self.unpairedProperty(property)
             default: value = nil
             }
         } else if let id = Self.licenseId(fromPath: path), let l = state.licenses[id] {
@@ -259,6 +300,16 @@ public final class LicenseManagerServer {
         }
         do { try BusMessage.append(reply, value) } catch { return -EINVAL }
         return 1
+    }
+
+    static func unpairedProperty(_ name: String) -> BusValue? {
+        switch name {
+        case "Serving": return .bool(true)
+        case "ReplicatedSeq": return .uint64(0)
+        case "RejectedFrames": return .array(elementSignature: "{st}", [])
+        case "PeerStatus": return .string("not-available")
+        default: return .string("")
+        }
     }
 
     fileprivate func licenseExists(_ path: UnsafePointer<CChar>) -> Bool {

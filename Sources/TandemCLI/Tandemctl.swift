@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TandemBus
 import TandemCore
+import TandemPeer
 
 struct BusOptions: ParsableArguments {
     @Flag(name: .long, help: "Talk to tandemd on the session bus instead of the system bus.")
@@ -39,7 +40,7 @@ public struct Tandemctl: ParsableCommand {
         abstract: "Control the Tandem license server over D-Bus.",
         subcommands: [Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
                       Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self,
-                      ServiceAccount.self])
+                      ServiceAccount.self, PairCmd.self])
     public init() {}
 
 }
@@ -50,20 +51,35 @@ struct Status: ParsableCommand {
     func run() throws {
         let props: [String: BusValue]
         do { props = try bus.client().getAll() } catch let e as BusError { throw CLIFailure(bus.describe(e)) }
-        let keys = ["ServerId", "Version", "Role", "PairStatus", "Epoch", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
+        let keys = ["ServerId", "Version", "Role", "PairStatus", "Serving", "Epoch", "PeerAddress", "PeerServerId", "PeerStatus",
+                    "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
         if bus.json {
             var out: [String: Any] = [:]
             for k in keys { if let v = props[k] { out[k] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") } }
             print(Output.json(out))
             return
         }
-        func p(_ k: String) -> String { props[k].map { $0.stringValue ?? String($0.uint64Value ?? 0) } ?? "?" }
+        func p(_ k: String) -> String {
+            guard let v = props[k] else { return "?" }
+            if case .bool(let b) = v { return b ? "yes" : "no" }
+            return v.stringValue ?? String(v.uint64Value ?? 0)
+        }
+        var pair = ""
+        if p("Role") != "standalone" {
+            pair = """
+
+                         Peer: \(p("PeerAddress")) (\(p("PeerServerId"))), \(p("PeerStatus"))
+               Replicated seq: \(p("ReplicatedSeq"))
+                      Witness: \(p("WitnessAddress").isEmpty ? "none" : "\(p("WitnessAddress")), \(p("WitnessStatus"))")
+            """
+        }
         print("""
             License Server ID: \(p("ServerId"))
                        Status: running
                          Role: \(p("Role"))
                   Pair Status: \(p("PairStatus"))
-                        Epoch: \(p("Epoch"))
+                      Serving: \(p("Serving"))
+                        Epoch: \(p("Epoch"))\(pair)
                      Licenses: \(p("LicenseCount"))
                         Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
               Service account: \(p("ServiceAccount"))
@@ -255,5 +271,53 @@ struct ResetServerId: ParsableCommand {
     func run() throws {
         let r = try bus.call("ResetServerId")
         if bus.json { print(Output.json(["server_id": s(r[0])])) } else { print("New License Server ID: \(s(r[0]))") }
+    }
+}
+
+struct PairCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pair", abstract: "Form, inspect and dissolve a redundant pair.",
+        subcommands: [Keygen.self, PrepareBackup.self, EnableBackup.self, DisableBackup.self])
+
+    struct Keygen: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the pair key (mode 0600); copy it to both nodes and the witness and point KeyFile= at it.")
+        @Argument(help: "The key file to create (it must not exist).") var file: String
+        func run() throws {
+            do { try PairKey.generate().write(path: file) } catch { throw CLIFailure(error.description) }
+            print("wrote pair key \(file)")
+        }
+    }
+
+    struct PrepareBackup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "prepare-backup", abstract: "On the backup: test the link to the primary and accept it as this node's primary.")
+        @OptionGroup var bus: BusOptions
+        @Option(name: .long, help: "The primary's pair link address, HOST[:PORT] (default port 7391).") var primary: String
+        func run() throws {
+            _ = try bus.call("PrepareBackup", [.string(primary)])
+            print("prepared as backup of \(primary); now run 'tandemctl pair enable-backup --backup ADDRESS' on the primary")
+        }
+    }
+
+    struct EnableBackup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "enable-backup", abstract: "On the primary: form the pair with a prepared backup.")
+        @OptionGroup var bus: BusOptions
+        @Option(name: .long, help: "The backup's pair link address, HOST[:PORT] (default port 7391).") var backup: String
+        func run() throws {
+            _ = try bus.call("EnableBackup", [.string(backup)])
+            print("paired with the backup at \(backup)")
+        }
+    }
+
+    struct DisableBackup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "disable-backup", abstract: "Dissolve the pair (refused while licenses are activated).")
+        @OptionGroup var bus: BusOptions
+        func run() throws {
+            _ = try bus.call("DisableBackup")
+            print("pair dissolved")
+        }
     }
 }

@@ -82,11 +82,13 @@ public struct DaemonConfig: Sendable, Equatable {
     public var clientTokenFile: String? = nil
     public var tlsCertificate: String? = nil
     public var tlsKey: String? = nil
+    /// `[Pair]`: the pair link and the protocol's timing.
+    public var pair = PairConfig()
 
     public init() {}
 
     public static let defaultPath = "/etc/tandem/tandemd.conf"
-    public static let knownSections: Set<String> = ["Server"]
+    public static let knownSections: Set<String> = ["Server", "Pair"]
 
     public static func parse(_ ini: IniFile) throws(ConfigError) -> DaemonConfig {
         var c = DaemonConfig()
@@ -104,6 +106,10 @@ public struct DaemonConfig: Sendable, Equatable {
                 throw ConfigError(file: e.file, line: e.line, reason: "unknown section [\(e.section)]")
             }
             place = (e.file, e.line)
+            if e.section == "Pair" {
+                try c.pair.set(e)
+                continue
+            }
             switch e.key {
             case "VendorKeys":
                 guard e.value.hasPrefix("/") || e.value.isEmpty else {
@@ -149,6 +155,9 @@ public struct DaemonConfig: Sendable, Equatable {
         if (c.tlsCertificate == nil) != (c.tlsKey == nil) {
             throw ConfigError(file: place.0, line: place.1, reason: "TLSCertificate= and TLSKey= must be set together")
         }
+        if c.pair.heartbeatUSec * 2 > c.pair.failoverTimeoutUSec {
+            throw ConfigError(file: place.0, line: place.1, reason: "FailoverTimeoutSec= must be at least twice HeartbeatSec=")
+        }
         if c.defaultLeaseSec > c.maxLeaseSec {
             throw ConfigError(file: place.0, line: place.1, reason: "DefaultLeaseSec= (\(c.defaultLeaseSec)) is larger than MaxLeaseSec= (\(c.maxLeaseSec))")
         }
@@ -157,5 +166,47 @@ public struct DaemonConfig: Sendable, Equatable {
 
     public static func load(path: String, required: Bool) throws(ConfigError) -> DaemonConfig {
         try parse(IniFile.load(path: path, required: required))
+    }
+}
+
+/// The `[Pair]` section.
+public struct PairConfig: Sendable, Equatable {
+    /// The pair key (`tandemctl pair keygen FILE`); without it the pair link stays closed.
+    public var keyFile: String?
+    /// UDP address of the pair link.
+    public var listen = "0.0.0.0:7391"
+    /// The witness's UDP address (`tandem-witness`).
+    public var witness: String?
+    public var heartbeatUSec: UInt64 = 1_000_000
+    public var failoverTimeoutUSec: UInt64 = 3_000_000
+    public var partitionPolicy = "takeover"
+    public static let defaultPort = 7391
+    public static let witnessPort = 7392
+
+    mutating func set(_ e: IniFile.Entry) throws(ConfigError) {
+        func fail(_ why: String) -> ConfigError { ConfigError(file: e.file, line: e.line, reason: why) }
+        func duration() throws(ConfigError) -> UInt64 {
+            let v = e.value.hasSuffix("s") ? String(e.value.dropLast()) : e.value
+            guard let d = Double(v), d >= 0.05, d <= 3600 else { throw fail("\(e.key)= must be a number of seconds from 0.05 to 3600, got '\(e.value)'") }
+            return UInt64(d * 1e6)
+        }
+        switch e.key {
+        case "KeyFile":
+            guard e.value.hasPrefix("/") || e.value.isEmpty else { throw fail("KeyFile= must be an absolute path") }
+            keyFile = e.value.isEmpty ? nil : e.value
+        case "Listen":
+            guard !e.value.isEmpty, !e.value.contains(" ") else { throw fail("Listen= in [Pair] takes one HOST:PORT") }
+            listen = e.value
+        case "Witness":
+            guard !e.value.contains(" ") else { throw fail("Witness= takes one HOST[:PORT]") }
+            witness = e.value.isEmpty ? nil : e.value
+        case "HeartbeatSec": heartbeatUSec = try duration()
+        case "FailoverTimeoutSec": failoverTimeoutUSec = try duration()
+        case "PartitionPolicy":
+            guard ["takeover", "split"].contains(e.value) else { throw fail("PartitionPolicy= is 'takeover' or 'split', got '\(e.value)'") }
+            partitionPolicy = e.value
+        default:
+            throw fail("unknown key '\(e.key)' in [Pair]")
+        }
     }
 }

@@ -57,6 +57,9 @@ public final class Daemon {
     var httpServer: HTTPServer?
     var networkAPI: NetworkAPI?
     var logControl: LogControlObject?
+    var pairHost: PairHost?
+    var pairIOSource: OpaquePointer?
+    var pairTickSource: OpaquePointer?
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -155,6 +158,8 @@ public final class Daemon {
         try check(sd_event_add_time(event, &propertiesSource, clockid_t(CLOCK_MONOTONIC), UInt64.max, 0, propertiesHandler, selfPointer), "add timer")
         sd_event_source_set_enabled(propertiesSource, Int32(SD_EVENT_OFF))
 
+        if config.pair.keyFile != nil { try startPair() }
+
         mailbox = try LoopMailbox()
         try check(sd_event_add_io(event, &mailboxSource, mailbox.fd, UInt32(EPOLLIN.rawValue), mailboxHandler, selfPointer), "add mailbox")
         try startNetwork()
@@ -186,9 +191,33 @@ public final class Daemon {
         sd_event_source_unref(expirySource)
         sd_event_source_unref(propertiesSource)
         sd_event_source_unref(mailboxSource)
+        sd_event_source_unref(pairIOSource)
+        sd_event_source_unref(pairTickSource)
         sd_event_unref(event)
         logger.notice("tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
         return 0
+    }
+
+    static let pairTickUSec: UInt64 = 50_000
+
+    /// Opens the pair link and restores the pair, if one was formed.
+    func startPair() throws {
+        let host = try PairHost(config: config.pair, engine: engine, logger: logger)
+        host.attach()
+        host.onStatusChange = { [unowned self] names in
+            server.info.role = host.role
+            server.info.pairStatus = host.pairStatus
+            server.announceInfoChanged(names)
+            updateStatus()
+        }
+        server.pairControl = host
+        pairHost = host
+        try check(sd_event_add_io(event, &pairIOSource, host.socket.fd, UInt32(EPOLLIN.rawValue), pairIOHandler, selfPointer), "add pair socket")
+        var now: UInt64 = 0
+        sd_event_now(event, clockid_t(CLOCK_MONOTONIC), &now)
+        try check(sd_event_add_time(event, &pairTickSource, clockid_t(CLOCK_MONOTONIC), now + Self.pairTickUSec, 1000, pairTickHandler, selfPointer), "add pair timer")
+        sd_event_source_set_enabled(pairTickSource, Int32(SD_EVENT_ON))
+        logger.notice("pair link open", metadata: ["listen": "\(host.boundAddress)", "witness": "\(config.pair.witness ?? "none")", "role": "\(host.role)"])
     }
 
     /// Starts the network API on the `Listen=` addresses (none: no network API).
@@ -216,6 +245,7 @@ public final class Daemon {
         } catch { throw StartupError("network API: \(error)") }
         httpServer = http
         server.info.listenAddresses = http.boundAddresses
+        if let port = http.boundAddresses.first.flatMap({ $0.split(separator: ":").last }).flatMap({ Int($0) }) { pairHost?.apiPort = port }
         logger.notice("network API listening", metadata: [
             "addresses": "\(http.boundAddresses.joined(separator: " "))", "tokens": "\(tokens.isEmpty ? "none" : "required")",
             "scheme": "\(http.scheme)",
@@ -257,7 +287,7 @@ public final class Daemon {
     }
 
     func armExpiry() {
-        if let next = engine.state.nextExpiry {
+        if engine.pair == nil, let next = engine.state.nextExpiry {
             sd_event_source_set_time(expirySource, next)
             sd_event_source_set_enabled(expirySource, Int32(SD_EVENT_ONESHOT))
         } else {
@@ -275,7 +305,13 @@ public final class Daemon {
 
     public var statusLine: String {
         let s = engine.state
-        return "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats) seats in use, \(server.info.pairStatus)"
+        var line = "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats) seats in use"
+        if let p = pairHost, p.role != "standalone" {
+            line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus), epoch \(s.epoch)"
+        } else {
+            line += ", unpaired"
+        }
+        return line
     }
 
     func updateStatus(force: Bool = false, ready: Bool = false) {
@@ -347,6 +383,20 @@ private let mailboxHandler: sd_event_io_handler_t = { _, _, _, userdata in
 
 private let propertiesHandler: sd_event_time_handler_t = { _, _, userdata in
     daemon(userdata).server.emitPendingPropertyChanges()
+    return 0
+}
+
+private let pairIOHandler: sd_event_io_handler_t = { _, _, _, userdata in
+    let d = daemon(userdata)
+    d.pairHost?.drain()
+    return 0
+}
+
+private let pairTickHandler: sd_event_time_handler_t = { source, usec, userdata in
+    let d = daemon(userdata)
+    d.pairHost?.tick()
+    sd_event_source_set_time(source, usec + Daemon.pairTickUSec)
+    sd_event_source_set_enabled(source, Int32(SD_EVENT_ON))
     return 0
 }
 

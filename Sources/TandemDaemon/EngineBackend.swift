@@ -29,8 +29,10 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
     func serverStatus() async -> ServerStatus {
         await onLoop { d, done in
             let info = d.server.info
-            done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: info.role,
-                              pairStatus: info.pairStatus, serving: true, epoch: d.engine.state.epoch))
+            let pair = d.pairHost
+            done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: pair?.role ?? info.role,
+                              pairStatus: pair?.pairStatus ?? info.pairStatus, serving: pair?.serving ?? true, epoch: d.engine.state.epoch,
+                              peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pairPeerServerId))
         }
     }
 

@@ -18,6 +18,14 @@ public struct PairWitness: Sendable {
         leaseUntil = now + leaseUSec
     }
 
+    /// A witness restored from its durable record: it waits one lease time before voting.
+    public init(leaseUSec: USec, now: USec, votedEpoch: UInt64, recordedEpoch: UInt64, recordedSeq: UInt64) {
+        self.init(leaseUSec: leaseUSec, now: now)
+        self.votedEpoch = votedEpoch
+        self.recordedEpoch = recordedEpoch
+        self.recordedSeq = recordedSeq
+    }
+
     public mutating func restart(now: USec) {
         leaseUntil = now + leaseUSec
     }

@@ -11,6 +11,8 @@ public struct PeerInfo: Sendable, Equatable, Codable {
     public var preparedFor: String?
     public var serverIdUsed: Bool
     public var licensesActive: Bool
+    /// The port of the node's network API (0: none), so that clients learn the backup's address.
+    public var apiPort: Int = 0
     public init(serverId: String, role: String, preparedFor: String?, serverIdUsed: Bool, licensesActive: Bool) {
         self.serverId = serverId
         self.role = role
@@ -27,7 +29,7 @@ public enum LinkMessage: Sendable, Equatable, Codable {
     case probe(nonce: UInt64)
     case probeReply(nonce: UInt64, info: PeerInfo)
     /// Primary -> prepared backup: form a pair whose log starts after (baseSeq, baseEpoch).
-    case pairRequest(nonce: UInt64, primaryServerId: String, primaryAddress: String, baseSeq: UInt64, baseEpoch: UInt64)
+    case pairRequest(nonce: UInt64, primaryServerId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change])
     /// Backup -> primary: accepted, or refused with an error name and reason.
     case pairReply(nonce: UInt64, serverId: String, refusal: TandemErrorCode?, reason: String)
     /// Either node -> the other: the pair is dissolved.

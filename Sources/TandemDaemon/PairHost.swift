@@ -1,0 +1,348 @@
+import CSystemd
+import Foundation
+import Logging
+import TandemBus
+import TandemCore
+import TandemEngine
+import TandemPair
+import TandemPeer
+import TandemStore
+
+/// The daemon's side of the pair: the UDP pair link (authenticated frames), the pairing
+/// workflow (PrepareBackup / EnableBackup / DisableBackup), the protocol's clock, and the
+/// pair's status. It runs on the event-loop thread; the engine owns the PairNode.
+final class PairHost: PairControl {
+    let config: PairConfig
+    unowned let engine: Engine
+    let logger: Logger
+    let socket: UDPSocket
+    var sealer: FrameSealer
+    var opener: FrameOpener
+    let witness: SocketAddress?
+    var settings: PairSettings
+    // Pair membership (durable in the store's meta table).
+    var role = "standalone"
+    var peerAddressText = ""
+    var peer: SocketAddress?
+    var preparedFor: SocketAddress?
+    var lastWitnessFrame: USec?
+    var rejected: [FrameRejection: UInt64] = [:]
+    /// Waiting workflow calls, by nonce.
+    var waiting: [UInt64: (deadline: USec, handler: (LinkMessage?) -> Void)] = [:]
+    /// Called when a status property changed (names), to emit PropertiesChanged and STATUS=.
+    var onStatusChange: (([String]) -> Void)?
+    var lastSnapshot: [String: BusValue] = [:]
+    /// This node's network API port, told to the peer; and what the peer told us.
+    var apiPort = 0
+    var peerInfo: PeerInfo?
+    var lastPeerProbe: USec?
+
+    static let metaKeys = ["pair_role", "pair_peer_address", "pair_peer_server_id", "pair_promised_epoch", "pair_prepared_for"]
+    static let probeTimeoutUSec: USec = 2_000_000
+
+    init(config: PairConfig, engine: Engine, logger: Logger) throws {
+        self.config = config
+        self.engine = engine
+        self.logger = logger
+        guard let keyFile = config.keyFile else { throw StartupError("[Pair] needs KeyFile=") }
+        let key: PairKey
+        do { key = try PairKey.load(path: keyFile) } catch { throw StartupError("KeyFile=\(keyFile): \(error)") }
+        sealer = FrameSealer(key: key)
+        opener = FrameOpener(key: key)
+        do {
+            socket = try UDPSocket(bind: SocketAddress(resolving: config.listen, defaultPort: PairConfig.defaultPort))
+            witness = try config.witness.map { try SocketAddress(resolving: $0, defaultPort: PairConfig.witnessPort) }
+        } catch { throw StartupError("[Pair]: \(error)") }
+        settings = PairSettings()
+        settings.heartbeatUSec = config.heartbeatUSec
+        settings.failoverTimeoutUSec = config.failoverTimeoutUSec
+        settings.witnessLeaseUSec = config.failoverTimeoutUSec * 5 / 6
+        settings.handoverTimeoutUSec = config.failoverTimeoutUSec
+        try restore()
+    }
+
+    var boundAddress: String { socket.local.description }
+    var now: USec { engine.now }
+
+    /// Rebuilds the pair from the store after a restart.
+    func restore() throws {
+        let store = engine.store
+        if let p = try store.meta("pair_prepared_for") {
+            preparedFor = try? SocketAddress(resolving: p, defaultPort: PairConfig.defaultPort)
+        }
+        guard let r = try store.meta("pair_role"), let addr = try store.meta("pair_peer_address"),
+              let peerId = try store.meta("pair_peer_server_id"),
+              let base = try store.pairBase(serverId: engine.state.serverId) else { return }
+        let entries = try store.changes(after: base.seq, limit: Int.max).map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) }
+        let promised = UInt64(try store.meta("pair_promised_epoch") ?? "0") ?? 0
+        let node = PairNode(index: r == "primary" ? 0 : 1, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
+                            log: entries, promisedEpoch: promised, settings: settings, now: now)
+        do { peer = try SocketAddress(resolving: addr, defaultPort: PairConfig.defaultPort) } catch {
+            throw StartupError("stored peer address '\(addr)': \(error)")
+        }
+        role = r
+        peerAddressText = addr
+        engine.startPair(node, peerServerId: peerId)
+        logger.notice("pair restored", metadata: ["role": "\(r)", "peer": "\(addr)", "log_entries": "\(entries.count)", "epoch": "\(promised)"])
+    }
+
+    func attach() {
+        engine.onSend = { [unowned self] target, message in
+            switch target {
+            case .node: if let peer { send(.pair(message), to: peer) }
+            case .witness: if let witness { send(.pair(message), to: witness) }
+            }
+        }
+        engine.describeNode = { [unowned self] i in
+            let isPeer = engine.pairIndex.map { $0 != i } ?? false
+            return (i == 0 ? "the primary" : "the backup") + (isPeer && !peerAddressText.isEmpty ? " at \(peerAddressText)" : "")
+        }
+    }
+
+    func send(_ message: LinkMessage, to address: SocketAddress) {
+        socket.send(sealer.seal(message, now: now), to: address)
+    }
+
+    // MARK: - Incoming frames
+
+    func drain() {
+        while let (bytes, from) = socket.receive() {
+            switch opener.open(bytes, now: now) {
+            case .failure(let why):
+                rejected[why, default: 0] += 1
+                logger.warning("pair frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
+            case .success(let m):
+                receive(m, from: from)
+            }
+        }
+    }
+
+    func receive(_ message: LinkMessage, from: SocketAddress) {
+        switch message {
+        case .pair(let pm):
+            if let witness, from == witness {
+                lastWitnessFrame = now
+                engine.pairReceive(from: .witness, pm)
+            } else if let peer, from == peer, let node = engine.pair {
+                if case .append(let e, _, _, _, _) = pm, e < node.promisedEpoch { rejected[.staleEpoch, default: 0] += 1 }
+                engine.pairReceive(from: .node(1 - node.index), pm)
+            } else {
+                logger.debug("pair frame from an address that is not the peer or the witness", metadata: ["from": "\(from)"])
+            }
+        case .probe(let nonce):
+            send(.probeReply(nonce: nonce, info: info), to: from)
+        case .probeReply(let nonce, _), .pairReply(let nonce, _, _, _), .unpairReply(let nonce):
+            if let w = waiting.removeValue(forKey: nonce) { w.handler(message) }
+        case .pairRequest(let nonce, let primaryId, let baseSeq, let baseEpoch, let baseState):
+            let refusal = acceptPair(from: from, primaryId: primaryId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseState)
+            send(.pairReply(nonce: nonce, serverId: engine.state.serverId, refusal: refusal?.code, reason: refusal?.message ?? ""), to: from)
+        case .unpair(let nonce):
+            guard let peer, from == peer else { return }
+            if engine.state.licenses.isEmpty {
+                dissolve(reason: "the peer dissolved the pair")
+                send(.unpairReply(nonce: nonce), to: from)
+            }
+        }
+    }
+
+    var info: PeerInfo {
+        var i = PeerInfo(serverId: engine.state.serverId, role: role, preparedFor: preparedFor?.description,
+                         serverIdUsed: engine.state.serverIdUsed, licensesActive: !engine.state.licenses.isEmpty)
+        i.apiPort = apiPort
+        return i
+    }
+
+    /// Sends `message` and calls `done` with the answer, or nil after the timeout.
+    func ask(_ make: (UInt64) -> LinkMessage, to address: SocketAddress, done: @escaping (LinkMessage?) -> Void) {
+        let nonce = UInt64.random(in: 1...UInt64.max)
+        waiting[nonce] = (now + Self.probeTimeoutUSec, done)
+        send(make(nonce), to: address)
+    }
+
+    /// Called from the loop's timer.
+    func tick() {
+        let t = now
+        for (nonce, w) in waiting where t >= w.deadline {
+            waiting[nonce] = nil
+            w.handler(nil)
+        }
+        engine.pairTick()
+        if let peer, lastPeerProbe.map({ t >= $0 + 5 * usecPerSecond }) ?? true {
+            lastPeerProbe = t
+            ask({ .probe(nonce: $0) }, to: peer) { [self] answer in
+                if case .probeReply(_, let i)? = answer { peerInfo = i }
+            }
+        }
+        publishStatus()
+    }
+
+    // MARK: - Workflow
+
+    func resolve(_ text: String) -> Result<SocketAddress, TandemError> {
+        do { return .success(try SocketAddress(resolving: text, defaultPort: PairConfig.defaultPort)) } catch {
+            return .failure(TandemError(.invalidArgs, "\(error)"))
+        }
+    }
+
+    func prepareBackup(primary: String, done: @escaping (TandemError?) -> Void) {
+        guard role == "standalone" else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
+        guard engine.state.licenses.isEmpty else {
+            return done(TandemError(.licensesActive, "a backup must not have activated licenses; deactivate them first"))
+        }
+        let address: SocketAddress
+        switch resolve(primary) { case .success(let a): address = a; case .failure(let e): return done(e) }
+        ask({ .probe(nonce: $0) }, to: address) { [self] answer in
+            guard case .probeReply(_, let peerInfo)? = answer else {
+                return done(TandemError(.peerUnreachable, "no answer from \(address) on the pair link (is tandemd running there with the same KeyFile=?)"))
+            }
+            guard peerInfo.role != "witness" else { return done(TandemError(.invalidArgs, "\(address) is a witness, not a license server")) }
+            do { try engine.store.setMeta("pair_prepared_for", address.description) } catch {
+                return done(TandemError(.failed, "cannot store the prepared primary: \(error)"))
+            }
+            preparedFor = address
+            logger.notice("prepared as backup", metadata: ["primary": "\(address)", "primary_server_id": "\(peerInfo.serverId)"])
+            done(nil)
+        }
+    }
+
+    func enableBackup(backup: String, done: @escaping (TandemError?) -> Void) {
+        guard role == "standalone" else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
+        guard witness != nil else {
+            return done(TandemError(.pairState, "pairing needs Witness= in the [Pair] section (PartitionPolicy= without a witness is not available yet)"))
+        }
+        guard engine.state.licenses.isEmpty else {
+            return done(TandemError(.licensesActive, "licenses are activated on this server; deactivate them, pair, then activate licenses issued to both servers"))
+        }
+        let address: SocketAddress
+        switch resolve(backup) { case .success(let a): address = a; case .failure(let e): return done(e) }
+        let state = engine.state
+        let baseSeq = engine.store.lastSeq
+        let baseEpoch = state.epoch
+        var base = state
+        base.serverId = ""
+        let baseChanges = base.asChanges.filter { if case .serverIdSet = $0 { return false } else { return true } }
+        ask({ .pairRequest(nonce: $0, primaryServerId: state.serverId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseChanges) },
+            to: address) { [self] answer in
+            guard case .pairReply(_, let backupId, let refusal, let reason)? = answer else {
+                return done(TandemError(.peerUnreachable, "no answer from \(address) on the pair link (is tandemd running there with the same KeyFile=?)"))
+            }
+            if let refusal { return done(TandemError(refusal, "the backup refused: \(reason)")) }
+            guard role == "standalone", engine.state.licenses.isEmpty, engine.store.lastSeq == baseSeq else {
+                return done(TandemError(.pairState, "this server changed while pairing; try again"))
+            }
+            do {
+                try form(index: 0, peerAddress: address, peerText: backup, peerId: backupId, base: state, baseSeq: baseSeq, baseEpoch: baseEpoch)
+            } catch { return done(TandemError(.failed, "cannot store the pair: \(error)")) }
+            done(nil)
+        }
+    }
+
+    /// On the prepared backup: checks a primary's pair request and forms the pair.
+    func acceptPair(from: SocketAddress, primaryId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change]) -> TandemError? {
+        if role == "backup", peer == from, engine.pairPeerServerId == primaryId { return nil } // a retried request
+        guard role == "standalone" else { return TandemError(.pairState, "\(engine.state.serverId) is already the \(role) of a pair") }
+        guard let preparedFor, preparedFor == from else {
+            return TandemError(.peerNotPrepared, "\(engine.state.serverId) was not prepared for the primary \(from) (run PrepareBackup on it first)")
+        }
+        guard engine.state.licenses.isEmpty else { return TandemError(.licensesActive, "the backup \(engine.state.serverId) has activated licenses") }
+        guard !engine.state.serverIdUsed else {
+            return TandemError(.serverIdUsed, "the backup's License Server ID \(engine.state.serverId) had activations; run ResetServerId on it first")
+        }
+        var base = LicenseState(changes: baseState)
+        base.serverId = engine.state.serverId
+        do {
+            try form(index: 1, peerAddress: from, peerText: preparedFor.description, peerId: primaryId, base: base, baseSeq: baseSeq, baseEpoch: baseEpoch)
+        } catch { return TandemError(.failed, "cannot store the pair: \(error)") }
+        return nil
+    }
+
+    func form(index: NodeIndex, peerAddress: SocketAddress, peerText: String, peerId: String, base: LicenseState,
+              baseSeq: UInt64, baseEpoch: UInt64) throws {
+        let r = index == 0 ? "primary" : "backup"
+        try engine.store.replace(state: base, base: baseSeq, baseEpoch: baseEpoch, baseState: base, log: [], now: now, meta: [
+            ("pair_role", r), ("pair_peer_address", peerText), ("pair_peer_server_id", peerId), ("pair_promised_epoch", String(baseEpoch)),
+        ])
+        let node = PairNode(index: index, baseState: base, base: baseSeq, baseEpoch: baseEpoch, log: [], promisedEpoch: baseEpoch,
+                            settings: settings, now: now)
+        role = r
+        peer = peerAddress
+        peerAddressText = peerText
+        engine.startPair(node, peerServerId: peerId)
+        logger.notice("pair formed", metadata: ["role": "\(r)", "peer": "\(peerText)", "peer_server_id": "\(peerId)"])
+        publishStatus()
+    }
+
+    func disableBackup(done: @escaping (TandemError?) -> Void) {
+        guard role != "standalone", let peer else { return done(TandemError(.pairState, "this server is not paired")) }
+        guard engine.state.licenses.isEmpty else {
+            return done(TandemError(.licensesActive, "licenses are activated on the pair; deactivate them before dissolving it"))
+        }
+        ask({ .unpair(nonce: $0) }, to: peer) { [self] answer in
+            if answer == nil { logger.warning("the peer did not confirm dissolving the pair; dissolving here anyway") }
+            dissolve(reason: "DisableBackup")
+            done(nil)
+        }
+    }
+
+    func dissolve(reason: String) {
+        engine.stopPair()
+        do {
+            try engine.store.clearPair(keys: Self.metaKeys)
+        } catch { logger.error("cannot clear the pair from the state database: \(error)") }
+        logger.notice("pair dissolved", metadata: ["reason": "\(reason)", "was": "\(role)"])
+        role = "standalone"
+        peer = nil
+        peerAddressText = ""
+        preparedFor = nil
+        publishStatus()
+    }
+
+    // MARK: - Status
+
+    /// The peer's network API address, as clients should use it.
+    var peerAPIAddress: String? {
+        guard let peer, let port = peerInfo?.apiPort, port > 0 else { return nil }
+        let host = peer.description
+        guard let colon = host.lastIndex(of: ":") else { return nil }
+        return String(host[..<colon]) + ":\(port)"
+    }
+
+    var pairStatus: String { engine.pair.map { $0.pairStatus(now: now).rawValue } ?? "unpaired" }
+    var serving: Bool { engine.pair.map { $0.isServing(now: now) } ?? true }
+
+    func property(_ name: String) -> BusValue? {
+        let node = engine.pair
+        switch name {
+        case "Serving": return .bool(serving)
+        case "PeerAddress": return .string(peerAddressText)
+        case "PeerServerId": return .string(engine.pairPeerServerId ?? "")
+        case "PeerStatus": return .string(node.map { $0.peerStatus(now: now).rawValue } ?? "not-available")
+        case "ReplicatedSeq":
+            guard let node else { return .uint64(0) }
+            return .uint64(node.isLeading ? node.peerMatch : node.lastSeq)
+        case "WitnessAddress": return .string(config.witness ?? "")
+        case "WitnessStatus":
+            guard config.witness != nil else { return .string("") }
+            guard let t = lastWitnessFrame else { return .string("not-available") }
+            return .string(now < t + settings.failoverTimeoutUSec ? "running" : "disconnected")
+        case "RejectedFrames":
+            return .array(elementSignature: "{st}", FrameRejection.allCases.map { .dictEntry(.string($0.rawValue), .uint64(rejected[$0] ?? 0)) })
+        default: return nil
+        }
+    }
+
+    static let statusProperties = ["Role", "PairStatus", "Serving", "Epoch", "PeerAddress", "PeerServerId", "PeerStatus", "WitnessStatus", "RejectedFrames"]
+
+    /// Compares the status with the last one published and announces what changed.
+    func publishStatus() {
+        var snap: [String: BusValue] = ["Role": .string(role), "PairStatus": .string(pairStatus), "Epoch": .uint64(engine.state.epoch)]
+        for n in Self.statusProperties where snap[n] == nil { snap[n] = property(n) }
+        let changed = Self.statusProperties.filter { snap[$0] != lastSnapshot[$0] }
+        guard !changed.isEmpty else { return }
+        if lastSnapshot["Serving"] != nil, snap["Serving"] != lastSnapshot["Serving"] || snap["PairStatus"] != lastSnapshot["PairStatus"] {
+            logger.notice("pair status", metadata: ["pair_status": "\(pairStatus)", "serving": "\(serving)", "epoch": "\(engine.state.epoch)", "role": "\(role)"])
+        }
+        lastSnapshot = snap
+        onStatusChange?(changed)
+    }
+}

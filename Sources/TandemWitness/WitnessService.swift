@@ -1,0 +1,165 @@
+import CSystemd
+import Foundation
+import Logging
+import TandemCore
+import TandemPair
+import TandemPeer
+
+public struct WitnessOptions: Sendable {
+    public var listen = "0.0.0.0:7392"
+    public var keyFile = "/etc/tandem/pair.key"
+    public var stateDir: String?
+    public var leaseSec: Double = 2.5
+    public init() {}
+
+    public var resolvedStateDir: String {
+        if let stateDir { return stateDir }
+        if let env = ProcessInfo.processInfo.environment["STATE_DIRECTORY"], !env.isEmpty {
+            return String(env.split(separator: ":").first ?? Substring(env))
+        }
+        return "/var/lib/tandem-witness"
+    }
+}
+
+public struct WitnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// tandem-witness: the pair's tie-breaker on a third machine. It answers vote and renewal
+/// frames (authenticated with the pair key) and keeps durably only the last epoch it voted
+/// for and the last log position a leader recorded with it (`witness.state`, written and
+/// fsynced before any answer that depends on it).
+public final class WitnessService {
+    let options: WitnessOptions
+    let logger: Logger
+    var witness: PairWitness
+    let socket: UDPSocket
+    var sealer: FrameSealer
+    var opener: FrameOpener
+    let statePath: String
+    public private(set) var rejected: [FrameRejection: UInt64] = [:]
+
+    public init(options: WitnessOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        let key: PairKey
+        do { key = try PairKey.load(path: options.keyFile) } catch { throw WitnessError("KeyFile: \(error)") }
+        sealer = FrameSealer(key: key)
+        opener = FrameOpener(key: key)
+        let dir = options.resolvedStateDir
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        statePath = dir + "/witness.state"
+        var voted: UInt64 = 0, recEpoch: UInt64 = 0, recSeq: UInt64 = 0
+        if let data = FileManager.default.contents(atPath: statePath) {
+            let n = String(decoding: data, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { UInt64($0) }
+            guard n.count == 3 else { throw WitnessError("\(statePath): damaged; expected three numbers") }
+            (voted, recEpoch, recSeq) = (n[0], n[1], n[2])
+        }
+        witness = PairWitness(leaseUSec: USec(options.leaseSec * 1e6), now: Self.monotonicNow(),
+                              votedEpoch: voted, recordedEpoch: recEpoch, recordedSeq: recSeq)
+        do {
+            socket = try UDPSocket(bind: SocketAddress(resolving: options.listen, defaultPort: 7392))
+        } catch { throw WitnessError("Listen=\(options.listen): \(error)") }
+    }
+
+    public var boundAddress: String { socket.local.description }
+
+    static func monotonicNow() -> USec {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return USec(ts.tv_sec) * usecPerSecond + USec(ts.tv_nsec / 1000)
+    }
+
+    static func realtimeNow() -> USec {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return USec(ts.tv_sec) * usecPerSecond + USec(ts.tv_nsec / 1000)
+    }
+
+    func persist() throws {
+        let tmp = statePath + ".tmp"
+        let text = "\(witness.votedEpoch) \(witness.recordedEpoch) \(witness.recordedSeq)\n"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw WitnessError("\(tmp): \(String(cString: strerror(errno)))") }
+        let bytes = Array(text.utf8)
+        let ok = write(fd, bytes, bytes.count) == bytes.count && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, statePath) == 0 else { throw WitnessError("\(statePath): \(String(cString: strerror(errno)))") }
+        let dfd = open((statePath as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+
+    /// Handles every waiting datagram.
+    public func drain() throws {
+        while let (bytes, from) = socket.receive() {
+            let message: LinkMessage
+            switch opener.open(bytes, now: Self.realtimeNow()) {
+            case .failure(let why):
+                rejected[why, default: 0] += 1
+                logger.debug("frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
+                continue
+            case .success(let m): message = m
+            }
+            guard case .pair(let pm) = message else {
+                if case .probe(let nonce) = message {
+                    let info = PeerInfo(serverId: "", role: "witness", preparedFor: nil, serverIdUsed: false, licensesActive: false)
+                    socket.send(sealer.seal(.probeReply(nonce: nonce, info: info), now: Self.realtimeNow()), to: from)
+                }
+                continue
+            }
+            // Node 0 or 1 is told by the vote's epoch parity or the renewal's epoch.
+            let node = NodeIndex(pm.epoch % 2)
+            let before = (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq)
+            let out = witness.receive(from: node, pm, now: Self.monotonicNow())
+            if (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq) != before {
+                try persist()
+                if witness.votedEpoch != before.0 {
+                    logger.notice("voted", metadata: ["epoch": "\(witness.votedEpoch)", "node": "\(node == 0 ? "primary" : "backup")", "from": "\(from)"])
+                    sd_notify(0, "STATUS=Voted for epoch \(witness.votedEpoch) (\(node == 0 ? "primary" : "backup"))")
+                }
+            }
+            for (_, reply) in out {
+                socket.send(sealer.seal(.pair(reply), now: Self.realtimeNow()), to: from)
+            }
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT.
+    public func run() throws {
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        sigaddset(&mask, SIGTERM)
+        sigaddset(&mask, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &mask, nil)
+        var event: OpaquePointer?
+        guard sd_event_default(&event) >= 0 else { throw WitnessError("sd_event_default failed") }
+        defer { sd_event_unref(event) }
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        sd_event_add_signal(event, nil, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, nil, nil)
+        sd_event_add_signal(event, nil, SIGINT | SD_EVENT_SIGNAL_PROCMASK, nil, nil)
+        var io: OpaquePointer?
+        guard sd_event_add_io(event, &io, socket.fd, UInt32(EPOLLIN.rawValue), witnessIO, me) >= 0 else {
+            throw WitnessError("cannot watch the socket")
+        }
+        sd_event_set_watchdog(event, 1)
+        logger.notice("tandem-witness started", metadata: ["listen": "\(boundAddress)", "voted_epoch": "\(witness.votedEpoch)"])
+        sd_notify(0, "READY=1\nSTATUS=Listening on \(boundAddress); last vote for epoch \(witness.votedEpoch)")
+        let r = sd_event_loop(event)
+        sd_event_source_unref(io)
+        if let failure { throw failure }
+        guard r >= 0 else { throw WitnessError("event loop failed: \(String(cString: strerror(-r)))") }
+        logger.notice("tandem-witness stopped")
+    }
+
+    var failure: Error?
+}
+
+private let witnessIO: sd_event_io_handler_t = { source, _, _, userdata in
+    let w = Unmanaged<WitnessService>.fromOpaque(userdata!).takeUnretainedValue()
+    do { try w.drain() } catch {
+        w.failure = error
+        sd_event_exit(sd_event_source_get_event(source), 1)
+    }
+    return 0
+}
