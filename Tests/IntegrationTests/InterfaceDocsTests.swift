@@ -56,7 +56,8 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
         // And every error the daemon can send is listed.
         for code in ["InvalidLicense", "WrongServer", "LicenseExpired", "LicenseAlreadyActive", "LicenseNotFound",
                      "UnknownFeature", "InsufficientSeats", "LeaseNotFound", "ReservationNotFound", "LicensesActive",
-                     "LicenseInUse", "InvalidArgs", "AccessDenied"] {
+                     "LicenseInUse", "InvalidArgs", "AccessDenied", "NotServing", "NotPrimary", "ServerIdUsed",
+                     "PeerNotPrepared", "PeerUnreachable", "PairState"] {
             #expect(reference.contains(".\(code)`"), "docs/dbus-api.md does not list \(code)")
         }
     }
