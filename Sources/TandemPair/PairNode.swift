@@ -336,11 +336,9 @@ public struct PairNode: Sendable {
     /// Entries for the follower: from what it is known to have (`resend`) or only the new ones.
     private mutating func replicate(epoch: UInt64, resend: Bool) -> [NodeEffect] {
         if resend { peerNextSeq = min(peerNextSeq, peerMatchSeq + 1) }
-        if peerNextSeq <= logBase {
-            // The follower needs entries this log no longer holds: only a snapshot (Sync) helps.
-            peerNeedsSnapshot = true
-            peerNextSeq = logBase + 1
-        }
+        // Nothing before the base can be sent; if the follower needs it, its mismatch answer
+        // says so (and only a snapshot helps then).
+        if peerNextSeq <= logBase { peerNextSeq = logBase + 1 }
         let from = peerNextSeq
         let to = min(lastSeq, from + UInt64(settings.maxEntriesPerFrame) - 1)
         let entries = Array(self.entries(from: from, through: to))

@@ -432,6 +432,9 @@ public final class Simulation {
                 }
             }
             if nodes[i].isServing(now: local(.node(i))) { serving.append(i) }
+            // Both logs start at the same base and are never compacted here, so the follower
+            // can always be caught up from the log: never pair-not-synced.
+            if nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced { return "node \(i) reports pair-not-synced" }
         }
         if serving.count > 1 { return "both nodes serving at once (epochs \(nodes[0].servingEpoch ?? 0), \(nodes[1].servingEpoch ?? 0))" }
         // Seats held by clients never exceed seats owned.

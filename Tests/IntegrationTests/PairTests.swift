@@ -24,6 +24,14 @@ final class Witness {
 
 func listRows(_ v: [BusValue]) -> [[BusValue]] { (v.first?.arrayValue ?? []).compactMap(\.structValue) }
 
+/// A flag set once, read from any task.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
+
 func pairPorts() -> (Int, Int, Int) {
     let base = Int.random(in: 20_000...60_000)
     return (base, base + 1, base + 2)
@@ -38,7 +46,178 @@ func waitFor(_ what: String, seconds: Double, _ cond: () throws -> Bool) throws 
     throw TestFailure("timed out waiting for \(what)")
 }
 
+/// Two tandemd on their own buses, a witness, a pair key and a vendor; `formed()` pairs them
+/// through tandemctl and activates a license issued to both.
+final class PairFixture: @unchecked Sendable {
+    let vendor: Vendor
+    let keyFile: String
+    let busA: TestBus, busB: TestBus
+    let a: Tandemd, b: Tandemd
+    let witness: Witness
+    let ports: (Int, Int, Int)
+
+    init(heartbeat: String = "0.2", failover: String = "1") throws {
+        vendor = try Vendor()
+        keyFile = makeTempDir("pairkey") + "/pair.key"
+        try PairKey.generate().write(path: keyFile)
+        busA = try TestBus()
+        busB = try TestBus()
+        ports = pairPorts()
+        witness = try Witness(keyFile: keyFile, port: ports.2)
+        let (vendor, keyFile, ports) = (vendor, keyFile, ports)
+        func conf(_ port: Int) -> String {
+            """
+            [Server]
+            VendorKeys=\(vendor.keysDir)
+            Listen=127.0.0.1:0
+            [Pair]
+            KeyFile=\(keyFile)
+            Listen=127.0.0.1:\(port)
+            Witness=127.0.0.1:\(ports.2)
+            HeartbeatSec=\(heartbeat)
+            FailoverTimeoutSec=\(failover)
+            """
+        }
+        a = try Tandemd(bus: busA, config: conf(ports.0))
+        b = try Tandemd(bus: busB, config: conf(ports.1))
+        try a.start()
+        try b.start()
+    }
+
+    func formed(seats: Int = 50) throws -> PairFixture {
+        let ca = try a.client(), cb = try b.client()
+        _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(ports.0)")])
+        _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(ports.1)")])
+        try waitFor("paired-and-available", seconds: 10) {
+            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+                && ca.get("Serving") == .bool(true)
+        }
+        _ = try ca.call("ActivateLicense", [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "PAIR-LIC"))])
+        return self
+    }
+
+    func networkClient() throws -> TandemClient {
+        TandemClient(servers: ["http://" + (try a.httpAddress), "http://" + (try b.httpAddress)], timeout: 2)
+    }
+}
+
+/// Leases on a node, by id.
+func leaseIds(_ c: BusClient) throws -> Set<String> {
+    Set(listRows(try c.call("ListLeases")).map { $0[0].stringValue ?? "" })
+}
+
 @Suite(.serialized) struct PairIntegration {
+    @Test func killNineUnderLoadLosesNoAcknowledgedLease() async throws {
+        let f = try PairFixture().formed(seats: 5000)
+        let client = try f.networkClient()
+        let httpB = try f.b.httpAddress
+        let cb = try f.b.client()
+        final class Ledger: @unchecked Sendable {
+            let lock = NSLock()
+            var held: Set<String> = []
+            var released: Set<String> = []
+            var errors: [String] = []
+            var acquiredAfterKill = 0
+        }
+        let ledger = Ledger()
+        let killed = ManagedAtomicFlag()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<4 {
+                group.addTask {
+                    var i = 0
+                    while true {
+                        i += 1
+                        if killed.isSet, ledger.lock.withLock({ ledger.acquiredAfterKill }) >= 20 { return }
+                        do {
+                            let l = try await client.acquire(feature: "cad", count: 1, client: "w\(w)", ttlSec: 120)
+                            ledger.lock.withLock {
+                                ledger.held.insert(l.leaseId)
+                                if killed.isSet { ledger.acquiredAfterKill += 1 }
+                            }
+                            if i % 2 == 0 {
+                                // A release that fails may still have happened (answered by a node
+                                // that died before replying): its lease leaves the ledger then.
+                                ledger.lock.withLock { _ = ledger.held.remove(l.leaseId) }
+                                try await client.release(leaseId: l.leaseId)
+                                ledger.lock.withLock { _ = ledger.released.insert(l.leaseId) }
+                            }
+                        } catch {
+                            // Unanswered calls during the failover are fine; the client retries.
+                            ledger.lock.withLock { ledger.errors.append("\(error)") }
+                            try await Task.sleep(nanoseconds: 50_000_000)
+                        }
+                        if ledger.lock.withLock({ ledger.errors.count }) > 400 { return }
+                    }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(nanoseconds: 1_500_000_000)
+                f.a.stop(SIGKILL)
+                killed.set()
+            }
+            try await group.waitForAll()
+        }
+        #expect(ledger.acquiredAfterKill >= 20, "the backup did not serve after the kill: \(ledger.errors.suffix(5)) \(f.b.log().suffix(3000))")
+        try waitFor("the backup serving", seconds: 10) { try cb.get("Serving") == .bool(true) }
+        let onB = try leaseIds(cb)
+        let missing = ledger.held.subtracting(onB)
+        #expect(missing.isEmpty, "acknowledged leases missing on the backup: \(missing)")
+        let resurrected = ledger.released.intersection(onB)
+        #expect(resurrected.isEmpty, "acknowledged releases undone on the backup: \(resurrected)")
+        #expect(ledger.held.count > 10)
+        _ = httpB
+    }
+
+    /// The backup is frozen (SIGSTOP), the primary answers an acquisition, and dies; the backup
+    /// is killed too (losing the frames queued for it) and restarted. The answer waited until the
+    /// witness recorded the primary's log position, so the backup, which lacks the lease, is
+    /// never elected; the returning primary serves with the lease.
+    @Test func anAnswerSurvivesAFrozenBackupAndADeadPrimary() async throws {
+        let f = try PairFixture().formed()
+        let ca = try f.a.client(), cb = try f.b.client()
+        f.b.signal(SIGSTOP)
+        let started = Date()
+        let lease = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("critical"), .vardict([])]).first?.stringValue ?? ""
+        let waited = Date().timeIntervalSince(started)
+        f.a.stop(SIGKILL)
+        f.b.stop(SIGKILL)
+        try f.b.start()
+        // The answer waited for the failover timeout (the backup stopped acknowledging).
+        #expect(waited >= 0.9, "answered after \(waited) s without the backup's acknowledgement")
+        usleep(4_000_000)
+        if try cb.get("Serving") == .bool(true) {
+            #expect(try leaseIds(cb).contains(lease), "the backup serves without an answered lease")
+        }
+        #expect(try cb.get("Serving") == .bool(false), "a backup lacking answered changes was elected")
+        try f.a.start()
+        try waitFor("the primary serving again", seconds: 15) {
+            try ca.get("Serving") == .bool(true) && cb.get("PairStatus") == .string("paired-and-available")
+        }
+        #expect(try leaseIds(ca).contains(lease) && leaseIds(cb).contains(lease))
+    }
+
+    @Test func backupOutageAndCatchUp() async throws {
+        let f = try PairFixture().formed()
+        let ca = try f.a.client()
+        f.b.stop(SIGTERM)
+        try waitFor("backup-not-available", seconds: 10) { try ca.get("PairStatus") == .string("backup-not-available") }
+        #expect(try ca.get("Serving") == .bool(true))
+        #expect(try ca.get("PeerStatus") == .string("disconnected"))
+        var granted: Set<String> = []
+        for i in 0..<5 {
+            let r = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("alone-\(i)"), .vardict([])])
+            granted.insert(r.first?.stringValue ?? "")
+        }
+        try f.b.start()
+        let cb = try f.b.client()
+        try waitFor("paired-and-available after catch-up", seconds: 15) {
+            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+        }
+        #expect(try granted.isSubset(of: leaseIds(cb)))
+        #expect(try cb.get("Serving") == .bool(false) && ca.get("Serving") == .bool(true))
+        #expect(try ca.get("ReplicatedSeq") == cb.get("ReplicatedSeq"))
+    }
+
     @Test func workflowReplicationFailoverAndFrames() async throws {
         let vendor = try Vendor()
         let keyDir = makeTempDir("pairkey")
