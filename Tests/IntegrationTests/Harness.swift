@@ -161,6 +161,8 @@ final class Tandemd {
     var process: Process?
     var logPath: String
     var extraEnv: [String: String]
+    /// A network namespace to run in (`ip netns exec`).
+    var netns: String?
 
     init(bus: TestBus, config: String, stateDir: String? = nil, env: [String: String] = [:]) throws {
         self.bus = bus
@@ -178,8 +180,15 @@ final class Tandemd {
     /// Starts tandemd and waits until it owns its name.
     func start() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary("tandemd"))
-        p.arguments = ["--config", configPath, "--state-dir", stateDir, "--log-level", "debug"]
+        let args = ["--config", configPath, "--state-dir", stateDir, "--log-level", "debug"]
+        if let netns {
+            // `ip netns exec` execs tandemd in the namespace: the pid stays tandemd's.
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = ["netns", "exec", netns, binary("tandemd")] + args
+        } else {
+            p.executableURL = URL(fileURLWithPath: binary("tandemd"))
+            p.arguments = args
+        }
         var environment = ProcessInfo.processInfo.environment
         environment["DBUS_SYSTEM_BUS_ADDRESS"] = bus.address
         environment["NOTIFY_SOCKET"] = nil
