@@ -21,7 +21,12 @@ public struct TandemBench: ParsableCommand {
     @Option(help: "Directory holding tandemd (default: next to tandem-bench).") var binDir: String?
     @Option(help: "Concurrent HTTP clients (connections) for the network run; needs wrk.") var httpClients: Int = 16
 
+    @Flag(help: "Measure the pair instead: failover time after kill -9 of the serving node, and paired Acquire+Release throughput against the same node standalone.")
+    var pair = false
+    @Option(help: "Failovers to measure with --pair.") var runs: Int = 20
+
     public func run() throws {
+        if pair { return try runPair() }
         let work = dir + "/tandem-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: work + "/keys", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -32,38 +37,12 @@ public struct TandemBench: ParsableCommand {
         let storeRate = try storeCommitRate(path: work + "/store.db", seconds: seconds)
 
         // A private bus and a daemon with a big license.
-        let busConf = work + "/bus.conf"
-        try """
-            <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
-             "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-            <busconfig><type>system</type><listen>unix:path=\(work)/bus.sock</listen><auth>EXTERNAL</auth>
-            <policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/>
-            <allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
-            <allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
-            <allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/></policy></busconfig>
-            """.write(toFile: busConf, atomically: true, encoding: .utf8)
-        let bus = Process()
-        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
-        bus.arguments = ["--nofork", "--config-file=\(busConf)"]
-        try bus.run()
+        let (bus, address) = try Self.startBus(dir: work)
         defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
-        let address = "unix:path=\(work)/bus.sock"
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: work + "/bus.sock") { usleep(20_000) }
-
         let key = VendorPrivateKey()
         try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
         try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n".write(toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: bins + "/tandemd")
-        daemon.arguments = ["--config", work + "/tandemd.conf", "--state-dir", work + "/state", "--log-level", "notice"]
-        _ = FileManager.default.createFile(atPath: work + "/tandemd.log", contents: nil)
-        let daemonLog = FileHandle(forWritingAtPath: work + "/tandemd.log")!
-        daemon.standardError = daemonLog
-        var env = ProcessInfo.processInfo.environment
-        env["DBUS_SYSTEM_BUS_ADDRESS"] = address
-        env["NOTIFY_SOCKET"] = nil
-        daemon.environment = env
-        try daemon.run()
+        let daemon = try Self.startTandemd(bins: bins, dir: work, address: address)
         var stopped = false
         defer { if !stopped { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() } }
 
@@ -233,6 +212,45 @@ public struct TandemBench: ParsableCommand {
     }
 
     /// Runs `body` in a loop on `clients` connections for `seconds`; returns iterations per second.
+    /// A private dbus-daemon with an open policy, listening in `dir`.
+    static func startBus(dir: String) throws -> (Process, String) {
+        let busConf = dir + "/bus.conf"
+        try """
+            <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+             "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+            <busconfig><type>system</type><listen>unix:path=\(dir)/bus.sock</listen><auth>EXTERNAL</auth>
+            <policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/>
+            <allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
+            <allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
+            <allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/></policy></busconfig>
+            """.write(toFile: busConf, atomically: true, encoding: .utf8)
+        let bus = Process()
+        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
+        bus.arguments = ["--nofork", "--config-file=\(busConf)"]
+        try bus.run()
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/bus.sock") { usleep(20_000) }
+        return (bus, "unix:path=\(dir)/bus.sock")
+    }
+
+    /// tandemd with `dir`/tandemd.conf and state in `dir`/state, logging to `dir`/tandemd.log.
+    static func startTandemd(bins: String, dir: String, address: String) throws -> Process {
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: bins + "/tandemd")
+        daemon.arguments = ["--config", dir + "/tandemd.conf", "--state-dir", dir + "/state", "--log-level", "notice"]
+        if !FileManager.default.fileExists(atPath: dir + "/tandemd.log") {
+            _ = FileManager.default.createFile(atPath: dir + "/tandemd.log", contents: nil)
+        }
+        let log = FileHandle(forWritingAtPath: dir + "/tandemd.log")!
+        log.seekToEndOfFile()
+        daemon.standardError = log
+        var env = ProcessInfo.processInfo.environment
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = address
+        env["NOTIFY_SOCKET"] = nil
+        daemon.environment = env
+        try daemon.run()
+        return daemon
+    }
+
     func measure(address: String, clients: Int, seconds: Double, _ body: @escaping @Sendable (BusClient) throws -> Void) throws -> Double {
         final class Counter: @unchecked Sendable {
             let lock = NSLock()

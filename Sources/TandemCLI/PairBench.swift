@@ -1,0 +1,129 @@
+import Foundation
+import TandemBus
+import TandemCore
+import TandemLicensing
+import TandemPeer
+
+extension TandemBench {
+    /// `tandem-bench --pair`: two tandemd and a witness on loopback with the default timing
+    /// (HeartbeatSec=1, FailoverTimeoutSec=3). Prints the primary's Acquire+Release rate
+    /// standalone and then paired (same node, same run), and the time from kill -9 of the
+    /// serving primary to the first successful Acquire on the backup, over `runs` failovers
+    /// (each followed by a restart and failback).
+    func runPair() throws {
+        let work = dir + "/tandem-bench-pair-\(getpid())"
+        let bins = binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let dirs = [work + "/a", work + "/b", work + "/w", work + "/keys"]
+        for d in dirs { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let keyFile = work + "/keys/pair.key"
+        try PairKey.generate().write(path: keyFile)
+        let vendor = VendorPrivateKey()
+        try vendor.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
+        let base = Int.random(in: 20_000...60_000)
+        let (portA, portB, portW) = (base, base + 1, base + 2)
+
+        let witness = Process()
+        witness.executableURL = URL(fileURLWithPath: bins + "/tandem-witness")
+        witness.arguments = ["--listen", "127.0.0.1:\(portW)", "--key-file", keyFile, "--state-dir", work + "/w"]
+        witness.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try witness.run()
+        defer { kill(witness.processIdentifier, SIGKILL); witness.waitUntilExit() }
+
+        var buses: [Process] = []
+        defer { for b in buses { kill(b.processIdentifier, SIGKILL); b.waitUntilExit() } }
+        var addresses: [String] = []
+        for (node, port) in [("a", portA), ("b", portB)] {
+            let d = work + "/" + node
+            let (bus, address) = try Self.startBus(dir: d)
+            buses.append(bus)
+            addresses.append(address)
+            try """
+                [Server]
+                VendorKeys=\(work)/keys
+                Listen=
+                [Pair]
+                KeyFile=\(keyFile)
+                Listen=127.0.0.1:\(port)
+                Witness=127.0.0.1:\(portW)
+                """.write(toFile: d + "/tandemd.conf", atomically: true, encoding: .utf8)
+        }
+        var daemons = [try Self.startTandemd(bins: bins, dir: work + "/a", address: addresses[0]),
+                       try Self.startTandemd(bins: bins, dir: work + "/b", address: addresses[1])]
+        defer { for d in daemons where d.isRunning { kill(d.processIdentifier, SIGKILL); d.waitUntilExit() } }
+        let ca = try BusClient(.address(addresses[0])), cb = try BusClient(.address(addresses[1]))
+        func wait(_ what: String, _ seconds: Double, _ cond: () throws -> Bool) throws {
+            let end = Date().addingTimeInterval(seconds)
+            while Date() < end {
+                if (try? cond()) == true { return }
+                usleep(10_000)
+            }
+            throw CLIFailure("timed out waiting for \(what)")
+        }
+        try wait("tandemd", 10) { try ca.get("ServerId") != .string("") && cb.get("ServerId") != .string("") }
+        let idA = try ca.get("ServerId").stringValue ?? "", idB = try cb.get("ServerId").stringValue ?? ""
+
+        // Standalone baseline on the node that becomes the primary.
+        let solo = try vendor.sign(LicenseDocument(id: "SOLO", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
+                                                   issuedTo: [idA], issuedAt: "2026-01-01", keyId: ""))
+        _ = try ca.call("ActivateLicense", [.string(solo.text)])
+        let pairOp: @Sendable (BusClient) throws -> Void = { c in
+            let r = try c.call("Acquire", [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
+            _ = try c.call("Release", [r[0]])
+        }
+        let solo1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
+        let soloN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
+        _ = try ca.call("DeactivateLicense", [.string("SOLO")])
+
+        // Pair them and measure the same on the primary.
+        _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(portA)")])
+        _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(portB)")])
+        try wait("paired-and-available", 20) {
+            try ca.get("PairStatus") == .string("paired-and-available") && ca.get("Serving") == .bool(true)
+        }
+        let both = try vendor.sign(LicenseDocument(id: "PAIR", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
+                                                   issuedTo: [idA, idB], issuedAt: "2026-01-01", keyId: ""))
+        _ = try ca.call("ActivateLicense", [.string(both.text)])
+        let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
+        let pairedN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
+
+        // Failovers: kill -9 the serving primary, time the first Acquire the backup grants,
+        // restart the primary and wait for the failback.
+        var times: [Double] = []
+        for run in 0..<runs {
+            try wait("failback before run \(run + 1)", 30) {
+                try ca.get("Serving") == .bool(true) && ca.get("PairStatus") == .string("paired-and-available")
+                    && cb.get("PairStatus") == .string("paired-and-available")
+            }
+            // Let a heartbeat or two pass so that runs do not start in step with the heartbeat.
+            usleep(UInt32.random(in: 0...1_000_000))
+            kill(daemons[0].processIdentifier, SIGKILL)
+            daemons[0].waitUntilExit()
+            let killed = Date()
+            var granted = false
+            while !granted {
+                if let r = try? cb.call("Acquire", [.string("bench"), .uint32(1), .string("failover"), .vardict([])]) {
+                    granted = true
+                    _ = try? cb.call("Release", [r[0]])
+                } else {
+                    usleep(5_000)
+                }
+                if Date().timeIntervalSince(killed) > 30 { throw CLIFailure("run \(run + 1): the backup did not serve within 30 s") }
+            }
+            times.append(Date().timeIntervalSince(killed))
+            daemons[0] = try Self.startTandemd(bins: bins, dir: work + "/a", address: addresses[0])
+        }
+        let sorted = times.sorted()
+        let median = sorted.isEmpty ? 0 : (sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
+        print(String(format: """
+            Tandem pair benchmark (loopback, HeartbeatSec=1, FailoverTimeoutSec=3, %.0f s per rate)
+              Acquire+Release pairs on the primary, standalone, 1 client:   %.0f/s
+              Acquire+Release pairs on the primary, standalone, %d clients:  %.0f/s
+              Acquire+Release pairs on the primary, paired, 1 client:       %.0f/s  = %.2fx standalone
+              Acquire+Release pairs on the primary, paired, %d clients:      %.0f/s  = %.2fx standalone
+              failover, kill -9 of the primary to the first Acquire granted by the backup, %d runs:
+                median %.2f s, min %.2f s, max %.2f s (target: under FailoverTimeoutSec + 1 s = 4 s)
+            """, seconds, solo1, clients, soloN, paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,
+            times.count, median, sorted.first ?? 0, sorted.last ?? 0))
+    }
+}
