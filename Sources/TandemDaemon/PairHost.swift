@@ -36,6 +36,7 @@ final class PairHost: PairControl {
     var apiPort = 0
     var peerInfo: PeerInfo?
     var lastPeerProbe: USec?
+    var lastWitnessProbe: USec?
 
     static let metaKeys = ["pair_role", "pair_peer_address", "pair_peer_server_id", "pair_promised_epoch", "pair_prepared_for"]
     static let probeTimeoutUSec: USec = 2_000_000
@@ -167,6 +168,15 @@ final class PairHost: PairControl {
             w.handler(nil)
         }
         engine.pairTick()
+        // The serving node hears the witness on every renewal; the standby asks it now and then,
+        // so that both report the witness's status.
+        if let witness, !(engine.pair?.isLeading ?? false), role != "standalone",
+           lastWitnessProbe.map({ t >= $0 + settings.heartbeatUSec }) ?? true {
+            lastWitnessProbe = t
+            ask({ .probe(nonce: $0) }, to: witness) { [self] answer in
+                if answer != nil { lastWitnessFrame = now }
+            }
+        }
         if let peer, lastPeerProbe.map({ t >= $0 + 5 * usecPerSecond }) ?? true {
             lastPeerProbe = t
             ask({ .probe(nonce: $0) }, to: peer) { [self] answer in
