@@ -239,6 +239,7 @@ public final class Engine {
     private var lastPendingRef: Int?
     private var pairWaiters: [Int: [(TandemError?) -> Void]] = [:]
     private var outbox: [(Peer, PairMessage)] = []
+    private var earlyOutbox: [(Peer, PairMessage)] = []
     private var replies: [(Int, ClientReply)] = []
     private var persistedTruncations = 0
     private var persistedPromised: UInt64 = 0
@@ -261,6 +262,7 @@ public final class Engine {
         pairWaiters = [:]
         lastPendingRef = nil
         outbox = []
+        earlyOutbox = []
         replies = []
         var s = node.state
         s.serverId = ownState.serverId
@@ -323,14 +325,24 @@ public final class Engine {
     private func handle(_ effects: [NodeEffect]) {
         for e in effects {
             switch e {
+            case .send(let peer, let m) where pair?.isLeading == true && m.isAppend:
+                // The leader's entries go out before its own commit (at the start of the flush),
+                // so that both disks work at once: an answer still waits for both (replies are
+                // released only after the local commit), and the follower acknowledges only what
+                // it committed. Everything else (acks, witness records) says "durable here" and
+                // waits for the commit.
+                earlyOutbox.append((peer, m))
             case .send(let peer, let m): outbox.append((peer, m))
             case .reply(let ref, let r): replies.append((ref, r))
             }
         }
-        if !outbox.isEmpty || !replies.isEmpty || (pair.map { $0.lastSeq != store.lastSeq } ?? false) { onWork?() }
+        if !outbox.isEmpty || !earlyOutbox.isEmpty || !replies.isEmpty || (pair.map { $0.lastSeq != store.lastSeq } ?? false) { onWork?() }
     }
 
     private func flushPaired() throws {
+        let early = PairMessage.coalesced(earlyOutbox)
+        earlyOutbox = []
+        for (peer, m) in early { onSend?(peer, m) }
         let node = pair!
         var meta: [(String, String)] = []
         if node.promisedEpoch != persistedPromised { meta.append(("pair_promised_epoch", String(node.promisedEpoch))) }
@@ -352,7 +364,7 @@ public final class Engine {
             }
         }
         persistedPromised = node.promisedEpoch
-        let sends = outbox
+        let sends = PairMessage.coalesced(outbox)
         let answers = replies
         outbox = []
         replies = []

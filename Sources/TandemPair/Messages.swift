@@ -55,6 +55,51 @@ public enum PairMessage: Sendable, Equatable, Codable {
     }
 }
 
+extension PairMessage {
+    public var isAppend: Bool {
+        if case .append = self { return true }
+        return false
+    }
+
+    /// The same messages in fewer frames: consecutive appends to one peer that continue each
+    /// other are merged into one, and an acknowledgement is dropped when a later one to the same
+    /// peer in the same epoch covers it (acknowledgements are cumulative). Order is kept otherwise.
+    public static func coalesced(_ messages: [(Peer, PairMessage)]) -> [(Peer, PairMessage)] {
+        var out: [(Peer, PairMessage)] = []
+        for (peer, m) in messages {
+            if let (lastPeer, last) = out.last, lastPeer == peer,
+               case .append(let e1, let p1, let pe1, let en1, _) = last, case .append(let e2, let p2, _, let en2, let l2) = m,
+               e1 == e2, !en1.isEmpty, en1.last!.seq == p2, en1.count + en2.count <= 256 {
+                out[out.count - 1] = (peer, .append(epoch: e1, prevSeq: p1, prevEpoch: pe1, entries: en1 + en2, leaderLastSeq: l2))
+                continue
+            }
+            out.append((peer, m))
+        }
+        // One acknowledgement per (peer, epoch): the highest, where the last one was.
+        var best: [String: UInt64] = [:]
+        for (peer, m) in out {
+            if case .ack(let e, let match, _) = m { best["\(peer)-\(e)"] = max(best["\(peer)-\(e)"] ?? 0, match) }
+        }
+        var placed: Set<String> = []
+        var kept: [(Peer, PairMessage)] = []
+        for (peer, m) in out.reversed() {
+            if case .ack(let e, let match, _) = m {
+                let key = "\(peer)-\(e)"
+                if placed.contains(key) { continue }
+                placed.insert(key)
+                if match < best[key]!, let top = out.first(where: {
+                    if case .ack(e, best[key]!, _) = $0.1, $0.0 == peer { return true } else { return false }
+                }) {
+                    kept.append(top)
+                    continue
+                }
+            }
+            kept.append((peer, m))
+        }
+        return kept.reversed()
+    }
+}
+
 /// The last sequence number of one epoch in a log.
 public struct EpochRange: Sendable, Equatable, Codable {
     public var epoch: UInt64

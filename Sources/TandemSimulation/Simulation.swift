@@ -211,7 +211,13 @@ public final class Simulation {
     }
 
     func apply(_ effects: [NodeEffect], from i: Int) {
+        // Frames leave the way tandemd sends them: coalesced (PairMessage.coalesced).
+        var sends: [(Peer, PairMessage)] = []
+        var rest: [NodeEffect] = []
         for eff in effects {
+            if case .send(let p, let m) = eff { sends.append((p, m)) } else { rest.append(eff) }
+        }
+        for eff in PairMessage.coalesced(sends).map({ NodeEffect.send($0.0, $0.1) }) + rest {
             switch eff {
             case .send(.node(let j), let m): send(from: .node(i), to: .node(j), .pair(m))
             case .send(.witness, let m): send(from: .node(i), to: .witness, .pair(m))

@@ -59,3 +59,22 @@ import TandemPeer
         #expect(throws: PairKeyError.self) { try PairKey.load(path: dir + "/short.key") }
     }
 }
+
+@Suite struct Coalescing {
+    func entry(_ seq: UInt64) -> LogEntry { LogEntry(seq: seq, epoch: 2, change: .leaseReleased(id: "l\(seq)")) }
+
+    @Test func consecutiveAppendsMergeAndAcksKeepTheHighest() {
+        let a1 = PairMessage.append(epoch: 2, prevSeq: 4, prevEpoch: 2, entries: [entry(5)], leaderLastSeq: 5)
+        let a2 = PairMessage.append(epoch: 2, prevSeq: 5, prevEpoch: 2, entries: [entry(6), entry(7)], leaderLastSeq: 7)
+        let gap = PairMessage.append(epoch: 2, prevSeq: 9, prevEpoch: 2, entries: [entry(10)], leaderLastSeq: 10)
+        let out = PairMessage.coalesced([(.node(1), a1), (.node(1), a2), (.node(1), gap), (.witness, .releaseLease(epoch: 2))])
+        #expect(out.count == 3)
+        #expect(out[0].1 == .append(epoch: 2, prevSeq: 4, prevEpoch: 2, entries: [entry(5), entry(6), entry(7)], leaderLastSeq: 7))
+        #expect(out[1].1 == gap)
+        let acks = PairMessage.coalesced([(.node(0), .ack(epoch: 2, matchSeq: 5, caughtUp: false)),
+                                          (.node(0), .ack(epoch: 2, matchSeq: 9, caughtUp: true)),
+                                          (.node(0), .ack(epoch: 2, matchSeq: 7, caughtUp: false)),
+                                          (.node(0), .ack(epoch: 4, matchSeq: 3, caughtUp: false))])
+        #expect(acks.map(\.1) == [.ack(epoch: 2, matchSeq: 9, caughtUp: true), .ack(epoch: 4, matchSeq: 3, caughtUp: false)])
+    }
+}
