@@ -26,7 +26,8 @@ extension TandemBench {
         let witness = Process()
         witness.executableURL = URL(fileURLWithPath: bins + "/tandem-witness")
         witness.arguments = ["--listen", "127.0.0.1:\(portW)", "--key-file", keyFile, "--state-dir", work + "/w"]
-        witness.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        _ = FileManager.default.createFile(atPath: work + "/w/witness.log", contents: nil)
+        witness.standardError = FileHandle(forWritingAtPath: work + "/w/witness.log")
         try witness.run()
         defer { kill(witness.processIdentifier, SIGKILL); witness.waitUntilExit() }
 
@@ -58,7 +59,12 @@ extension TandemBench {
                 if (try? cond()) == true { return }
                 usleep(10_000)
             }
-            throw CLIFailure("timed out waiting for \(what)")
+            var tails = ""
+            for node in ["a/tandemd", "b/tandemd", "w/witness"] {
+                let log = (try? String(contentsOfFile: work + "/\(node).log", encoding: .utf8)) ?? ""
+                tails += "\n--- \(node)/tandemd.log:\n" + log.split(separator: "\n").suffix(15).joined(separator: "\n")
+            }
+            throw CLIFailure("timed out waiting for \(what)\(tails)")
         }
         try wait("tandemd", 10) { try ca.get("ServerId") != .string("") && cb.get("ServerId") != .string("") }
         let idA = try ca.get("ServerId").stringValue ?? "", idB = try cb.get("ServerId").stringValue ?? ""

@@ -120,6 +120,10 @@ public final class WitnessService {
                 }
             }
             for (_, reply) in out {
+                if case .voteDenied(let e, let voted) = reply {
+                    logger.info("vote denied", metadata: ["epoch": "\(e)", "voted_epoch": "\(voted)", "from": "\(from)",
+                                                          "recorded": "\(witness.recordedEpoch)/\(witness.recordedSeq)"])
+                }
                 socket.send(sealer.seal(.pair(reply), now: Self.realtimeNow()), to: from)
             }
         }

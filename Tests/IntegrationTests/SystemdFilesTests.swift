@@ -4,26 +4,28 @@ import TandemBus
 import TandemCLI
 
 /// The shipped unit, with ExecStart= pointed at the built binary (verify checks that it exists).
-func unitUnderTest() throws -> String {
+func unitUnderTest(_ name: String = "tandemd") throws -> String {
     let dir = makeTempDir("unit")
-    let unit = try String(contentsOfFile: packageRoot + "/systemd/tandemd.service", encoding: .utf8)
-    #expect(unit.contains("\nExecStart=/usr/bin/tandemd\n"))
-    let path = dir + "/tandemd.service"
-    try unit.replacingOccurrences(of: "ExecStart=/usr/bin/tandemd", with: "ExecStart=\(binary("tandemd"))")
+    let unit = try String(contentsOfFile: packageRoot + "/systemd/\(name).service", encoding: .utf8)
+    #expect(unit.contains("\nExecStart=/usr/bin/\(name)"))
+    let path = dir + "/\(name).service"
+    try unit.replacingOccurrences(of: "ExecStart=/usr/bin/\(name)", with: "ExecStart=\(binary(name))")
         .write(toFile: path, atomically: true, encoding: .utf8)
     return path
 }
 
 @Suite(.serialized) struct SystemdFiles {
-    @Test func unitPassesSystemdAnalyzeVerify() throws {
-        let r = try run("/usr/bin/systemd-analyze", ["verify", "--man=no", try unitUnderTest()])
+    @Test(arguments: ["tandemd", "tandem-witness"])
+    func unitPassesSystemdAnalyzeVerify(_ name: String) throws {
+        let r = try run("/usr/bin/systemd-analyze", ["verify", "--man=no", try unitUnderTest(name)])
         #expect(r.status == 0)
         // Warnings do not change the exit code: any output at all is a failure.
         #expect(r.stdout.isEmpty && r.stderr.isEmpty, "systemd-analyze verify said: \(r.stdout)\(r.stderr)")
     }
 
-    @Test func unitExposureIsAtMostOnePointFive() throws {
-        let r = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "--no-pager", try unitUnderTest()])
+    @Test(arguments: ["tandemd", "tandem-witness"])
+    func unitExposureIsAtMostOnePointFive(_ name: String) throws {
+        let r = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "--no-pager", try unitUnderTest(name)])
         guard let line = (r.stdout + r.stderr).split(separator: "\n").first(where: { $0.contains("Overall exposure level") }),
               let score = line.split(separator: ":").last?.split(separator: " ").first.flatMap({ Double($0) }) else {
             Issue.record("no exposure level in: \(r.stdout)\(r.stderr)")
