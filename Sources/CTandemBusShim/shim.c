@@ -80,6 +80,7 @@ static const sd_bus_vtable manager_vtable[] = {
         METHOD("PrepareBackup", "s", SD_BUS_PARAM(primary_address), "", ""),
         METHOD("EnableBackup", "s", SD_BUS_PARAM(backup_address), "", ""),
         METHOD("DisableBackup", "", "", "", ""),
+        METHOD("GetPeerStatus", "", "", "a{sv}", SD_BUS_PARAM(status)),
         SD_BUS_SIGNAL_WITH_NAMES("LicenseActivated", "so",
                                  SD_BUS_PARAM(license_id) SD_BUS_PARAM(path), 0),
         SD_BUS_SIGNAL_WITH_NAMES("LicenseDeactivated", "so",

@@ -15,6 +15,8 @@ public protocol PairControl: AnyObject {
     /// Serving, PeerAddress, PeerServerId, PeerStatus, ReplicatedSeq, WitnessAddress,
     /// WitnessStatus, RejectedFrames.
     func property(_ name: String) -> BusValue?
+    /// The peer's last report of itself and this node's view of it (GetPeerStatus).
+    func peerStatus() -> [(String, BusValue)]
 }
 
 public struct ServerInfo: Sendable {
@@ -218,6 +220,8 @@ public final class LicenseManagerServer {
                             .uint32(u.available), .uint64(u.denied)])
             }
             return reply(m, [.array(elementSignature: "(suuuut)", rows)])
+        case "GetPeerStatus":
+            return reply(m, [.vardict(pairControl?.peerStatus() ?? [])])
         case "PrepareBackup", "EnableBackup", "DisableBackup":
             guard caller(m).isAdmin else {
                 return Self.fail(err, TandemError(.accessDenied, "\(member) needs root or membership in the admin group"))

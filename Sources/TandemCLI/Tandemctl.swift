@@ -55,7 +55,10 @@ struct Status: ParsableCommand {
                     "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
         if bus.json {
             var out: [String: Any] = [:]
-            for k in keys { if let v = props[k] { out[k] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") } }
+            for k in keys {
+                guard let v = props[k] else { continue }
+                if case .bool(let b) = v { out[k] = b } else { out[k] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") }
+            }
             print(Output.json(out))
             return
         }
@@ -64,26 +67,55 @@ struct Status: ParsableCommand {
             if case .bool(let b) = v { return b ? "yes" : "no" }
             return v.stringValue ?? String(v.uint64Value ?? 0)
         }
-        var pair = ""
-        if p("Role") != "standalone" {
-            pair = """
-
-                         Peer: \(p("PeerAddress")) (\(p("PeerServerId"))), \(p("PeerStatus"))
-               Replicated seq: \(p("ReplicatedSeq"))
-                      Witness: \(p("WitnessAddress").isEmpty ? "none" : "\(p("WitnessAddress")), \(p("WitnessStatus"))")
-            """
+        guard p("Role") != "standalone" else {
+            print("""
+                License Server ID: \(p("ServerId"))
+                           Status: running
+                             Role: \(p("Role"))
+                      Pair Status: \(p("PairStatus"))
+                          Serving: \(p("Serving"))
+                            Epoch: \(p("Epoch"))
+                         Licenses: \(p("LicenseCount"))
+                            Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
+                  Service account: \(p("ServiceAccount"))
+                          Version: \(p("Version"))
+                """)
+            return
+        }
+        // A pair: this server and its peer side by side, like the tech note's server tiles.
+        let peer = (try? bus.call("GetPeerStatus").first?.dictValue) ?? nil ?? [:]
+        func q(_ k: String) -> String {
+            guard let v = peer[k] else { return "-" }
+            if case .bool(let b) = v { return b ? "yes" : "no" }
+            return v.stringValue ?? String(v.uint64Value ?? 0)
+        }
+        var peerStatus = q("Status")
+        if peerStatus != "running", let at = peer["ReportedUSec"]?.uint64Value {
+            let ago = Int64(Date().timeIntervalSince1970) - Int64(at / 1_000_000)
+            peerStatus += " (last report \(ago) s ago)"
+        }
+        let rows: [(String, String, String)] = [
+            ("", "this server", "peer"),
+            ("Address", "(local)", q("Address")),
+            ("License Server ID", p("ServerId"), q("ServerId")),
+            ("Status", "running", peerStatus),
+            ("Role", p("Role"), q("Role")),
+            ("Pair Status", p("PairStatus"), q("PairStatus")),
+            ("Serving", p("Serving"), q("Serving")),
+            ("Epoch", p("Epoch"), q("Epoch")),
+        ]
+        let w0 = rows.map(\.0.count).max()!, w1 = max(rows.map(\.1.count).max()!, 12)
+        for r in rows {
+            print(r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  " + r.1.padding(toLength: w1, withPad: " ", startingAt: 0) + "  " + r.2)
         }
         print("""
-            License Server ID: \(p("ServerId"))
-                       Status: running
-                         Role: \(p("Role"))
-                  Pair Status: \(p("PairStatus"))
-                      Serving: \(p("Serving"))
-                        Epoch: \(p("Epoch"))\(pair)
-                     Licenses: \(p("LicenseCount"))
-                        Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
-              Service account: \(p("ServiceAccount"))
-                      Version: \(p("Version"))
+
+                   Replicated seq: \(p("ReplicatedSeq"))
+                          Witness: \(p("WitnessAddress").isEmpty ? "none" : "\(p("WitnessAddress")), \(p("WitnessStatus"))")
+                         Licenses: \(p("LicenseCount"))
+                            Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
+                  Service account: \(p("ServiceAccount"))
+                          Version: \(p("Version"))
             """)
     }
 }

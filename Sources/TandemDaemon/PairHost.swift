@@ -35,6 +35,7 @@ final class PairHost: PairControl {
     /// This node's network API port, told to the peer; and what the peer told us.
     var apiPort = 0
     var peerInfo: PeerInfo?
+    var peerInfoAt: USec?
     var lastPeerProbe: USec?
     var lastWitnessProbe: USec?
 
@@ -150,6 +151,9 @@ final class PairHost: PairControl {
         var i = PeerInfo(serverId: engine.state.serverId, role: role, preparedFor: preparedFor?.description,
                          serverIdUsed: engine.state.serverIdUsed, licensesActive: !engine.state.licenses.isEmpty)
         i.apiPort = apiPort
+        i.pairStatus = pairStatus
+        i.serving = serving
+        i.epoch = engine.state.epoch
         return i
     }
 
@@ -177,10 +181,13 @@ final class PairHost: PairControl {
                 if answer != nil { lastWitnessFrame = now }
             }
         }
-        if let peer, lastPeerProbe.map({ t >= $0 + 5 * usecPerSecond }) ?? true {
+        if let peer, lastPeerProbe.map({ t >= $0 + settings.heartbeatUSec }) ?? true {
             lastPeerProbe = t
             ask({ .probe(nonce: $0) }, to: peer) { [self] answer in
-                if case .probeReply(_, let i)? = answer { peerInfo = i }
+                if case .probeReply(_, let i)? = answer {
+                    peerInfo = i
+                    peerInfoAt = now
+                }
             }
         }
         publishStatus()
@@ -339,6 +346,22 @@ final class PairHost: PairControl {
             return .array(elementSignature: "{st}", FrameRejection.allCases.map { .dictEntry(.string($0.rawValue), .uint64(rejected[$0] ?? 0)) })
         default: return nil
         }
+    }
+
+    /// The peer as it last described itself, and how this node sees it.
+    func peerStatus() -> [(String, BusValue)] {
+        guard role != "standalone" else { return [] }
+        var out: [(String, BusValue)] = [
+            ("Address", .string(peerAddressText)),
+            ("Status", property("PeerStatus") ?? .string("not-available")),
+            ("ServerId", .string(engine.pairPeerServerId ?? "")),
+        ]
+        if let i = peerInfo, let at = peerInfoAt {
+            out += [("Role", .string(i.role)), ("PairStatus", .string(i.pairStatus ?? "")), ("Serving", .bool(i.serving ?? false)),
+                    ("Epoch", .uint64(i.epoch ?? 0)), ("ReportedUSec", .uint64(at))]
+            if let api = peerAPIAddress { out.append(("NetworkAddress", .string(api))) }
+        }
+        return out
     }
 
     static let statusProperties = ["Role", "PairStatus", "Serving", "Epoch", "PeerAddress", "PeerServerId", "PeerStatus", "WitnessStatus", "RejectedFrames"]

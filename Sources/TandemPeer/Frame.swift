@@ -13,6 +13,10 @@ public struct PeerInfo: Sendable, Equatable, Codable {
     public var licensesActive: Bool
     /// The port of the node's network API (0: none), so that clients learn the backup's address.
     public var apiPort: Int = 0
+    /// The node's own view of the pair (shown by the peer, like the tech note's server tiles).
+    public var pairStatus: String?
+    public var serving: Bool?
+    public var epoch: UInt64?
     public init(serverId: String, role: String, preparedFor: String?, serverIdUsed: Bool, licensesActive: Bool) {
         self.serverId = serverId
         self.role = role

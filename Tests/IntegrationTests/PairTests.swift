@@ -269,6 +269,13 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
                 && ca.get("Serving") == .bool(true)
         }
         #expect(try cb.get("Serving") == .bool(false))
+        // tandemctl status shows both servers side by side.
+        try waitFor("the peer's report", seconds: 5) { try ca.call("GetPeerStatus").first?.dictValue?["Role"] == .string("backup") }
+        let status = try tandemctl(busA, ["status"])
+        let roleLine = status.stdout.split(separator: "\n").first { $0.hasPrefix("Role") }.map(String.init) ?? ""
+        #expect(roleLine.contains("primary") && roleLine.contains("backup"), "\(status.stdout)")
+        let idLine = status.stdout.split(separator: "\n").first { $0.hasPrefix("License Server ID") }.map(String.init) ?? ""
+        #expect(idLine.contains(idA) && idLine.contains(idB), "\(status.stdout)")
         let request = try ca.call("GetActivationRequest").first?.stringValue ?? ""
         #expect(request.contains(idA) && request.contains(idB), "\(request)")
 
