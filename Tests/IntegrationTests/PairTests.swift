@@ -9,14 +9,18 @@ import TandemPeer
 final class Witness {
     let process = Process()
     let port: Int
+    let logPath: String
     init(keyFile: String, port: Int) throws {
         self.port = port
         let dir = makeTempDir("witness")
+        logPath = dir + "/witness.log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: binary("tandem-witness"))
         process.arguments = ["--listen", "127.0.0.1:\(port)", "--key-file", keyFile, "--state-dir", dir, "--lease-sec", "0.8"]
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
     }
+    func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
     }
@@ -194,6 +198,30 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
             try ca.get("Serving") == .bool(true) && cb.get("PairStatus") == .string("paired-and-available")
         }
         #expect(try leaseIds(ca).contains(lease) && leaseIds(cb).contains(lease))
+    }
+
+    /// Liveness: kill -9 the serving primary, let the backup take over, restart the primary
+    /// and wait for the failback, several times in a row, with acquisitions in between.
+    @Test func repeatedFailoverAndFailback() async throws {
+        let f = try PairFixture().formed()
+        let ca = try f.a.client(), cb = try f.b.client()
+        for cycle in 0..<6 {
+            _ = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("cycle-\(cycle)"), .vardict([])])
+            f.a.stop(SIGKILL)
+            do {
+                try waitFor("takeover \(cycle)", seconds: 10) { try cb.get("Serving") == .bool(true) }
+                _ = try cb.call("Acquire", [.string("cad"), .uint32(1), .string("cycle-b-\(cycle)"), .vardict([])])
+                try f.a.start()
+                try waitFor("failback \(cycle)", seconds: 15) {
+                    try ca.get("Serving") == .bool(true) && ca.get("PairStatus") == .string("paired-and-available")
+                        && cb.get("PairStatus") == .string("paired-and-available")
+                }
+            } catch {
+                Issue.record("cycle \(cycle): \(error)\n--- a:\n\(f.a.log().suffix(4000))\n--- b:\n\(f.b.log().suffix(4000))\n--- witness:\n\(f.witness.log().suffix(3000))")
+                return
+            }
+        }
+        #expect(try leaseIds(ca).count == 12 && leaseIds(cb).count == 12)
     }
 
     @Test func backupOutageAndCatchUp() async throws {
