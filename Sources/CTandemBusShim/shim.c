@@ -81,6 +81,7 @@ static const sd_bus_vtable manager_vtable[] = {
         METHOD("EnableBackup", "s", SD_BUS_PARAM(backup_address), "", ""),
         METHOD("DisableBackup", "", "", "", ""),
         METHOD("GetPeerStatus", "", "", "a{sv}", SD_BUS_PARAM(status)),
+        METHOD("Sync", "", "", "", ""),
         SD_BUS_SIGNAL_WITH_NAMES("LicenseActivated", "so",
                                  SD_BUS_PARAM(license_id) SD_BUS_PARAM(path), 0),
         SD_BUS_SIGNAL_WITH_NAMES("LicenseDeactivated", "so",

@@ -12,6 +12,8 @@ public protocol PairControl: AnyObject {
     func prepareBackup(primary: String, done: @escaping (TandemError?) -> Void)
     func enableBackup(backup: String, done: @escaping (TandemError?) -> Void)
     func disableBackup(done: @escaping (TandemError?) -> Void)
+    /// The serving node sends the standby a full snapshot (clears pair-not-synced).
+    func sync(done: @escaping (TandemError?) -> Void)
     /// Serving, PeerAddress, PeerServerId, PeerStatus, ReplicatedSeq, WitnessAddress,
     /// WitnessStatus, RejectedFrames.
     func property(_ name: String) -> BusValue?
@@ -222,7 +224,7 @@ public final class LicenseManagerServer {
             return reply(m, [.array(elementSignature: "(suuuut)", rows)])
         case "GetPeerStatus":
             return reply(m, [.vardict(pairControl?.peerStatus() ?? [])])
-        case "PrepareBackup", "EnableBackup", "DisableBackup":
+        case "PrepareBackup", "EnableBackup", "DisableBackup", "Sync":
             guard caller(m).isAdmin else {
                 return Self.fail(err, TandemError(.accessDenied, "\(member) needs root or membership in the admin group"))
             }
@@ -247,6 +249,7 @@ public final class LicenseManagerServer {
             switch member {
             case "PrepareBackup": pc.prepareBackup(primary: str(0), done: done)
             case "EnableBackup": pc.enableBackup(backup: str(0), done: done)
+            case "Sync": pc.sync(done: done)
             default: pc.disableBackup(done: done)
             }
             return 1

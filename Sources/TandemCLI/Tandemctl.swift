@@ -309,7 +309,7 @@ struct ResetServerId: ParsableCommand {
 struct PairCmd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pair", abstract: "Form, inspect and dissolve a redundant pair.",
-        subcommands: [Keygen.self, PrepareBackup.self, EnableBackup.self, DisableBackup.self])
+        subcommands: [Keygen.self, PrepareBackup.self, EnableBackup.self, DisableBackup.self, Sync.self])
 
     struct Keygen: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -340,6 +340,16 @@ struct PairCmd: ParsableCommand {
         func run() throws {
             _ = try bus.call("EnableBackup", [.string(backup)])
             print("paired with the backup at \(backup)")
+        }
+    }
+
+    struct Sync: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "On the serving node: send the standby a full snapshot (clears pair-not-synced).")
+        @OptionGroup var bus: BusOptions
+        func run() throws {
+            _ = try bus.call("Sync")
+            print("snapshot on its way to the standby; watch PairStatus (tandemctl status)")
         }
     }
 

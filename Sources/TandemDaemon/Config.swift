@@ -180,6 +180,11 @@ public struct PairConfig: Sendable, Equatable {
     public var heartbeatUSec: UInt64 = 1_000_000
     public var failoverTimeoutUSec: UInt64 = 3_000_000
     public var partitionPolicy = "takeover"
+    /// Change-log entries kept in memory at least (compaction folds older ones into a snapshot).
+    public var logKeepEntries = 10_000
+    /// How far the serving node's log may run ahead of an absent standby before it is compacted
+    /// anyway (the standby then needs Sync: pair-not-synced).
+    public var logRetainEntries = 1_000_000
     public static let defaultPort = 7391
     public static let witnessPort = 7392
 
@@ -202,6 +207,9 @@ public struct PairConfig: Sendable, Equatable {
             witness = e.value.isEmpty ? nil : e.value
         case "HeartbeatSec": heartbeatUSec = try duration()
         case "FailoverTimeoutSec": failoverTimeoutUSec = try duration()
+        case "LogKeepEntries", "LogRetainEntries":
+            guard let n = Int(e.value), n >= 1, n <= 100_000_000 else { throw fail("\(e.key)= must be a whole number from 1 to 100000000, got '\(e.value)'") }
+            if e.key == "LogKeepEntries" { logKeepEntries = n } else { logRetainEntries = n }
         case "PartitionPolicy":
             guard ["takeover", "split"].contains(e.value) else { throw fail("PartitionPolicy= is 'takeover' or 'split', got '\(e.value)'") }
             partitionPolicy = e.value

@@ -60,6 +60,8 @@ final class PairHost: PairControl {
         settings.failoverTimeoutUSec = config.failoverTimeoutUSec
         settings.witnessLeaseUSec = config.failoverTimeoutUSec * 5 / 6
         settings.handoverTimeoutUSec = config.failoverTimeoutUSec
+        settings.compactKeep = config.logKeepEntries
+        settings.compactRetain = UInt64(config.logRetainEntries)
         try restore()
     }
 
@@ -287,6 +289,12 @@ final class PairHost: PairControl {
         engine.startPair(node, peerServerId: peerId)
         logger.notice("pair formed", metadata: ["role": "\(r)", "peer": "\(peerText)", "peer_server_id": "\(peerId)"])
         publishStatus()
+    }
+
+    func sync(done: @escaping (TandemError?) -> Void) {
+        if let e = engine.pairSync() { return done(e) }
+        logger.notice("Sync: sending the standby a snapshot of the whole state", metadata: ["seq": "\(engine.pair?.lastSeq ?? 0)"])
+        done(nil)
     }
 
     func disableBackup(done: @escaping (TandemError?) -> Void) {

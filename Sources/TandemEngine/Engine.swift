@@ -242,6 +242,7 @@ public final class Engine {
     private var earlyOutbox: [(Peer, PairMessage)] = []
     private var replies: [(Int, ClientReply)] = []
     private var persistedTruncations = 0
+    private var persistedBase: UInt64 = 0
     private var persistedPromised: UInt64 = 0
 
     /// Starts paired operation with `node` (restored from the store or just formed).
@@ -250,6 +251,7 @@ public final class Engine {
         pairPeerServerId = peerServerId
         persistedTruncations = node.truncations
         persistedPromised = node.promisedEpoch
+        persistedBase = node.logBase
     }
 
     /// Leaves paired operation, keeping the pair's state as this server's own.
@@ -320,6 +322,16 @@ public final class Engine {
     public func pairTick() {
         guard pair != nil else { return }
         handle(pair!.tick(now: clock()))
+        pair!.compactIfLong()
+        if pair!.logBase != persistedBase { onWork?() }
+    }
+
+    /// Sync: the serving node sends the standby a snapshot of the whole state.
+    public func pairSync() -> TandemError? {
+        guard pair != nil else { return TandemError(.pairState, "this server is not paired") }
+        guard pair!.canSync else { return TandemError(.notServing, "Sync is done on the serving node (\(describeNode(1 - pair!.index)))") }
+        handle(pair!.sync())
+        return nil
     }
 
     private func handle(_ effects: [NodeEffect]) {
@@ -351,11 +363,15 @@ public final class Engine {
             try store.replace(state: node.state, base: node.logBase, baseEpoch: node.logBaseEpoch, baseState: node.baseState,
                               log: node.log.map { ($0.seq, $0.epoch, $0.change) }, now: now, meta: meta)
             persistedTruncations = node.truncations
+            persistedBase = node.logBase
             commitCount += 1
-        } else if node.lastSeq > store.lastSeq || !meta.isEmpty || deniedDirty {
-            let entries = node.entries(from: store.lastSeq + 1, through: node.lastSeq)
+        } else if node.lastSeq > store.lastSeq || !meta.isEmpty || deniedDirty || node.logBase != persistedBase {
+            // Entries compacted before they were stored come from the base snapshot instead.
+            let entries = node.entries(from: max(store.lastSeq, node.logBase) + 1, through: node.lastSeq)
+            let compact = node.logBase != persistedBase ? (node.logBase, node.logBaseEpoch, node.baseState) : nil
             try store.append(entries.map { ($0.seq, $0.epoch, $0.change) }, now: now, meta: meta,
-                             denied: deniedDirty ? node.state.denied : nil)
+                             denied: deniedDirty ? node.state.denied : nil, compactTo: compact)
+            persistedBase = node.logBase
             deniedDirty = false
             commitCount += 1
             committedChanges += entries.count

@@ -30,6 +30,9 @@ public enum PairMessage: Sendable, Equatable, Codable {
     case handoverRequest(epoch: UInt64)
     /// Leader -> follower: I stopped serving at `lastSeq`; take over.
     case handoverReady(epoch: UInt64, lastSeq: UInt64)
+    /// Leader -> follower (Sync): part `part` of `parts` of the whole state at (`seq`, `seqEpoch`),
+    /// as the changes that rebuild it; the follower replaces its log with it once it has all parts.
+    case snapshot(epoch: UInt64, seq: UInt64, seqEpoch: UInt64, part: Int, parts: Int, changes: [Change])
 
     // Node <-> witness.
     /// Candidate -> witness: may I serve in `epoch`? My log ends at (lastEpoch, lastSeq).
@@ -47,7 +50,7 @@ public enum PairMessage: Sendable, Equatable, Codable {
     public var epoch: UInt64 {
         switch self {
         case .append(let e, _, _, _, _), .ack(let e, _, _), .mismatch(let e, _, _), .stale(let e),
-             .handoverRequest(let e), .handoverReady(let e, _), .voteRequest(let e, _, _), .voteGranted(let e, _),
+             .handoverRequest(let e), .handoverReady(let e, _), .snapshot(let e, _, _, _, _, _), .voteRequest(let e, _, _), .voteGranted(let e, _),
              .voteDenied(let e, _), .renew(let e, _, _, _), .renewed(let e, _, _), .releaseLease(let e):
             return e
         case .deposed(let e): return e

@@ -17,6 +17,13 @@ public struct PairSettings: Sendable, Equatable {
     /// A handover that does not complete within this time is abandoned.
     public var handoverTimeoutUSec: USec = 3_000_000
     public var maxEntriesPerFrame = 64
+    /// Log compaction (`compactIfLong`): entries kept in memory at least, and how far the
+    /// serving node may run ahead of an absent standby before it compacts anyway (after which
+    /// the standby needs a snapshot: `pair-not-synced` until `Sync`).
+    public var compactKeep = 10_000
+    public var compactRetain: UInt64 = 1_000_000
+    /// Changes per snapshot frame.
+    public var snapshotChunk = 200
     public init() {}
 }
 
@@ -104,6 +111,13 @@ public struct PairNode: Sendable {
     var pending: [(seq: UInt64, ref: Int, reply: ClientReply)] = []
     /// The follower's log does not reach back to ours (different bases): it needs a snapshot.
     public private(set) var peerNeedsSnapshot = false
+    /// An administrator asked for a snapshot (Sync); it is sent every heartbeat until acknowledged.
+    var syncRequested = false
+    /// Follower: the position up to which its log is known to equal the leader's.
+    var followerMatched: UInt64 = 0
+    /// Follower: snapshot parts received so far, for (epoch, seq).
+    var snapshotKey: (UInt64, UInt64)?
+    var snapshotParts: [Int: [Change]] = [:]
 
     public var peer: NodeIndex { 1 - index }
 
@@ -230,6 +244,10 @@ public struct PairNode: Sendable {
         lastHandoverRequest = nil
         pending = []
         peerNeedsSnapshot = false
+        syncRequested = false
+        followerMatched = 0
+        snapshotKey = nil
+        snapshotParts = [:]
     }
 
     // MARK: - Log
@@ -267,6 +285,7 @@ public struct PairNode: Sendable {
             if lastHeartbeatSent.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
                 lastHeartbeatSent = now
                 out += replicate(epoch: epoch, resend: true)
+                if syncRequested && peerNeedsSnapshot { out += snapshotFrames(epoch: epoch) }
                 out += renew(epoch: epoch, now: now, record: !peerReachable(now: now))
             } else if peerNextSeq <= lastSeq {
                 out += replicate(epoch: epoch, resend: false)
@@ -372,11 +391,13 @@ public struct PairNode: Sendable {
             if case .follower = mode {} else { stepDown(&out) }
             leaderHint = peer
             lastHeardLeader = now
-            guard prevSeq <= lastSeq, epochAt(prevSeq) == prevEpoch else {
+            // Positions up to the base were folded into it only once both logs held them
+            // identically (or from the leader's own snapshot): they match whatever a leader sends.
+            guard prevSeq <= lastSeq, prevSeq < logBase || epochAt(prevSeq) == prevEpoch else {
                 out.append(.send(from, .mismatch(epoch: epoch, lastSeq: lastSeq, epochTable: epochTable)))
                 return out
             }
-            for e in entries {
+            for e in entries where e.seq > logBase {
                 if e.seq <= lastSeq {
                     if epochAt(e.seq) != e.epoch {
                         truncate(from: e.seq)
@@ -386,18 +407,63 @@ public struct PairNode: Sendable {
                     append(e.change, epoch: e.epoch)
                 }
             }
-            let matchSeq = prevSeq + UInt64(entries.count)
+            let matchSeq = max(prevSeq + UInt64(entries.count), logBase)
             // A tail from an older epoch beyond what the leader has is divergent: drop it.
             if lastSeq > matchSeq, let next = epochAt(matchSeq + 1), next < epoch, matchSeq >= leaderLast {
                 truncate(from: matchSeq + 1)
             }
             leaderLastSeq = max(leaderLastSeq, leaderLast)
+            followerMatched = max(followerMatched, matchSeq)
             out.append(.send(from, .ack(epoch: epoch, matchSeq: matchSeq, caughtUp: matchSeq >= leaderLastSeq && lastSeq == matchSeq)))
+
+        case .snapshot(let epoch, let seq, let seqEpoch, let part, let parts, let changes):
+            if epoch < promisedEpoch {
+                out.append(.send(from, .stale(epoch: promisedEpoch)))
+                return out
+            }
+            if epoch > promisedEpoch {
+                promisedEpoch = epoch
+                leaderLastSeq = 0
+            }
+            if case .follower = mode {} else { stepDown(&out) }
+            leaderHint = peer
+            lastHeardLeader = now
+            guard parts > 0, part >= 0, part < parts else { return out }
+            // A log that already holds that position (a late duplicate) keeps what follows it;
+            // one whose base is past it has it too.
+            if seq < logBase { return out }
+            if epochAt(seq) == seqEpoch {
+                followerMatched = max(followerMatched, seq)
+                out.append(.send(from, .ack(epoch: epoch, matchSeq: seq, caughtUp: seq >= leaderLastSeq && lastSeq == seq)))
+                return out
+            }
+            if snapshotKey.map({ $0 != (epoch, seq) }) ?? true {
+                snapshotKey = (epoch, seq)
+                snapshotParts = [:]
+            }
+            snapshotParts[part] = changes
+            guard snapshotParts.count == parts else { return out }
+            var s = LicenseState(changes: (0..<parts).flatMap { snapshotParts[$0] ?? [] })
+            s.serverId = state.serverId
+            baseState = s
+            state = s
+            logBase = seq
+            logBaseEpoch = seqEpoch
+            log = []
+            truncations += 1
+            snapshotKey = nil
+            snapshotParts = [:]
+            followerMatched = seq
+            leaderLastSeq = max(leaderLastSeq, seq)
+            out.append(.send(from, .ack(epoch: epoch, matchSeq: seq, caughtUp: seq >= leaderLastSeq)))
 
         case .ack(let epoch, let matchSeq, let caughtUp):
             guard let mine = leadingEpoch, mine == epoch else { return out }
             if matchSeq <= lastSeq, epochAt(matchSeq) != nil {
-                if matchSeq > logBase || matchSeq == lastSeq { peerNeedsSnapshot = false }
+                if matchSeq >= logBase {
+                    peerNeedsSnapshot = false
+                    syncRequested = false
+                }
                 peerMatchSeq = max(peerMatchSeq, matchSeq)
                 peerNextSeq = max(peerNextSeq, peerMatchSeq + 1)
                 peerCaughtUp = caughtUp && peerMatchSeq == lastSeq
@@ -480,6 +546,60 @@ public struct PairNode: Sendable {
         switch mode {
         case .leader(let e), .handingOver(let e, _): return e
         default: return nil
+        }
+    }
+
+    // MARK: - Compaction and snapshots
+
+    /// The highest position this node may fold into its base: one that can never be truncated
+    /// (equal on both nodes, or answered).
+    public var compactableSeq: UInt64 {
+        min(lastSeq, isLeading ? acknowledgedSeq : followerMatched)
+    }
+
+    /// Folds the entries through `seq` (at most `compactableSeq`) into the base state.
+    public mutating func compact(through seq: UInt64) {
+        let target = min(seq, compactableSeq)
+        guard target > logBase, let targetEpoch = epochAt(target) else { return }
+        let n = Int(target - logBase)
+        for e in log.prefix(n) { baseState.apply(e.change) }
+        log.removeFirst(n)
+        logBase = target
+        logBaseEpoch = targetEpoch
+    }
+
+    /// Compacts when the log holds more than twice `compactKeep` entries: through what the
+    /// standby has, keeping `compactKeep` entries, and never more than `compactRetain` entries
+    /// beyond what an absent standby has.
+    public mutating func compactIfLong() {
+        guard log.count > 2 * settings.compactKeep else { return }
+        var target = lastSeq - UInt64(settings.compactKeep)
+        if isLeading {
+            let floor = lastSeq > settings.compactRetain ? lastSeq - settings.compactRetain : 0
+            target = min(target, max(peerMatchSeq, floor))
+        }
+        compact(through: target)
+    }
+
+    /// Sync: sends the follower a snapshot of the whole state (every heartbeat until it has it).
+    /// Only the serving node can.
+    public mutating func sync() -> [NodeEffect] {
+        guard case .leader(let epoch) = mode else { return [] }
+        syncRequested = true
+        peerNeedsSnapshot = true
+        return snapshotFrames(epoch: epoch)
+    }
+
+    /// Whether `sync` applies (this node leads).
+    public var canSync: Bool { servingEpoch != nil }
+
+    private func snapshotFrames(epoch: UInt64) -> [NodeEffect] {
+        let changes = state.asChanges.filter { if case .serverIdSet = $0 { return false } else { return true } }
+        let size = max(1, settings.snapshotChunk)
+        let parts = max(1, (changes.count + size - 1) / size)
+        return (0..<parts).map { p in
+            let chunk = Array(changes[min(p * size, changes.count)..<min((p + 1) * size, changes.count)])
+            return .send(.node(peer), .snapshot(epoch: epoch, seq: lastSeq, seqEpoch: lastEpoch, part: p, parts: parts, changes: chunk))
         }
     }
 

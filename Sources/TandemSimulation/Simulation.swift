@@ -127,30 +127,40 @@ public final class Simulation {
     var ackedGrants: Set<String> = []
     var ackedReleases: Set<String> = []
     var logIndex: [LogIndex] = [LogIndex(), LogIndex()]
+    var compacting = false
     var checkedGrants = 0
     var checkedReleases = 0
-    var lastCounts = (0, 0)
+    var lastCounts: (UInt64, UInt64) = (0, 0)
 
+    /// Every grant and release a node's log ever held, by sequence number. Entries are indexed
+    /// after every event; a node compacts only in its tick, after its index was updated, so
+    /// compacted entries were indexed. A truncation or a snapshot (the node's `truncations`
+    /// count) drops what was indexed past the base the node had at the last update.
     struct LogIndex {
-        var count = 0
-        var lastEpoch: UInt64 = 0
-        var granted: Set<String> = []
-        var ended: Set<String> = []
+        var lastSeq: UInt64 = 0
+        var base: UInt64 = 0
+        var truncations = 0
+        var granted: [String: UInt64] = [:]
+        var ended: [String: UInt64] = [:]
         var rebuilt = false
-        mutating func update(_ log: [LogEntry]) {
-            if log.count < count || (count > 0 && log[count - 1].epoch != lastEpoch) {
-                self = LogIndex()
+        var count: UInt64 { lastSeq }
+        mutating func update(_ node: PairNode) {
+            if node.truncations != truncations {
+                truncations = node.truncations
+                granted = granted.filter { $0.value <= base }
+                ended = ended.filter { $0.value <= base }
+                lastSeq = min(lastSeq, base)
                 rebuilt = true
             }
-            for e in log[count...] {
+            for e in node.entries(from: max(lastSeq, node.logBase) + 1, through: node.lastSeq) {
                 switch e.change {
-                case .leaseGranted(let l): granted.insert(l.id)
-                case .leaseReleased(let id), .leaseExpired(let id): ended.insert(id)
+                case .leaseGranted(let l): granted[l.id] = e.seq
+                case .leaseReleased(let id), .leaseExpired(let id): ended[id] = e.seq
                 default: break
                 }
             }
-            count = log.count
-            lastEpoch = log.last?.epoch ?? 0
+            lastSeq = node.lastSeq
+            base = node.logBase
         }
     }
 
@@ -165,8 +175,17 @@ public final class Simulation {
         // daemon forms it); even seeds from an empty log.
         let base: UInt64 = cfg.seed % 2 == 1 ? 7 : 0
         let baseEpoch: UInt64 = cfg.seed % 2 == 1 ? 1 : 0
+        // Two seeds in three compact their logs (small, so that it happens often) and may fall
+        // out of sync and be synced with snapshots in small parts.
+        compacting = cfg.seed % 3 != 0
+        var settings = cfg.settings
+        if compacting {
+            settings.compactKeep = 8
+            settings.compactRetain = 30
+            settings.snapshotChunk = 3
+        }
         nodes = (0..<2).map { PairNode(index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
-                                       promisedEpoch: baseEpoch, settings: cfg.settings, now: 0) }
+                                       promisedEpoch: baseEpoch, settings: settings, now: 0) }
         witness = PairWitness(leaseUSec: cfg.settings.witnessLeaseUSec, now: 0)
         clients = Array(repeating: Client(), count: cfg.clients)
         result = SimResult(seed: cfg.seed)
@@ -438,9 +457,9 @@ public final class Simulation {
                 }
             }
             if nodes[i].isServing(now: local(.node(i))) { serving.append(i) }
-            // Both logs start at the same base and are never compacted here, so the follower
-            // can always be caught up from the log: never pair-not-synced.
-            if nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced { return "node \(i) reports pair-not-synced" }
+            // Without compaction both logs reach back to the common base, so the follower can
+            // always be caught up from the log: never pair-not-synced.
+            if !compacting, nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced { return "node \(i) reports pair-not-synced" }
         }
         if serving.count > 1 { return "both nodes serving at once (epochs \(nodes[0].servingEpoch ?? 0), \(nodes[1].servingEpoch ?? 0))" }
         // Seats held by clients never exceed seats owned.
@@ -448,18 +467,18 @@ public final class Simulation {
         for h in held.values where h.untilGlobal > now { inUse += UInt64(h.count) }
         if inUse > UInt64(cfg.seats) { return "over-allocation: clients hold \(inUse) seats of \(cfg.seats)" }
         // No acknowledged change lost: every answered grant and release is in some node's log.
-        for i in 0..<2 { logIndex[i].update(nodes[i].log) }
+        for i in 0..<2 { logIndex[i].update(nodes[i]) }
         // Only the entries added since the last check can be new; a truncation rebuilds the index.
         if ackedGrants.count != checkedGrants || logIndex[0].count < lastCounts.0 || logIndex[1].count < lastCounts.1 || logIndex[0].rebuilt || logIndex[1].rebuilt {
-            let missing = ackedGrants.filter { !logIndex[0].granted.contains($0) && !logIndex[1].granted.contains($0) }
+            let missing = ackedGrants.filter { logIndex[0].granted[$0] == nil && logIndex[1].granted[$0] == nil }
             if let id = missing.sorted().first { return "acknowledged grant \(id) is in no node's log" }
-            let missingEnd = ackedReleases.filter { !logIndex[0].ended.contains($0) && !logIndex[1].ended.contains($0) }
+            let missingEnd = ackedReleases.filter { logIndex[0].ended[$0] == nil && logIndex[1].ended[$0] == nil }
             if let id = missingEnd.sorted().first { return "acknowledged release \(id) is in no node's log" }
             checkedGrants = ackedGrants.count
             logIndex[0].rebuilt = false
             logIndex[1].rebuilt = false
         } else if ackedReleases.count != checkedReleases {
-            let missingEnd = ackedReleases.filter { !logIndex[0].ended.contains($0) && !logIndex[1].ended.contains($0) }
+            let missingEnd = ackedReleases.filter { logIndex[0].ended[$0] == nil && logIndex[1].ended[$0] == nil }
             if let id = missingEnd.sorted().first { return "acknowledged release \(id) is in no node's log" }
         }
         checkedReleases = ackedReleases.count
@@ -470,7 +489,8 @@ public final class Simulation {
     func converged() -> Bool {
         guard down.isEmpty, cut.isEmpty else { return false }
         let a = nodes[0], b = nodes[1]
-        guard a.log == b.log, a.state == b.state else { return false }
+        guard a.lastSeq == b.lastSeq, a.lastEpoch == b.lastEpoch, a.state.licenses == b.state.licenses,
+              a.state.leases == b.state.leases, a.state.reservations == b.state.reservations, a.state.epoch == b.state.epoch else { return false }
         return a.pairStatus(now: local(.node(0))) == .pairedAndAvailable
             && b.pairStatus(now: local(.node(1))) == .pairedAndAvailable
             && (a.isServing(now: local(.node(0))) || b.isServing(now: local(.node(1))))
@@ -508,7 +528,18 @@ public final class Simulation {
                     break
                 }
             case .nodeTick(let i):
-                if !down.contains(.node(i)) { apply(nodes[i].tick(now: local(.node(i))), from: i) }
+                if !down.contains(.node(i)) {
+                    apply(nodes[i].tick(now: local(.node(i))), from: i)
+                    if compacting {
+                        // Compaction after the index saw every entry; an operator answers
+                        // pair-not-synced with Sync now and then.
+                        logIndex[i].update(nodes[i])
+                        nodes[i].compactIfLong()
+                        if nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced, rng.chance(0.3) {
+                            apply(nodes[i].sync(), from: i)
+                        }
+                    }
+                }
                 schedule(rng.range(80_000, 120_000), .nodeTick(i))
             case .clientTick(let j):
                 clientTick(j)
@@ -543,8 +574,12 @@ public final class Simulation {
                     result.finalLeader = nodes[0].isServing(now: local(.node(0))) ? 0 : 1
                     result.finalLogLength = nodes[0].log.count
                     // Final check: the converged log holds every answered change.
-                    for id in ackedGrants.sorted() where !logIndex[0].granted.contains(id) { result.failure = "grant \(id) missing after convergence"; return result }
-                    for id in ackedReleases.sorted() where !logIndex[0].ended.contains(id) { result.failure = "release \(id) missing after convergence"; return result }
+                    for id in ackedGrants.sorted() where logIndex[0].granted[id] == nil && logIndex[1].granted[id] == nil {
+                        result.failure = "grant \(id) missing after convergence"; return result
+                    }
+                    for id in ackedReleases.sorted() where logIndex[0].ended[id] == nil && logIndex[1].ended[id] == nil {
+                        result.failure = "release \(id) missing after convergence"; return result
+                    }
                     return result
                 }
                 if now > s + cfg.convergeWithinUSec {

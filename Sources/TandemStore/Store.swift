@@ -151,9 +151,18 @@ public final class Store {
 
     /// Writes entries decided by a pair (their own sequence numbers and epochs) and meta
     /// values in one durable transaction.
+    /// With `compactTo`, the log up to that position is dropped and the state there kept as
+    /// the pair's base snapshot, in the same transaction.
     public func append(_ entries: some Collection<(seq: UInt64, epoch: UInt64, change: Change)>, now: USec,
-                       meta: [(String, String)] = [], denied: [String: UInt64]? = nil) throws {
+                       meta: [(String, String)] = [], denied: [String: UInt64]? = nil,
+                       compactTo: (seq: UInt64, epoch: UInt64, state: LicenseState)? = nil) throws {
         try db.transaction {
+            if let c = compactTo {
+                try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(c.seq)))
+                try setMeta("pair_base", "\(c.seq) \(c.epoch)")
+                try setMeta("pair_base_state", try snapshotText(c.state))
+                lastSeq = max(lastSeq, c.seq)
+            }
             for e in entries {
                 precondition(e.seq == lastSeq + 1, "pair log entries must follow the stored log")
                 try write(e.change)
@@ -185,14 +194,17 @@ public final class Store {
                 try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
                            .int(Int64(e.seq)), .int(Int64(e.epoch)), .int(Int64(now)), .text(e.change.kind), .text(payload))
             }
-            let snapshot = String(decoding: try encoder.encode(baseState.asChanges.filter {
-                if case .serverIdSet = $0 { return false } else { return true }
-            }), as: UTF8.self)
             try setMeta("pair_base", "\(base) \(baseEpoch)")
-            try setMeta("pair_base_state", snapshot)
+            try setMeta("pair_base_state", try snapshotText(baseState))
             for (k, v) in meta { try setMeta(k, v) }
             lastSeq = log.reversed().first?.seq ?? base
         }
+    }
+
+    func snapshotText(_ state: LicenseState) throws -> String {
+        String(decoding: try encoder.encode(state.asChanges.filter {
+            if case .serverIdSet = $0 { return false } else { return true }
+        }), as: UTF8.self)
     }
 
     /// The stored pair log base: (seq, epoch, state there), if a pair was formed.
