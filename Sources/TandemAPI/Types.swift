@@ -113,6 +113,8 @@ public struct ProblemBody: Codable, Sendable, Equatable {
     public var title: String
     public var status: Int
     public var detail: String
+    /// With `NotServing` (503): the network address of the node that serves now, when known.
+    public var servingAddress: String?
     public static let typePrefix = "urn:tandem:problem:"
     /// The error name (`InsufficientSeats`), the same as the D-Bus error's last part.
     public var name: String { type.hasPrefix(Self.typePrefix) ? String(type.dropFirst(Self.typePrefix.count)) : type }

@@ -53,6 +53,8 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
 public struct TandemError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: TandemErrorCode
     public var message: String
+    /// With `notServing`: the network address of the node that serves, when known.
+    public var servingAddress: String?
     public init(_ code: TandemErrorCode, _ message: String) {
         self.code = code
         self.message = message

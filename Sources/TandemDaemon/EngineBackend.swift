@@ -17,6 +17,16 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         self.daemon = daemon
     }
 
+    /// A refusal as products see it: NotServing names the serving node's network address.
+    static func withServingAddress(_ e: TandemError, _ d: Daemon) -> TandemError {
+        guard e.code == .notServing, let host = d.pairHost, let peer = host.peerInfo, peer.serving == true,
+              let address = host.peerAPIAddress else { return e }
+        var out = e
+        out.servingAddress = address
+        out.message += " (serving: \(address))"
+        return out
+    }
+
     private func onLoop<T: Sendable>(_ body: @escaping (Daemon, @escaping (T) -> Void) -> Void) async -> T {
         await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
             let box = UncheckedBox(cont)
@@ -45,7 +55,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
                 let view = LeaseView(lease, serverId: d.engine.state.serverId)
                 d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success((view, created: !existing))) }
             case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
-            case .failure(let e): done(.failure(e))
+            case .failure(let e): done(.failure(Self.withServingAddress(e, d)))
             }
         }
     }
@@ -57,7 +67,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
                 let view = LeaseView(lease, serverId: d.engine.state.serverId)
                 d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(view)) }
             case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
-            case .failure(let e): done(.failure(e))
+            case .failure(let e): done(.failure(Self.withServingAddress(e, d)))
             }
         }
     }
@@ -66,7 +76,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         await onLoop { d, done in
             switch d.engine.submit(.release(leaseId: leaseId), caller: .networkClient) {
             case .success: d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(())) }
-            case .failure(let e): done(.failure(e))
+            case .failure(let e): done(.failure(Self.withServingAddress(e, d)))
             }
         }
     }

@@ -36,6 +36,9 @@ components:
           type: integer
         detail:
           type: string
+        serving_address:
+          type: string
+          description: "With `NotServing` (503): the network address of the pair's node that serves now, when this node knows it."
     Server:
       type: object
       required: [server_id, version, role, pair_status, serving, epoch]
@@ -260,6 +263,12 @@ paths:
           $ref: "#/components/responses/Problem"
         "413":
           $ref: "#/components/responses/Problem"
+        "503":
+          description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
+          content:
+            application/problem+json:
+              schema:
+                $ref: "#/components/schemas/Problem"
   /v1/leases/{id}:
     parameters:
       - $ref: "#/components/parameters/LeaseId"
@@ -289,6 +298,12 @@ paths:
           $ref: "#/components/responses/Problem"
         "404":
           $ref: "#/components/responses/Problem"
+        "503":
+          description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
+          content:
+            application/problem+json:
+              schema:
+                $ref: "#/components/schemas/Problem"
   /v1/leases/{id}/renew:
     parameters:
       - $ref: "#/components/parameters/LeaseId"
@@ -308,6 +323,12 @@ paths:
           $ref: "#/components/responses/Problem"
         "404":
           $ref: "#/components/responses/Problem"
+        "503":
+          description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
+          content:
+            application/problem+json:
+              schema:
+                $ref: "#/components/schemas/Problem"
 
 """#
 }

@@ -9,6 +9,7 @@ public typealias Problem = ProblemBody
 extension ProblemBody {
     public init(_ error: TandemError) {
         self.init(name: error.code.rawValue, status: Self.status(for: error.code), detail: error.message)
+        servingAddress = error.servingAddress
     }
 
     public static func status(for code: TandemErrorCode) -> Int {

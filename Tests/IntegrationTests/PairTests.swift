@@ -264,6 +264,43 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         #expect(try leaseIds(ca) == granted.union([more]) && leaseIds(cb) == granted.union([more]))
     }
 
+    /// The network API of the standby answers 503 NotServing naming the serving node, changes
+    /// nothing, and /readyz says the same; `tandemctl client run` keeps its lease through a
+    /// failover, passes the exit status through and releases the seat on the backup.
+    @Test func standbyAnswers503AndClientRunSurvivesAFailover() async throws {
+        let f = try PairFixture().formed()
+        let ca = try f.a.client(), cb = try f.b.client()
+        let httpA = try f.a.httpAddress, httpB = try f.b.httpAddress
+        try waitFor("the peer's report", seconds: 5) { try cb.call("GetPeerStatus").first?.dictValue?["Serving"] == .bool(true) }
+        let post = try run("/usr/bin/curl", ["-s", "-i", "-X", "POST", "http://\(httpB)/v1/leases", "-d", #"{"feature":"cad","client":"p"}"#])
+        #expect(post.stdout.hasPrefix("HTTP/1.1 503"), "\(post.stdout)")
+        #expect(post.stdout.contains("urn:tandem:problem:NotServing") && post.stdout.contains("\"serving_address\":\"\(httpA)\""), "\(post.stdout)")
+        let ready = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(httpB)/readyz"])
+        #expect(ready.stdout == "503")
+        #expect(try leaseIds(cb).isEmpty && leaseIds(ca).isEmpty)
+
+        let dir = makeTempDir("client")
+        try "[Client]\nServer=\(httpA)\nBackup=\(httpB)\n".write(toFile: dir + "/client.conf", atomically: true, encoding: .utf8)
+        let job = Process()
+        job.executableURL = URL(fileURLWithPath: binary("tandemctl"))
+        job.arguments = ["client", "run", "--config", dir + "/client.conf", "--feature", "cad", "--ttl", "3", "--client", "job",
+                         "--", "/bin/sh", "-c", "sleep 7; exit 3"]
+        job.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try job.run()
+        try waitFor("the job's lease", seconds: 5) { try leaseIds(ca).count == 1 }
+        let lease = try leaseIds(ca).first!
+        f.a.stop(SIGKILL)
+        // Past its lease time after the kill: still held, so it was renewed on the backup.
+        usleep(4_500_000)
+        #expect(try leaseIds(cb).contains(lease), "the job's lease was not renewed on the backup")
+        job.waitUntilExit()
+        #expect(job.terminationStatus == 3)
+        // It released the lease on the backup when the command ended.
+        #expect(try cb.get("Serving") == .bool(true))
+        #expect(try !leaseIds(cb).contains(lease))
+        #expect(try listRows(cb.call("GetUsage")).first.map { $0[2].uint64Value ?? 9 } == 0)
+    }
+
     @Test func backupOutageAndCatchUp() async throws {
         let f = try PairFixture().formed()
         let ca = try f.a.client()
