@@ -87,6 +87,9 @@ final class PairHost: PairControl {
         role = r
         peerAddressText = addr
         engine.startPair(node, peerServerId: peerId)
+        if witness == nil {
+            logger.error("this node is paired but [Pair] has no Witness=: it keeps its copy of the pair's state but cannot serve; set Witness= again")
+        }
         logger.notice("pair restored", metadata: ["role": "\(r)", "peer": "\(addr)", "log_entries": "\(entries.count)", "epoch": "\(promised)"])
     }
 

@@ -433,6 +433,16 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         #expect(took < 1 + 1 + 2, "failover took \(took) s")
         #expect(try (cb.get("Epoch").uint64Value ?? 0) > epochBefore)
         #expect(try cb.get("PairStatus") == .string("primary-not-available"))
+        // A frame of the old epoch from the primary's address (a stale or replayed primary) is
+        // refused and counted; the backup keeps serving.
+        do {
+            var stale = FrameSealer(key: key)
+            let fake = try UDPSocket(bind: SocketAddress(resolving: "127.0.0.1:\(pa)", defaultPort: 0))
+            fake.send(stale.seal(.pair(.append(epoch: epochBefore, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0)),
+                                 now: USec(Date().timeIntervalSince1970 * 1e6)), to: target)
+            try waitFor("the stale frame counted", seconds: 5) { try rejected("stale-epoch") >= 1 }
+        }
+        #expect(try cb.get("Serving") == .bool(true))
         let renewed = try await client.renew(leaseId: lease.leaseId)
         #expect(renewed.leaseId == lease.leaseId)
         let second = try await client.acquire(feature: "cad", count: 1, client: "ws-2", ttlSec: 60)
