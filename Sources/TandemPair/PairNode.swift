@@ -299,8 +299,10 @@ public struct PairNode: Sendable {
                 return out
             }
             if peerMatchSeq == lastSeq && pending.isEmpty {
-                out.append(.send(.node(peer), .handoverReady(epoch: epoch, lastSeq: lastSeq)))
+                // The witness hears first that the lease is free, so that the peer's vote request,
+                // which follows the handover message, usually finds it free.
                 out.append(.send(.witness, .releaseLease(epoch: epoch)))
+                out.append(.send(.node(peer), .handoverReady(epoch: epoch, lastSeq: lastSeq)))
                 mode = .follower
                 leaderHint = peer
                 lastHeardLeader = now // give the peer a full timeout to take over

@@ -304,7 +304,19 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
     @Test func backupOutageAndCatchUp() async throws {
         let f = try PairFixture().formed()
         let ca = try f.a.client()
+        let listener = try f.a.client()
+        let signals = try SignalCollector(listener)
         f.b.stop(SIGTERM)
+        // The change is announced with PropertiesChanged (and the status line).
+        func announced(_ name: String, _ value: BusValue) -> Bool {
+            signals.received.contains { sig in
+                sig.member == "PropertiesChanged" && sig.path == BusNames.rootPath && sig.args.count > 1
+                    && sig.args[1].dictValue?[name] == value
+            }
+        }
+        signals.pump(seconds: 10) { announced("PairStatus", .string("backup-not-available")) && announced("PeerStatus", .string("disconnected")) }
+        #expect(announced("PairStatus", .string("backup-not-available")) && announced("PeerStatus", .string("disconnected")),
+                "\(signals.received.map { "\($0.member) \($0.args)" })")
         try waitFor("backup-not-available", seconds: 10) { try ca.get("PairStatus") == .string("backup-not-available") }
         #expect(try ca.get("Serving") == .bool(true))
         #expect(try ca.get("PeerStatus") == .string("disconnected"))
