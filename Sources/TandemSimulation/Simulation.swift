@@ -34,6 +34,8 @@ public struct SimConfig: Sendable {
     /// Mean time between faults (crash, witness crash, partition) during the fault phase.
     public var meanFaultIntervalUSec: USec = 4_000_000
     public var settings = PairSettings()
+    /// Print every event with both nodes' modes and log positions (debugging a seed).
+    public var trace = false
     public init(seed: UInt64) { self.seed = seed }
 }
 
@@ -144,13 +146,18 @@ public final class Simulation {
         var ended: [String: UInt64] = [:]
         var rebuilt = false
         var count: UInt64 { lastSeq }
-        mutating func update(_ node: PairNode) {
+        /// Returns true when a snapshot moved the node's base past what was indexed: the
+        /// history up to it is then the sender's (`absorb`).
+        @discardableResult
+        mutating func update(_ node: PairNode) -> Bool {
+            var jumped = false
             if node.truncations != truncations {
                 truncations = node.truncations
                 granted = granted.filter { $0.value <= base }
                 ended = ended.filter { $0.value <= base }
                 lastSeq = min(lastSeq, base)
                 rebuilt = true
+                jumped = node.logBase > base
             }
             for e in node.entries(from: max(lastSeq, node.logBase) + 1, through: node.lastSeq) {
                 switch e.change {
@@ -161,7 +168,18 @@ public final class Simulation {
             }
             lastSeq = node.lastSeq
             base = node.logBase
+            return jumped
         }
+
+        /// Takes over the other node's history through `seq` (the snapshot this node installed).
+        mutating func absorb(_ other: LogIndex, through seq: UInt64) {
+            for (id, at) in other.granted where at <= seq && granted[id] == nil { granted[id] = at }
+            for (id, at) in other.ended where at <= seq && ended[id] == nil { ended[id] = at }
+        }
+    }
+
+    func updateIndex(_ i: Int) {
+        if logIndex[i].update(nodes[i]) { logIndex[i].absorb(logIndex[1 - i], through: nodes[i].logBase) }
     }
 
     public init(_ cfg: SimConfig) {
@@ -180,9 +198,9 @@ public final class Simulation {
         compacting = cfg.seed % 3 != 0
         var settings = cfg.settings
         if compacting {
-            settings.compactKeep = 8
-            settings.compactRetain = 30
-            settings.snapshotChunk = 3
+            settings.compactKeep = Int(cfg.seed / 3 % 8) + 1
+            settings.compactRetain = cfg.seed / 24 % 30 + 3
+            settings.snapshotChunk = Int(cfg.seed / 5 % 4) + 1
         }
         nodes = (0..<2).map { PairNode(index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
                                        promisedEpoch: baseEpoch, settings: settings, now: 0) }
@@ -284,6 +302,8 @@ public final class Simulation {
         nextRef += 1
         let ref = nextRef
         refs[ref] = (j, command, local(.client(j)))
+        // A client that asks to release a lease has stopped using its seats.
+        if case .release(let id) = command { held[id] = nil }
         clients[j].attempt += 1
         let attempt = clients[j].attempt
         send(from: .client(j), to: .node(clients[j].target), .request(ref: ref, command))
@@ -465,9 +485,12 @@ public final class Simulation {
         // Seats held by clients never exceed seats owned.
         var inUse: UInt64 = 0
         for h in held.values where h.untilGlobal > now { inUse += UInt64(h.count) }
-        if inUse > UInt64(cfg.seats) { return "over-allocation: clients hold \(inUse) seats of \(cfg.seats)" }
+        if inUse > UInt64(cfg.seats) {
+            let holding = held.filter { $0.value.untilGlobal > now }.keys.sorted()
+            return "over-allocation: clients hold \(inUse) seats of \(cfg.seats): \(holding); node leases: \(nodes.map { $0.state.leases.keys.sorted() })"
+        }
         // No acknowledged change lost: every answered grant and release is in some node's log.
-        for i in 0..<2 { logIndex[i].update(nodes[i]) }
+        for i in 0..<2 { updateIndex(i) }
         // Only the entries added since the last check can be new; a truncation rebuilds the index.
         if ackedGrants.count != checkedGrants || logIndex[0].count < lastCounts.0 || logIndex[1].count < lastCounts.1 || logIndex[0].rebuilt || logIndex[1].rebuilt {
             let missing = ackedGrants.filter { logIndex[0].granted[$0] == nil && logIndex[1].granted[$0] == nil }
@@ -504,6 +527,12 @@ public final class Simulation {
             let item = queue.removeFirst()
             now = item.time
             result.events += 1
+            if cfg.trace {
+                let n = nodes.map { "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) tr\($0.truncations)" }
+                var ev = "\(item.event)"
+                if ev.count > 600 { ev = String(ev.prefix(600)) + "..." }
+                print("t=\(now) \(n[0]) | \(n[1]) :: \(ev)")
+            }
             switch item.event {
             case .deliver(let from, let to, let payload):
                 if down.contains(to) || cut.contains([from, to]) { break }
@@ -533,7 +562,7 @@ public final class Simulation {
                     if compacting {
                         // Compaction after the index saw every entry; an operator answers
                         // pair-not-synced with Sync now and then.
-                        logIndex[i].update(nodes[i])
+                        updateIndex(i)
                         nodes[i].compactIfLong()
                         if nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced, rng.chance(0.3) {
                             apply(nodes[i].sync(), from: i)

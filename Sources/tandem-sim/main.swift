@@ -1,11 +1,12 @@
 import Foundation
 import TandemSimulation
 
-// tandem-sim [--seeds N] [--from S] [--seed S] [--verbose]
+// tandem-sim [--seeds N] [--from S] [--seed S] [--verbose] [--trace]
 // Runs the deterministic pair simulation; a failing seed replays exactly with --seed.
 var from: UInt64 = 1
 var count: UInt64 = 200
 var verbose = false
+var trace = false
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -14,15 +15,16 @@ while !args.isEmpty {
     case "--from": from = UInt64(args.removeFirst()) ?? from
     case "--seed": from = UInt64(args.removeFirst()) ?? from; count = 1; verbose = true
     case "--verbose": verbose = true
+    case "--trace": trace = true
     default:
-        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--verbose]\n".utf8))
+        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--verbose] [--trace]\n".utf8))
         exit(2)
     }
 }
 var failed = 0
 let start = Date()
 for seed in from..<(from + count) {
-    let r = runSeeds(seed..<(seed + 1)).first!
+    let r = runSeeds(seed..<(seed + 1)) { $0.trace = trace }.first!
     if !r.passed { failed += 1 }
     if verbose || !r.passed { print(r) }
 }
