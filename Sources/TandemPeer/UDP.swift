@@ -63,7 +63,7 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
                 getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
             }
         }
-        let h = r == 0 ? String(cString: host) : "?"
+        let h = r == 0 ? String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
         return family == AF_INET6 ? "[\(h)]:\(port)" : "\(h):\(port)"
     }
 
