@@ -93,6 +93,11 @@ public final class UDPSocket {
         let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw PairKeyError("socket: \(String(cString: strerror(errno)))") }
         // No SO_REUSEADDR: for UDP it would let another socket share the port and take frames.
+        // Large buffers: a standby that is briefly starved of CPU should not drop a burst of
+        // frames (the kernel caps these at net.core.rmem_max / wmem_max).
+        var size: Int32 = 4 << 20
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         if address.family == AF_INET6 {
             var zero: Int32 = 0
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
