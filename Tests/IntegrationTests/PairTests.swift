@@ -286,8 +286,12 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         #expect(ready.stdout == "503")
         #expect(try leaseIds(cb).isEmpty && leaseIds(ca).isEmpty)
 
+        // The Configurator: --enable-backup fills Backup= from the primary's report of its peer.
         let dir = makeTempDir("client")
-        try "[Client]\nServer=\(httpA)\nBackup=\(httpB)\n".write(toFile: dir + "/client.conf", atomically: true, encoding: .utf8)
+        let configured = try tandemctl(f.busA, ["client", "configure", "--config", dir + "/client.conf", "--server", httpA, "--enable-backup"])
+        #expect(configured.status == 0, "\(configured.stderr)")
+        let written = (try? String(contentsOfFile: dir + "/client.conf", encoding: .utf8)) ?? ""
+        #expect(written.contains("Server=\(httpA)") && written.contains("Backup=\(httpB)"), "\(written)")
         let job = Process()
         job.executableURL = URL(fileURLWithPath: binary("tandemctl"))
         job.arguments = ["client", "run", "--config", dir + "/client.conf", "--feature", "cad", "--ttl", "3", "--client", "job",
