@@ -31,6 +31,16 @@ public struct AcquireRequest: Sendable, Equatable {
 }
 
 /// What a successful command answers.
+extension Command {
+    /// Changes of the license configuration (as opposed to seat use by products).
+    public var isAdministrative: Bool {
+        switch self {
+        case .activate, .deactivate, .reserve, .unreserve, .resetServerId: return true
+        case .acquire, .renew, .release, .expireLeases: return false
+        }
+    }
+}
+
 public enum Outcome: Sendable, Equatable {
     case licenseActivated(License)
     case licenseDeactivated(License)

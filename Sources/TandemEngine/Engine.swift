@@ -257,10 +257,7 @@ public final class Engine {
     /// Leaves paired operation, keeping the pair's state as this server's own.
     public func stopPair() {
         guard let node = pair else { return }
-        for (ref, ws) in pairWaiters {
-            _ = ref
-            for w in ws { w(TandemError(.notServing, "the pair was dissolved")) }
-        }
+        for w in pairWaiters.values.joined() { w(TandemError(.notServing, "the pair was dissolved")) }
         pairWaiters = [:]
         lastPendingRef = nil
         outbox = []
@@ -274,18 +271,11 @@ public final class Engine {
         pairPeerServerId = nil
     }
 
-    static func isAdministrative(_ c: Command) -> Bool {
-        switch c {
-        case .activate, .deactivate, .reserve, .unreserve, .resetServerId: return true
-        case .acquire, .renew, .release, .expireLeases: return false
-        }
-    }
-
     private func submitPaired(_ command: Command, caller: Caller) -> Result<Outcome, TandemError> {
         if case .resetServerId = command {
             return .failure(TandemError(.pairState, "ResetServerId is refused while paired (DisableBackup first)"))
         }
-        if Self.isAdministrative(command), pair!.index == 1 {
+        if command.isAdministrative, pair!.index == 1 {
             return .failure(TandemError(.notPrimary, "administrative changes are made on the primary (\(describeNode(0)))"))
         }
         nextRef += 1
@@ -307,9 +297,12 @@ public final class Engine {
             return .failure(e)
         case .notServing(let leader):
             handle(effects)
-            let who = leader.map { "; \(describeNode($0)) is serving" } ?? ""
-            return .failure(TandemError(.notServing, "this node is not serving licenses now\(who)"))
+            return .failure(notServing("this node is not serving licenses now", leader))
         }
+    }
+
+    private func notServing(_ what: String, _ leader: NodeIndex?) -> TandemError {
+        TandemError(.notServing, what + (leader.map { "; \(describeNode($0)) is serving" } ?? ""))
     }
 
     /// A frame from the peer or the witness.
@@ -391,8 +384,7 @@ public final class Engine {
             let error: TandemError?
             switch r {
             case .notServing(let leader):
-                let who = leader.map { "; \(describeNode($0)) is serving" } ?? ""
-                error = TandemError(.notServing, "this node stopped serving before the change was replicated\(who)")
+                error = notServing("this node stopped serving before the change was replicated", leader)
             case .refused(let code, let why): error = TandemError(code, why)
             default: error = nil
             }

@@ -128,6 +128,12 @@ components:
         denied:
           type: integer
   responses:
+    NotServing:
+      description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
+      content:
+        application/problem+json:
+          schema:
+            $ref: "#/components/schemas/Problem"
     Problem:
       description: The request failed; nothing was changed.
       content:
@@ -264,11 +270,7 @@ paths:
         "413":
           $ref: "#/components/responses/Problem"
         "503":
-          description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
-          content:
-            application/problem+json:
-              schema:
-                $ref: "#/components/schemas/Problem"
+          $ref: "#/components/responses/NotServing"
   /v1/leases/{id}:
     parameters:
       - $ref: "#/components/parameters/LeaseId"
@@ -299,11 +301,7 @@ paths:
         "404":
           $ref: "#/components/responses/Problem"
         "503":
-          description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
-          content:
-            application/problem+json:
-              schema:
-                $ref: "#/components/schemas/Problem"
+          $ref: "#/components/responses/NotServing"
   /v1/leases/{id}/renew:
     parameters:
       - $ref: "#/components/parameters/LeaseId"
@@ -324,11 +322,7 @@ paths:
         "404":
           $ref: "#/components/responses/Problem"
         "503":
-          description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."
-          content:
-            application/problem+json:
-              schema:
-                $ref: "#/components/schemas/Problem"
+          $ref: "#/components/responses/NotServing"
 
 """#
 }

@@ -382,17 +382,7 @@ public struct PairNode: Sendable {
         if case .node = from { lastHeardPeer = now }
         switch message {
         case .append(let epoch, let prevSeq, let prevEpoch, let entries, let leaderLast):
-            if epoch < promisedEpoch {
-                out.append(.send(from, .stale(epoch: promisedEpoch)))
-                return out
-            }
-            if epoch > promisedEpoch {
-                promisedEpoch = epoch
-                leaderLastSeq = 0
-            }
-            if case .follower = mode {} else { stepDown(&out) }
-            leaderHint = peer
-            lastHeardLeader = now
+            guard followLeader(of: epoch, from: from, now: now, &out) else { return out }
             // Positions up to the base were folded into it only once both logs held them
             // identically (or from the leader's own snapshot): they match whatever a leader sends.
             guard prevSeq <= lastSeq, prevSeq < logBase || epochAt(prevSeq) == prevEpoch else {
@@ -419,17 +409,7 @@ public struct PairNode: Sendable {
             out.append(.send(from, .ack(epoch: epoch, matchSeq: matchSeq, caughtUp: matchSeq >= leaderLastSeq && lastSeq == matchSeq)))
 
         case .snapshot(let epoch, let seq, let seqEpoch, let part, let parts, let changes):
-            if epoch < promisedEpoch {
-                out.append(.send(from, .stale(epoch: promisedEpoch)))
-                return out
-            }
-            if epoch > promisedEpoch {
-                promisedEpoch = epoch
-                leaderLastSeq = 0
-            }
-            if case .follower = mode {} else { stepDown(&out) }
-            leaderHint = peer
-            lastHeardLeader = now
+            guard followLeader(of: epoch, from: from, now: now, &out) else { return out }
             guard parts > 0, part >= 0, part < parts else { return out }
             // A log that already holds that position (a late duplicate) keeps what follows it;
             // one whose base is past it has it too.
@@ -541,6 +521,23 @@ public struct PairNode: Sendable {
             break // for the witness
         }
         return out
+    }
+
+    /// A frame from the leader of `epoch`: a stale one is answered with our epoch (false);
+    /// otherwise this node follows that leader.
+    private mutating func followLeader(of epoch: UInt64, from: Peer, now: USec, _ out: inout [NodeEffect]) -> Bool {
+        if epoch < promisedEpoch {
+            out.append(.send(from, .stale(epoch: promisedEpoch)))
+            return false
+        }
+        if epoch > promisedEpoch {
+            promisedEpoch = epoch
+            leaderLastSeq = 0
+        }
+        if case .follower = mode {} else { stepDown(&out) }
+        leaderHint = peer
+        lastHeardLeader = now
+        return true
     }
 
     /// The epoch this node leads (also while handing over).

@@ -133,17 +133,10 @@ public final class Store {
             for change in changes {
                 seq += 1
                 try write(change)
-                let payload = String(decoding: try encoder.encode(change), as: UTF8.self)
-                try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                           .int(Int64(seq)), .int(Int64(epoch)), .int(Int64(now)), .text(change.kind), .text(payload))
+                try insertLog(seq: seq, epoch: epoch, now: now, change)
                 logged.append(LoggedChange(seq: seq, epoch: epoch, timeUSec: now, change: change))
             }
-            if let denied {
-                for (f, n) in denied {
-                    try db.run("INSERT INTO denied (feature, count) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
-                               .text(f), .int(Int64(n)))
-                }
-            }
+            if let denied { try writeDenied(denied) }
             lastSeq = seq
             return logged
         }
@@ -166,9 +159,7 @@ public final class Store {
             for e in entries {
                 precondition(e.seq == lastSeq + 1, "pair log entries must follow the stored log")
                 try write(e.change)
-                let payload = String(decoding: try encoder.encode(e.change), as: UTF8.self)
-                try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                           .int(Int64(e.seq)), .int(Int64(e.epoch)), .int(Int64(now)), .text(e.change.kind), .text(payload))
+                try insertLog(seq: e.seq, epoch: e.epoch, now: now, e.change)
                 lastSeq = e.seq
             }
             for (k, v) in meta { try setMeta(k, v) }
@@ -189,11 +180,7 @@ public final class Store {
                 try write(c)
             }
             try setMeta("server_id_used", used ? "1" : "0")
-            for e in log {
-                let payload = String(decoding: try encoder.encode(e.change), as: UTF8.self)
-                try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                           .int(Int64(e.seq)), .int(Int64(e.epoch)), .int(Int64(now)), .text(e.change.kind), .text(payload))
-            }
+            for e in log { try insertLog(seq: e.seq, epoch: e.epoch, now: now, e.change) }
             try setMeta("pair_base", "\(base) \(baseEpoch)")
             try setMeta("pair_base_state", try snapshotText(baseState))
             for (k, v) in meta { try setMeta(k, v) }
@@ -222,6 +209,12 @@ public final class Store {
         try db.transaction {
             for k in keys + ["pair_base", "pair_base_state"] { try db.run("DELETE FROM meta WHERE key = ?", .text(k)) }
         }
+    }
+
+    private func insertLog(seq: UInt64, epoch: UInt64, now: USec, _ change: Change) throws {
+        let payload = String(decoding: try encoder.encode(change), as: UTF8.self)
+        try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                   .int(Int64(seq)), .int(Int64(epoch)), .int(Int64(now)), .text(change.kind), .text(payload))
     }
 
     private func writeDenied(_ denied: [String: UInt64]) throws {

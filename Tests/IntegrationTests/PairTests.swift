@@ -50,6 +50,20 @@ func waitFor(_ what: String, seconds: Double, _ cond: () throws -> Bool) throws 
     throw TestFailure("timed out waiting for \(what)")
 }
 
+/// tandemd.conf for one node of a test pair (network API on a kernel-chosen loopback port).
+func pairConfig(vendor: Vendor, keyFile: String, link: String, witness: String, extra: String = "") -> String {
+    """
+    [Server]
+    VendorKeys=\(vendor.keysDir)
+    Listen=127.0.0.1:0
+    [Pair]
+    KeyFile=\(keyFile)
+    Listen=\(link)
+    Witness=\(witness)
+    \(extra)
+    """
+}
+
 /// Two tandemd on their own buses, a witness, a pair key and a vendor; `formed()` pairs them
 /// through tandemctl and activates a license issued to both.
 final class PairFixture: @unchecked Sendable {
@@ -60,31 +74,21 @@ final class PairFixture: @unchecked Sendable {
     let witness: Witness
     let ports: (Int, Int, Int)
 
+    /// The pair key is made by `tandemctl pair keygen`, as an administrator would.
     init(heartbeat: String = "0.2", failover: String = "1", extra: String = "") throws {
         vendor = try Vendor()
         keyFile = makeTempDir("pairkey") + "/pair.key"
-        try PairKey.generate().write(path: keyFile)
         busA = try TestBus()
         busB = try TestBus()
+        let keygen = try tandemctl(busA, ["pair", "keygen", keyFile])
+        guard keygen.status == 0 else { throw TestFailure("pair keygen: \(keygen.stderr)") }
         ports = pairPorts()
         witness = try Witness(keyFile: keyFile, port: ports.2)
-        let (vendor, keyFile, ports) = (vendor, keyFile, ports)
-        func conf(_ port: Int) -> String {
-            """
-            [Server]
-            VendorKeys=\(vendor.keysDir)
-            Listen=127.0.0.1:0
-            [Pair]
-            KeyFile=\(keyFile)
-            Listen=127.0.0.1:\(port)
-            Witness=127.0.0.1:\(ports.2)
-            HeartbeatSec=\(heartbeat)
-            FailoverTimeoutSec=\(failover)
-            \(extra)
-            """
-        }
-        a = try Tandemd(bus: busA, config: conf(ports.0))
-        b = try Tandemd(bus: busB, config: conf(ports.1))
+        let timing = "HeartbeatSec=\(heartbeat)\nFailoverTimeoutSec=\(failover)\n\(extra)"
+        a = try Tandemd(bus: busA, config: pairConfig(vendor: vendor, keyFile: keyFile, link: "127.0.0.1:\(ports.0)",
+                                                      witness: "127.0.0.1:\(ports.2)", extra: timing))
+        b = try Tandemd(bus: busB, config: pairConfig(vendor: vendor, keyFile: keyFile, link: "127.0.0.1:\(ports.1)",
+                                                      witness: "127.0.0.1:\(ports.2)", extra: timing))
         try a.start()
         try b.start()
     }
@@ -347,35 +351,12 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
     }
 
     @Test func workflowReplicationFailoverAndFrames() async throws {
-        let vendor = try Vendor()
-        let keyDir = makeTempDir("pairkey")
-        let keyFile = keyDir + "/pair.key"
-        let busA = try TestBus(), busB = try TestBus()
-        let kg = try tandemctl(busA, ["pair", "keygen", keyFile])
-        #expect(kg.status == 0, "\(kg.stderr)")
+        let f = try PairFixture()
+        let (vendor, keyFile, busA, busB, a, b) = (f.vendor, f.keyFile, f.busA, f.busB, f.a, f.b)
+        let (pa, pb, pw) = f.ports
         var st = stat()
         stat(keyFile, &st)
-        #expect(st.st_mode & 0o777 == 0o600)
-        let (pa, pb, pw) = pairPorts()
-        let witness = try Witness(keyFile: keyFile, port: pw)
-        _ = witness
-        func conf(_ port: Int) -> String {
-            """
-            [Server]
-            VendorKeys=\(vendor.keysDir)
-            Listen=127.0.0.1:0
-            [Pair]
-            KeyFile=\(keyFile)
-            Listen=127.0.0.1:\(port)
-            Witness=127.0.0.1:\(pw)
-            HeartbeatSec=0.2
-            FailoverTimeoutSec=1
-            """
-        }
-        let a = try Tandemd(bus: busA, config: conf(pa))
-        let b = try Tandemd(bus: busB, config: conf(pb))
-        try a.start()
-        try b.start()
+        #expect(st.st_mode & 0o777 == 0o600, "tandemctl pair keygen wrote mode \(String(st.st_mode & 0o777, radix: 8))")
         let ca = try a.client(), cb = try b.client()
         let idA = try a.serverId, idB = try b.serverId
 

@@ -75,17 +75,8 @@ final class TestNetwork {
         try witness.run()
         defer { kill(witness.processIdentifier, SIGKILL); witness.waitUntilExit() }
         func conf(_ addr: String) -> String {
-            """
-            [Server]
-            VendorKeys=\(vendor.keysDir)
-            Listen=127.0.0.1:0
-            [Pair]
-            KeyFile=\(keyFile)
-            Listen=\(addr):7391
-            Witness=\(addrW):7392
-            HeartbeatSec=0.2
-            FailoverTimeoutSec=1
-            """
+            pairConfig(vendor: vendor, keyFile: keyFile, link: "\(addr):7391", witness: "\(addrW):7392",
+                       extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1")
         }
         let busA = try TestBus(), busB = try TestBus()
         let a = try Tandemd(bus: busA, config: conf(addrA)), b = try Tandemd(bus: busB, config: conf(addrB))
