@@ -77,7 +77,7 @@ let package = Package(
         .executableTarget(name: "tandemctl", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-vendor", dependencies: ["TandemCLI"]),
         .executableTarget(name: "tandem-bench", dependencies: ["TandemCLI"]),
-        .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation"]),
+        .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation", "TandemPair"]),
         .executableTarget(name: "tandem-witness", dependencies: ["TandemWitness", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),

@@ -387,6 +387,8 @@ public final class LicenseManagerServer {
                 touchedFeatures = Set(engine.state.features)
             case .epochStarted:
                 managerProps.insert("Epoch")
+            case .leasesMerged:
+                break
             }
         }
         // Identity changes go out at once; seat counters are coalesced (see emitPendingPropertyChanges).

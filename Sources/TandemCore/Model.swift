@@ -101,6 +101,10 @@ public enum Change: Codable, Sendable, Equatable {
     case reservationRemoved(id: String)
     /// A node started serving in a new epoch (the first entry of every serving period).
     case epochStarted(epoch: UInt64)
+    /// Lease changes that a node of a pair made alone while the pair was cut off (no witness)
+    /// and that another node's log does not hold were merged into the log: those of `epoch`
+    /// up to sequence number `through` (so that they are merged once).
+    case leasesMerged(epoch: UInt64, through: UInt64)
 
     /// A short stable name used as the change log's `kind` column.
     public var kind: String {
@@ -115,6 +119,7 @@ public enum Change: Codable, Sendable, Equatable {
         case .reservationAdded: return "reservation-added"
         case .reservationRemoved: return "reservation-removed"
         case .epochStarted: return "epoch-started"
+        case .leasesMerged: return "leases-merged"
         }
     }
 }

@@ -12,6 +12,9 @@ public struct LicenseState: Sendable, Equatable {
     public private(set) var licenses: [String: License] = [:]
     public private(set) var leases: [String: Lease] = [:]
     public private(set) var reservations: [String: Reservation] = [:]
+    /// Per epoch, the highest sequence number of that epoch's lease changes merged into the
+    /// log after a partition (see `Change.leasesMerged`).
+    public private(set) var merged: [UInt64: UInt64] = [:]
     /// Refused acquisitions per feature (not part of the change log).
     public var denied: [String: UInt64] = [:]
     /// request id -> lease id, for idempotent acquisition.
@@ -56,6 +59,8 @@ public struct LicenseState: Sendable, Equatable {
             reservations[id] = nil
         case .epochStarted(let e):
             epoch = e
+        case .leasesMerged(let e, let through):
+            merged[e] = max(merged[e] ?? 0, through)
         }
     }
 
@@ -196,6 +201,7 @@ extension LicenseState {
         out += licenses.keys.sorted().map { .licenseActivated(licenses[$0]!) }
         out += leases.keys.sorted().map { .leaseGranted(leases[$0]!) }
         out += reservations.keys.sorted().map { .reservationAdded(reservations[$0]!) }
+        out += merged.keys.sorted().map { .leasesMerged(epoch: $0, through: merged[$0]!) }
         return out
     }
 

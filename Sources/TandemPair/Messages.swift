@@ -33,6 +33,9 @@ public enum PairMessage: Sendable, Equatable, Codable {
     /// Leader -> follower (Sync): part `part` of `parts` of the whole state at (`seq`, `seqEpoch`),
     /// as the changes that rebuild it; the follower replaces its log with it once it has all parts.
     case snapshot(epoch: UInt64, seq: UInt64, seqEpoch: UInt64, part: Int, parts: Int, changes: [Change])
+    /// Follower -> leader (no witness): lease changes cut from my log, made while the pair was
+    /// cut off, that your log may not have; merge them. Sent instead of acknowledgements until merged.
+    case merge(epoch: UInt64, entries: [LogEntry])
 
     // Node <-> witness.
     /// Candidate -> witness: may I serve in `epoch`? My log ends at (lastEpoch, lastSeq).
@@ -50,7 +53,7 @@ public enum PairMessage: Sendable, Equatable, Codable {
     public var epoch: UInt64 {
         switch self {
         case .append(let e, _, _, _, _), .ack(let e, _, _), .mismatch(let e, _, _), .stale(let e),
-             .handoverRequest(let e), .handoverReady(let e, _), .snapshot(let e, _, _, _, _, _), .voteRequest(let e, _, _), .voteGranted(let e, _),
+             .handoverRequest(let e), .handoverReady(let e, _), .snapshot(let e, _, _, _, _, _), .merge(let e, _), .voteRequest(let e, _, _), .voteGranted(let e, _),
              .voteDenied(let e, _), .renew(let e, _, _, _), .renewed(let e, _, _), .releaseLease(let e):
             return e
         case .deposed(let e): return e

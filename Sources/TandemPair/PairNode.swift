@@ -24,7 +24,23 @@ public struct PairSettings: Sendable, Equatable {
     public var compactRetain: UInt64 = 1_000_000
     /// Changes per snapshot frame.
     public var snapshotChunk = 200
+    /// Who decides which node serves when the two cannot see each other.
+    public var partition: PartitionMode = .witness
     public init() {}
+}
+
+/// How a pair behaves when its nodes cannot see each other.
+public enum PartitionMode: Sendable, Equatable {
+    /// The witness lets at most one node serve.
+    case witness
+    /// No witness: each node serves on its own after `failoverTimeoutUSec` without its peer
+    /// (the tech note's behaviour) and may over-allocate while cut off; after the heal the lease
+    /// changes each side made alone are merged into one log.
+    case takeover
+    /// No witness: like `takeover`, but while cut off (and until the pair is back in step) each
+    /// node grants only its share of the seats that were free at the last position both held:
+    /// `primaryPercent` for the configured primary, the rest for the backup. Never over-allocates.
+    case split(primaryPercent: UInt32)
 }
 
 public enum PairStatus: String, Sendable, Equatable {
@@ -81,6 +97,13 @@ public struct PairNode: Sendable {
     public private(set) var promisedEpoch: UInt64 = 0
     /// Counts truncations, so that a host persisting the log notices one.
     public private(set) var truncations = 0
+    /// Without a witness: lease changes this node made or held that the serving node's log did
+    /// not have when they were cut from this log; they wait here until merged (see `Change.leasesMerged`).
+    public private(set) var unmerged: [LogEntry] = []
+    /// `split`: while set, the last position both nodes held; grants are limited to this node's
+    /// share of the seats free there until the pair is back in step (an acknowledgement of a
+    /// caught-up follower clears it on both sides).
+    public private(set) var splitBasePos: UInt64?
 
     // Derived from the durable part.
     public private(set) var state: LicenseState
@@ -108,7 +131,7 @@ public struct PairNode: Sendable {
     var lastRenewSent: USec?
     var lastRecordRequested: UInt64 = 0
     var lastHandoverRequest: USec?
-    var pending: [(seq: UInt64, ref: Int, reply: ClientReply)] = []
+    var pending: [(seq: UInt64, ref: Int, reply: ClientReply, admin: Bool)] = []
     /// The follower's log does not reach back to ours (different bases): it needs a snapshot.
     public private(set) var peerNeedsSnapshot = false
     /// An administrator asked for a snapshot (Sync); it is sent every heartbeat until acknowledged.
@@ -118,6 +141,19 @@ public struct PairNode: Sendable {
     /// Follower: snapshot parts received so far, for (epoch, seq).
     var snapshotKey: (UInt64, UInt64)?
     var snapshotParts: [Int: [Change]] = [:]
+    /// Without a witness: where this node's serving period began (its log end when it took over).
+    var electionSeq: UInt64 = 0
+    /// `split`: the state at `splitBasePos` (rebuilt from the log after a restart); `splitBaseLost`
+    /// when the log no longer reaches it, and then nothing is granted until the pair is in step.
+    var splitBase: LicenseState?
+    var splitBaseLost = false
+    /// `split`: leases decided before this node found itself cut off, beyond its share, and
+    /// refused to their clients: neither a retried request nor a renewal gets them here (the
+    /// peer may hold them, and then counts them). After a restart the node cannot tell which
+    /// they were, and refuses every retried request for a lease granted since the split base.
+    var splitRefused: Set<String> = []
+    var splitRefusedUnknown = false
+    var lastMergeSent: USec?
 
     public var peer: NodeIndex { 1 - index }
 
@@ -132,8 +168,12 @@ public struct PairNode: Sendable {
     /// A node restored from durable storage: the state at (`base`, `baseEpoch`), the log after
     /// it, and the highest epoch promised. It starts as a follower.
     public init(index: NodeIndex, baseState: LicenseState, base: UInt64, baseEpoch: UInt64, log: [LogEntry],
-                promisedEpoch: UInt64, settings: PairSettings = PairSettings(), now: USec) {
+                promisedEpoch: UInt64, unmerged: [LogEntry] = [], splitBasePos: UInt64? = nil,
+                settings: PairSettings = PairSettings(), now: USec) {
         self.index = index
+        self.unmerged = unmerged
+        self.splitBasePos = splitBasePos
+        splitRefusedUnknown = splitBasePos != nil
         self.settings = settings
         self.baseState = baseState
         logBase = base
@@ -248,7 +288,15 @@ public struct PairNode: Sendable {
         followerMatched = 0
         snapshotKey = nil
         snapshotParts = [:]
+        electionSeq = 0
+        splitBase = nil
+        splitBaseLost = false
+        splitRefused = []
+        splitRefusedUnknown = splitBasePos != nil
+        lastMergeSent = nil
     }
+
+    public var usesWitness: Bool { settings.partition == .witness }
 
     // MARK: - Log
 
@@ -260,11 +308,72 @@ public struct PairNode: Sendable {
 
     private mutating func truncate(from seq: UInt64) {
         guard seq <= lastSeq, seq > logBase else { return }
+        if !usesWitness { keepUnmerged(log[Int(seq - logBase - 1)...]) }
         log.removeSubrange(Int(seq - logBase - 1)...)
         truncations += 1
         var s = baseState
         for e in log { s.apply(e.change) }
         state = s
+    }
+
+    /// Without a witness, entries cut from this log may have been answered while the pair was
+    /// cut off: their lease changes are kept until the serving node merged them.
+    /// A renewal is kept as the whole lease with the renewed expiry, so that it can be merged
+    /// even where the lease has expired meanwhile (its client renewed it here).
+    private mutating func keepUnmerged(_ entries: some Sequence<LogEntry>) {
+        for e in entries {
+            var kept = e
+            switch e.change {
+            case .leaseGranted, .leaseReleased:
+                break
+            case .leaseRenewed(let id, let expires):
+                guard var l = state.leases[id] else { continue }
+                l.expiresUSec = expires
+                kept.change = .leaseGranted(l)
+            default:
+                continue
+            }
+            if (state.merged[e.epoch] ?? 0) < e.seq, !unmerged.contains(where: { $0.seq == e.seq && $0.epoch == e.epoch }) {
+                unmerged.append(kept)
+            }
+        }
+    }
+
+    /// Drops what the log says was merged.
+    private mutating func pruneUnmerged() {
+        if !unmerged.isEmpty { unmerged.removeAll { (state.merged[$0.epoch] ?? 0) >= $0.seq } }
+    }
+
+    /// Leader: merges lease changes made while the pair was cut off. Only their effect on the
+    /// current state is appended — a lease the log does not hold (unless it has run out), a
+    /// later expiry for one it holds, the release of a lease still held; expiries are left to this
+    /// node's own clock — followed by one `leasesMerged` mark per epoch, so each is merged once.
+    private mutating func merge(_ items: [LogEntry], epoch: UInt64, now: USec) {
+        var through: [UInt64: UInt64] = [:]
+        for item in items.sorted(by: { ($0.epoch, $0.seq) < ($1.epoch, $1.seq) }) {
+            if (state.merged[item.epoch] ?? 0) >= item.seq { continue }
+            switch item.change {
+            case .leaseGranted(let l):
+                if let cur = state.leases[l.id] {
+                    if l.expiresUSec > cur.expiresUSec { append(.leaseRenewed(id: l.id, expiresUSec: l.expiresUSec), epoch: epoch) }
+                } else if l.expiresUSec > now {
+                    // Without its request id: the grant may never have been answered (its node
+                    // stopped serving first), and a retried request must not receive it now.
+                    var merged = l
+                    merged.requestId = nil
+                    append(.leaseGranted(merged), epoch: epoch)
+                }
+            case .leaseRenewed(let id, let expires):
+                if let cur = state.leases[id], expires > cur.expiresUSec { append(item.change, epoch: epoch) }
+            case .leaseReleased(let id):
+                if state.leases[id] != nil { append(item.change, epoch: epoch) }
+            default:
+                break
+            }
+            through[item.epoch] = max(through[item.epoch] ?? 0, item.seq)
+        }
+        for e in through.keys.sorted() { append(.leasesMerged(epoch: e, through: through[e]!), epoch: epoch) }
+        pruneUnmerged()
     }
 
     // MARK: - Events
@@ -286,12 +395,17 @@ public struct PairNode: Sendable {
                 lastHeartbeatSent = now
                 out += replicate(epoch: epoch, resend: true)
                 if syncRequested && peerNeedsSnapshot { out += snapshotFrames(epoch: epoch) }
-                out += renew(epoch: epoch, now: now, record: !peerReachable(now: now))
+                if usesWitness { out += renew(epoch: epoch, now: now, record: !peerReachable(now: now)) }
             } else if peerNextSeq <= lastSeq {
                 out += replicate(epoch: epoch, resend: false)
             }
-            if !peerReachable(now: now), lastRecordRequested < lastSeq, !pending.isEmpty {
-                out += renew(epoch: epoch, now: now, record: true)
+            if usesWitness {
+                if !peerReachable(now: now), lastRecordRequested < lastSeq, !pending.isEmpty {
+                    out += renew(epoch: epoch, now: now, record: true)
+                }
+            } else if !peerReachable(now: now) {
+                goSolo(epoch: epoch, now: now, &out)
+                releaseAnswers(&out, now: now)
             }
         case .handingOver(let epoch, let since):
             if now >= leaseValidUntil {
@@ -301,7 +415,7 @@ public struct PairNode: Sendable {
             if peerMatchSeq == lastSeq && pending.isEmpty {
                 // The witness hears first that the lease is free, so that the peer's vote request,
                 // which follows the handover message, usually finds it free.
-                out.append(.send(.witness, .releaseLease(epoch: epoch)))
+                if usesWitness { out.append(.send(.witness, .releaseLease(epoch: epoch))) }
                 out.append(.send(.node(peer), .handoverReady(epoch: epoch, lastSeq: lastSeq)))
                 mode = .follower
                 leaderHint = peer
@@ -312,7 +426,7 @@ public struct PairNode: Sendable {
             } else if lastHeartbeatSent.map({ now >= $0 + settings.heartbeatUSec / 4 }) ?? true {
                 lastHeartbeatSent = now
                 out += replicate(epoch: epoch, resend: true)
-                out += renew(epoch: epoch, now: now, record: false)
+                if usesWitness { out += renew(epoch: epoch, now: now, record: false) }
             }
         case .follower:
             let silentSince = lastHeardLeader ?? startedAt
@@ -326,6 +440,12 @@ public struct PairNode: Sendable {
                 lastHandoverRequest = now
                 out.append(.send(.node(peer), .handoverRequest(epoch: promisedEpoch)))
             }
+            // Lease changes cut from this log go to the serving node until it merged them.
+            if !unmerged.isEmpty, lastHeardLeader != nil, leaderHint == peer,
+               lastMergeSent.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
+                lastMergeSent = now
+                out.append(.send(.node(peer), .merge(epoch: promisedEpoch, entries: Array(unmerged.prefix(settings.maxEntriesPerFrame)))))
+            }
         case .candidate(let epoch, let sentAt):
             if now >= sentAt + settings.failoverTimeoutUSec {
                 out += becomeCandidate(now: now, floor: max(promisedEpoch, epoch - 1))
@@ -336,8 +456,122 @@ public struct PairNode: Sendable {
 
     private mutating func becomeCandidate(now: USec, floor: UInt64) -> [NodeEffect] {
         let epoch = nextEpoch(above: floor)
+        guard usesWitness else {
+            // No witness to ask: this node takes over by itself.
+            var out: [NodeEffect] = []
+            lead(epoch: epoch, validUntil: .max, now: now, &out)
+            return out
+        }
         mode = .candidate(epoch: epoch, sentAt: now)
         return [.send(.witness, .voteRequest(epoch: epoch, lastSeq: lastSeq, lastEpoch: lastEpoch))]
+    }
+
+    /// Starts serving in `epoch`: its first entry marks it; without a witness, lease changes
+    /// this node still holds unmerged are merged at once.
+    private mutating func lead(epoch: UInt64, validUntil: USec, now: USec, _ out: inout [NodeEffect]) {
+        promisedEpoch = max(promisedEpoch, epoch)
+        mode = .leader(epoch: epoch)
+        leaderHint = index
+        leaseValidUntil = validUntil
+        peerMatchSeq = 0
+        peerNextSeq = lastSeq + 1
+        peerCaughtUp = false
+        witnessRecorded = 0
+        lastRecordRequested = 0
+        pending = []
+        peerNeedsSnapshot = false
+        electionSeq = lastSeq
+        append(.epochStarted(epoch: epoch), epoch: epoch)
+        if !unmerged.isEmpty { merge(unmerged, epoch: epoch, now: now) }
+        lastHeartbeatSent = now
+        if !usesWitness, !peerReachable(now: now) { goSolo(epoch: epoch, now: now, &out) }
+        out += replicate(epoch: epoch, resend: false)
+    }
+
+    /// Without a witness, the peer is out of reach: answers go out without its acknowledgement,
+    /// and under `split` grants are limited from here on to this node's share of the seats free
+    /// at the last position both nodes held. Grants already decided beyond that share (not yet
+    /// answered) are refused to their clients; they stay in the log (the peer may have them),
+    /// counting against this node's share, and this node never hands them out.
+    private mutating func goSolo(epoch: UInt64, now: USec, _ out: inout [NodeEffect]) {
+        guard case .split = settings.partition else { return }
+        if splitBasePos == nil { splitBasePos = max(electionSeq, peerMatchSeq) }
+        ensureSplitBase()
+        // Seats of leases granted since the base and already answered count first; then the
+        // waiting grants in order, as far as the share goes.
+        let waiting = Set(pending.compactMap { p -> String? in
+            if case .done(.leaseGranted(let l, false)) = p.reply { return l.id } else { return nil }
+        })
+        var counted: [String: UInt64] = [:]
+        for l in state.leases.values where splitBase?.leases[l.id] == nil && !waiting.contains(l.id) {
+            counted[l.feature, default: 0] += UInt64(l.count)
+        }
+        var withdrawn: Set<String> = []
+        for p in pending {
+            guard case .done(.leaseGranted(let l, false)) = p.reply, state.leases[l.id] != nil else { continue }
+            if counted[l.feature, default: 0] + UInt64(l.count) > splitShare(l.feature) {
+                withdrawn.insert(l.id)
+            } else {
+                counted[l.feature, default: 0] += UInt64(l.count)
+            }
+        }
+        splitRefused.formUnion(withdrawn)
+        guard !withdrawn.isEmpty else { return }
+        // Every answer still waiting about a withdrawn lease (a retried request) is a refusal.
+        var keep: [(seq: UInt64, ref: Int, reply: ClientReply, admin: Bool)] = []
+        for p in pending {
+            switch p.reply {
+            case .done(.leaseGranted(let l, _)) where withdrawn.contains(l.id):
+                out.append(.reply(ref: p.ref, .refused(.insufficientSeats, splitRefusal(l.feature))))
+            case .done(.leaseRenewed(let l)) where withdrawn.contains(l.id), .done(.leaseReleased(let l)) where withdrawn.contains(l.id):
+                out.append(.reply(ref: p.ref, .refused(.leaseNotFound, "lease \(l.id) was withdrawn before it was answered")))
+            default:
+                keep.append(p)
+            }
+        }
+        pending = keep
+    }
+
+    /// Rebuilds the state at `splitBasePos` if needed.
+    private mutating func ensureSplitBase() {
+        guard let pos = splitBasePos, splitBase == nil, !splitBaseLost else { return }
+        guard pos >= logBase, pos <= lastSeq else {
+            splitBaseLost = true
+            return
+        }
+        var base = baseState
+        for e in log where e.seq <= pos { base.apply(e.change) }
+        splitBase = base
+    }
+
+    /// The pair is back in step: full grants again.
+    private mutating func endSplit() {
+        splitBasePos = nil
+        splitBase = nil
+        splitBaseLost = false
+        splitRefused = []
+        splitRefusedUnknown = false
+    }
+
+    /// `split`: seats of `feature` this node may grant while the pair is not in step.
+    func splitShare(_ feature: String) -> UInt64 {
+        guard case .split(let percent) = settings.partition, splitBasePos != nil else { return .max }
+        guard let base = splitBase, !splitBaseLost else { return 0 }
+        let seats = base.licenses.values.filter { $0.feature == feature }.reduce(UInt64(0)) { $0 + UInt64($1.seats) }
+        let used = base.leases.values.filter { $0.feature == feature }.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        let free = seats > used ? seats - used : 0
+        let primary = free * UInt64(min(percent, 100)) / 100
+        return index == 0 ? primary : free - primary
+    }
+
+    /// `split`: seats of `feature` held by leases granted since the split base.
+    func splitHeld(_ feature: String) -> UInt64 {
+        guard let base = splitBase else { return 0 }
+        return state.leases.values.filter { $0.feature == feature && base.leases[$0.id] == nil }.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    }
+
+    func splitRefusal(_ feature: String) -> String {
+        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature)) of the seats of '\(feature)' that were free, and granted \(splitHeld(feature))"
     }
 
     private mutating func stepDown(_ out: inout [NodeEffect]) {
@@ -368,11 +602,14 @@ public struct PairNode: Sendable {
         return [.send(.node(peer), .append(epoch: epoch, prevSeq: prev, prevEpoch: epochAt(prev) ?? 0, entries: entries, leaderLastSeq: lastSeq))]
     }
 
-    private mutating func releaseAnswers(_ out: inout [NodeEffect]) {
+    private mutating func releaseAnswers(_ out: inout [NodeEffect], now: USec) {
         let acked = max(peerMatchSeq, witnessRecorded)
-        var keep: [(seq: UInt64, ref: Int, reply: ClientReply)] = []
+        // Without a witness, a node cut off from its peer answers alone (but never an
+        // administrative change: those wait for the peer).
+        let alone = !usesWitness && !peerReachable(now: now)
+        var keep: [(seq: UInt64, ref: Int, reply: ClientReply, admin: Bool)] = []
         for p in pending {
-            if p.seq <= acked { out.append(.reply(ref: p.ref, p.reply)) } else { keep.append(p) }
+            if p.seq <= acked || (alone && !p.admin) { out.append(.reply(ref: p.ref, p.reply)) } else { keep.append(p) }
         }
         pending = keep
     }
@@ -406,7 +643,8 @@ public struct PairNode: Sendable {
             }
             leaderLastSeq = max(leaderLastSeq, leaderLast)
             followerMatched = max(followerMatched, matchSeq)
-            out.append(.send(from, .ack(epoch: epoch, matchSeq: matchSeq, caughtUp: matchSeq >= leaderLastSeq && lastSeq == matchSeq)))
+            pruneUnmerged()
+            out.append(.send(from, ackOrMerge(epoch: epoch, matchSeq: matchSeq, caughtUp: matchSeq >= leaderLastSeq && lastSeq == matchSeq, now: now)))
 
         case .snapshot(let epoch, let seq, let seqEpoch, let part, let parts, let changes):
             guard followLeader(of: epoch, from: from, now: now, &out) else { return out }
@@ -416,7 +654,7 @@ public struct PairNode: Sendable {
             if seq < logBase { return out }
             if epochAt(seq) == seqEpoch {
                 followerMatched = max(followerMatched, seq)
-                out.append(.send(from, .ack(epoch: epoch, matchSeq: seq, caughtUp: seq >= leaderLastSeq && lastSeq == seq)))
+                out.append(.send(from, ackOrMerge(epoch: epoch, matchSeq: seq, caughtUp: seq >= leaderLastSeq && lastSeq == seq, now: now)))
                 return out
             }
             if snapshotKey.map({ $0 != (epoch, seq) }) ?? true {
@@ -427,6 +665,10 @@ public struct PairNode: Sendable {
             guard snapshotParts.count == parts else { return out }
             var s = LicenseState(changes: (0..<parts).flatMap { snapshotParts[$0] ?? [] })
             s.serverId = state.serverId
+            if !usesWitness {
+                // The entries this node made itself may be missing from the snapshot's history.
+                keepUnmerged(log.filter { $0.epoch % 2 == UInt64(index) && (s.merged[$0.epoch] ?? 0) < $0.seq })
+            }
             baseState = s
             state = s
             logBase = seq
@@ -437,7 +679,8 @@ public struct PairNode: Sendable {
             snapshotParts = [:]
             followerMatched = seq
             leaderLastSeq = max(leaderLastSeq, seq)
-            out.append(.send(from, .ack(epoch: epoch, matchSeq: seq, caughtUp: seq >= leaderLastSeq)))
+            pruneUnmerged()
+            out.append(.send(from, ackOrMerge(epoch: epoch, matchSeq: seq, caughtUp: seq >= leaderLastSeq, now: now)))
 
         case .ack(let epoch, let matchSeq, let caughtUp):
             guard let mine = leadingEpoch, mine == epoch else { return out }
@@ -449,8 +692,10 @@ public struct PairNode: Sendable {
                 peerMatchSeq = max(peerMatchSeq, matchSeq)
                 peerNextSeq = max(peerNextSeq, peerMatchSeq + 1)
                 peerCaughtUp = caughtUp && peerMatchSeq == lastSeq
+                // The peer acknowledges only with nothing unmerged: the pair is in step again.
+                if caughtUp { endSplit() }
             }
-            releaseAnswers(&out)
+            releaseAnswers(&out, now: now)
 
         case .mismatch(let epoch, let followerLast, let table):
             guard let mine = leadingEpoch, mine == epoch else { return out }
@@ -487,20 +732,12 @@ public struct PairNode: Sendable {
 
         case .voteGranted(let epoch, let leaseUSec):
             guard case .candidate(let e, let sentAt) = mode, e == epoch else { return out }
-            promisedEpoch = max(promisedEpoch, epoch)
-            mode = .leader(epoch: epoch)
-            leaderHint = index
-            leaseValidUntil = sentAt + USec(Double(leaseUSec) * settings.leaseSafety)
-            peerMatchSeq = 0
-            peerNextSeq = lastSeq + 1
-            peerCaughtUp = false
-            witnessRecorded = 0
-            lastRecordRequested = 0
-            pending = []
-            peerNeedsSnapshot = false
-            append(.epochStarted(epoch: epoch), epoch: epoch)
-            lastHeartbeatSent = now
-            out += replicate(epoch: epoch, resend: false)
+            lead(epoch: epoch, validUntil: sentAt + USec(Double(leaseUSec) * settings.leaseSafety), now: now, &out)
+
+        case .merge(let epoch, let entries):
+            guard let mine = leadingEpoch, mine == epoch, !usesWitness else { return out }
+            merge(entries, epoch: mine, now: now)
+            out += replicate(epoch: mine, resend: false)
 
         case .voteDenied(let epoch, let voted):
             guard case .candidate(let e, _) = mode, e == epoch else { return out }
@@ -511,7 +748,7 @@ public struct PairNode: Sendable {
             guard let mine = leadingEpoch, mine == epoch else { return out }
             leaseValidUntil = max(leaseValidUntil, sentAt + USec(Double(settings.witnessLeaseUSec) * settings.leaseSafety))
             if let r = recorded { witnessRecorded = max(witnessRecorded, r) }
-            releaseAnswers(&out)
+            releaseAnswers(&out, now: now)
 
         case .deposed(let voted):
             promisedEpoch = max(promisedEpoch, voted)
@@ -521,6 +758,18 @@ public struct PairNode: Sendable {
             break // for the witness
         }
         return out
+    }
+
+    /// A follower acknowledges only once nothing cut from its log waits to be merged; until
+    /// then it sends those lease changes instead, so the leader's answers (and, under `split`,
+    /// its full grants) wait for the merge.
+    private mutating func ackOrMerge(epoch: UInt64, matchSeq: UInt64, caughtUp: Bool, now: USec) -> PairMessage {
+        guard !unmerged.isEmpty else {
+            if caughtUp { endSplit() }
+            return .ack(epoch: epoch, matchSeq: matchSeq, caughtUp: caughtUp)
+        }
+        lastMergeSent = now
+        return .merge(epoch: epoch, entries: Array(unmerged.prefix(settings.maxEntriesPerFrame)))
     }
 
     /// A frame from the leader of `epoch`: a stale one is answered with our epoch (false);
@@ -553,7 +802,7 @@ public struct PairNode: Sendable {
     /// The highest position this node may fold into its base: one that can never be truncated
     /// (equal on both nodes, or answered).
     public var compactableSeq: UInt64 {
-        min(lastSeq, isLeading ? acknowledgedSeq : followerMatched)
+        min(lastSeq, isLeading ? acknowledgedSeq : followerMatched, splitBasePos ?? .max)
     }
 
     /// Folds the entries through `seq` (at most `compactableSeq`) into the base state.
@@ -635,15 +884,35 @@ public struct PairNode: Sendable {
         if now > settings.expiryGraceUSec, case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec) {
             for c in d.changes { append(c, epoch: epoch) }
         }
+        ensureSplitBase()
+        let alone = !usesWitness && !peerReachable(now: now)
+        if alone {
+            if command.isAdministrative {
+                return (.refused(TandemError(.peerUnreachable, "the peer is out of reach: administrative changes wait until the pair is back together")), out)
+            }
+            goSolo(epoch: epoch, now: now, &out)
+        }
         switch state.decide(command, caller: caller, now: now) {
         case .failure(let e):
             return (.refused(e), out)
         case .success(let d):
+            if splitBasePos != nil {
+                switch d.outcome {
+                case .leaseGranted(let l, false) where splitHeld(l.feature) + UInt64(l.count) > splitShare(l.feature):
+                    return (.refused(TandemError(.insufficientSeats, splitRefusal(l.feature))), out)
+                case .leaseGranted(let l, true) where splitRefused.contains(l.id) || (splitRefusedUnknown && splitBase?.leases[l.id] == nil):
+                    return (.refused(TandemError(.insufficientSeats, splitRefusal(l.feature))), out)
+                case .leaseRenewed(let l) where splitRefused.contains(l.id):
+                    return (.refused(TandemError(.leaseNotFound, "lease \(l.id) was refused while cut off from the peer")), out)
+                default:
+                    break
+                }
+            }
             for c in d.changes { append(c, epoch: epoch) }
-            pending.append((seq: lastSeq, ref: ref, reply: .done(d.outcome)))
+            pending.append((seq: lastSeq, ref: ref, reply: .done(d.outcome), admin: command.isAdministrative))
             out += replicate(epoch: epoch, resend: false)
-            if !peerReachable(now: now) { out += renew(epoch: epoch, now: now, record: true) }
-            releaseAnswers(&out)
+            if usesWitness, !peerReachable(now: now) { out += renew(epoch: epoch, now: now, record: true) }
+            releaseAnswers(&out, now: now)
             return (.pending(d.outcome), out)
         }
     }

@@ -34,6 +34,9 @@ public struct SimConfig: Sendable {
     /// Mean time between faults (crash, witness crash, partition) during the fault phase.
     public var meanFaultIntervalUSec: USec = 4_000_000
     public var settings = PairSettings()
+    /// How the pair handles partitions; nil: chosen by the seed (three seeds in five with a
+    /// witness, one `takeover`, one `split`).
+    public var partition: PartitionMode?
     /// Print every event with both nodes' modes and log positions (debugging a seed).
     public var trace = false
     public init(seed: UInt64) { self.seed = seed }
@@ -51,10 +54,11 @@ public struct SimResult: Sendable, CustomStringConvertible {
     /// Who served at the end, and the converged log's length.
     public var finalLeader: Int?
     public var finalLogLength = 0
+    public var partition: PartitionMode = .witness
     public var passed: Bool { failure == nil }
     public var description: String {
         if let failure { return "seed \(seed): FAILED after \(events) events: \(failure)" }
-        return "seed \(seed): ok (\(events) events, \(faults) faults, \(leaderChanges) leader changes, \(granted) grants, \(released) releases, converged in \(Double(convergedAfterUSec ?? 0) / 1e6) s)"
+        return "seed \(seed): ok (\(partition), \(events) events, \(faults) faults, \(leaderChanges) leader changes, \(granted) grants, \(released) releases, converged in \(Double(convergedAfterUSec ?? 0) / 1e6) s)"
     }
 }
 
@@ -133,6 +137,9 @@ public final class Simulation {
     var checkedGrants = 0
     var checkedReleases = 0
     var lastCounts: (UInt64, UInt64) = (0, 0)
+    /// Without a witness: whether the pair was back in step when a node said a lease was unknown.
+    var inStepAtReply: [Int: Bool] = [:]
+    var withWitness: Bool { cfg.settings.partition == .witness }
 
     /// Every grant and release a node's log ever held, by sequence number. Entries are indexed
     /// after every event; a node compacts only in its tick, after its index was updated, so
@@ -145,6 +152,10 @@ public final class Simulation {
         var granted: [String: UInt64] = [:]
         var ended: [String: UInt64] = [:]
         var rebuilt = false
+        /// Without a witness, entries cut from a log are kept as unmerged and merged later
+        /// (possibly as nothing, when their effect is already there): the index remembers every
+        /// grant and release a log or an unmerged list ever held.
+        var forget = true
         var count: UInt64 { lastSeq }
         /// Returns true when a snapshot moved the node's base past what was indexed: the
         /// history up to it is then the sender's (`absorb`).
@@ -153,8 +164,10 @@ public final class Simulation {
             var jumped = false
             if node.truncations != truncations {
                 truncations = node.truncations
-                granted = granted.filter { $0.value <= base }
-                ended = ended.filter { $0.value <= base }
+                if forget {
+                    granted = granted.filter { $0.value <= base }
+                    ended = ended.filter { $0.value <= base }
+                }
                 lastSeq = min(lastSeq, base)
                 rebuilt = true
                 jumped = node.logBase > base
@@ -165,6 +178,10 @@ public final class Simulation {
                 case .leaseReleased(let id), .leaseExpired(let id): ended[id] = e.seq
                 default: break
                 }
+            }
+            for e in node.unmerged {
+                if case .leaseGranted(let l) = e.change, granted[l.id] == nil { granted[l.id] = e.seq }
+                if case .leaseReleased(let id) = e.change, ended[id] == nil { ended[id] = e.seq }
             }
             lastSeq = node.lastSeq
             base = node.logBase
@@ -183,7 +200,6 @@ public final class Simulation {
     }
 
     public init(_ cfg: SimConfig) {
-        self.cfg = cfg
         rng = SimRandom(seed: cfg.seed)
         var initial = LicenseState()
         initial.apply(.serverIdSet(id: "TS-SIM"))
@@ -196,6 +212,10 @@ public final class Simulation {
         // Two seeds in three compact their logs (small, so that it happens often) and may fall
         // out of sync and be synced with snapshots in small parts.
         compacting = cfg.seed % 3 != 0
+        var cfg = cfg
+        cfg.settings.partition = cfg.partition ?? [PartitionMode.witness, .witness, .witness, .takeover,
+                                                   .split(primaryPercent: UInt32(30 + cfg.seed % 41))][Int(cfg.seed / 7 % 5)]
+        self.cfg = cfg
         var settings = cfg.settings
         if compacting {
             settings.compactKeep = Int(cfg.seed / 3 % 8) + 1
@@ -207,6 +227,8 @@ public final class Simulation {
         witness = PairWitness(leaseUSec: cfg.settings.witnessLeaseUSec, now: 0)
         clients = Array(repeating: Client(), count: cfg.clients)
         result = SimResult(seed: cfg.seed)
+        result.partition = cfg.settings.partition
+        if cfg.settings.partition != .witness { logIndex = [LogIndex(forget: false), LogIndex(forget: false)] }
         let entities: [Entity] = [.node(0), .node(1), .witness] + (0..<cfg.clients).map { .client($0) }
         for e in entities {
             let off = Int64(rng.below(2 * cfg.maxClockOffsetUSec + 1)) - Int64(cfg.maxClockOffsetUSec)
@@ -261,6 +283,7 @@ public final class Simulation {
             case .reply(let ref, let anyReply):
                 let reply = anyReply.normalized
                 noteReply(ref: ref, reply)
+                if !withWitness, case .refused(.leaseNotFound, _) = reply { inStepAtReply[ref] = pairInStep() }
                 if let r = refs[ref] { send(from: .node(i), to: .client(r.client), .reply(ref: ref, reply)) }
             }
         }
@@ -396,10 +419,13 @@ public final class Simulation {
             c.attempt += 1
         case (.renewing, .refused(.leaseNotFound, let why)):
             // The pair says our lease is gone while we still hold it by our own reckoning:
-            // an acknowledged grant was lost (or expired early).
-            if case .renew(let id) = r.command, id == c.leaseId, local(.client(j)) < c.deadlineLocal {
+            // an acknowledged grant was lost (or expired early). Without a witness, a node cut
+            // off from the one that granted it does not know it until the pair is back in step.
+            if case .renew(let id) = r.command, id == c.leaseId, local(.client(j)) < c.deadlineLocal,
+               withWitness || inStepAtReply[ref] == true {
                 return "client \(j): lease \(id) unknown to the serving node before its deadline (\(why))"
             }
+            if let id = c.leaseId { held[id] = nil }
             c.phase = .idle
             c.leaseId = nil
             c.attempt += 1
@@ -481,11 +507,11 @@ public final class Simulation {
             // always be caught up from the log: never pair-not-synced.
             if !compacting, nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced { return "node \(i) reports pair-not-synced" }
         }
-        if serving.count > 1 { return "both nodes serving at once (epochs \(nodes[0].servingEpoch ?? 0), \(nodes[1].servingEpoch ?? 0))" }
+        if serving.count > 1, withWitness { return "both nodes serving at once (epochs \(nodes[0].servingEpoch ?? 0), \(nodes[1].servingEpoch ?? 0))" }
         // Seats held by clients never exceed seats owned.
         var inUse: UInt64 = 0
         for h in held.values where h.untilGlobal > now { inUse += UInt64(h.count) }
-        if inUse > UInt64(cfg.seats) {
+        if inUse > UInt64(cfg.seats), cfg.settings.partition != .takeover {
             let holding = held.filter { $0.value.untilGlobal > now }.keys.sorted()
             return "over-allocation: clients hold \(inUse) seats of \(cfg.seats): \(holding); node leases: \(nodes.map { $0.state.leases.keys.sorted() })"
         }
@@ -509,9 +535,18 @@ public final class Simulation {
         return nil
     }
 
+    /// Both nodes up, linked, paired-and-available at the same log end, nothing left to merge.
+    func pairInStep() -> Bool {
+        guard !down.contains(.node(0)), !down.contains(.node(1)), !cut.contains([.node(0), .node(1)]), !cut.contains([.node(1), .node(0)]) else { return false }
+        let a = nodes[0], b = nodes[1]
+        return a.unmerged.isEmpty && b.unmerged.isEmpty && a.lastSeq == b.lastSeq && a.lastEpoch == b.lastEpoch
+            && a.pairStatus(now: local(.node(0))) == .pairedAndAvailable && b.pairStatus(now: local(.node(1))) == .pairedAndAvailable
+    }
+
     func converged() -> Bool {
         guard down.isEmpty, cut.isEmpty else { return false }
         let a = nodes[0], b = nodes[1]
+        guard a.unmerged.isEmpty, b.unmerged.isEmpty else { return false }
         guard a.lastSeq == b.lastSeq, a.lastEpoch == b.lastEpoch, a.state.licenses == b.state.licenses,
               a.state.leases == b.state.leases, a.state.reservations == b.state.reservations, a.state.epoch == b.state.epoch else { return false }
         return a.pairStatus(now: local(.node(0))) == .pairedAndAvailable
@@ -528,7 +563,7 @@ public final class Simulation {
             now = item.time
             result.events += 1
             if cfg.trace {
-                let n = nodes.map { "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) tr\($0.truncations)" }
+                let n = nodes.map { "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) tr\($0.truncations) L\($0.state.leases.keys.sorted().map { $0.dropFirst(6) }) U\($0.unmerged.count)" }
                 var ev = "\(item.event)"
                 if ev.count > 600 { ev = String(ev.prefix(600)) + "..." }
                 print("t=\(now) \(n[0]) | \(n[1]) :: \(ev)")

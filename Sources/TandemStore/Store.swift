@@ -118,6 +118,11 @@ public final class Store {
         }
         state.serverIdUsed = try meta("server_id_used") == "1"
         if let e = try meta("epoch"), let n = UInt64(e) { state.epoch = n }
+        for r in try db.query("SELECT key, value FROM meta WHERE key LIKE 'leases_merged_%'") {
+            if let e = UInt64(r[0].text!.dropFirst("leases_merged_".count)), let n = UInt64(r[1].text!) {
+                state.apply(.leasesMerged(epoch: e, through: n))
+            }
+        }
         return state
     }
 
@@ -257,6 +262,8 @@ public final class Store {
             try db.run("DELETE FROM reservations WHERE id = ?", .text(id))
         case .epochStarted(let e):
             try setMeta("epoch", String(e))
+        case .leasesMerged(let e, let through):
+            try setMeta("leases_merged_\(e)", String(through))
         }
     }
 

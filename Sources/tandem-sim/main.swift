@@ -1,12 +1,14 @@
 import Foundation
+import TandemPair
 import TandemSimulation
 
-// tandem-sim [--seeds N] [--from S] [--seed S] [--verbose] [--trace]
+// tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--verbose] [--trace]
 // Runs the deterministic pair simulation; a failing seed replays exactly with --seed.
 var from: UInt64 = 1
 var count: UInt64 = 200
 var verbose = false
 var trace = false
+var partition: PartitionMode?
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -16,15 +18,23 @@ while !args.isEmpty {
     case "--seed": from = UInt64(args.removeFirst()) ?? from; count = 1; verbose = true
     case "--verbose": verbose = true
     case "--trace": trace = true
+    case "--partition":
+        switch args.first {
+        case "witness": partition = .witness
+        case "takeover": partition = .takeover
+        case "split": partition = .split(primaryPercent: 50)
+        default: FileHandle.standardError.write(Data("tandem-sim: --partition takes witness, takeover or split\n".utf8)); exit(2)
+        }
+        args.removeFirst()
     default:
-        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--verbose] [--trace]\n".utf8))
+        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--verbose] [--trace]\n".utf8))
         exit(2)
     }
 }
 var failed = 0
 let start = Date()
 for seed in from..<(from + count) {
-    let r = runSeeds(seed..<(seed + 1)) { $0.trace = trace }.first!
+    let r = runSeeds(seed..<(seed + 1)) { $0.trace = trace; $0.partition = partition }.first!
     if !r.passed { failed += 1 }
     if verbose || !r.passed { print(r) }
 }

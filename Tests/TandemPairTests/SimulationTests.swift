@@ -118,3 +118,119 @@ import TandemCore
         #expect(reply == [.send(.node(0), .stale(epoch: 4))])
     }
 }
+
+@Suite struct PartitionPolicies {
+    @Test(arguments: [PartitionMode.takeover, .split(primaryPercent: 50)])
+    func seedsWithoutAWitnessKeepTheirInvariants(mode: PartitionMode) {
+        for r in runSeeds(1..<41, configure: { $0.partition = mode }) where !r.passed {
+            Issue.record("\(r) — replay with: swift run tandem-sim --partition \(mode == .takeover ? "takeover" : "split") --seed \(r.seed)")
+        }
+    }
+
+    func initial(seats: UInt32) -> LicenseState {
+        var s = LicenseState()
+        s.apply(.serverIdSet(id: "S"))
+        s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
+        return s
+    }
+
+    /// Two nodes without a witness, exchanging messages while linked.
+    struct Pair {
+        var nodes: [PairNode]
+        var now: USec = 0
+        var linked = true
+        var answers: [Int: ClientReply] = [:]
+        init(_ mode: PartitionMode, seats: UInt32) {
+            var settings = PairSettings()
+            settings.partition = mode
+            var s = LicenseState()
+            s.apply(.serverIdSet(id: "S"))
+            s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
+            nodes = (0..<2).map { PairNode(index: $0, baseState: s, base: 0, baseEpoch: 0, log: [], promisedEpoch: 0, settings: settings, now: 0) }
+        }
+        mutating func deliver(_ effects: [NodeEffect], from i: Int) {
+            var queue = effects.map { (i, $0) }
+            while !queue.isEmpty {
+                let (src, e) = queue.removeFirst()
+                switch e {
+                case .reply(let ref, let r): answers[ref] = r.normalized
+                case .send(.node(let j), let m) where linked: queue += nodes[j].receive(from: .node(src), m, now: now).map { (j, $0) }
+                default: break
+                }
+            }
+        }
+        /// Runs both nodes for `seconds`, ticking every 100 ms.
+        mutating func run(seconds: Double) {
+            let end = now + USec(seconds * 1e6)
+            while now < end {
+                now += 100_000
+                for i in 0..<2 { deliver(nodes[i].tick(now: now), from: i) }
+            }
+        }
+        mutating func acquire(on i: Int, ref: Int, count: UInt32 = 1) -> ClientReply? {
+            deliver(nodes[i].request(ref: ref, .acquire(feature: "cad", count: count, client: "c\(ref)", ttlUSec: 600_000_000, requestId: "r\(ref)"),
+                                     now: now, newLeaseId: "lease-\(ref)"), from: i)
+            return answers[ref]
+        }
+        func inUse(_ i: Int) -> UInt32 { nodes[i].state.leases.values.reduce(0) { $0 + $1.count } }
+    }
+
+    @Test func takeoverServesOnBothSidesAndMergesAfterTheHeal() {
+        var p = Pair(.takeover, seats: 2)
+        p.run(seconds: 8)
+        #expect(p.nodes[0].isServing(now: p.now) && !p.nodes[1].isServing(now: p.now))
+        #expect(p.acquire(on: 0, ref: 1) == .granted(leaseId: "lease-1", expiresUSec: p.now + 600_000_000))
+        #expect(p.nodes[1].state.leases["lease-1"] != nil, "replicated before the answer")
+        // Cut: the backup takes over by itself; each side serves alone, and grants the seat left.
+        p.linked = false
+        p.run(seconds: 5)
+        #expect(p.nodes[0].isServing(now: p.now) && p.nodes[1].isServing(now: p.now))
+        #expect(p.nodes[1].pairStatus(now: p.now) == .primaryNotAvailable)
+        #expect(p.acquire(on: 0, ref: 2).map { if case .granted = $0 { true } else { false } } == true)
+        #expect(p.acquire(on: 1, ref: 3).map { if case .granted = $0 { true } else { false } } == true)
+        // Administrative changes wait for the pair.
+        let (decision, _) = p.nodes[0].perform(ref: 9, .reserve(feature: "cad", count: 1, holder: "h", newId: "res-1"), caller: .root, now: p.now)
+        #expect(decision == .refused(TandemError(.peerUnreachable, "the peer is out of reach: administrative changes wait until the pair is back together")))
+        // Heal: one node leads, the other's lease changes are merged; three seats of two are in use.
+        p.linked = true
+        p.run(seconds: 5)
+        let leader = p.nodes[0].isServing(now: p.now) ? 0 : 1
+        #expect(!p.nodes[1 - leader].isServing(now: p.now))
+        #expect(p.nodes[0].state.leases == p.nodes[1].state.leases)
+        #expect(Set(p.nodes[leader].state.leases.keys) == ["lease-1", "lease-2", "lease-3"])
+        #expect(p.nodes[0].unmerged.isEmpty && p.nodes[1].unmerged.isEmpty)
+        #expect(p.nodes[leader].pairStatus(now: p.now) == .pairedAndAvailable)
+        // No new grant until usage is back under the seat count.
+        #expect(p.acquire(on: leader, ref: 4).map { if case .refused(.insufficientSeats, _) = $0 { true } else { false } } == true)
+    }
+
+    @Test func splitGrantsOnlyEachSidesShareWhileCutOff() {
+        var p = Pair(.split(primaryPercent: 50), seats: 5)
+        p.run(seconds: 8)
+        #expect(p.acquire(on: 0, ref: 1) != nil)
+        // 4 seats free at the last common position: 2 for each side.
+        p.linked = false
+        p.run(seconds: 5)
+        var granted = [0, 0]
+        for i in 0..<2 {
+            for k in 0..<4 {
+                if case .granted? = p.acquire(on: i, ref: 10 * (i + 1) + k) { granted[i] += 1 }
+            }
+        }
+        #expect(granted == [2, 2])
+        if case .refused(.insufficientSeats, let why)? = p.answers[13] {
+            #expect(why.contains("PartitionPolicy=split"))
+        } else {
+            Issue.record("expected a split refusal: \(String(describing: p.answers[13]))")
+        }
+        // After the heal: one log, never more seats in use than owned, and full grants again.
+        p.linked = true
+        p.run(seconds: 5)
+        let leader = p.nodes[0].isServing(now: p.now) ? 0 : 1
+        #expect(p.nodes[0].state.leases == p.nodes[1].state.leases)
+        #expect(p.inUse(leader) == 5)
+        #expect(p.nodes[leader].splitBasePos == nil && p.nodes[1 - leader].splitBasePos == nil)
+        p.deliver(p.nodes[leader].request(ref: 50, .release(leaseId: "lease-1"), now: p.now, newLeaseId: "x"), from: leader)
+        #expect(p.acquire(on: leader, ref: 51).map { if case .granted = $0 { true } else { false } } == true)
+    }
+}
