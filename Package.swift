@@ -83,7 +83,7 @@ let package = Package(
         .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
         .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
-        .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine"]),
+        .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine", "TandemPair"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TandemPeer", "TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient", "TandemCLI"],
                     resources: []),
     ],

@@ -59,6 +59,7 @@ static const sd_bus_vtable manager_vtable[] = {
         LIVE_PROP("WitnessAddress", "s"),
         LIVE_PROP("WitnessStatus", "s"),
         LIVE_PROP("RejectedFrames", "a{st}"),
+        CONST_PROP("PartitionPolicy", "s"),
         METHOD("GetActivationRequest", "", "", "s", SD_BUS_PARAM(request)),
         METHOD("ActivateLicense", "s", SD_BUS_PARAM(license),
                "so", SD_BUS_PARAM(license_id) SD_BUS_PARAM(path)),

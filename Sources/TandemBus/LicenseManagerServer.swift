@@ -282,7 +282,7 @@ public final class LicenseManagerServer {
             case "SeatsTotal": value = .uint32(state.totalSeats)
             case "SeatsInUse": value = .uint32(state.totalInUse)
             case "ListenAddresses": value = .strings(info.listenAddresses)
-            case "Serving", "PeerAddress", "PeerServerId", "PeerStatus", "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "RejectedFrames":
+            case "Serving", "PeerAddress", "PeerServerId", "PeerStatus", "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "RejectedFrames", "PartitionPolicy":
                 value = pairControl?.property(property) ?? Self.unpairedProperty(property)
             default: value = nil
             }

@@ -52,7 +52,7 @@ struct Status: ParsableCommand {
         let props: [String: BusValue]
         do { props = try bus.client().getAll() } catch let e as BusError { throw CLIFailure(bus.describe(e)) }
         let keys = ["ServerId", "Version", "Role", "PairStatus", "Serving", "Epoch", "PeerAddress", "PeerServerId", "PeerStatus",
-                    "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
+                    "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "PartitionPolicy", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
         if bus.json {
             var out: [String: Any] = [:]
             for k in keys {
@@ -111,7 +111,7 @@ struct Status: ParsableCommand {
         print("""
 
                    Replicated seq: \(p("ReplicatedSeq"))
-                          Witness: \(p("WitnessAddress").isEmpty ? "none" : "\(p("WitnessAddress")), \(p("WitnessStatus"))")
+                          Witness: \(p("WitnessAddress").isEmpty ? "none (PartitionPolicy \(p("PartitionPolicy")))" : "\(p("WitnessAddress")), \(p("WitnessStatus"))")
                          Licenses: \(p("LicenseCount"))
                             Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
                   Service account: \(p("ServiceAccount"))

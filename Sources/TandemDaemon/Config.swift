@@ -1,4 +1,5 @@
 import Foundation
+import TandemPair
 import TandemCore
 import TandemNet
 
@@ -179,12 +180,20 @@ public struct PairConfig: Sendable, Equatable {
     public var witness: String?
     public var heartbeatUSec: UInt64 = 1_000_000
     public var failoverTimeoutUSec: UInt64 = 3_000_000
+    /// Without a witness: `takeover` or `split` (see `PartitionMode`).
     public var partitionPolicy = "takeover"
+    /// `split`: the primary's share of the free seats while cut off, in percent (the backup's is the rest).
+    public var splitPrimaryPercent: UInt32 = 50
     /// Change-log entries kept in memory at least (compaction folds older ones into a snapshot).
     public var logKeepEntries = 10_000
     /// How far the serving node's log may run ahead of an absent standby before it is compacted
     /// anyway (the standby then needs Sync: pair-not-synced).
     public var logRetainEntries = 1_000_000
+    /// How the pair handles a partition, from `Witness=`, `PartitionPolicy=` and `SplitPrimaryPercent=`.
+    public var partitionMode: PartitionMode {
+        if witness != nil { return .witness }
+        return partitionPolicy == "split" ? .split(primaryPercent: splitPrimaryPercent) : .takeover
+    }
     public static let defaultPort = 7391
     public static let witnessPort = 7392
 
@@ -213,6 +222,9 @@ public struct PairConfig: Sendable, Equatable {
         case "PartitionPolicy":
             guard ["takeover", "split"].contains(e.value) else { throw fail("PartitionPolicy= is 'takeover' or 'split', got '\(e.value)'") }
             partitionPolicy = e.value
+        case "SplitPrimaryPercent":
+            guard let n = UInt32(e.value), n <= 100 else { throw fail("SplitPrimaryPercent= must be a whole number from 0 to 100, got '\(e.value)'") }
+            splitPrimaryPercent = n
         default:
             throw fail("unknown key '\(e.key)' in [Pair]")
         }

@@ -62,6 +62,7 @@ final class PairHost: PairControl {
         settings.handoverTimeoutUSec = config.failoverTimeoutUSec
         settings.compactKeep = config.logKeepEntries
         settings.compactRetain = UInt64(config.logRetainEntries)
+        settings.partition = config.partitionMode
         try restore()
     }
 
@@ -79,18 +80,18 @@ final class PairHost: PairControl {
               let base = try store.pairBase(serverId: engine.state.serverId) else { return }
         let entries = try store.changes(after: base.seq, limit: Int.max).map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) }
         let promised = UInt64(try store.meta("pair_promised_epoch") ?? "0") ?? 0
+        let (unmerged, splitBase) = try store.pairPartitionState()
         let node = PairNode(index: r == "primary" ? 0 : 1, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
-                            log: entries, promisedEpoch: promised, settings: settings, now: now)
+                            log: entries, promisedEpoch: promised, unmerged: unmerged.map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) },
+                            splitBasePos: splitBase, settings: settings, now: now)
         do { peer = try SocketAddress(resolving: addr, defaultPort: PairConfig.defaultPort) } catch {
             throw StartupError("stored peer address '\(addr)': \(error)")
         }
         role = r
         peerAddressText = addr
         engine.startPair(node, peerServerId: peerId)
-        if witness == nil {
-            logger.error("this node is paired but [Pair] has no Witness=: it keeps its copy of the pair's state but cannot serve; set Witness= again")
-        }
-        logger.notice("pair restored", metadata: ["role": "\(r)", "peer": "\(addr)", "log_entries": "\(entries.count)", "epoch": "\(promised)"])
+        logger.notice("pair restored", metadata: ["role": "\(r)", "peer": "\(addr)", "log_entries": "\(entries.count)", "epoch": "\(promised)",
+                                                  "partition": "\(settings.partition.description)", "unmerged": "\(unmerged.count)"])
     }
 
     func attach() {
@@ -140,8 +141,9 @@ final class PairHost: PairControl {
             send(.probeReply(nonce: nonce, info: info), to: from)
         case .probeReply(let nonce, _), .pairReply(let nonce, _, _, _), .unpairReply(let nonce):
             if let w = waiting.removeValue(forKey: nonce) { w.handler(message) }
-        case .pairRequest(let nonce, let primaryId, let baseSeq, let baseEpoch, let baseState):
-            let refusal = acceptPair(from: from, primaryId: primaryId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseState)
+        case .pairRequest(let nonce, let primaryId, let baseSeq, let baseEpoch, let baseState, let partition):
+            let refusal = partition == settings.partition.description ? acceptPair(from: from, primaryId: primaryId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseState)
+                : TandemError(.pairState, "the nodes handle partitions differently: the primary '\(partition)', the backup '\(settings.partition.description)' (set Witness=, PartitionPolicy= and SplitPrimaryPercent= alike on both)")
             send(.pairReply(nonce: nonce, serverId: engine.state.serverId, refusal: refusal?.code, reason: refusal?.message ?? ""), to: from)
         case .unpair(let nonce):
             guard let peer, from == peer else { return }
@@ -156,6 +158,7 @@ final class PairHost: PairControl {
         var i = PeerInfo(serverId: engine.state.serverId, role: role, preparedFor: preparedFor?.description,
                          serverIdUsed: engine.state.serverIdUsed, licensesActive: !engine.state.licenses.isEmpty)
         i.apiPort = apiPort
+        i.partition = settings.partition.description
         i.pairStatus = pairStatus
         i.serving = serving
         i.epoch = engine.state.epoch
@@ -229,9 +232,6 @@ final class PairHost: PairControl {
 
     func enableBackup(backup: String, done: @escaping (TandemError?) -> Void) {
         guard role == "standalone" else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
-        guard witness != nil else {
-            return done(TandemError(.pairState, "pairing needs Witness= in the [Pair] section (PartitionPolicy= without a witness is not available yet)"))
-        }
         guard engine.state.licenses.isEmpty else {
             return done(TandemError(.licensesActive, "licenses are activated on this server; deactivate them, pair, then activate licenses issued to both servers"))
         }
@@ -243,7 +243,8 @@ final class PairHost: PairControl {
         var base = state
         base.serverId = ""
         let baseChanges = base.asChanges.filter { if case .serverIdSet = $0 { return false } else { return true } }
-        ask({ .pairRequest(nonce: $0, primaryServerId: state.serverId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseChanges) },
+        ask({ [settings] in .pairRequest(nonce: $0, primaryServerId: state.serverId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseChanges,
+                                         partition: settings.partition.description) },
             to: address) { [self] answer in
             guard case .pairReply(_, let backupId, let refusal, let reason)? = answer else {
                 return done(TandemError(.peerUnreachable, "no answer from \(address) on the pair link (is tandemd running there with the same KeyFile=?)"))
@@ -349,6 +350,7 @@ final class PairHost: PairControl {
             guard let node else { return .uint64(0) }
             return .uint64(node.isLeading ? node.peerMatch : node.lastSeq)
         case "WitnessAddress": return .string(config.witness ?? "")
+        case "PartitionPolicy": return .string(settings.partition.description)
         case "WitnessStatus":
             guard config.witness != nil else { return .string("") }
             guard let t = lastWitnessFrame else { return .string("not-available") }

@@ -244,6 +244,8 @@ public final class Engine {
     private var persistedTruncations = 0
     private var persistedBase: UInt64 = 0
     private var persistedPromised: UInt64 = 0
+    private var persistedUnmerged: [LogEntry] = []
+    private var persistedSplitBase: UInt64?
 
     /// Starts paired operation with `node` (restored from the store or just formed).
     public func startPair(_ node: PairNode, peerServerId: String) {
@@ -252,6 +254,8 @@ public final class Engine {
         persistedTruncations = node.truncations
         persistedPromised = node.promisedEpoch
         persistedBase = node.logBase
+        persistedUnmerged = node.unmerged
+        persistedSplitBase = node.splitBasePos
     }
 
     /// Leaves paired operation, keeping the pair's state as this server's own.
@@ -351,6 +355,11 @@ public final class Engine {
         let node = pair!
         var meta: [(String, String)] = []
         if node.promisedEpoch != persistedPromised { meta.append(("pair_promised_epoch", String(node.promisedEpoch))) }
+        // Lease changes cut from the log are kept in the same transaction as the cut.
+        if node.unmerged != persistedUnmerged {
+            meta.append(("pair_unmerged", Store.unmergedText(node.unmerged.map { LoggedChange(seq: $0.seq, epoch: $0.epoch, timeUSec: 0, change: $0.change) })))
+        }
+        if node.splitBasePos != persistedSplitBase { meta.append(("pair_split_base", node.splitBasePos.map { String($0) } ?? "")) }
         let now = clock()
         if node.truncations != persistedTruncations {
             try store.replace(state: node.state, base: node.logBase, baseEpoch: node.logBaseEpoch, baseState: node.baseState,
@@ -373,6 +382,8 @@ public final class Engine {
             }
         }
         persistedPromised = node.promisedEpoch
+        persistedUnmerged = node.unmerged
+        persistedSplitBase = node.splitBasePos
         let sends = PairMessage.coalesced(outbox)
         let answers = replies
         outbox = []

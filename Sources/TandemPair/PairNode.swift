@@ -41,6 +41,15 @@ public enum PartitionMode: Sendable, Equatable {
     /// node grants only its share of the seats that were free at the last position both held:
     /// `primaryPercent` for the configured primary, the rest for the backup. Never over-allocates.
     case split(primaryPercent: UInt32)
+
+    /// As shown in status and compared between the two nodes when pairing.
+    public var description: String {
+        switch self {
+        case .witness: return "witness"
+        case .takeover: return "takeover"
+        case .split(let p): return "split:\(p)"
+        }
+    }
 }
 
 public enum PairStatus: String, Sendable, Equatable {

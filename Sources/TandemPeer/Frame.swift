@@ -17,6 +17,8 @@ public struct PeerInfo: Sendable, Equatable, Codable {
     public var pairStatus: String?
     public var serving: Bool?
     public var epoch: UInt64?
+    /// How the node handles partitions (`PartitionMode.description`).
+    public var partition: String?
     public init(serverId: String, role: String, preparedFor: String?, serverIdUsed: Bool, licensesActive: Bool) {
         self.serverId = serverId
         self.role = role
@@ -33,7 +35,8 @@ public enum LinkMessage: Sendable, Equatable, Codable {
     case probe(nonce: UInt64)
     case probeReply(nonce: UInt64, info: PeerInfo)
     /// Primary -> prepared backup: form a pair whose log starts after (baseSeq, baseEpoch).
-    case pairRequest(nonce: UInt64, primaryServerId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change])
+    /// `partition`: how the primary handles partitions (`PartitionMode.description`); both nodes must agree.
+    case pairRequest(nonce: UInt64, primaryServerId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change], partition: String)
     /// Backup -> primary: accepted, or refused with an error name and reason.
     case pairReply(nonce: UInt64, serverId: String, refusal: TandemErrorCode?, reason: String)
     /// Either node -> the other: the pair is dissolved.

@@ -3,7 +3,7 @@ import Logging
 import TandemCore
 
 /// One entry of the change log.
-public struct LoggedChange: Sendable, Equatable {
+public struct LoggedChange: Sendable, Equatable, Codable {
     public var seq: UInt64
     public var epoch: UInt64
     public var timeUSec: USec
@@ -209,10 +209,24 @@ public final class Store {
         return (parts[0], parts[1], state)
     }
 
+    /// A pair node's partition bookkeeping (no witness): lease changes waiting to be merged and
+    /// the split base position. Written through `append`/`replace` meta values.
+    public func pairPartitionState() throws -> (unmerged: [LoggedChange], splitBase: UInt64?) {
+        var unmerged: [LoggedChange] = []
+        if let text = try meta("pair_unmerged"), !text.isEmpty {
+            unmerged = try JSONDecoder().decode([LoggedChange].self, from: Data(text.utf8))
+        }
+        return (unmerged, try meta("pair_split_base").flatMap { UInt64($0) })
+    }
+
+    public static func unmergedText(_ entries: [LoggedChange]) -> String {
+        String(decoding: (try? JSONEncoder().encode(entries)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
     /// Drops the pair's base snapshot (the pair was dissolved).
     public func clearPair(keys: [String]) throws {
         try db.transaction {
-            for k in keys + ["pair_base", "pair_base_state"] { try db.run("DELETE FROM meta WHERE key = ?", .text(k)) }
+            for k in keys + ["pair_base", "pair_base_state", "pair_unmerged", "pair_split_base"] { try db.run("DELETE FROM meta WHERE key = ?", .text(k)) }
         }
     }
 

@@ -51,7 +51,7 @@ func waitFor(_ what: String, seconds: Double, _ cond: () throws -> Bool) throws 
 }
 
 /// tandemd.conf for one node of a test pair (network API on a kernel-chosen loopback port).
-func pairConfig(vendor: Vendor, keyFile: String, link: String, witness: String, extra: String = "") -> String {
+func pairConfig(vendor: Vendor, keyFile: String, link: String, witness: String?, extra: String = "") -> String {
     """
     [Server]
     VendorKeys=\(vendor.keysDir)
@@ -59,7 +59,7 @@ func pairConfig(vendor: Vendor, keyFile: String, link: String, witness: String, 
     [Pair]
     KeyFile=\(keyFile)
     Listen=\(link)
-    Witness=\(witness)
+    \(witness.map { "Witness=\($0)" } ?? "")
     \(extra)
     """
 }

@@ -62,10 +62,9 @@ final class TestNetwork {
     @Test(.enabled(if: TestNetwork.available, "needs root and iproute2"))
     func aCutPrimaryNeverOverAllocates() throws {
         let net = try TestNetwork(hosts: ["a", "b", "w"])
-        let vendor = try Vendor()
         let keyFile = makeTempDir("pairkey") + "/pair.key"
         try PairKey.generate().write(path: keyFile)
-        let (addrA, addrB, addrW) = (net.address(0), net.address(1), net.address(2))
+        let addrW = net.address(2)
         // The witness runs in its own namespace.
         let witness = Process()
         witness.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
@@ -74,25 +73,8 @@ final class TestNetwork {
         witness.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try witness.run()
         defer { kill(witness.processIdentifier, SIGKILL); witness.waitUntilExit() }
-        func conf(_ addr: String) -> String {
-            pairConfig(vendor: vendor, keyFile: keyFile, link: "\(addr):7391", witness: "\(addrW):7392",
-                       extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1")
-        }
-        let busA = try TestBus(), busB = try TestBus()
-        let a = try Tandemd(bus: busA, config: conf(addrA)), b = try Tandemd(bus: busB, config: conf(addrB))
-        a.netns = net.name("a")
-        b.netns = net.name("b")
-        try a.start()
-        try b.start()
-        let ca = try a.client(), cb = try b.client()
-        _ = try cb.call("PrepareBackup", [.string(addrA)])
-        _ = try ca.call("EnableBackup", [.string(addrB)])
-        try waitFor("paired-and-available", seconds: 10) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
-                && ca.get("Serving") == .bool(true)
-        }
         let seats = 4
-        _ = try ca.call("ActivateLicense", [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "NET"))])
+        let (a, b, ca, cb) = try formPair(net, keyFile: keyFile, witness: "\(addrW):7392", policy: "takeover", seats: seats)
 
         var granted: [String: String] = [:] // lease id -> node
         var errors: [String] = []
@@ -128,6 +110,127 @@ final class TestNetwork {
 
         try net.heal("a")
         try waitFor("both nodes paired after the heal", seconds: 20) {
+            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+                && leaseIds(ca) == leaseIds(cb)
+        }
+        #expect(try leaseIds(ca) == Set(granted.keys))
+        _ = a.stop()
+        _ = b.stop()
+    }
+
+    /// Two nodes in namespaces `a` and `b`, paired (with `witness`, or without one under
+    /// `policy`), with a license of `seats` seats issued to both.
+    func formPair(_ net: TestNetwork, keyFile: String, witness: String?, policy: String, seats: Int) throws -> (Tandemd, Tandemd, BusClient, BusClient) {
+        let vendor = try Vendor()
+        let (addrA, addrB) = (net.address(0), net.address(1))
+        func conf(_ addr: String) -> String {
+            pairConfig(vendor: vendor, keyFile: keyFile, link: "\(addr):7391", witness: witness,
+                       extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1\nPartitionPolicy=\(policy)")
+        }
+        let a = try Tandemd(bus: try TestBus(), config: conf(addrA)), b = try Tandemd(bus: try TestBus(), config: conf(addrB))
+        a.netns = net.name("a")
+        b.netns = net.name("b")
+        try a.start()
+        try b.start()
+        let ca = try a.client(), cb = try b.client()
+        _ = try cb.call("PrepareBackup", [.string(addrA)])
+        _ = try ca.call("EnableBackup", [.string(addrB)])
+        try waitFor("paired-and-available", seconds: 10) {
+            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+                && ca.get("Serving") == .bool(true)
+        }
+        _ = try ca.call("ActivateLicense", [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "NET"))])
+        return (a, b, ca, cb)
+    }
+
+    /// Without a witness, and with two seats taken on the primary.
+    func pairWithoutWitness(_ net: TestNetwork, policy: String, seats: Int) throws -> (Tandemd, Tandemd, BusClient, BusClient, [String]) {
+        let keyFile = makeTempDir("pairkey") + "/pair.key"
+        try PairKey.generate().write(path: keyFile)
+        let (a, b, ca, cb) = try formPair(net, keyFile: keyFile, witness: nil, policy: policy, seats: seats)
+        #expect(try ca.get("WitnessAddress") == .string(""))
+        let first = try (0..<2).map { try acquire(ca, "a-\($0)").get() }
+        return (a, b, ca, cb, first)
+    }
+
+    func acquire(_ c: BusClient, _ client: String) -> Result<String, Error> {
+        Result { try c.call("Acquire", [.string("cad"), .uint32(1), .string(client), .vardict([("ttl_usec", .uint64(600_000_000))])]).first?.stringValue ?? "" }
+    }
+
+    /// PartitionPolicy=takeover (no witness): both sides serve while the link is cut and may
+    /// over-allocate; administrative changes wait; after the heal the lease changes of both
+    /// sides are merged into one log (none lost) and nothing new is granted until usage is back
+    /// under the seat count.
+    @Test(.enabled(if: TestNetwork.available, "needs root and iproute2"))
+    func takeoverServesOnBothSidesAndMergesAfterTheHeal() throws {
+        let net = try TestNetwork(hosts: ["a", "b"])
+        let (a, b, ca, cb, first) = try pairWithoutWitness(net, policy: "takeover", seats: 4)
+        #expect(try ca.get("PartitionPolicy") == .string("takeover"))
+        try net.cut("a")
+        try waitFor("the backup serving on its own", seconds: 8) { try cb.get("Serving") == .bool(true) }
+        #expect(try ca.get("Serving") == .bool(true), "the primary goes on alone")
+        try waitFor("both sides see the peer gone", seconds: 5) {
+            try ca.get("PairStatus") == .string("backup-not-available") && cb.get("PairStatus") == .string("primary-not-available")
+        }
+        // Each side grants the two seats it sees free: six leases on four seats.
+        var granted = Set(first)
+        for n in 0..<2 {
+            granted.insert(try acquire(ca, "a-cut-\(n)").get())
+            granted.insert(try acquire(cb, "b-cut-\(n)").get())
+        }
+        #expect(granted.count == 6)
+        do {
+            _ = try ca.call("Reserve", [.string("cad"), .uint32(1), .string("h")])
+            Issue.record("an administrative change was accepted while the peer was out of reach")
+        } catch let e as BusError {
+            #expect(e.name == "org.tandem.LicenseManager1.PeerUnreachable", "\(e)")
+        }
+        try net.heal("a")
+        try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
+            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+                && leaseIds(ca) == leaseIds(cb)
+        }
+        let serving = try ca.get("Serving") == .bool(true) ? ca : cb
+        #expect(try ca.get("Serving") != cb.get("Serving"), "one node serves after the heal")
+        #expect(try leaseIds(serving) == granted, "every lease granted on either side is kept")
+        // Six of four seats in use: no new grant until three are released.
+        switch acquire(serving, "late") {
+        case .success(let id): Issue.record("granted \(id) while over-allocated")
+        case .failure(let e): #expect((e as? BusError)?.name == "org.tandem.LicenseManager1.InsufficientSeats", "\(e)")
+        }
+        for id in granted.sorted().prefix(3) { _ = try serving.call("Release", [.string(id)]) }
+        #expect((try? acquire(serving, "late").get()) != nil)
+        _ = a.stop()
+        _ = b.stop()
+    }
+
+    /// PartitionPolicy=split (no witness): while cut off each side grants only its share of
+    /// the seats free at the last position both held (SplitPrimaryPercent=50: 2 and 2 of 4),
+    /// never over-allocating; after the heal both hold every lease granted.
+    @Test(.enabled(if: TestNetwork.available, "needs root and iproute2"))
+    func splitGrantsEachSideItsShareAndNeverOverAllocates() throws {
+        let net = try TestNetwork(hosts: ["a", "b"])
+        let seats = 6
+        let (a, b, ca, cb, first) = try pairWithoutWitness(net, policy: "split", seats: seats)
+        #expect(try cb.get("PartitionPolicy") == .string("split:50"))
+        try net.cut("a")
+        try waitFor("the backup serving on its own", seconds: 8) { try cb.get("Serving") == .bool(true) }
+        try waitFor("the primary sees the backup gone", seconds: 5) { try ca.get("PairStatus") == .string("backup-not-available") }
+        var granted: [String: String] = Dictionary(uniqueKeysWithValues: first.map { ($0, "a") })
+        var refusals: [String] = []
+        for n in 0..<4 {
+            for (c, side) in [(ca, "a"), (cb, "b")] {
+                switch acquire(c, "\(side)-cut-\(n)") {
+                case .success(let id): granted[id] = side
+                case .failure(let e): refusals.append((e as? BusError).map { "\($0.name): \($0.message)" } ?? "\(e)")
+                }
+            }
+            #expect(granted.count <= seats, "over-allocation while cut off: \(granted)")
+        }
+        #expect(granted.values.filter { $0 == "a" }.count == 4 && granted.values.filter { $0 == "b" }.count == 2, "\(granted)")
+        #expect(refusals.count == 4 && refusals.allSatisfy { $0.contains("InsufficientSeats") && $0.contains("PartitionPolicy=split") }, "\(refusals)")
+        try net.heal("a")
+        try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
             try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
                 && leaseIds(ca) == leaseIds(cb)
         }

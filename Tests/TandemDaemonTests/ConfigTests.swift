@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TandemDaemon
+import TandemPair
 
 func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
     var ini = IniFile()
@@ -39,6 +40,8 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         ("[Server]\njunk\n", 2, "Key=Value"),
         ("[Server]\nVendorKeys=relative/path\n", 2, "absolute"),
         ("[Server]\nDefaultLeaseSec=100\nMaxLeaseSec=50\n", 3, "larger than"),
+        ("[Pair]\nPartitionPolicy=majority\n", 2, "'takeover' or 'split'"),
+        ("[Pair]\nSplitPrimaryPercent=101\n", 2, "from 0 to 100"),
     ])
     func badConfigNamesFileLineAndReason(_ input: (String, Int, String)) {
         do {
@@ -50,6 +53,13 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
             #expect(error.description.contains(input.2), "\(error)")
             #expect(error.description.hasPrefix("t.conf:\(input.1): "))
         }
+    }
+
+    @Test func partitionModeFollowsWitnessAndPolicy() throws {
+        #expect(try parse("").pair.partitionMode == .takeover)
+        #expect(try parse("[Pair]\nPartitionPolicy=split\nSplitPrimaryPercent=70\n").pair.partitionMode == .split(primaryPercent: 70))
+        #expect(try parse("[Pair]\nPartitionPolicy=split\n").pair.partitionMode == .split(primaryPercent: 50))
+        #expect(try parse("[Pair]\nPartitionPolicy=split\nWitness=w.example:7392\n").pair.partitionMode == .witness)
     }
 
     @Test func dropInsOverrideInOrder() throws {
