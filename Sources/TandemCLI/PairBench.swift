@@ -91,7 +91,11 @@ extension TandemBench {
                                                    issuedTo: [idA, idB], issuedAt: "2026-01-01", keyId: ""))
         _ = try ca.call("ActivateLicense", [.string(both.text)])
         let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
+        let pids = [daemons[0].processIdentifier, daemons[1].processIdentifier, buses[0].processIdentifier, getpid()]
+        let cpu0 = pids.map(cpuSeconds), machine0 = machineCPU()
         let pairedN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
+        let cpu1 = pids.map(cpuSeconds), machine1 = machineCPU()
+        let perPair = (0..<pids.count).map { (cpu1[$0] - cpu0[$0]) / (pairedN * seconds) * 1e6 }
 
         // Failovers: kill -9 the serving primary, time the first Acquire the backup grants,
         // restart the primary and wait for the failback.
@@ -127,9 +131,11 @@ extension TandemBench {
               Acquire+Release pairs on the primary, standalone, %d clients:  %.0f/s
               Acquire+Release pairs on the primary, paired, 1 client:       %.0f/s  = %.2fx standalone
               Acquire+Release pairs on the primary, paired, %d clients:      %.0f/s  = %.2fx standalone
+                CPU per pair: primary %.0f µs, backup %.0f µs, primary's dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
               failover, kill -9 of the primary to the first Acquire granted by the backup, %d runs:
                 median %.2f s, min %.2f s, max %.2f s (target: under FailoverTimeoutSec + 1 s = 4 s)
             """, seconds, solo1, clients, soloN, paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,
+            perPair[0], perPair[1], perPair[2], perPair[3], busyPercent(machine0, machine1),
             times.count, median, sorted.first ?? 0, sorted.last ?? 0))
     }
 }

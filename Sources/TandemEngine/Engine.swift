@@ -238,6 +238,8 @@ public final class Engine {
     private var nextRef = 0
     private var lastPendingRef: Int?
     private var pairWaiters: [Int: [(TandemError?) -> Void]] = [:]
+    /// The log position each pending answer waits for (to be durable here too).
+    private var pendingSeq: [Int: UInt64] = [:]
     private var outbox: [(Peer, PairMessage)] = []
     private var earlyOutbox: [(Peer, PairMessage)] = []
     private var replies: [(Int, ClientReply)] = []
@@ -263,6 +265,7 @@ public final class Engine {
         guard let node = pair else { return }
         for w in pairWaiters.values.joined() { w(TandemError(.notServing, "the pair was dissolved")) }
         pairWaiters = [:]
+        pendingSeq = [:]
         lastPendingRef = nil
         outbox = []
         earlyOutbox = []
@@ -289,6 +292,7 @@ public final class Engine {
         case .pending(let outcome):
             lastPendingRef = ref
             pairWaiters[ref] = []
+            pendingSeq[ref] = pair!.lastSeq
             handle(effects)
             onWork?()
             return .success(outcome)
@@ -352,6 +356,15 @@ public final class Engine {
         let early = PairMessage.coalesced(earlyOutbox)
         earlyOutbox = []
         for (peer, m) in early { onSend?(peer, m) }
+        // Answers whose change is already on this disk (the peer acknowledged it meanwhile) go
+        // out now rather than after this flush's commit: their callers come back sooner and
+        // join the next batch.
+        let storedSeq = store.lastSeq
+        var later: [(Int, ClientReply)] = []
+        for (ref, r) in replies {
+            if let seq = pendingSeq[ref], seq > storedSeq { later.append((ref, r)) } else { answer(ref, r) }
+        }
+        replies = later
         let node = pair!
         var meta: [(String, String)] = []
         if node.promisedEpoch != persistedPromised { meta.append(("pair_promised_epoch", String(node.promisedEpoch))) }
@@ -389,17 +402,20 @@ public final class Engine {
         outbox = []
         replies = []
         for (peer, m) in sends { onSend?(peer, m) }
-        for (ref, r) in answers {
-            let ws = pairWaiters.removeValue(forKey: ref) ?? []
-            if lastPendingRef == ref { lastPendingRef = nil }
-            let error: TandemError?
-            switch r {
-            case .notServing(let leader):
-                error = notServing("this node stopped serving before the change was replicated", leader)
-            case .refused(let code, let why): error = TandemError(code, why)
-            default: error = nil
-            }
-            for w in ws { w(error) }
+        for (ref, r) in answers { answer(ref, r) }
+    }
+
+    private func answer(_ ref: Int, _ r: ClientReply) {
+        let ws = pairWaiters.removeValue(forKey: ref) ?? []
+        pendingSeq[ref] = nil
+        if lastPendingRef == ref { lastPendingRef = nil }
+        let error: TandemError?
+        switch r {
+        case .notServing(let leader):
+            error = notServing("this node stopped serving before the change was replicated", leader)
+        case .refused(let code, let why): error = TandemError(code, why)
+        default: error = nil
         }
+        for w in ws { w(error) }
     }
 }

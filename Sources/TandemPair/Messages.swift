@@ -110,6 +110,10 @@ extension PairMessage {
 public struct EpochRange: Sendable, Equatable, Codable {
     public var epoch: UInt64
     public var lastSeq: UInt64
+    public init(epoch: UInt64, lastSeq: UInt64) {
+        self.epoch = epoch
+        self.lastSeq = lastSeq
+    }
 }
 
 /// Where a message goes.

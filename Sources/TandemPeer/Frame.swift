@@ -59,7 +59,10 @@ public enum FrameRejection: String, Error, Sendable, CaseIterable {
 /// Frames on the pair link (UDP datagrams):
 ///
 ///     "TDP1" | sender boot id (8) | counter (8, BE) | sent time, µs since the epoch (8, BE)
-///            | payload (JSON LinkMessage) | HMAC-SHA256 tag (32) over everything before it
+///            | payload | HMAC-SHA256 tag (32) over everything before it
+///
+/// The payload of a replication message (`LinkMessage.pair`) is "B" and its binary form
+/// (`PairMessage.wire`); any other message is JSON (which starts with "{").
 ///
 /// Each process draws a random boot id at start and numbers its frames from 1; receivers keep
 /// the highest counter seen per boot id and accept only higher ones, and accept a boot id they
@@ -73,6 +76,7 @@ public struct FrameSealer: Sendable {
     public let bootId: UInt64
     public private(set) var counter: UInt64 = 0
     static let encoder: JSONEncoder = JSONEncoder()
+    static let binaryMark = UInt8(ascii: "B")
 
     public init(key: PairKey, bootId: UInt64 = UInt64.random(in: 1...UInt64.max)) {
         self.key = key
@@ -86,7 +90,12 @@ public struct FrameSealer: Sendable {
         Self.put(bootId, &out)
         Self.put(counter, &out)
         Self.put(now, &out)
-        out += (try? Self.encoder.encode(message)).map(Array.init) ?? []
+        if case .pair(let m) = message {
+            out.append(Self.binaryMark)
+            out += m.wire
+        } else {
+            out += (try? Self.encoder.encode(message)).map(Array.init) ?? []
+        }
         out += key.tag(out)
         return out
     }
@@ -134,8 +143,15 @@ public struct FrameOpener: Sendable {
                 seen[oldest] = nil
             }
         }
-        guard let message = try? Self.decoder.decode(LinkMessage.self, from: Data(body[FrameSealer.headerSize...])) else {
-            return .failure(.malformed)
+        let message: LinkMessage
+        if body.count > FrameSealer.headerSize, body[FrameSealer.headerSize] == FrameSealer.binaryMark {
+            guard let m = try? PairMessage(wire: Array(body), from: FrameSealer.headerSize + 1) else { return .failure(.malformed) }
+            message = .pair(m)
+        } else {
+            guard let m = try? Self.decoder.decode(LinkMessage.self, from: Data(body[FrameSealer.headerSize...])) else {
+                return .failure(.malformed)
+            }
+            message = m
         }
         seen[boot] = (counter, now)
         return .success(message)

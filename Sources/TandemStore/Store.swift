@@ -23,11 +23,7 @@ public final class Store {
     public let db: SQLiteDatabase
     let logger: Logger
     public private(set) var lastSeq: UInt64 = 0
-    private let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return e
-    }()
+    private let encoder = JSONEncoder()
 
     /// Append-only list of migrations; index + 1 is the schema version.
     static let migrations: [String] = [

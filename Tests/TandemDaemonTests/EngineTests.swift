@@ -4,6 +4,7 @@ import Testing
 import TandemCore
 import TandemLicensing
 import TandemStore
+import TandemPair
 @testable import TandemEngine
 
 final class FakeClock: @unchecked Sendable {
@@ -111,4 +112,46 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
 
 extension Result {
     var error: Failure? { if case .failure(let e) = self { return e } else { return nil } }
+}
+
+@Suite struct PairedEnginePersistence {
+    /// Without a witness, a node's split base and the lease changes cut from its log are
+    /// stored with the log, in the same transaction as the cut, and read back at start.
+    @Test func unmergedChangesAndTheSplitBaseAreStored() throws {
+        let clock = FakeClock()
+        let (e, _, _) = try makeEngine(clock: clock)
+        try e.flush()
+        var base = e.state
+        base.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: 4, notAfterUSec: 0, issuedTo: [base.serverId, "TS-B"],
+                                             keyId: "k", document: "", activatedUSec: 1)))
+        var settings = PairSettings()
+        settings.partition = .split(primaryPercent: 50)
+        let at = e.store.lastSeq
+        e.startPair(PairNode(index: 0, baseState: base, base: at, baseEpoch: 0, log: [], promisedEpoch: 0, settings: settings, now: clock.now),
+                    peerServerId: "TS-B")
+        // The peer never answers: the primary takes over alone after FailoverTimeoutSec.
+        clock.now += 3_100_000
+        e.pairTick()
+        try e.flush()
+        #expect(e.pair?.isServing(now: clock.now) == true)
+        var answered: TandemError??
+        guard case .leaseGranted(let lease, _) = try e.acquire(feature: "cad", count: 2, client: "c", ttlUSec: 60_000_000, requestId: nil, caller: .root).get() else {
+            Issue.record("no lease")
+            return
+        }
+        e.whenAnswered { answered = $0 }
+        try e.flush()
+        #expect(answered == .some(nil), "answered alone, within its share (2 of 4)")
+        #expect(try e.store.pairPartitionState().splitBase == at)
+        // A leader of a newer epoch turns up with a log that lacks that grant: it is cut from
+        // the log and kept, durably, until merged.
+        e.pairReceive(from: .node(1), .append(epoch: 3, prevSeq: at, prevEpoch: 0,
+                                              entries: [LogEntry(seq: at + 1, epoch: 3, change: .epochStarted(epoch: 3))], leaderLastSeq: at + 1))
+        try e.flush()
+        #expect(e.state.leases[lease.id] == nil)
+        let stored = try e.store.pairPartitionState()
+        #expect(stored.unmerged.map(\.change) == e.pair?.unmerged.map(\.change))
+        if case .leaseGranted(let l)? = stored.unmerged.first?.change { #expect(l.id == lease.id) } else { Issue.record("\(stored.unmerged)") }
+        #expect(stored.splitBase == at)
+    }
 }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TandemCore
 import TandemPair
-import TandemPeer
+@testable import TandemPeer
 
 @Suite struct PairLinkFrames {
     let key = PairKey.generate()
@@ -76,5 +76,64 @@ import TandemPeer
                                           (.node(0), .ack(epoch: 2, matchSeq: 7, caughtUp: false)),
                                           (.node(0), .ack(epoch: 4, matchSeq: 3, caughtUp: false))])
         #expect(acks.map(\.1) == [.ack(epoch: 2, matchSeq: 9, caughtUp: true), .ack(epoch: 4, matchSeq: 3, caughtUp: false)])
+    }
+}
+
+@Suite struct WireFormat {
+    static let lease = Lease(id: "lease-1", feature: "cad", client: "ws-1", count: 2, uid: 1000, requestId: "r1",
+                             acquiredUSec: 1, expiresUSec: 1 << 40, ttlUSec: 300_000_000, epoch: 7)
+    static let changes: [Change] = [
+        .serverIdSet(id: "TS-1"),
+        .licenseActivated(License(id: "L1", product: "P", feature: "cad", seats: 40, notAfterUSec: 0, issuedTo: ["TS-1", "TS-2"],
+                                  keyId: "k", document: "doc\nwith ünïcode", activatedUSec: 99)),
+        .licenseDeactivated(id: "L1"), .leaseGranted(lease),
+        .leaseGranted(Lease(id: "l2", feature: "f", client: "", count: 1, uid: nil, requestId: nil, acquiredUSec: 0, expiresUSec: 0, ttlUSec: 0, epoch: 0)),
+        .leaseRenewed(id: "lease-1", expiresUSec: UInt64.max), .leaseReleased(id: "lease-1"), .leaseExpired(id: "x"),
+        .reservationAdded(Reservation(id: "res", feature: "cad", holder: "h", count: 3)), .reservationRemoved(id: "res"),
+        .epochStarted(epoch: 12), .leasesMerged(epoch: 5, through: 99),
+    ]
+    static let messages: [PairMessage] = [
+        .append(epoch: 4, prevSeq: 10, prevEpoch: 3, entries: changes.enumerated().map { LogEntry(seq: UInt64(11 + $0.offset), epoch: 4, change: $0.element) }, leaderLastSeq: 30),
+        .append(epoch: 4, prevSeq: 10, prevEpoch: 3, entries: [], leaderLastSeq: 10),
+        .ack(epoch: 4, matchSeq: 22, caughtUp: true), .ack(epoch: 4, matchSeq: 0, caughtUp: false),
+        .mismatch(epoch: 4, lastSeq: 9, epochTable: [EpochRange(epoch: 2, lastSeq: 5), EpochRange(epoch: 3, lastSeq: 9)]),
+        .stale(epoch: 8), .handoverRequest(epoch: 8), .handoverReady(epoch: 8, lastSeq: 100),
+        .snapshot(epoch: 6, seq: 70, seqEpoch: 5, part: 1, parts: 3, changes: changes),
+        .merge(epoch: 6, entries: [LogEntry(seq: 3, epoch: 5, change: .leaseGranted(lease))]),
+        .voteRequest(epoch: 6, lastSeq: 3, lastEpoch: 5), .voteGranted(epoch: 6, leaseUSec: 2_500_000), .voteDenied(epoch: 6, votedEpoch: 7),
+        .renew(epoch: 6, recordSeq: 9, recordEpoch: 6, sentAt: 1), .renew(epoch: 6, recordSeq: nil, recordEpoch: nil, sentAt: 2),
+        .renewed(epoch: 6, recordedSeq: 9, sentAt: 1), .renewed(epoch: 6, recordedSeq: nil, sentAt: 1),
+        .deposed(votedEpoch: 9), .releaseLease(epoch: 6),
+    ]
+
+    @Test func everyMessageRoundTripsThroughTheBinaryFormAndTheFrame() throws {
+        var sealer = FrameSealer(key: PairKey.generate(), bootId: 3)
+        var opener = FrameOpener(key: sealer.key)
+        for m in Self.messages {
+            #expect(try PairMessage(wire: m.wire) == m)
+            let frame = sealer.seal(.pair(m), now: 1_800_000_000_000_000)
+            #expect(frame[28] == UInt8(ascii: "B"), "replication messages travel in binary")
+            #expect(opener.open(frame, now: 1_800_000_000_000_000) == .success(.pair(m)))
+        }
+        // Binary is much smaller than the JSON it replaced.
+        let append = Self.messages[0]
+        #expect(append.wire.count * 2 < (try JSONEncoder().encode(append)).count)
+    }
+
+    @Test func truncatedOrUnknownBytesAreRefusedNotTrapped() throws {
+        let wire = Self.messages[0].wire
+        for n in [0, 1, 5, wire.count / 2, wire.count - 1] {
+            #expect(throws: WireError.self) { try PairMessage(wire: Array(wire.prefix(n))) }
+        }
+        #expect(throws: WireError.self) { try PairMessage(wire: wire + [0]) }
+        #expect(throws: WireError.self) { try PairMessage(wire: [99]) }
+        #expect(throws: WireError.self) { try PairMessage(wire: [1] + Array(repeating: 0xFF, count: 20)) }
+        // Authenticated but undecodable: malformed (a key holder sending garbage).
+        var sealer = FrameSealer(key: PairKey.generate(), bootId: 4)
+        var opener = FrameOpener(key: sealer.key)
+        var frame = Array(sealer.seal(.pair(.ack(epoch: 1, matchSeq: 1, caughtUp: true)), now: 1_800_000_000_000_000).dropLast(32))
+        frame[29] = 250 // unknown message tag
+        frame += sealer.key.tag(frame)
+        #expect(opener.open(frame, now: 1_800_000_000_000_000) == .failure(.malformed))
     }
 }

@@ -1,0 +1,258 @@
+import TandemCore
+
+/// A compact binary form of the replication messages for the pair link: every append and
+/// acknowledgement is encoded and decoded on the critical path of an answer, and JSON coding
+/// was a large share of both nodes' work per change. Integers are LEB128 varints, strings a
+/// varint length and UTF-8, optionals a 0/1 byte, enums a tag byte. Decoding never traps:
+/// anything short or unknown is `WireError`.
+public struct WireError: Error, Sendable, Equatable {
+    public let what: String
+}
+
+public struct WireWriter {
+    public private(set) var bytes: [UInt8] = []
+    public init() { bytes.reserveCapacity(256) }
+
+    public mutating func u64(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+    public mutating func u32(_ v: UInt32) { u64(UInt64(v)) }
+    public mutating func int(_ v: Int) { u64(UInt64(bitPattern: Int64(v))) }
+    public mutating func byte(_ v: UInt8) { bytes.append(v) }
+    public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
+    public mutating func string(_ s: String) {
+        var s = s
+        s.withUTF8 { u in
+            u64(UInt64(u.count))
+            bytes.append(contentsOf: u)
+        }
+    }
+    public mutating func optional<T>(_ v: T?, _ write: (inout WireWriter, T) -> Void) {
+        if let v {
+            bytes.append(1)
+            write(&self, v)
+        } else {
+            bytes.append(0)
+        }
+    }
+    public mutating func array<T>(_ a: [T], _ write: (inout WireWriter, T) -> Void) {
+        u64(UInt64(a.count))
+        for x in a { write(&self, x) }
+    }
+}
+
+public struct WireReader {
+    let bytes: [UInt8]
+    var at: Int
+    public init(_ bytes: [UInt8], from: Int = 0) {
+        self.bytes = bytes
+        at = from
+    }
+    public var atEnd: Bool { at == bytes.count }
+
+    public mutating func u64() throws(WireError) -> UInt64 {
+        var v: UInt64 = 0
+        var shift: UInt64 = 0
+        while true {
+            guard at < bytes.count, shift < 64 else { throw WireError(what: "truncated or oversized integer") }
+            let b = bytes[at]
+            at += 1
+            v |= UInt64(b & 0x7F) << shift
+            if b < 0x80 { return v }
+            shift += 7
+        }
+    }
+    public mutating func u32() throws(WireError) -> UInt32 {
+        let v = try u64()
+        guard v <= UInt64(UInt32.max) else { throw WireError(what: "32-bit value out of range") }
+        return UInt32(v)
+    }
+    public mutating func int() throws(WireError) -> Int {
+        let v = Int64(bitPattern: try u64())
+        guard let i = Int(exactly: v) else { throw WireError(what: "integer out of range") }
+        return i
+    }
+    public mutating func byte() throws(WireError) -> UInt8 {
+        guard at < bytes.count else { throw WireError(what: "truncated") }
+        at += 1
+        return bytes[at - 1]
+    }
+    public mutating func bool() throws(WireError) -> Bool {
+        switch try byte() {
+        case 0: return false
+        case 1: return true
+        default: throw WireError(what: "bad boolean")
+        }
+    }
+    public mutating func string() throws(WireError) -> String {
+        let n = try u64()
+        guard n <= UInt64(bytes.count - at) else { throw WireError(what: "truncated string") }
+        let s = String(decoding: bytes[at..<(at + Int(n))], as: UTF8.self)
+        at += Int(n)
+        return s
+    }
+    public mutating func optional<T>(_ read: (inout WireReader) throws(WireError) -> T) throws(WireError) -> T? {
+        try bool() ? try read(&self) : nil
+    }
+    public mutating func array<T>(_ read: (inout WireReader) throws(WireError) -> T) throws(WireError) -> [T] {
+        let n = try u64()
+        // Every element takes at least one byte: a count beyond what is left is a lie.
+        guard n <= UInt64(bytes.count - at) else { throw WireError(what: "truncated array") }
+        var out: [T] = []
+        out.reserveCapacity(Int(n))
+        for _ in 0..<n { out.append(try read(&self)) }
+        return out
+    }
+}
+
+extension Change {
+    public func write(to w: inout WireWriter) {
+        switch self {
+        case .serverIdSet(let id):
+            w.byte(1); w.string(id)
+        case .licenseActivated(let l):
+            w.byte(2); w.string(l.id); w.string(l.product); w.string(l.feature); w.u32(l.seats); w.u64(l.notAfterUSec)
+            w.array(l.issuedTo) { $0.string($1) }; w.string(l.keyId); w.string(l.document); w.u64(l.activatedUSec)
+        case .licenseDeactivated(let id):
+            w.byte(3); w.string(id)
+        case .leaseGranted(let l):
+            w.byte(4); w.string(l.id); w.string(l.feature); w.string(l.client); w.u32(l.count)
+            w.optional(l.uid) { $0.u32($1) }; w.optional(l.requestId) { $0.string($1) }
+            w.u64(l.acquiredUSec); w.u64(l.expiresUSec); w.u64(l.ttlUSec); w.u64(l.epoch)
+        case .leaseRenewed(let id, let expires):
+            w.byte(5); w.string(id); w.u64(expires)
+        case .leaseReleased(let id):
+            w.byte(6); w.string(id)
+        case .leaseExpired(let id):
+            w.byte(7); w.string(id)
+        case .reservationAdded(let r):
+            w.byte(8); w.string(r.id); w.string(r.feature); w.string(r.holder); w.u32(r.count)
+        case .reservationRemoved(let id):
+            w.byte(9); w.string(id)
+        case .epochStarted(let e):
+            w.byte(10); w.u64(e)
+        case .leasesMerged(let e, let through):
+            w.byte(11); w.u64(e); w.u64(through)
+        }
+    }
+
+    public static func read(from r: inout WireReader) throws(WireError) -> Change {
+        switch try r.byte() {
+        case 1: return .serverIdSet(id: try r.string())
+        case 2:
+            return .licenseActivated(License(
+                id: try r.string(), product: try r.string(), feature: try r.string(), seats: try r.u32(), notAfterUSec: try r.u64(),
+                issuedTo: try r.array { (r: inout WireReader) throws(WireError) in try r.string() }, keyId: try r.string(),
+                document: try r.string(), activatedUSec: try r.u64()))
+        case 3: return .licenseDeactivated(id: try r.string())
+        case 4:
+            return .leaseGranted(Lease(
+                id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
+                uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
+                requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
+                acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64()))
+        case 5: return .leaseRenewed(id: try r.string(), expiresUSec: try r.u64())
+        case 6: return .leaseReleased(id: try r.string())
+        case 7: return .leaseExpired(id: try r.string())
+        case 8: return .reservationAdded(Reservation(id: try r.string(), feature: try r.string(), holder: try r.string(), count: try r.u32()))
+        case 9: return .reservationRemoved(id: try r.string())
+        case 10: return .epochStarted(epoch: try r.u64())
+        case 11: return .leasesMerged(epoch: try r.u64(), through: try r.u64())
+        case let t: throw WireError(what: "unknown change tag \(t)")
+        }
+    }
+}
+
+extension LogEntry {
+    func write(to w: inout WireWriter) {
+        w.u64(seq); w.u64(epoch); change.write(to: &w)
+    }
+    static func read(from r: inout WireReader) throws(WireError) -> LogEntry {
+        LogEntry(seq: try r.u64(), epoch: try r.u64(), change: try Change.read(from: &r))
+    }
+}
+
+extension PairMessage {
+    /// The binary form (see `WireWriter`).
+    public var wire: [UInt8] {
+        var w = WireWriter()
+        write(to: &w)
+        return w.bytes
+    }
+
+    public init(wire bytes: [UInt8], from: Int = 0) throws(WireError) {
+        var r = WireReader(bytes, from: from)
+        self = try Self.read(from: &r)
+        guard r.atEnd else { throw WireError(what: "trailing bytes") }
+    }
+
+    func write(to w: inout WireWriter) {
+        func entries(_ es: [LogEntry]) { w.array(es) { e, x in x.write(to: &e) } }
+        switch self {
+        case .append(let e, let prevSeq, let prevEpoch, let es, let leaderLast):
+            w.byte(1); w.u64(e); w.u64(prevSeq); w.u64(prevEpoch); entries(es); w.u64(leaderLast)
+        case .ack(let e, let match, let caughtUp):
+            w.byte(2); w.u64(e); w.u64(match); w.bool(caughtUp)
+        case .mismatch(let e, let last, let table):
+            w.byte(3); w.u64(e); w.u64(last); w.array(table) { $0.u64($1.epoch); $0.u64($1.lastSeq) }
+        case .stale(let e):
+            w.byte(4); w.u64(e)
+        case .handoverRequest(let e):
+            w.byte(5); w.u64(e)
+        case .handoverReady(let e, let last):
+            w.byte(6); w.u64(e); w.u64(last)
+        case .snapshot(let e, let seq, let seqEpoch, let part, let parts, let changes):
+            w.byte(7); w.u64(e); w.u64(seq); w.u64(seqEpoch); w.int(part); w.int(parts); w.array(changes) { x, c in c.write(to: &x) }
+        case .merge(let e, let es):
+            w.byte(8); w.u64(e); entries(es)
+        case .voteRequest(let e, let last, let lastEpoch):
+            w.byte(9); w.u64(e); w.u64(last); w.u64(lastEpoch)
+        case .voteGranted(let e, let lease):
+            w.byte(10); w.u64(e); w.u64(lease)
+        case .voteDenied(let e, let voted):
+            w.byte(11); w.u64(e); w.u64(voted)
+        case .renew(let e, let recordSeq, let recordEpoch, let sentAt):
+            w.byte(12); w.u64(e); w.optional(recordSeq) { $0.u64($1) }; w.optional(recordEpoch) { $0.u64($1) }; w.u64(sentAt)
+        case .renewed(let e, let recorded, let sentAt):
+            w.byte(13); w.u64(e); w.optional(recorded) { $0.u64($1) }; w.u64(sentAt)
+        case .deposed(let voted):
+            w.byte(14); w.u64(voted)
+        case .releaseLease(let e):
+            w.byte(15); w.u64(e)
+        }
+    }
+
+    static func read(from r: inout WireReader) throws(WireError) -> PairMessage {
+        func entries() throws(WireError) -> [LogEntry] { try r.array { (r: inout WireReader) throws(WireError) in try LogEntry.read(from: &r) } }
+        func u64() throws(WireError) -> UInt64 { try r.u64() }
+        func optU64() throws(WireError) -> UInt64? { try r.optional { (r: inout WireReader) throws(WireError) in try r.u64() } }
+        switch try r.byte() {
+        case 1: return .append(epoch: try u64(), prevSeq: try u64(), prevEpoch: try u64(), entries: try entries(), leaderLastSeq: try u64())
+        case 2: return .ack(epoch: try u64(), matchSeq: try u64(), caughtUp: try r.bool())
+        case 3:
+            return .mismatch(epoch: try u64(), lastSeq: try u64(), epochTable: try r.array { (r: inout WireReader) throws(WireError) in
+                EpochRange(epoch: try r.u64(), lastSeq: try r.u64())
+            })
+        case 4: return .stale(epoch: try u64())
+        case 5: return .handoverRequest(epoch: try u64())
+        case 6: return .handoverReady(epoch: try u64(), lastSeq: try u64())
+        case 7:
+            return .snapshot(epoch: try u64(), seq: try u64(), seqEpoch: try u64(), part: try r.int(), parts: try r.int(),
+                             changes: try r.array { (r: inout WireReader) throws(WireError) in try Change.read(from: &r) })
+        case 8: return .merge(epoch: try u64(), entries: try entries())
+        case 9: return .voteRequest(epoch: try u64(), lastSeq: try u64(), lastEpoch: try u64())
+        case 10: return .voteGranted(epoch: try u64(), leaseUSec: try u64())
+        case 11: return .voteDenied(epoch: try u64(), votedEpoch: try u64())
+        case 12: return .renew(epoch: try u64(), recordSeq: try optU64(), recordEpoch: try optU64(), sentAt: try u64())
+        case 13: return .renewed(epoch: try u64(), recordedSeq: try optU64(), sentAt: try u64())
+        case 14: return .deposed(votedEpoch: try u64())
+        case 15: return .releaseLease(epoch: try u64())
+        case let t: throw WireError(what: "unknown message tag \(t)")
+        }
+    }
+}
