@@ -8,6 +8,7 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Client configuration (default: $TANDEM_CLIENT_CONFIG, else /etc/tandem/client.conf).")
     var config: String?
     @Option(help: "Per-request timeout in seconds.") var timeout: Double = 5
+    @Option(help: "Seconds to keep trying while no server is serving (a failover in progress).") var failoverWait: Double = 8
     @Flag(help: "Print JSON instead of text.") var json = false
 
     var path: String { ClientConfiguration.path(override: config) }
@@ -16,7 +17,7 @@ struct ClientOptions: ParsableArguments {
         do {
             let c = try ClientConfiguration.load(path: path)
             guard !c.servers.isEmpty else { throw CLIFailure("\(path): no Server= configured") }
-            return TandemClient(servers: c.servers, token: try c.token(), timeout: timeout)
+            return TandemClient(servers: c.servers, token: try c.token(), timeout: timeout, failoverWait: failoverWait)
         } catch let e as ClientConfiguration.ParseError {
             throw CLIFailure(e.description)
         }

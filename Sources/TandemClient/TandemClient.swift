@@ -18,11 +18,15 @@ public struct ClientError: Error, CustomStringConvertible, Sendable {
 
 /// The product side of Tandem: an ordered list of servers (the primary, then its backup),
 /// per-request timeouts, request ids on every acquisition, and failover: on a connection
-/// failure or a node that says it is not serving (503), it moves to the next server.
+/// failure or a node that says it is not serving (503), it moves to the next server; when none
+/// serves (a failover in progress), it tries them all again for up to `failoverWait` seconds.
 public final class TandemClient: @unchecked Sendable {
     public let servers: [String]
     let token: String?
     public let timeout: TimeInterval
+    /// How long to keep trying when no server serves: a pair's failover takes its
+    /// FailoverTimeoutSec (default 3 s) and an election.
+    public let failoverWait: TimeInterval
     let session: URLSession
     let logger: Logger
     private let lock = NSLock()
@@ -35,11 +39,12 @@ public final class TandemClient: @unchecked Sendable {
     }()
 
     /// An `https://` server is verified against the system's certificate authorities.
-    public init(servers: [String], token: String? = nil, timeout: TimeInterval = 5,
+    public init(servers: [String], token: String? = nil, timeout: TimeInterval = 5, failoverWait: TimeInterval = 8,
                 logger: Logger = Logger(label: "tandem-client")) {
         self.servers = servers
         self.token = token
         self.timeout = timeout
+        self.failoverWait = failoverWait
         self.logger = logger
         let config = URLSessionConfiguration.ephemeral
         config.timeoutIntervalForRequest = timeout
@@ -90,8 +95,24 @@ public final class TandemClient: @unchecked Sendable {
 
     /// Runs `call` against the current server, then the others in order, moving on when a
     /// server is unreachable or not serving (503). Other answers, errors included, are final.
+    /// When no server serves, the round is repeated every 250 ms until `failoverWait` has passed
+    /// (a retried acquisition carries the same request id, so it never takes seats twice).
     func withFailover(_ method: String, _ path: String, body: Data? = nil) async throws(ClientError) -> (Int, Data) {
         guard !servers.isEmpty else { throw ClientError.unreachable("no servers configured") }
+        let deadline = Date().addingTimeInterval(failoverWait)
+        while true {
+            do throws(ClientError) {
+                return try await failoverRound(method, path, body: body)
+            } catch {
+                if Date().addingTimeInterval(0.25) >= deadline { throw error }
+                logger.info("no server is serving; trying again", metadata: ["detail": "\(error.detail)"])
+                try? await Task.sleep(nanoseconds: 250_000_000)
+            }
+        }
+    }
+
+    /// One try of every server, the current one first.
+    func failoverRound(_ method: String, _ path: String, body: Data?) async throws(ClientError) -> (Int, Data) {
         let start = lock.withLock { current }
         var failures: [String] = []
         for k in 0..<servers.count {

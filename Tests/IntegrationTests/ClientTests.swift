@@ -94,9 +94,11 @@ func leaseCount(_ f: Fixture) throws -> Int {
         let r = try clientctl(config, ["acquire", "cad", "--client", "fo", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try leaseCount(f) == 1)
-        // Nothing reachable at all: a distinct status.
+        // Nothing reachable at all: a distinct status, after trying again for --failover-wait.
         try "[Client]\nServer=127.0.0.1:1\n".write(toFile: config, atomically: true, encoding: .utf8)
-        #expect(try clientctl(config, ["acquire", "cad"]).status == 69)
+        let t0 = Date()
+        #expect(try clientctl(config, ["acquire", "cad", "--failover-wait", "1.5"]).status == 69)
+        #expect(Date().timeIntervalSince(t0) >= 1.2, "gave up before --failover-wait")
     }
 
     @Test func configurationFileRoundTrips() throws {

@@ -206,7 +206,8 @@ final class TestNetwork {
 
     /// PartitionPolicy=split (no witness): while cut off each side grants only its share of
     /// the seats free at the last position both held (SplitPrimaryPercent=50: 2 and 2 of 4),
-    /// never over-allocating; after the heal both hold every lease granted.
+    /// never over-allocating, also across a kill -9 and restart; after the heal both hold every
+    /// lease granted.
     @Test(.enabled(if: TestNetwork.available, "needs root and iproute2"))
     func splitGrantsEachSideItsShareAndNeverOverAllocates() throws {
         let net = try TestNetwork(hosts: ["a", "b"])
@@ -229,6 +230,15 @@ final class TestNetwork {
         }
         #expect(granted.values.filter { $0 == "a" }.count == 4 && granted.values.filter { $0 == "b" }.count == 2, "\(granted)")
         #expect(refusals.count == 4 && refusals.allSatisfy { $0.contains("InsufficientSeats") && $0.contains("PartitionPolicy=split") }, "\(refusals)")
+        // kill -9 of the cut-off primary and a restart, still cut off: it takes over again from
+        // its stored log and split base, and its share stays spent.
+        a.stop(SIGKILL)
+        try a.start()
+        try waitFor("the restarted primary serving on its own", seconds: 8) { try ca.get("Serving") == .bool(true) }
+        switch acquire(ca, "a-after-restart") {
+        case .success(let id): Issue.record("the restarted primary granted \(id) beyond its share: \(granted)")
+        case .failure(let e): #expect((e as? BusError)?.name == "org.tandem.LicenseManager1.InsufficientSeats", "\(e)")
+        }
         try net.heal("a")
         try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
             try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
