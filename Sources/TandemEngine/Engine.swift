@@ -369,9 +369,7 @@ public final class Engine {
         var meta: [(String, String)] = []
         if node.promisedEpoch != persistedPromised { meta.append(("pair_promised_epoch", String(node.promisedEpoch))) }
         // Lease changes cut from the log are kept in the same transaction as the cut.
-        if node.unmerged != persistedUnmerged {
-            meta.append(("pair_unmerged", Store.unmergedText(node.unmerged.map { LoggedChange(seq: $0.seq, epoch: $0.epoch, timeUSec: 0, change: $0.change) })))
-        }
+        if node.unmerged != persistedUnmerged { meta.append(Store.unmergedMeta(node.unmerged.map { ($0.seq, $0.epoch, $0.change) })) }
         if node.splitBasePos != persistedSplitBase { meta.append(("pair_split_base", node.splitBasePos.map { String($0) } ?? "")) }
         let now = clock()
         if node.truncations != persistedTruncations {

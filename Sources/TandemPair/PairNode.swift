@@ -353,10 +353,11 @@ public struct PairNode: Sendable {
         if !unmerged.isEmpty { unmerged.removeAll { (state.merged[$0.epoch] ?? 0) >= $0.seq } }
     }
 
-    /// Leader: merges lease changes made while the pair was cut off. Only their effect on the
-    /// current state is appended — a lease the log does not hold (unless it has run out), a
-    /// later expiry for one it holds, the release of a lease still held; expiries are left to this
-    /// node's own clock — followed by one `leasesMerged` mark per epoch, so each is merged once.
+    /// Leader: merges lease changes made while the pair was cut off (grants — renewals arrive
+    /// as grants, see `keepUnmerged` — and releases). Only their effect on the current state is
+    /// appended — a lease the log does not hold (unless it has run out), a later expiry for one
+    /// it holds, the release of a lease still held; expiries are left to this node's own clock —
+    /// followed by one `leasesMerged` mark per epoch, so each is merged once.
     private mutating func merge(_ items: [LogEntry], epoch: UInt64, now: USec) {
         var through: [UInt64: UInt64] = [:]
         for item in items.sorted(by: { ($0.epoch, $0.seq) < ($1.epoch, $1.seq) }) {
@@ -372,8 +373,6 @@ public struct PairNode: Sendable {
                     merged.requestId = nil
                     append(.leaseGranted(merged), epoch: epoch)
                 }
-            case .leaseRenewed(let id, let expires):
-                if let cur = state.leases[id], expires > cur.expiresUSec { append(item.change, epoch: epoch) }
             case .leaseReleased(let id):
                 if state.leases[id] != nil { append(item.change, epoch: epoch) }
             default:
@@ -413,7 +412,8 @@ public struct PairNode: Sendable {
                     out += renew(epoch: epoch, now: now, record: true)
                 }
             } else if !peerReachable(now: now) {
-                goSolo(epoch: epoch, now: now, &out)
+                // Cut off: under split, limit grants first; then answer without the peer.
+                limitToSplitShare(now: now, &out)
                 releaseAnswers(&out, now: now)
             }
         case .handingOver(let epoch, let since):
@@ -493,16 +493,16 @@ public struct PairNode: Sendable {
         append(.epochStarted(epoch: epoch), epoch: epoch)
         if !unmerged.isEmpty { merge(unmerged, epoch: epoch, now: now) }
         lastHeartbeatSent = now
-        if !usesWitness, !peerReachable(now: now) { goSolo(epoch: epoch, now: now, &out) }
+        if !usesWitness, !peerReachable(now: now) { limitToSplitShare(now: now, &out) }
         out += replicate(epoch: epoch, resend: false)
     }
 
-    /// Without a witness, the peer is out of reach: answers go out without its acknowledgement,
-    /// and under `split` grants are limited from here on to this node's share of the seats free
-    /// at the last position both nodes held. Grants already decided beyond that share (not yet
-    /// answered) are refused to their clients; they stay in the log (the peer may have them),
-    /// counting against this node's share, and this node never hands them out.
-    private mutating func goSolo(epoch: UInt64, now: USec, _ out: inout [NodeEffect]) {
+    /// Without a witness, with the peer out of reach (this node then answers alone: see
+    /// `releaseAnswers`): under `split`, grants are limited from here on to this node's share of
+    /// the seats free at the last position both nodes held. Grants already decided beyond that
+    /// share (not yet answered) are refused to their clients; they stay in the log (the peer may
+    /// have them), counting against this node's share, and this node never hands them out.
+    private mutating func limitToSplitShare(now: USec, _ out: inout [NodeEffect]) {
         guard case .split = settings.partition else { return }
         if splitBasePos == nil { splitBasePos = max(electionSeq, peerMatchSeq) }
         ensureSplitBase()
@@ -512,9 +512,7 @@ public struct PairNode: Sendable {
             if case .done(.leaseGranted(let l, false)) = p.reply { return l.id } else { return nil }
         })
         var counted: [String: UInt64] = [:]
-        for l in state.leases.values where splitBase?.leases[l.id] == nil && !waiting.contains(l.id) {
-            counted[l.feature, default: 0] += UInt64(l.count)
-        }
+        for l in leasesSinceSplitBase where !waiting.contains(l.id) { counted[l.feature, default: 0] += UInt64(l.count) }
         var withdrawn: Set<String> = []
         for p in pending {
             guard case .done(.leaseGranted(let l, false)) = p.reply, state.leases[l.id] != nil else { continue }
@@ -567,16 +565,23 @@ public struct PairNode: Sendable {
         guard case .split(let percent) = settings.partition, splitBasePos != nil else { return .max }
         guard let base = splitBase, !splitBaseLost else { return 0 }
         let seats = base.licenses.values.filter { $0.feature == feature }.reduce(UInt64(0)) { $0 + UInt64($1.seats) }
-        let used = base.leases.values.filter { $0.feature == feature }.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        let used = Self.seats(of: base.leases.values, feature)
         let free = seats > used ? seats - used : 0
         let primary = free * UInt64(min(percent, 100)) / 100
         return index == 0 ? primary : free - primary
     }
 
     /// `split`: seats of `feature` held by leases granted since the split base.
-    func splitHeld(_ feature: String) -> UInt64 {
-        guard let base = splitBase else { return 0 }
-        return state.leases.values.filter { $0.feature == feature && base.leases[$0.id] == nil }.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    func splitHeld(_ feature: String) -> UInt64 { Self.seats(of: leasesSinceSplitBase, feature) }
+
+    /// `split`: leases in the state that were not in it at the split base.
+    var leasesSinceSplitBase: [Lease] {
+        guard let base = splitBase else { return [] }
+        return state.leases.values.filter { base.leases[$0.id] == nil }
+    }
+
+    static func seats(of leases: some Sequence<Lease>, _ feature: String) -> UInt64 {
+        leases.reduce(0) { $0 + ($1.feature == feature ? UInt64($1.count) : 0) }
     }
 
     func splitRefusal(_ feature: String) -> String {
@@ -899,7 +904,7 @@ public struct PairNode: Sendable {
             if command.isAdministrative {
                 return (.refused(TandemError(.peerUnreachable, "the peer is out of reach: administrative changes wait until the pair is back together")), out)
             }
-            goSolo(epoch: epoch, now: now, &out)
+            limitToSplitShare(now: now, &out)
         }
         switch state.decide(command, caller: caller, now: now) {
         case .failure(let e):

@@ -3,7 +3,7 @@ import Logging
 import TandemCore
 
 /// One entry of the change log.
-public struct LoggedChange: Sendable, Equatable, Codable {
+public struct LoggedChange: Sendable, Equatable {
     public var seq: UInt64
     public var epoch: UInt64
     public var timeUSec: USec
@@ -205,18 +205,27 @@ public final class Store {
         return (parts[0], parts[1], state)
     }
 
-    /// A pair node's partition bookkeeping (no witness): lease changes waiting to be merged and
-    /// the split base position. Written through `append`/`replace` meta values.
-    public func pairPartitionState() throws -> (unmerged: [LoggedChange], splitBase: UInt64?) {
-        var unmerged: [LoggedChange] = []
+    /// A pair node's partition bookkeeping (no witness): lease changes waiting to be merged
+    /// (`pair_unmerged`, see `unmergedMeta`) and the split base position (`pair_split_base`).
+    public func pairPartitionState() throws -> (unmerged: [(seq: UInt64, epoch: UInt64, change: Change)], splitBase: UInt64?) {
+        var unmerged: [(seq: UInt64, epoch: UInt64, change: Change)] = []
         if let text = try meta("pair_unmerged"), !text.isEmpty {
-            unmerged = try JSONDecoder().decode([LoggedChange].self, from: Data(text.utf8))
+            unmerged = try JSONDecoder().decode([UnmergedEntry].self, from: Data(text.utf8)).map { ($0.seq, $0.epoch, $0.change) }
         }
         return (unmerged, try meta("pair_split_base").flatMap { UInt64($0) })
     }
 
-    public static func unmergedText(_ entries: [LoggedChange]) -> String {
-        String(decoding: (try? JSONEncoder().encode(entries)) ?? Data("[]".utf8), as: UTF8.self)
+    /// The meta value that stores `entries` as the pair's unmerged lease changes (written with
+    /// `append`/`replace`, in the same transaction as the cut that produced them).
+    public static func unmergedMeta(_ entries: some Sequence<(seq: UInt64, epoch: UInt64, change: Change)>) -> (String, String) {
+        let rows = entries.map { UnmergedEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) }
+        return ("pair_unmerged", String(decoding: (try? JSONEncoder().encode(rows)) ?? Data("[]".utf8), as: UTF8.self))
+    }
+
+    private struct UnmergedEntry: Codable {
+        var seq: UInt64
+        var epoch: UInt64
+        var change: Change
     }
 
     /// Drops the pair's base snapshot (the pair was dissolved).

@@ -74,16 +74,15 @@ final class TestNetwork {
         try witness.run()
         defer { kill(witness.processIdentifier, SIGKILL); witness.waitUntilExit() }
         let seats = 4
-        let (a, b, ca, cb) = try formPair(net, keyFile: keyFile, witness: "\(addrW):7392", policy: "takeover", seats: seats)
+        let (a, b, ca, cb) = try formPair(net, keyFile: keyFile, witness: "\(addrW):7392", seats: seats)
 
         var granted: [String: String] = [:] // lease id -> node
         var errors: [String] = []
         func tryAcquire(_ c: BusClient, _ node: String, _ n: Int) {
-            do {
-                let id = try c.call("Acquire", [.string("cad"), .uint32(1), .string("\(node)-\(n)"),
-                                                 .vardict([("ttl_usec", .uint64(600_000_000))])]).first?.stringValue ?? ""
-                granted[id] = node
-            } catch { errors.append("\(node): \(error)") }
+            switch acquire(c, "\(node)-\(n)") {
+            case .success(let id): granted[id] = node
+            case .failure(let e): errors.append("\(node): \(e)")
+            }
         }
         tryAcquire(ca, "a", 0)
         tryAcquire(ca, "a", 1)
@@ -108,11 +107,7 @@ final class TestNetwork {
         #expect(granted.values.filter { $0 == "a" }.count == 2, "the cut-off primary granted seats: \(granted)")
         #expect(granted.count == seats)
 
-        try net.heal("a")
-        try waitFor("both nodes paired after the heal", seconds: 20) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
-                && leaseIds(ca) == leaseIds(cb)
-        }
+        try heal(net, ca, cb)
         #expect(try leaseIds(ca) == Set(granted.keys))
         _ = a.stop()
         _ = b.stop()
@@ -120,12 +115,12 @@ final class TestNetwork {
 
     /// Two nodes in namespaces `a` and `b`, paired (with `witness`, or without one under
     /// `policy`), with a license of `seats` seats issued to both.
-    func formPair(_ net: TestNetwork, keyFile: String, witness: String?, policy: String, seats: Int) throws -> (Tandemd, Tandemd, BusClient, BusClient) {
+    func formPair(_ net: TestNetwork, keyFile: String, witness: String?, policy: String? = nil, seats: Int) throws -> (Tandemd, Tandemd, BusClient, BusClient) {
         let vendor = try Vendor()
         let (addrA, addrB) = (net.address(0), net.address(1))
         func conf(_ addr: String) -> String {
             pairConfig(vendor: vendor, keyFile: keyFile, link: "\(addr):7391", witness: witness,
-                       extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1\nPartitionPolicy=\(policy)")
+                       extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1\n" + (policy.map { "PartitionPolicy=\($0)" } ?? ""))
         }
         let a = try Tandemd(bus: try TestBus(), config: conf(addrA)), b = try Tandemd(bus: try TestBus(), config: conf(addrB))
         a.netns = net.name("a")
@@ -151,6 +146,15 @@ final class TestNetwork {
         #expect(try ca.get("WitnessAddress") == .string(""))
         let first = try (0..<2).map { try acquire(ca, "a-\($0)").get() }
         return (a, b, ca, cb, first)
+    }
+
+    /// Brings the primary's link back and waits until both nodes are paired with the same leases.
+    func heal(_ net: TestNetwork, _ ca: BusClient, _ cb: BusClient) throws {
+        try net.heal("a")
+        try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
+            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+                && leaseIds(ca) == leaseIds(cb)
+        }
     }
 
     func acquire(_ c: BusClient, _ client: String) -> Result<String, Error> {
@@ -185,11 +189,7 @@ final class TestNetwork {
         } catch let e as BusError {
             #expect(e.name == "org.tandem.LicenseManager1.PeerUnreachable", "\(e)")
         }
-        try net.heal("a")
-        try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
-                && leaseIds(ca) == leaseIds(cb)
-        }
+        try heal(net, ca, cb)
         let serving = try ca.get("Serving") == .bool(true) ? ca : cb
         #expect(try ca.get("Serving") != cb.get("Serving"), "one node serves after the heal")
         #expect(try leaseIds(serving) == granted, "every lease granted on either side is kept")
@@ -239,11 +239,7 @@ final class TestNetwork {
         case .success(let id): Issue.record("the restarted primary granted \(id) beyond its share: \(granted)")
         case .failure(let e): #expect((e as? BusError)?.name == "org.tandem.LicenseManager1.InsufficientSeats", "\(e)")
         }
-        try net.heal("a")
-        try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
-                && leaseIds(ca) == leaseIds(cb)
-        }
+        try heal(net, ca, cb)
         #expect(try leaseIds(ca) == Set(granted.keys))
         _ = a.stop()
         _ = b.stop()

@@ -71,13 +71,16 @@ import TandemCore
     }
 }
 
+/// A server "S" with one license of `seats` seats for the feature "cad".
+func licensedState(seats: UInt32) -> LicenseState {
+    var s = LicenseState()
+    s.apply(.serverIdSet(id: "S"))
+    s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
+    return s
+}
+
 @Suite struct NodeRules {
-    func initial() -> LicenseState {
-        var s = LicenseState()
-        s.apply(.serverIdSet(id: "S"))
-        s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: 2, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
-        return s
-    }
+    func initial() -> LicenseState { licensedState(seats: 2) }
 
     @Test func answersWaitForTheFollowerAndEpochsHaveTheNodesParity() {
         var primary = PairNode(index: 0, initial: initial(), now: 0)
@@ -127,13 +130,6 @@ import TandemCore
         }
     }
 
-    func initial(seats: UInt32) -> LicenseState {
-        var s = LicenseState()
-        s.apply(.serverIdSet(id: "S"))
-        s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
-        return s
-    }
-
     /// Two nodes without a witness, exchanging messages while linked.
     struct Pair {
         var nodes: [PairNode]
@@ -143,10 +139,8 @@ import TandemCore
         init(_ mode: PartitionMode, seats: UInt32) {
             var settings = PairSettings()
             settings.partition = mode
-            var s = LicenseState()
-            s.apply(.serverIdSet(id: "S"))
-            s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
-            nodes = (0..<2).map { PairNode(index: $0, baseState: s, base: 0, baseEpoch: 0, log: [], promisedEpoch: 0, settings: settings, now: 0) }
+            nodes = (0..<2).map { PairNode(index: $0, baseState: licensedState(seats: seats), base: 0, baseEpoch: 0, log: [], promisedEpoch: 0,
+                                           settings: settings, now: 0) }
         }
         mutating func deliver(_ effects: [NodeEffect], from i: Int) {
             var queue = effects.map { (i, $0) }
