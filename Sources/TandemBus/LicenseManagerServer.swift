@@ -159,8 +159,10 @@ public final class LicenseManagerServer {
             }
         case "ListLicenses":
             let state = engine.state
+            var shares: [String: LicenseShare] = [:]
+            for f in state.features { for share in state.shares(f, at: now) { shares[share.licenseId] = share } }
             let rows: [BusValue] = state.licenses.values.sorted { $0.id < $1.id }.map { l in
-                let u = state.licenseUsage(l.id, at: now)
+                let u = shares[l.id]!
                 return .structure([.string(l.id), .string(l.product), .string(l.feature), .uint32(l.seats),
                                    .uint32(u.inUse), .uint32(u.reserved), .uint64(l.notAfterUSec)])
             }
@@ -175,9 +177,9 @@ public final class LicenseManagerServer {
                     case ("ttl_usec", .uint64(let t)): ttl = t
                     case ("request_id", .string(let s)): requestId = s
                     case ("ttl_usec", _), ("request_id", _):
-                        return Self.fail(err, TandemError(.invalidArgs, "option '\(key)' must be of type \(key == "ttl_usec" ? "t" : "s")"))
+                        return Self.fail(err, TandemError(.invalidArgs, "option \(quoted(key)) must be of type \(key == "ttl_usec" ? "t" : "s")"))
                     default:
-                        return Self.fail(err, TandemError(.invalidArgs, "unknown option '\(key)'"))
+                        return Self.fail(err, TandemError(.invalidArgs, "unknown option \(quoted(key))"))
                     }
                 }
             }
@@ -279,7 +281,7 @@ public final class LicenseManagerServer {
             case "ServiceAccount": value = .string(info.serviceAccount)
             case "Epoch": value = .uint64(state.epoch)
             case "LicenseCount": value = .uint32(UInt32(state.licenses.count))
-            case "SeatsTotal": value = .uint32(state.totalSeats)
+            case "SeatsTotal": value = .uint32(state.totalSeats(at: engine.now))
             case "SeatsInUse": value = .uint32(state.totalInUse)
             case "ListenAddresses": value = .strings(info.listenAddresses)
             case "Serving", "PeerAddress", "PeerServerId", "PeerStatus", "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "RejectedFrames", "PartitionPolicy":

@@ -1,3 +1,4 @@
+import TandemCore
 import CSystemd
 import CTandemBusShim
 import Foundation
@@ -39,7 +40,7 @@ public final class LogControlObject {
         switch property {
         case "LogLevel":
             guard Self.levels.contains(value), setLevel(value) else {
-                return sd_bus_error_set(err, "org.freedesktop.DBus.Error.InvalidArgs", "unknown log level '\(value)'")
+                return sd_bus_error_set(err, "org.freedesktop.DBus.Error.InvalidArgs", "unknown log level \(quoted(value))")
             }
             return 1
         case "LogTarget":

@@ -79,11 +79,11 @@ extension LicenseState {
 
     private func ownedLease(_ id: String, _ caller: Caller, now: USec) throws(TandemError) -> Lease {
         guard let lease = activeLease(id, at: now) else {
-            throw TandemError(.leaseNotFound, "no lease '\(id)'")
+            throw TandemError(.leaseNotFound, "no lease \(quoted(id))")
         }
         let owner = caller.network ? lease.uid == nil : (lease.uid != nil && lease.uid == caller.uid)
         if !caller.isAdmin && !owner {
-            throw TandemError(.accessDenied, "lease '\(id)' belongs to another user")
+            throw TandemError(.accessDenied, "lease \(quoted(id)) belongs to another user")
         }
         return lease
     }
@@ -93,13 +93,13 @@ extension LicenseState {
         case .activate(let license):
             try requireAdmin(caller, "ActivateLicense")
             guard license.issuedTo.contains(serverId) else {
-                throw TandemError(.wrongServer, "license '\(license.id)' is issued to \(license.issuedTo.joined(separator: ", ")), not to this server (\(serverId))")
+                throw TandemError(.wrongServer, "license \(quoted(license.id)) is issued to \(license.issuedTo.joined(separator: ", ")), not to this server (\(serverId))")
             }
             guard !license.isExpired(at: now) else {
-                throw TandemError(.licenseExpired, "license '\(license.id)' expired")
+                throw TandemError(.licenseExpired, "license \(quoted(license.id)) expired")
             }
             guard licenses[license.id] == nil else {
-                throw TandemError(.licenseAlreadyActive, "license '\(license.id)' is already active")
+                throw TandemError(.licenseAlreadyActive, "license \(quoted(license.id)) is already active")
             }
             var l = license
             l.activatedUSec = now
@@ -107,12 +107,8 @@ extension LicenseState {
 
         case .deactivate(let id):
             try requireAdmin(caller, "DeactivateLicense")
-            guard let license = licenses[id] else { throw TandemError(.licenseNotFound, "no active license '\(id)'") }
-            let inUse = inUse(license.feature)
-            let remaining = seats(license.feature, at: now) - (license.isExpired(at: now) ? 0 : license.seats)
-            if inUse > remaining {
-                throw TandemError(.licenseInUse, "license '\(id)': \(inUse) seats of '\(license.feature)' are in use and only \(remaining) would remain")
-            }
+            guard let license = licenses[id] else { throw TandemError(.licenseNotFound, "no active license \(quoted(id))") }
+            try checkSeatsRemain(without: license, now: now)
             return Decision(outcome: .licenseDeactivated(license), changes: [.licenseDeactivated(id: id)])
 
         case .acquire(let req):
@@ -123,7 +119,7 @@ extension LicenseState {
                 try Validate.text(r, "request_id", max: 128)
                 if var existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
                     guard existing.feature == req.feature && existing.count == req.count else {
-                        throw TandemError(.invalidArgs, "request_id '\(r)' was already used for a different acquisition")
+                        throw TandemError(.invalidArgs, "request_id \(quoted(r)) was already used for a different acquisition")
                     }
                     // A retry (lost answer, failover) gets the same lease, renewed from now: the
                     // client reckons its lease time from when it sent the retry.
@@ -133,11 +129,11 @@ extension LicenseState {
                 }
             }
             guard licenses.values.contains(where: { $0.feature == req.feature }) else {
-                throw TandemError(.unknownFeature, "no active license for feature '\(req.feature)'")
+                throw TandemError(.unknownFeature, "no active license for feature \(quoted(req.feature))")
             }
             let free = available(req.feature, for: req.client, at: now)
             guard req.count <= free else {
-                throw TandemError(.insufficientSeats, "feature '\(req.feature)': \(req.count) seats requested, \(free) available")
+                throw TandemError(.insufficientSeats, "feature \(quoted(req.feature)): \(req.count) seats requested, \(free) available")
             }
             let lease = Lease(id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
                               uid: caller.uid, requestId: req.requestId, acquiredUSec: now,
@@ -159,22 +155,23 @@ extension LicenseState {
             try Validate.count(count)
             try Validate.text(holder, "holder")
             guard licenses.values.contains(where: { $0.feature == feature }) else {
-                throw TandemError(.unknownFeature, "no active license for feature '\(feature)'")
+                throw TandemError(.unknownFeature, "no active license for feature \(quoted(feature))")
             }
-            // The new reservation must fit in what is neither used nor already set aside.
-            var after = self
-            after.apply(.reservationAdded(Reservation(id: newId, feature: feature, holder: holder, count: count)))
-            let free = Int64(seats(feature, at: now)) - Int64(inUse(feature))
-                - Int64(after.idleReserved(feature, exceptHolder: nil))
-            if free < 0 {
-                throw TandemError(.insufficientSeats, "feature '\(feature)': only \(available(feature, for: nil, at: now)) seats can be reserved now")
-            }
+            // Reservations never promise more seats than there are, and the new one must fit in
+            // what is neither used nor already set aside.
             let r = Reservation(id: newId, feature: feature, holder: holder, count: count)
+            var after = self
+            after.apply(.reservationAdded(r))
+            let seats = Int64(seats(feature, at: now))
+            if Int64(after.setAside(feature)) > seats
+                || Int64(inUse(feature)) + Int64(after.idleReserved(feature, exceptHolder: nil)) > seats {
+                throw TandemError(.insufficientSeats, "feature \(quoted(feature)): only \(reservable(feature, at: now)) seats can be reserved now")
+            }
             return Decision(outcome: .reservationAdded(r), changes: [.reservationAdded(r)])
 
         case .unreserve(let id):
             try requireAdmin(caller, "Unreserve")
-            guard let r = reservations[id] else { throw TandemError(.reservationNotFound, "no reservation '\(id)'") }
+            guard let r = reservations[id] else { throw TandemError(.reservationNotFound, "no reservation \(quoted(id))") }
             return Decision(outcome: .reservationRemoved(r), changes: [.reservationRemoved(id: id)])
 
         case .resetServerId(let newId):
@@ -182,11 +179,40 @@ extension LicenseState {
             guard licenses.isEmpty else {
                 throw TandemError(.licensesActive, "\(licenses.count) license(s) are active; deactivate them before resetting the server id")
             }
+            guard reservations.isEmpty else {
+                throw TandemError(.seatsReserved, "\(reservations.count) reservation(s) stand; remove them (Unreserve) before resetting the server id")
+            }
             return Decision(outcome: .serverIdReset(newId), changes: [.serverIdSet(id: newId)])
 
         case .expireLeases:
             let gone = leases.values.filter { $0.expiresUSec <= now }.sorted { ($0.expiresUSec, $0.id) < ($1.expiresUSec, $1.id) }
             return Decision(outcome: .expired(gone), changes: gone.map { .leaseExpired(id: $0.id) })
         }
+    }
+}
+
+extension LicenseState {
+    /// Refuses to remove `license` when the seats left could not cover the leases and the
+    /// reservations of its feature. An expired license counts no seats any more: removing it
+    /// changes no account.
+    func checkSeatsRemain(without license: License, now: USec) throws(TandemError) {
+        guard !license.isExpired(at: now) else { return }
+        let f = license.feature
+        let remaining = Int64(seats(f, at: now)) - Int64(license.seats)
+        let inUse = Int64(inUse(f)), setAside = Int64(setAside(f))
+        if inUse > remaining {
+            throw TandemError(.licenseInUse, "license \(quoted(license.id)): \(inUse) seats of \(quoted(f)) are in use and only \(remaining) would remain")
+        }
+        if setAside > remaining || inUse + Int64(idleReserved(f, exceptHolder: nil)) > remaining {
+            throw TandemError(.seatsReserved, "license \(quoted(license.id)): \(setAside) seats of \(quoted(f)) are reserved (\(inUse) in use) and only \(remaining) would remain; remove reservations (Unreserve) first")
+        }
+    }
+
+    /// Seats a new reservation of `feature` could take now.
+    func reservable(_ feature: String, at now: USec) -> UInt32 {
+        let seats = Int64(seats(feature, at: now))
+        let left = min(seats - Int64(setAside(feature)),
+                       seats - Int64(inUse(feature)) - Int64(idleReserved(feature, exceptHolder: nil)))
+        return UInt32(clamping: max(0, left))
     }
 }

@@ -12,6 +12,9 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
     case reservationNotFound = "ReservationNotFound"
     case licensesActive = "LicensesActive"
     case licenseInUse = "LicenseInUse"
+    /// Removing the license would leave fewer seats than its feature's reservations promise
+    /// (or than use and reservations together need); also ResetServerId while reservations stand.
+    case seatsReserved = "SeatsReserved"
     /// This node of a pair is not serving now (the message names the node that is, if known).
     case notServing = "NotServing"
     /// An administrative change on the backup of a pair; the message names the primary.

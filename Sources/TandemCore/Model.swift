@@ -77,14 +77,32 @@ public struct Reservation: Codable, Sendable, Equatable {
     }
 }
 
-/// One row of the usage table.
+/// A feature's seat account at one instant: the one definition of each number.
+///
+/// `reserved` counts seats *set aside and not used*: a holder's own leases draw from its
+/// reservations first, so a reservation whose holder uses it adds to `inUse`, not to
+/// `reserved`. Whenever the seats cover the use, `inUse + reserved + available == seats`
+/// (in general the three add up to `max(seats, inUse)`).
 public struct FeatureUsage: Sendable, Equatable, Codable {
     public var feature: String
+    /// Seats of the feature's licenses that are valid now.
+    public var seats: UInt32
+    /// Seats held by leases.
+    public var inUse: UInt32
+    /// Seats set aside for holders and not used by them (at most the seats not in use).
+    public var reserved: UInt32
+    /// Seats a client without a reservation can acquire now.
+    public var available: UInt32
+    /// Acquisitions refused for lack of seats (not replicated).
+    public var denied: UInt64
+}
+
+/// One license's part of its feature's account (see `LicenseState.shares`).
+public struct LicenseShare: Sendable, Equatable {
+    public var licenseId: String
     public var seats: UInt32
     public var inUse: UInt32
     public var reserved: UInt32
-    public var available: UInt32
-    public var denied: UInt64
 }
 
 /// A state change: the unit of durability, of the change log and of replication.

@@ -87,9 +87,16 @@ public struct LicenseState: Sendable, Equatable {
     }
 
     // MARK: - Seat accounting
+    //
+    // The one definition of every seat number; each view (GetUsage, ListLicenses, the License
+    // objects, the Manager properties, /v1/features) reads `usage(_:at:)` or `shares(_:at:)`.
 
+    /// Every feature that has a license, a lease or a reservation.
     public var features: [String] {
-        Set(licenses.values.map(\.feature)).sorted()
+        var all = Set(licenses.values.map(\.feature))
+        for f in heldTotal.keys { all.insert(f) }
+        for r in reservations.values { all.insert(r.feature) }
+        return all.sorted()
     }
 
     /// Seats of the licenses for `feature` that are valid at `now`.
@@ -99,18 +106,20 @@ public struct LicenseState: Sendable, Equatable {
         return UInt32(clamping: total)
     }
 
+    /// Seats held by leases of `feature`.
     public func inUse(_ feature: String) -> UInt32 {
         UInt32(clamping: heldTotal[feature] ?? 0)
     }
 
-    public func reserved(_ feature: String) -> UInt32 {
+    /// Seats of all reservations of `feature`, used by their holders or not.
+    public func setAside(_ feature: String) -> UInt32 {
         var total: UInt64 = 0
         for r in reservations.values where r.feature == feature { total += UInt64(r.count) }
         return UInt32(clamping: total)
     }
 
     /// Reserved seats that their holders are not using, excluding those of `exceptHolder`.
-    func idleReserved(_ feature: String, exceptHolder: String?) -> UInt64 {
+    public func idleReserved(_ feature: String, exceptHolder: String?) -> UInt64 {
         var perHolder: [String: Int64] = [:]
         for r in reservations.values where r.feature == feature { perHolder[r.holder, default: 0] += Int64(r.count) }
         guard !perHolder.isEmpty else { return 0 }
@@ -122,40 +131,61 @@ public struct LicenseState: Sendable, Equatable {
         return idle
     }
 
-    /// Seats `client` could acquire now.
+    /// Seats `client` could acquire now: those neither in use nor set aside for someone else.
     public func available(_ feature: String, for client: String?, at now: USec) -> UInt32 {
         let free = Int64(seats(feature, at: now)) - Int64(inUse(feature))
             - Int64(idleReserved(feature, exceptHolder: client))
         return UInt32(clamping: max(0, free))
     }
 
+    /// The seat account of one feature (see `FeatureUsage` for what each number means).
+    public func usage(_ feature: String, at now: USec) -> FeatureUsage {
+        let seats = seats(feature, at: now), inUse = inUse(feature)
+        let unused = UInt64(seats > inUse ? seats - inUse : 0)
+        let reserved = UInt32(min(idleReserved(feature, exceptHolder: nil), unused))
+        return FeatureUsage(feature: feature, seats: seats, inUse: inUse, reserved: reserved,
+                            available: UInt32(unused) - reserved, denied: denied[feature] ?? 0)
+    }
+
     public func usage(at now: USec) -> [FeatureUsage] {
-        features.map { f in
-            FeatureUsage(feature: f, seats: seats(f, at: now), inUse: inUse(f), reserved: reserved(f),
-                         available: available(f, for: nil, at: now), denied: denied[f] ?? 0)
-        }
+        features.map { usage($0, at: now) }
     }
 
-    /// How a feature's usage is attributed to its licenses (first license first, by id).
-    public func licenseUsage(_ id: String, at now: USec) -> (inUse: UInt32, reserved: UInt32) {
-        guard let license = licenses[id] else { return (0, 0) }
-        var inUseLeft = Int64(inUse(license.feature))
-        var reservedLeft = Int64(reserved(license.feature))
-        for l in licenses.values.filter({ $0.feature == license.feature }).sorted(by: { $0.id < $1.id }) {
-            let cap = l.isExpired(at: now) ? 0 : Int64(l.seats)
+    /// How a feature's account is attributed to its licenses, in license id order: each valid
+    /// license takes use, then reservations, up to its seats; use beyond all valid seats (a
+    /// license ran out, or a partition healed under takeover) goes to the last license, so the
+    /// shares always add up to the feature's `inUse` and `reserved`.
+    public func shares(_ feature: String, at now: USec) -> [LicenseShare] {
+        let account = usage(feature, at: now)
+        let ordered = licenses.values.filter { $0.feature == feature }.sorted { $0.id < $1.id }
+        var inUseLeft = account.inUse, reservedLeft = account.reserved
+        var out = ordered.map { l -> LicenseShare in
+            let cap = l.isExpired(at: now) ? 0 : l.seats
             let u = min(cap, inUseLeft)
-            inUseLeft -= u
             let r = min(cap - u, reservedLeft)
+            inUseLeft -= u
             reservedLeft -= r
-            if l.id == id { return (UInt32(u), UInt32(r)) }
+            return LicenseShare(licenseId: l.id, seats: l.seats, inUse: u, reserved: r)
         }
-        return (0, 0)
+        if inUseLeft > 0, !out.isEmpty {
+            let last = ordered.lastIndex { !$0.isExpired(at: now) } ?? out.count - 1
+            out[last].inUse += inUseLeft
+        }
+        return out
     }
 
-    public var totalSeats: UInt32 {
-        UInt32(clamping: licenses.values.reduce(UInt64(0)) { $0 + UInt64($1.seats) })
+    /// The share of license `id` (zero for an unknown license).
+    public func licenseUsage(_ id: String, at now: USec) -> LicenseShare {
+        guard let license = licenses[id] else { return LicenseShare(licenseId: id, seats: 0, inUse: 0, reserved: 0) }
+        return shares(license.feature, at: now).first { $0.licenseId == id }!
     }
 
+    /// Seats of all licenses valid at `now` (the Manager's `SeatsTotal`).
+    public func totalSeats(at now: USec) -> UInt32 {
+        UInt32(clamping: licenses.values.reduce(UInt64(0)) { $0 + ($1.isExpired(at: now) ? 0 : UInt64($1.seats)) })
+    }
+
+    /// Seats held by all leases (the Manager's `SeatsInUse`).
     public var totalInUse: UInt32 {
         UInt32(clamping: heldTotal.values.reduce(0, +))
     }

@@ -305,7 +305,7 @@ public final class Daemon {
 
     public var statusLine: String {
         let s = engine.state
-        var line = "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats) seats in use"
+        var line = "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
         if let p = pairHost, p.role != "standalone" {
             line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus), epoch \(s.epoch)"
         } else {

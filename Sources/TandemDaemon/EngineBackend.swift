@@ -84,7 +84,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
     func lease(id: String) async -> Result<LeaseView, TandemError> {
         await onLoop { d, done in
             guard let lease = d.engine.state.activeLease(id, at: d.engine.now) else {
-                done(.failure(TandemError(.leaseNotFound, "no lease '\(id)'")))
+                done(.failure(TandemError(.leaseNotFound, "no lease \(quoted(id))")))
                 return
             }
             let view = LeaseView(lease, serverId: d.engine.state.serverId)

@@ -1,6 +1,7 @@
 import CSystemd
 import Foundation
 import Logging
+import TandemCore
 
 /// Writes one line per message to stderr with a syslog priority prefix (`<6>...`), which
 /// journald turns into the message's priority.
@@ -63,11 +64,15 @@ public struct PriorityPrefixLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var all = metadata
         if let m = event.metadata { all.merge(m) { $1 } }
+        // Messages and values carry client text (lease ids, client names): escaped, a value
+        // can neither start a line of its own (with a `<N>` priority) nor hide what it holds.
+        let message = escapingControlCharacters("\(event.message)", keepBackslashes: true)
+        all = all.mapValues { .string(escapingControlCharacters("\($0)", keepBackslashes: true)) }
         if Self.toJournal {
-            sendToJournal("\(event.message)", priority: Self.priority(event.level), metadata: all)
+            sendToJournal(message, priority: Self.priority(event.level), metadata: all)
             return
         }
-        var line = "<\(Self.priority(event.level))>\(event.message)"
+        var line = "<\(Self.priority(event.level))>\(message)"
         if !all.isEmpty {
             line += " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         }

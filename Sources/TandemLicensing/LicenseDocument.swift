@@ -77,26 +77,26 @@ public struct LicenseDocument: Sendable, Equatable {
         guard !lines.isEmpty else { throw invalid("license text is empty") }
         var fields: [(String, String)] = []
         for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { throw invalid("line '\(line.prefix(40))' is not 'Key: value'") }
+            guard let colon = line.firstIndex(of: ":") else { throw invalid("line \(quoted(line.prefix(40))) is not 'Key: value'") }
             let key = String(line[..<colon])
             var value = String(line[line.index(after: colon)...])
             if value.hasPrefix(" ") { value.removeFirst() }
             fields.append((key, value))
         }
         guard fields.first?.0 == "Tandem-License" else { throw invalid("not a Tandem license (first line must be 'Tandem-License: 1')") }
-        guard fields.first?.1 == formatVersion else { throw invalid("unsupported license format version '\(fields[0].1)'") }
+        guard fields.first?.1 == formatVersion else { throw invalid("unsupported license format version \(quoted(fields[0].1))") }
         var single: [String: String] = [:]
         var issuedTo: [String] = []
         let known: Set = ["Tandem-License", "Id", "Product", "Feature", "Seats", "Issued-To", "Not-After", "Issued-At", "Key-Id", "Signature"]
         for (k, v) in fields {
-            guard known.contains(k) else { throw invalid("unknown field '\(k)'") }
+            guard known.contains(k) else { throw invalid("unknown field \(quoted(k))") }
             if k == "Issued-To" { issuedTo.append(v); continue }
-            guard single[k] == nil else { throw invalid("field '\(k)' appears twice") }
+            guard single[k] == nil else { throw invalid("field \(quoted(k)) appears twice") }
             single[k] = v
         }
         guard fields.last?.0 == "Signature" else { throw invalid("the last line must be the signature") }
         func need(_ k: String) throws(TandemError) -> String {
-            guard let v = single[k], !v.isEmpty else { throw invalid("missing field '\(k)'") }
+            guard let v = single[k], !v.isEmpty else { throw invalid("missing field \(quoted(k))") }
             return v
         }
         let id = try need("Id")
@@ -112,7 +112,7 @@ public struct LicenseDocument: Sendable, Equatable {
         for s in issuedTo {
             do { try Validate.identifier(s, "Issued-To", max: 64) } catch { throw invalid(error.message) }
         }
-        if let n = single["Not-After"], parseDay(n) == nil { throw invalid("Not-After '\(n)' is not a date YYYY-MM-DD") }
+        if let n = single["Not-After"], parseDay(n) == nil { throw invalid("Not-After \(quoted(n)) is not a date YYYY-MM-DD") }
         let issuedAt = try need("Issued-At")
         let keyId = try need("Key-Id")
         guard let sig = Data(base64Encoded: try need("Signature")), sig.count == 64 else {

@@ -78,20 +78,20 @@ public struct NetworkAPI: Sendable {
         }
         let known: Set = ["feature", "count", "client", "request_id", "ttl_sec"]
         if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
-            throw TandemError(.invalidArgs, "unknown field '\(unknown)'")
+            throw TandemError(.invalidArgs, "unknown field \(quoted(unknown))")
         }
         func string(_ k: String) throws(TandemError) -> String? {
             switch dict[k] {
             case nil: return nil
             case .string(let s)?: return s
-            default: throw TandemError(.invalidArgs, "'\(k)' must be a string")
+            default: throw TandemError(.invalidArgs, "\(quoted(k)) must be a string")
             }
         }
         func integer(_ k: String) throws(TandemError) -> Int64? {
             switch dict[k] {
             case nil: return nil
             case .int(let i)?: return i
-            default: throw TandemError(.invalidArgs, "'\(k)' must be a whole number")
+            default: throw TandemError(.invalidArgs, "\(quoted(k)) must be a whole number")
             }
         }
         guard let feature = try string("feature") else { throw TandemError(.invalidArgs, "'feature' is required") }

@@ -119,14 +119,19 @@ components:
           type: string
         seats:
           type: integer
+          description: Seats of the feature's licenses that are valid now.
         in_use:
           type: integer
+          description: Seats held by leases.
         reserved:
           type: integer
+          description: Seats set aside for holders and not used by them (a holder's own leases count as in use).
         available:
           type: integer
+          description: Seats a client without a reservation can acquire now; in_use + reserved + available = seats whenever the seats cover the use.
         denied:
           type: integer
+          description: Acquisitions refused for lack of seats since the server started.
   responses:
     NotServing:
       description: "NotServing: this node of a pair is not serving now; try the other node (`serving_address` names it when known). Nothing was changed."

@@ -14,7 +14,7 @@ extension ProblemBody {
 
     public static func status(for code: TandemErrorCode) -> Int {
         switch code {
-        case .insufficientSeats, .licenseInUse, .licensesActive, .licenseAlreadyActive: return 409
+        case .insufficientSeats, .licenseInUse, .seatsReserved, .licensesActive, .licenseAlreadyActive: return 409
         case .unknownFeature, .leaseNotFound, .licenseNotFound, .reservationNotFound: return 404
         case .invalidArgs, .invalidLicense, .wrongServer, .licenseExpired: return 400
         case .accessDenied: return 403

@@ -565,7 +565,9 @@ public struct PairNode: Sendable {
         guard case .split(let percent) = settings.partition, splitBasePos != nil else { return .max }
         guard let base = splitBase, !splitBaseLost else { return 0 }
         let seats = base.licenses.values.filter { $0.feature == feature }.reduce(UInt64(0)) { $0 + UInt64($1.seats) }
-        let used = Self.seats(of: base.leases.values, feature)
+        // Seats set aside for holders are no side's to grant: the sides could not agree on
+        // which of them serves a holder, so reservations wait for the heal.
+        let used = Self.seats(of: base.leases.values, feature) + base.idleReserved(feature, exceptHolder: nil)
         let free = seats > used ? seats - used : 0
         let primary = free * UInt64(min(percent, 100)) / 100
         return index == 0 ? primary : free - primary
@@ -585,7 +587,7 @@ public struct PairNode: Sendable {
     }
 
     func splitRefusal(_ feature: String) -> String {
-        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature)) of the seats of '\(feature)' that were free, and granted \(splitHeld(feature))"
+        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature)) of the seats of \(quoted(feature)) that were free, and granted \(splitHeld(feature))"
     }
 
     private mutating func stepDown(_ out: inout [NodeEffect]) {

@@ -205,6 +205,11 @@ public final class Simulation {
         initial.apply(.serverIdSet(id: "TS-SIM"))
         initial.apply(.licenseActivated(License(id: "SIM", product: "Sim", feature: "cad", seats: cfg.seats, notAfterUSec: 0,
                                                 issuedTo: ["TS-SIM"], keyId: "k", document: "")))
+        // One seed in four sets seats aside for the first client, so that reservations, and the
+        // seat accounting's invariants about them, are part of the run.
+        if cfg.seed % 4 == 2 {
+            initial.apply(.reservationAdded(Reservation(id: "RSV", feature: "cad", holder: "client-0", count: 2)))
+        }
         // Odd seeds start from a pair formed after some standalone history (a log base, as a
         // daemon forms it); even seeds from an empty log.
         let base: UInt64 = cfg.seed % 2 == 1 ? 7 : 0
@@ -514,6 +519,12 @@ public final class Simulation {
         if inUse > UInt64(cfg.seats), cfg.settings.partition != .takeover {
             let holding = held.filter { $0.value.untilGlobal > now }.keys.sorted()
             return "over-allocation: clients hold \(inUse) seats of \(cfg.seats): \(holding); node leases: \(nodes.map { $0.state.leases.keys.sorted() })"
+        }
+        // Each node's own accounting keeps the core's invariants (a takeover heal may leave
+        // more in use than there are seats, by design).
+        for i in 0..<2 where !down.contains(.node(i)) {
+            let faults = nodes[i].state.seatAccountingFaults(at: local(.node(i)), overcommitted: !withWitness)
+            if let f = faults.first { return "node \(i): seat accounting: \(f)" }
         }
         // No acknowledged change lost: every answered grant and release is in some node's log.
         for i in 0..<2 { updateIndex(i) }

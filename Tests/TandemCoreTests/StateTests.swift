@@ -150,10 +150,72 @@ extension Result {
         #expect(s.available("cad", for: "bob", at: t0) == 5)
         #expect(acquire(&s, count: 3, client: "carol", id: "a").error?.code == .insufficientSeats)
         #expect(acquire(&s, count: 2, client: "carol", id: "b").error == nil)
+        // "reserved" counts seats set aside and not used by their holder.
+        let before = s.usage(at: t0).first!
+        #expect(before.inUse == 2 && before.reserved == 3 && before.available == 0)
         #expect(acquire(&s, count: 3, client: "bob", id: "c").error == nil)
         #expect(acquire(&s, count: 1, client: "bob", id: "d").error?.code == .insufficientSeats)
         let u = s.usage(at: t0).first!
-        #expect(u.inUse == 5 && u.reserved == 3 && u.available == 0)
+        #expect(u.inUse == 5 && u.reserved == 0 && u.available == 0)
+    }
+
+    /// The first case: every view reads the same account.
+    @Test func viewsOfAReservationInUseAgree() throws {
+        var s = state(seats: 3)
+        s.apply(.licenseActivated(license("L2", seats: 2)))
+        s.apply(try s.decide(.reserve(feature: "cad", count: 2, holder: "H", newId: "r"), caller: admin, now: t0).get().changes)
+        #expect(acquire(&s, count: 3, client: "X", id: "x").error == nil)
+        #expect(acquire(&s, count: 2, client: "H", id: "h").error == nil)
+        let u = s.usage("cad", at: t0)
+        let shares = s.shares("cad", at: t0)
+        #expect(u.reserved == 0 && u.inUse == 5)
+        #expect(shares.map(\.reserved).reduce(0, +) == u.reserved && shares.map(\.inUse).reduce(0, +) == u.inUse)
+        s.apply(.leaseReleased(id: "h"))
+        let idle = s.usage("cad", at: t0)
+        #expect(idle.reserved == 2 && idle.inUse == 3 && idle.available == 0)
+        #expect(s.shares("cad", at: t0).map(\.reserved) == [0, 2])
+        #expect(s.seatAccountingFaults(at: t0).isEmpty)
+    }
+
+    /// The second and third cases: reservations keep the seats they were promised.
+    @Test func deactivationCannotStrandReservations() throws {
+        var s = state(seats: 3)
+        s.apply(.licenseActivated(license("L2", seats: 2)))
+        for (id, holder) in [("r1", "H"), ("r2", "H2")] {
+            s.apply(try s.decide(.reserve(feature: "cad", count: 2, holder: holder, newId: id), caller: admin, now: t0).get().changes)
+        }
+        #expect(s.decide(.deactivate(licenseId: "L1"), caller: admin, now: t0).error?.code == .seatsReserved)
+        #expect(s.decide(.deactivate(licenseId: "L2"), caller: admin, now: t0).error?.code == .seatsReserved)
+        // Reservations beyond the seats are refused.
+        #expect(s.decide(.reserve(feature: "cad", count: 2, holder: "H3", newId: "r3"), caller: admin, now: t0).error?.code == .insufficientSeats)
+        s.apply(.reservationRemoved(id: "r2"))
+        // Use by others plus the idle reservation must fit what would remain.
+        #expect(acquire(&s, count: 2, client: "X", id: "x").error == nil)
+        #expect(s.decide(.deactivate(licenseId: "L2"), caller: admin, now: t0).error?.code == .seatsReserved)
+        s.apply(.leaseReleased(id: "x"))
+        s.apply(try s.decide(.deactivate(licenseId: "L2"), caller: admin, now: t0).get().changes)
+        // The last license cannot go while a reservation stands, nor the server id.
+        #expect(s.decide(.deactivate(licenseId: "L1"), caller: admin, now: t0).error?.code == .seatsReserved)
+        s.apply(.reservationRemoved(id: "r1"))
+        s.apply(try s.decide(.deactivate(licenseId: "L1"), caller: admin, now: t0).get().changes)
+        #expect(s.decide(.resetServerId(newId: "SID-2"), caller: admin, now: t0).error == nil)
+        // A reservation left over by an earlier version blocks the reset until it is removed.
+        s.apply(.reservationAdded(Reservation(id: "old", feature: "cad", holder: "H", count: 1)))
+        #expect(s.decide(.resetServerId(newId: "SID-2"), caller: admin, now: t0).error?.code == .seatsReserved)
+        #expect(s.decide(.unreserve(reservationId: "old"), caller: admin, now: t0).error == nil)
+    }
+
+    @Test func anExpiredLicenseMayGoAndItsUseMovesToTheLastValidOne() throws {
+        var s = state(seats: 2)
+        s.apply(.licenseActivated(license("L2", seats: 2, notAfter: t0 + 10)))
+        _ = acquire(&s, count: 4, id: "a")
+        let later = t0 + 20
+        #expect(s.usage("cad", at: later).seats == 2 && s.usage("cad", at: later).inUse == 4)
+        #expect(s.shares("cad", at: later).map(\.inUse) == [4, 0])
+        #expect(s.seatAccountingFaults(at: later, overcommitted: true).isEmpty)
+        #expect(!s.seatAccountingFaults(at: later).isEmpty)
+        #expect(s.decide(.deactivate(licenseId: "L2"), caller: admin, now: later).error == nil)
+        #expect(s.totalSeats(at: later) == 2 && s.totalSeats(at: t0) == 4)
     }
 
     @Test func reservationMustFit() throws {
