@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
@@ -55,36 +56,67 @@ let package = Package(
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The client half of D-Bus (values, calls, names): libsystemd only.
+        .target(name: "TandemBusClient", dependencies: ["CSystemd"]),
+        // The server half: the Manager and License objects over the engine.
         .target(name: "TandemBus", dependencies: [
-            "CSystemd", "CTandemBusShim", "TandemCore", "TandemEngine",
+            "CSystemd", "CTandemBusShim", "TandemBusClient", "TandemCore", "TandemEngine", "TandemPair", "TandemStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemDaemon", dependencies: [
-            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemNet", "TandemAPI", "TandemPair", "TandemPeer",
+            "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemBusClient",
+            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "TandemCLI", dependencies: [
-            "TandemPeer", "TandemBus", "TandemCore", "TandemLicensing", "TandemStore", "TandemClient", "TandemAPI",
+        // What the command-line programs share (one-line failures, tables, the run loop).
+        .target(name: "TandemCommandLine", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // tandemctl: D-Bus client and network client; no engine, no store, no SQLite.
+        .target(name: "TandemctlCommands", dependencies: [
+            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemClient", "TandemAPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // tandem-vendor: licensing only; no D-Bus, no SQLite.
+        .target(name: "TandemVendorCommands", dependencies: [
+            "TandemCommandLine", "TandemCore", "TandemLicensing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // tandem-bench: the one program that touches the store directly (its baselines).
+        .target(name: "TandemBenchCommands", dependencies: [
+            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemLicensing", "TandemStore", "CTandemSQLite",
+            "TandemPeer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tandemd", dependencies: [
             "TandemDaemon", .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "tandemctl", dependencies: ["TandemCLI"]),
-        .executableTarget(name: "tandem-vendor", dependencies: ["TandemCLI"]),
-        .executableTarget(name: "tandem-bench", dependencies: ["TandemCLI"]),
+        .executableTarget(name: "tandemctl", dependencies: ["TandemctlCommands", "TandemCommandLine"]),
+        .executableTarget(name: "tandem-vendor", dependencies: ["TandemVendorCommands", "TandemCommandLine"]),
+        .executableTarget(name: "tandem-bench", dependencies: ["TandemBenchCommands", "TandemCommandLine"]),
         .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation", "TandemPair"]),
         .executableTarget(name: "tandem-witness", dependencies: ["TandemWitness", .product(name: "Logging", package: "swift-log")]),
+        // Helpers every test target shares (temporary directories).
+        .target(name: "TandemTesting"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
-        .testTarget(name: "TandemPairTests", dependencies: ["TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),
-        .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing"]),
-        .testTarget(name: "TandemStoreTests", dependencies: ["TandemStore", "TandemCore"]),
-        .testTarget(name: "TandemDaemonTests", dependencies: ["TandemDaemon", "TandemBus", "TandemEngine", "TandemPair"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TandemPeer", "TandemBus", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI", "TandemClient", "TandemCLI"],
+        .testTarget(name: "TandemPairTests", dependencies: ["TandemTesting", "TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),
+        .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing", "TandemCore"]),
+        .testTarget(name: "TandemStoreTests", dependencies: [
+            "TandemTesting", "TandemStore", "TandemCore", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TandemDaemonTests", dependencies: [
+            "TandemTesting", "TandemDaemon", "TandemBus", "TandemBusClient", "TandemEngine", "TandemPair", "TandemCore", "TandemLicensing",
+            "TandemStore", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI",
+            "TandemClient", "TandemctlCommands",
+        ],
                     resources: []),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import CSystemd
 import Foundation
+import TandemBusClient
 import TandemCore
 
 /// Decides who a D-Bus caller is, from credentials the bus daemon vouches for.

@@ -2,13 +2,18 @@ import CSystemd
 import CTandemBusShim
 import Foundation
 import Logging
+import TandemBusClient
 import TandemCore
 import TandemEngine
+import TandemPair
 import TandemStore
 
 /// What the Manager object reports about the node itself.
 /// The pair's administration and status, implemented by the daemon's pair host.
 public protocol PairControl: AnyObject {
+    /// The configured role, and the pair status in the tech note's words.
+    var role: PairRole { get }
+    var pairStatus: PairStatus { get }
     func prepareBackup(primary: String, done: @escaping (TandemError?) -> Void)
     func enableBackup(backup: String, done: @escaping (TandemError?) -> Void)
     func disableBackup(done: @escaping (TandemError?) -> Void)
@@ -24,8 +29,6 @@ public protocol PairControl: AnyObject {
 public struct ServerInfo: Sendable {
     public var version: String
     public var serviceAccount: String
-    public var role: String = "standalone"
-    public var pairStatus: String = "unpaired"
     /// Where the network API listens (bound addresses, with real ports).
     public var listenAddresses: [String] = []
     public init(version: String, serviceAccount: String) {
@@ -74,20 +77,6 @@ public final class LicenseManagerServer {
 
     deinit {
         for s in slots { sd_bus_slot_unref(s) }
-    }
-
-    public static func licensePath(_ id: String) -> String {
-        var out: UnsafeMutablePointer<CChar>?
-        guard sd_bus_path_encode(BusNames.licensePrefix, id, &out) >= 0, let out else { return BusNames.licensePrefix }
-        defer { free(out) }
-        return String(cString: out)
-    }
-
-    static func licenseId(fromPath path: UnsafePointer<CChar>) -> String? {
-        var out: UnsafeMutablePointer<CChar>?
-        guard sd_bus_path_decode(path, BusNames.licensePrefix, &out) > 0, let out else { return nil }
-        defer { free(out) }
-        return String(cString: out)
     }
 
     // MARK: - Methods
@@ -148,7 +137,7 @@ public final class LicenseManagerServer {
             return answer(m, err, engine.activate(document: str(0), caller: caller(m))) { o in
                 guard case .licenseActivated(let l) = o else { return [] }
                 logger.notice("license activated", metadata: ["license_id": "\(l.id)", "feature": "\(l.feature)", "seats": "\(l.seats)"])
-                return [.string(l.id), .objectPath(Self.licensePath(l.id))]
+                return [.string(l.id), .objectPath(BusNames.licensePath(l.id))]
             }
         case "DeactivateLicense":
             return answer(m, err, engine.submit(.deactivate(licenseId: str(0)), caller: caller(m))) { o in
@@ -276,8 +265,8 @@ public final class LicenseManagerServer {
             switch property {
             case "Version": value = .string(info.version)
             case "ServerId": value = .string(state.serverId)
-            case "Role": value = .string(info.role)
-            case "PairStatus": value = .string(info.pairStatus)
+            case "Role": value = .string((pairControl?.role ?? .standalone).rawValue)
+            case "PairStatus": value = .string((pairControl?.pairStatus ?? .unpaired).rawValue)
             case "ServiceAccount": value = .string(info.serviceAccount)
             case "Epoch": value = .uint64(state.epoch)
             case "LicenseCount": value = .uint32(UInt32(state.licenses.count))
@@ -288,7 +277,7 @@ public final class LicenseManagerServer {
                 value = pairControl?.property(property) ?? Self.unpairedProperty(property)
             default: value = nil
             }
-        } else if let id = Self.licenseId(fromPath: path), let l = state.licenses[id] {
+        } else if let id = BusNames.licenseId(fromPath: path), let l = state.licenses[id] {
             let usage = { state.licenseUsage(id, at: self.engine.now) }
             switch property {
             case "Id": value = .string(l.id)
@@ -322,12 +311,12 @@ public final class LicenseManagerServer {
     }
 
     fileprivate func licenseExists(_ path: UnsafePointer<CChar>) -> Bool {
-        guard let id = Self.licenseId(fromPath: path) else { return false }
+        guard let id = BusNames.licenseId(fromPath: path) else { return false }
         return engine.state.licenses[id] != nil
     }
 
     fileprivate func licenseNodes() -> [String] {
-        engine.state.licenses.keys.sorted().map(Self.licensePath)
+        engine.state.licenses.keys.sorted().map(BusNames.licensePath)
     }
 
     // MARK: - Signals
@@ -359,13 +348,13 @@ public final class LicenseManagerServer {
             case .serverIdSet:
                 managerProps.insert("ServerId")
             case .licenseActivated(let l):
-                let path = Self.licensePath(l.id)
+                let path = BusNames.licensePath(l.id)
                 sd_bus_emit_object_added(bus, path)
                 emitSignal(BusNames.rootPath, BusNames.managerInterface, "LicenseActivated", [.string(l.id), .objectPath(path)])
                 touchedFeatures.insert(l.feature)
                 managerProps.formUnion(["LicenseCount", "SeatsTotal"])
             case .licenseDeactivated(let id):
-                let path = Self.licensePath(id)
+                let path = BusNames.licensePath(id)
                 emitSignal(BusNames.rootPath, BusNames.objectManagerInterface, "InterfacesRemoved",
                            [.objectPath(path), .strings([BusNames.licenseInterface, "org.freedesktop.DBus.Peer",
                                                          "org.freedesktop.DBus.Introspectable", BusNames.propertiesInterface])])
@@ -413,7 +402,7 @@ public final class LicenseManagerServer {
     public func emitPendingPropertyChanges() {
         emitPropertiesChanged(BusNames.rootPath, BusNames.managerInterface, pendingManagerProps.sorted())
         for l in engine.state.licenses.values.sorted(by: { $0.id < $1.id }) where pendingFeatures.contains(l.feature) {
-            emitPropertiesChanged(Self.licensePath(l.id), BusNames.licenseInterface, ["InUse", "Reserved"])
+            emitPropertiesChanged(BusNames.licensePath(l.id), BusNames.licenseInterface, ["InUse", "Reserved"])
         }
         pendingManagerProps = []
         pendingFeatures = []

@@ -2,6 +2,7 @@ import TandemCore
 import CSystemd
 import CTandemBusShim
 import Foundation
+import TandemBusClient
 
 /// org.freedesktop.LogControl1, so that `systemctl service-log-level tandemd debug` works.
 /// Setting needs privileges (sd-bus checks them: the properties are not marked unprivileged).

@@ -2,6 +2,7 @@ import CSystemd
 import Foundation
 import Logging
 import TandemBus
+import TandemBusClient
 import TandemCore
 import TandemEngine
 import TandemLicensing
@@ -205,8 +206,6 @@ public final class Daemon {
         let host = try PairHost(config: config.pair, engine: engine, logger: logger)
         host.attach()
         host.onStatusChange = { [unowned self] names in
-            server.info.role = host.role
-            server.info.pairStatus = host.pairStatus
             server.announceInfoChanged(names)
             updateStatus()
         }
@@ -306,7 +305,7 @@ public final class Daemon {
     public var statusLine: String {
         let s = engine.state
         var line = "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
-        if let p = pairHost, p.role != "standalone" {
+        if let p = pairHost, p.role != .standalone {
             line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus), epoch \(s.epoch)"
         } else {
             line += ", unpaired"

@@ -40,8 +40,8 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         await onLoop { d, done in
             let info = d.server.info
             let pair = d.pairHost
-            done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: pair?.role ?? info.role,
-                              pairStatus: pair?.pairStatus ?? info.pairStatus, serving: pair?.serving ?? true, epoch: d.engine.state.epoch,
+            done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: (pair?.role ?? .standalone).rawValue,
+                              pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: d.engine.state.epoch,
                               peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pairPeerServerId))
         }
     }

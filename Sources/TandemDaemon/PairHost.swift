@@ -2,6 +2,7 @@ import CSystemd
 import Foundation
 import Logging
 import TandemBus
+import TandemBusClient
 import TandemCore
 import TandemEngine
 import TandemPair
@@ -21,7 +22,7 @@ final class PairHost: PairControl {
     let witness: SocketAddress?
     var settings: PairSettings
     // Pair membership (durable in the store's meta table).
-    var role = "standalone"
+    var role: PairRole = .standalone
     var peerAddressText = ""
     var peer: SocketAddress?
     var preparedFor: SocketAddress?
@@ -75,13 +76,14 @@ final class PairHost: PairControl {
         if let p = try store.meta("pair_prepared_for") {
             preparedFor = try? SocketAddress(resolving: p, defaultPort: PairConfig.defaultPort)
         }
-        guard let r = try store.meta("pair_role"), let addr = try store.meta("pair_peer_address"),
+        guard let storedRole = try store.meta("pair_role"), let r = PairRole(rawValue: storedRole), let index = r.node,
+              let addr = try store.meta("pair_peer_address"),
               let peerId = try store.meta("pair_peer_server_id"),
               let base = try store.pairBase(serverId: engine.state.serverId) else { return }
         let entries = try store.changes(after: base.seq, limit: Int.max).map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) }
         let promised = UInt64(try store.meta("pair_promised_epoch") ?? "0") ?? 0
         let (unmerged, splitBase) = try store.pairPartitionState()
-        let node = PairNode(index: r == "primary" ? 0 : 1, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
+        let node = PairNode(index: index, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
                             log: entries, promisedEpoch: promised, unmerged: unmerged.map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) },
                             splitBasePos: splitBase, settings: settings, now: now)
         do { peer = try SocketAddress(resolving: addr, defaultPort: PairConfig.defaultPort) } catch {
@@ -155,11 +157,11 @@ final class PairHost: PairControl {
     }
 
     var info: PeerInfo {
-        var i = PeerInfo(serverId: engine.state.serverId, role: role, preparedFor: preparedFor?.description,
+        var i = PeerInfo(serverId: engine.state.serverId, role: role.rawValue, preparedFor: preparedFor?.description,
                          serverIdUsed: engine.state.serverIdUsed, licensesActive: !engine.state.licenses.isEmpty)
         i.apiPort = apiPort
         i.partition = settings.partition.description
-        i.pairStatus = pairStatus
+        i.pairStatus = pairStatus.rawValue
         i.serving = serving
         i.epoch = engine.state.epoch
         return i
@@ -182,7 +184,7 @@ final class PairHost: PairControl {
         engine.pairTick()
         // The serving node hears the witness on every renewal; the standby asks it now and then,
         // so that both report the witness's status.
-        if let witness, !(engine.pair?.isLeading ?? false), role != "standalone",
+        if let witness, !(engine.pair?.isLeading ?? false), role != .standalone,
            lastWitnessProbe.map({ t >= $0 + settings.heartbeatUSec }) ?? true {
             lastWitnessProbe = t
             ask({ .probe(nonce: $0) }, to: witness) { [self] answer in
@@ -210,7 +212,7 @@ final class PairHost: PairControl {
     }
 
     func prepareBackup(primary: String, done: @escaping (TandemError?) -> Void) {
-        guard role == "standalone" else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
+        guard role == .standalone else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
         guard engine.state.licenses.isEmpty else {
             return done(TandemError(.licensesActive, "a backup must not have activated licenses; deactivate them first"))
         }
@@ -231,7 +233,7 @@ final class PairHost: PairControl {
     }
 
     func enableBackup(backup: String, done: @escaping (TandemError?) -> Void) {
-        guard role == "standalone" else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
+        guard role == .standalone else { return done(TandemError(.pairState, "this server is already the \(role) of a pair")) }
         guard engine.state.licenses.isEmpty else {
             return done(TandemError(.licensesActive, "licenses are activated on this server; deactivate them, pair, then activate licenses issued to both servers"))
         }
@@ -250,7 +252,7 @@ final class PairHost: PairControl {
                 return done(TandemError(.peerUnreachable, "no answer from \(address) on the pair link (is tandemd running there with the same KeyFile=?)"))
             }
             if let refusal { return done(TandemError(refusal, "the backup refused: \(reason)")) }
-            guard role == "standalone", engine.state.licenses.isEmpty, engine.store.lastSeq == baseSeq else {
+            guard role == .standalone, engine.state.licenses.isEmpty, engine.store.lastSeq == baseSeq else {
                 return done(TandemError(.pairState, "this server changed while pairing; try again"))
             }
             do {
@@ -262,8 +264,8 @@ final class PairHost: PairControl {
 
     /// On the prepared backup: checks a primary's pair request and forms the pair.
     func acceptPair(from: SocketAddress, primaryId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change]) -> TandemError? {
-        if role == "backup", peer == from, engine.pairPeerServerId == primaryId { return nil } // a retried request
-        guard role == "standalone" else { return TandemError(.pairState, "\(engine.state.serverId) is already the \(role) of a pair") }
+        if role == .backup, peer == from, engine.pairPeerServerId == primaryId { return nil } // a retried request
+        guard role == .standalone else { return TandemError(.pairState, "\(engine.state.serverId) is already the \(role) of a pair") }
         guard let preparedFor, preparedFor == from else {
             return TandemError(.peerNotPrepared, "\(engine.state.serverId) was not prepared for the primary \(from) (run PrepareBackup on it first)")
         }
@@ -281,9 +283,9 @@ final class PairHost: PairControl {
 
     func form(index: NodeIndex, peerAddress: SocketAddress, peerText: String, peerId: String, base: LicenseState,
               baseSeq: UInt64, baseEpoch: UInt64) throws {
-        let r = index == 0 ? "primary" : "backup"
+        let r = PairRole(node: index)
         try engine.store.replace(state: base, base: baseSeq, baseEpoch: baseEpoch, baseState: base, log: [], now: now, meta: [
-            ("pair_role", r), ("pair_peer_address", peerText), ("pair_peer_server_id", peerId), ("pair_promised_epoch", String(baseEpoch)),
+            ("pair_role", r.rawValue), ("pair_peer_address", peerText), ("pair_peer_server_id", peerId), ("pair_promised_epoch", String(baseEpoch)),
         ])
         let node = PairNode(index: index, baseState: base, base: baseSeq, baseEpoch: baseEpoch, log: [], promisedEpoch: baseEpoch,
                             settings: settings, now: now)
@@ -302,7 +304,7 @@ final class PairHost: PairControl {
     }
 
     func disableBackup(done: @escaping (TandemError?) -> Void) {
-        guard role != "standalone", let peer else { return done(TandemError(.pairState, "this server is not paired")) }
+        guard role != .standalone, let peer else { return done(TandemError(.pairState, "this server is not paired")) }
         guard engine.state.licenses.isEmpty else {
             return done(TandemError(.licensesActive, "licenses are activated on the pair; deactivate them before dissolving it"))
         }
@@ -319,7 +321,7 @@ final class PairHost: PairControl {
             try engine.store.clearPair(keys: Self.metaKeys)
         } catch { logger.error("cannot clear the pair from the state database: \(error)") }
         logger.notice("pair dissolved", metadata: ["reason": "\(reason)", "was": "\(role)"])
-        role = "standalone"
+        role = .standalone
         peer = nil
         peerAddressText = ""
         preparedFor = nil
@@ -336,7 +338,7 @@ final class PairHost: PairControl {
         return String(host[..<colon]) + ":\(port)"
     }
 
-    var pairStatus: String { engine.pair.map { $0.pairStatus(now: now).rawValue } ?? "unpaired" }
+    var pairStatus: PairStatus { engine.pair.map { $0.pairStatus(now: now) } ?? .unpaired }
     var serving: Bool { engine.pair.map { $0.isServing(now: now) } ?? true }
 
     func property(_ name: String) -> BusValue? {
@@ -363,7 +365,7 @@ final class PairHost: PairControl {
 
     /// The peer as it last described itself, and how this node sees it.
     func peerStatus() -> [(String, BusValue)] {
-        guard role != "standalone" else { return [] }
+        guard role != .standalone else { return [] }
         var out: [(String, BusValue)] = [
             ("Address", .string(peerAddressText)),
             ("Status", property("PeerStatus") ?? .string("not-available")),
@@ -381,7 +383,7 @@ final class PairHost: PairControl {
 
     /// Compares the status with the last one published and announces what changed.
     func publishStatus() {
-        var snap: [String: BusValue] = ["Role": .string(role), "PairStatus": .string(pairStatus), "Epoch": .uint64(engine.state.epoch)]
+        var snap: [String: BusValue] = ["Role": .string(role.rawValue), "PairStatus": .string(pairStatus.rawValue), "Epoch": .uint64(engine.state.epoch)]
         for n in Self.statusProperties where snap[n] == nil { snap[n] = property(n) }
         let changed = Self.statusProperties.filter { snap[$0] != lastSnapshot[$0] }
         guard !changed.isEmpty else { return }

@@ -115,8 +115,8 @@ public final class WitnessService {
             if (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq) != before {
                 try persist()
                 if witness.votedEpoch != before.0 {
-                    logger.notice("voted", metadata: ["epoch": "\(witness.votedEpoch)", "node": "\(node == 0 ? "primary" : "backup")", "from": "\(from)"])
-                    sd_notify(0, "STATUS=Voted for epoch \(witness.votedEpoch) (\(node == 0 ? "primary" : "backup"))")
+                    logger.notice("voted", metadata: ["epoch": "\(witness.votedEpoch)", "node": "\(PairRole(node: node))", "from": "\(from)"])
+                    sd_notify(0, "STATUS=Voted for epoch \(witness.votedEpoch) (\(PairRole(node: node)))")
                 }
             }
             for (_, reply) in out {

@@ -1,3 +1,4 @@
-import TandemCLI
+import TandemBenchCommands
+import TandemCommandLine
 
 await TandemBench.runAndExit(Array(CommandLine.arguments.dropFirst()))

@@ -1,3 +1,4 @@
-import TandemCLI
+import TandemVendorCommands
+import TandemCommandLine
 
 await TandemVendor.runAndExit(Array(CommandLine.arguments.dropFirst()))

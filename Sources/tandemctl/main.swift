@@ -1,3 +1,4 @@
-import TandemCLI
+import TandemctlCommands
+import TandemCommandLine
 
 await Tandemctl.runAndExit(Array(CommandLine.arguments.dropFirst()))

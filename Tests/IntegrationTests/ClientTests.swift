@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemClient
+import Testing
 
 func clientctl(_ config: String, _ args: [String], bus: TestBus? = nil) throws -> RunResult {
     try run(binary("tandemctl"), ["client"] + args, env: ["TANDEM_CLIENT_CONFIG": config].merging(bus?.env ?? [:]) { $1 })

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemCore
+import Testing
 
 /// A running daemon with a trusted vendor key and one active 5-seat license for `cad`.
 struct Fixture {

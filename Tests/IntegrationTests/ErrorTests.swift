@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemCore
+import Testing
 
 let ns = "org.tandem.LicenseManager1."
 let invalidArgs = "org.freedesktop.DBus.Error.InvalidArgs"

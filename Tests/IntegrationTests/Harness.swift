@@ -1,7 +1,9 @@
 import CSystemd
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
+import TandemTesting
+import Testing
 
 /// Directory with the built executables (next to the test bundle).
 let buildDir: String = {
@@ -10,13 +12,6 @@ let buildDir: String = {
 }()
 
 func binary(_ name: String) -> String { buildDir + "/" + name }
-
-func makeTempDir(_ tag: String) -> String {
-    var template = Array((NSTemporaryDirectory() + "tandem-\(tag)-XXXXXX").utf8CString)
-    let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-    chmod(path, 0o755) // other uids (nobody) must reach the bus socket
-    return path
-}
 
 struct RunResult {
     var status: Int32

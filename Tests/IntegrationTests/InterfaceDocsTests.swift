@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
+import Testing
 
 /// The `<interface name="org.tandem...">` blocks of an introspection document, one trimmed
 /// line per element.

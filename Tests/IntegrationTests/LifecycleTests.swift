@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemCore
+import Testing
 
 @Suite(.serialized) struct Lifecycle {
     @Test func leasesExpireAlsoWhileTheDaemonIsDown() throws {

@@ -1,9 +1,10 @@
 import Foundation
-import Testing
-import TandemBus
 import TandemAPI
+import TandemBus
+import TandemBusClient
 import TandemCore
 import TandemNet
+import Testing
 
 struct HTTPResult {
     var status: Int

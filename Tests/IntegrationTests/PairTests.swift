@@ -1,9 +1,10 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemClient
 import TandemCore
 import TandemPeer
+import Testing
 
 /// A witness process on loopback.
 final class Witness {

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemCore
 import TandemPeer
+import Testing
 
 /// Network namespaces joined by a bridge, with link-local addresses that exist only inside
 /// them: `hosts` are namespaces with one veth each into the bridge namespace; `cut(host)` takes

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemBus
+import TandemBusClient
 import TandemCore
+import Testing
 
 /// The seat accounting faults found with plain busctl calls, each now a refusal with its
 /// name and the stored state unchanged (two licenses of `cad`: LIC-A 3 seats, LIC-B 2).
@@ -66,7 +67,7 @@ import TandemCore
         let list = [4, 5].map { i in rows.reduce(UInt32(0)) { $0 + UInt32(truncatingIfNeeded: $1[i].uint64Value ?? 0) } }
         var objects: [UInt32] = [0, 0]
         for row in rows {
-            let path = LicenseManagerServer.licensePath(row[0].stringValue!)
+            let path = BusNames.licensePath(row[0].stringValue!)
             for (i, name) in ["InUse", "Reserved"].enumerated() {
                 let r = try busctl(f.bus, ["get-property", BusNames.service, path, BusNames.licenseInterface, name])
                 objects[i] += UInt32(r.stdout.split(separator: " ").last!.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 99

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemBus
-import TandemCLI
+import TandemBusClient
+import TandemctlCommands
+import Testing
 
 /// The shipped unit, with ExecStart= pointed at the built binary (verify checks that it exists).
 func unitUnderTest(_ name: String = "tandemd") throws -> String {

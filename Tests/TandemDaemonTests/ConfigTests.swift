@@ -1,4 +1,5 @@
 import Foundation
+import TandemTesting
 import Testing
 @testable import TandemDaemon
 import TandemPair
@@ -63,7 +64,7 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
     }
 
     @Test func dropInsOverrideInOrder() throws {
-        let dir = NSTemporaryDirectory() + "tandem-conf-\(UUID().uuidString)"
+        let dir = makeTempDir("conf")
         try FileManager.default.createDirectory(atPath: dir + "/tandemd.conf.d", withIntermediateDirectories: true)
         try "[Server]\nDefaultLeaseSec=10\n".write(toFile: dir + "/tandemd.conf", atomically: true, encoding: .utf8)
         try "[Server]\nDefaultLeaseSec=20\n".write(toFile: dir + "/tandemd.conf.d/10-a.conf", atomically: true, encoding: .utf8)

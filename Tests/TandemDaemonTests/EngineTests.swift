@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TandemTesting
 import Testing
 import TandemCore
 import TandemLicensing
@@ -12,7 +13,7 @@ final class FakeClock: @unchecked Sendable {
 }
 
 func makeEngine(dir: String? = nil, clock: FakeClock = FakeClock()) throws -> (Engine, String, VendorPrivateKey) {
-    let d = dir ?? NSTemporaryDirectory() + "tandem-engine-\(UUID().uuidString)"
+    let d = dir ?? makeTempDir("engine")
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
     let key = VendorPrivateKey()
     let store = try Store(path: d + "/t.db", logger: Logger(label: "test"))

@@ -1,4 +1,5 @@
 import Foundation
+import TandemTesting
 import Testing
 import TandemCore
 import TandemPair
@@ -41,8 +42,7 @@ import TandemPair
     }
 
     @Test func keyFilesAreWrittenPrivateAndLooseOnesRefused() throws {
-        let dir = NSTemporaryDirectory() + "pairkey-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = makeTempDir("pairkey")
         let path = dir + "/pair.key"
         try key.write(path: path)
         let attrs = try FileManager.default.attributesOfItem(atPath: path)

@@ -2,13 +2,10 @@ import Foundation
 import Logging
 import Testing
 import TandemCore
+import TandemTesting
 @testable import TandemStore
 
-func tempDir() -> String {
-    let dir = NSTemporaryDirectory() + "tandem-store-\(UUID().uuidString)"
-    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
-}
+func tempDir() -> String { makeTempDir("store") }
 
 let lic = License(id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec: 0, issuedTo: ["S1", "S2"], keyId: "k", document: "doc\ntext", activatedUSec: 7)
 

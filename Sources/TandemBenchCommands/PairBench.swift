@@ -1,5 +1,6 @@
 import Foundation
-import TandemBus
+import TandemBusClient
+import TandemCommandLine
 import TandemCore
 import TandemLicensing
 import TandemPeer

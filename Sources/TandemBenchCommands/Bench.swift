@@ -2,7 +2,8 @@ import ArgumentParser
 import CTandemSQLite
 import Foundation
 import Logging
-import TandemBus
+import TandemBusClient
+import TandemCommandLine
 import TandemCore
 import TandemLicensing
 import TandemStore

@@ -1,9 +1,10 @@
+/// What Tandem's command-line programs share: one-line failures, tables and JSON, the run loop.
 import ArgumentParser
 import Foundation
 
 /// Plain tables for people, JSON for scripts.
-enum Output {
-    static func table(_ header: [String], _ rows: [[String]]) -> String {
+package enum Output {
+    package static func table(_ header: [String], _ rows: [[String]]) -> String {
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String {
@@ -13,7 +14,7 @@ enum Output {
         return ([line(header)] + rows.map(line)).joined(separator: "\n")
     }
 
-    static func json(_ value: Any) -> String {
+    package static func json(_ value: Any) -> String {
         guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else {
             return "null"
         }
@@ -21,7 +22,7 @@ enum Output {
     }
 
     /// "2026-11-29 17:40:00 UTC" for a µs timestamp; "never" for 0.
-    static func time(_ usec: UInt64) -> String {
+    package static func time(_ usec: UInt64) -> String {
         guard usec > 0 else { return "never" }
         var t = time_t(usec / 1_000_000)
         var tmv = tm()

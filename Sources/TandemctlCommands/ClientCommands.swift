@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TandemAPI
 import TandemClient
+import TandemCommandLine
 
 /// Options shared by `tandemctl client` commands.
 struct ClientOptions: ParsableArguments {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemCommandLine
 
 /// `tandemctl service-account`: the tech note's "Change Network Account User" step (and the
 /// utility that does it automatically), the systemd way: a unit drop-in with User=/Group=, a

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import TandemBus
+import TandemBusClient
+import TandemCommandLine
 import TandemCore
 import TandemPeer
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemCommandLine
 import TandemCore
 import TandemLicensing
 

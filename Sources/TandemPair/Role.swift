@@ -1,0 +1,23 @@
+/// What a server is in a pair: its configured role, kept in the store. Which node serves is
+/// a separate matter (`PairNode.isServing`): a backup serves after a failover.
+public enum PairRole: String, Sendable, Equatable, CustomStringConvertible {
+    case standalone, primary, backup
+
+    /// The role of pair node `index` (node 0 is the primary).
+    public init(node index: NodeIndex) { self = index == 0 ? .primary : .backup }
+
+    /// The pair node this role is (nil: not paired).
+    public var node: NodeIndex? {
+        switch self {
+        case .standalone: return nil
+        case .primary: return 0
+        case .backup: return 1
+        }
+    }
+
+    public var description: String { rawValue }
+}
+
+extension PairStatus: CustomStringConvertible {
+    public var description: String { rawValue }
+}
