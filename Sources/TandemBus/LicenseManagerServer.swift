@@ -63,15 +63,15 @@ public final class LicenseManagerServer {
         tandem_bus_shim_set_callbacks(methodTrampoline, propertyTrampoline)
         let me = Unmanaged.passUnretained(self).toOpaque()
         var slot: OpaquePointer?
-        try check(sd_bus_add_object_vtable(bus, &slot, BusNames.rootPath, BusNames.managerInterface, tandem_manager_vtable(), me),
+        try checkBus(sd_bus_add_object_vtable(bus, &slot, BusNames.rootPath, BusNames.managerInterface, tandem_manager_vtable(), me),
                   "add Manager vtable")
         slots.append(slot)
-        try check(sd_bus_add_fallback_vtable(bus, &slot, BusNames.licensePrefix, BusNames.licenseInterface,
+        try checkBus(sd_bus_add_fallback_vtable(bus, &slot, BusNames.licensePrefix, BusNames.licenseInterface,
                                              tandem_license_vtable(), licenseFind, me), "add License vtable")
         slots.append(slot)
-        try check(sd_bus_add_node_enumerator(bus, &slot, BusNames.licensePrefix, licenseEnumerator, me), "add enumerator")
+        try checkBus(sd_bus_add_node_enumerator(bus, &slot, BusNames.licensePrefix, licenseEnumerator, me), "add enumerator")
         slots.append(slot)
-        try check(sd_bus_add_object_manager(bus, &slot, BusNames.rootPath), "add object manager")
+        try checkBus(sd_bus_add_object_manager(bus, &slot, BusNames.rootPath), "add object manager")
         slots.append(slot)
     }
 
@@ -360,6 +360,8 @@ public final class LicenseManagerServer {
                                                          "org.freedesktop.DBus.Introspectable", BusNames.propertiesInterface])])
                 emitSignal(BusNames.rootPath, BusNames.managerInterface, "LicenseDeactivated", [.string(id), .objectPath(path)])
                 managerProps.formUnion(["LicenseCount", "SeatsTotal"])
+                // The feature's other licenses take over its share of use and reservations.
+                touchedFeatures = Set(engine.state.features)
             case .leaseGranted(let l):
                 touchedFeatures.insert(l.feature)
                 managerProps.insert("SeatsInUse")

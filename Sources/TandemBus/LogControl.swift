@@ -23,7 +23,7 @@ public final class LogControlObject {
         self.identifier = identifier
         tandem_bus_shim_set_setter(logControlSetter)
         let me = Unmanaged.passUnretained(self).toOpaque()
-        try check(sd_bus_add_object_vtable(bus, &slot, Self.path, Self.interface, tandem_log_control_vtable(), me), "add LogControl1")
+        try checkBus(sd_bus_add_object_vtable(bus, &slot, Self.path, Self.interface, tandem_log_control_vtable(), me), "add LogControl1")
     }
 
     deinit { sd_bus_slot_unref(slot) }

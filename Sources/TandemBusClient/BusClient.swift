@@ -41,7 +41,7 @@ public final class BusClient {
     public func call(destination: String? = nil, path: String = BusNames.rootPath, interface: String = BusNames.managerInterface,
                      _ member: String, _ args: [BusValue] = []) throws(BusError) -> [BusValue] {
         var m: OpaquePointer?
-        try check(sd_bus_message_new_method_call(bus, &m, destination ?? self.destination, path, interface, member), "new call")
+        try checkBus(sd_bus_message_new_method_call(bus, &m, destination ?? self.destination, path, interface, member), "new call")
         defer { sd_bus_message_unref(m) }
         try BusMessage.append(m!, args)
         var error = sd_bus_error()

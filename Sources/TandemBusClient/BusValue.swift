@@ -119,7 +119,8 @@ public struct BusError: Error, Sendable, CustomStringConvertible {
     public var description: String { message.isEmpty ? name : message }
 }
 
-@inline(__always) func check(_ r: Int32, _ what: @autoclosure () -> String) throws(BusError) {
+/// Throws the sd-bus call's negative errno as a `BusError` (shared with the server half).
+@inline(__always) package func checkBus(_ r: Int32, _ what: @autoclosure () -> String) throws(BusError) {
     if r < 0 { throw BusError(errno: -r, what()) }
 }
 
@@ -131,7 +132,7 @@ public enum BusMessage {
         func basic<T>(_ t: Character, _ v: T) throws(BusError) {
             var copy = v
             let r = withUnsafePointer(to: &copy) { sd_bus_message_append_basic(m, basicType(t), $0) }
-            try check(r, "append \(t)")
+            try checkBus(r, "append \(t)")
         }
         switch value {
         case .byte(let v): try basic("y", v)
@@ -146,25 +147,25 @@ public enum BusMessage {
         case .string(let s), .objectPath(let s), .signature(let s):
             let t = value.signature.first!
             let r = s.withCString { sd_bus_message_append_basic(m, basicType(t), $0) }
-            try check(r, "append \(t)")
+            try checkBus(r, "append \(t)")
         case .array(let e, let items):
-            try check(sd_bus_message_open_container(m, basicType("a"), e), "open array")
+            try checkBus(sd_bus_message_open_container(m, basicType("a"), e), "open array")
             for i in items { try append(m, i) }
-            try check(sd_bus_message_close_container(m), "close array")
+            try checkBus(sd_bus_message_close_container(m), "close array")
         case .structure(let fields):
             let sig = String(value.signature.dropFirst().dropLast())
-            try check(sd_bus_message_open_container(m, basicType("r"), sig), "open struct")
+            try checkBus(sd_bus_message_open_container(m, basicType("r"), sig), "open struct")
             for f in fields { try append(m, f) }
-            try check(sd_bus_message_close_container(m), "close struct")
+            try checkBus(sd_bus_message_close_container(m), "close struct")
         case .dictEntry(let k, let v):
-            try check(sd_bus_message_open_container(m, basicType("e"), k.signature + v.signature), "open dict entry")
+            try checkBus(sd_bus_message_open_container(m, basicType("e"), k.signature + v.signature), "open dict entry")
             try append(m, k)
             try append(m, v)
-            try check(sd_bus_message_close_container(m), "close dict entry")
+            try checkBus(sd_bus_message_close_container(m), "close dict entry")
         case .variant(let inner):
-            try check(sd_bus_message_open_container(m, basicType("v"), inner.signature), "open variant")
+            try checkBus(sd_bus_message_open_container(m, basicType("v"), inner.signature), "open variant")
             try append(m, inner)
-            try check(sd_bus_message_close_container(m), "close variant")
+            try checkBus(sd_bus_message_close_container(m), "close variant")
         }
     }
 
@@ -179,7 +180,7 @@ public enum BusMessage {
             var type: CChar = 0
             var contents: UnsafePointer<CChar>?
             let r = sd_bus_message_peek_type(m, &type, &contents)
-            try check(r, "peek")
+            try checkBus(r, "peek")
             if r == 0 { break }
             out.append(try readOne(m, type: type, contents: contents.map { String(cString: $0) }))
         }
@@ -190,13 +191,13 @@ public enum BusMessage {
         func basic<T>(_ initial: T) throws(BusError) -> T {
             var v = initial
             let r = withUnsafeMutablePointer(to: &v) { sd_bus_message_read_basic(m, type, $0) }
-            try check(r, "read")
+            try checkBus(r, "read")
             return v
         }
         func container(_ t: Character, _ c: String, _ body: () throws(BusError) -> BusValue) throws(BusError) -> BusValue {
-            try check(sd_bus_message_enter_container(m, basicType(t), c), "enter")
+            try checkBus(sd_bus_message_enter_container(m, basicType(t), c), "enter")
             let v = try body()
-            try check(sd_bus_message_exit_container(m), "exit")
+            try checkBus(sd_bus_message_exit_container(m), "exit")
             return v
         }
         switch UInt8(bitPattern: type) {
@@ -213,7 +214,7 @@ public enum BusMessage {
         case UInt8(ascii: "s"), UInt8(ascii: "o"), UInt8(ascii: "g"):
             var p: UnsafePointer<CChar>?
             let r = sd_bus_message_read_basic(m, type, &p)
-            try check(r, "read string")
+            try checkBus(r, "read string")
             let s = p.map { String(cString: $0) } ?? ""
             switch UInt8(bitPattern: type) {
             case UInt8(ascii: "o"): return .objectPath(s)

@@ -193,16 +193,22 @@ extension LicenseState {
 
 extension LicenseState {
     /// Refuses to remove `license` when the seats left could not cover the leases and the
-    /// reservations of its feature. An expired license counts no seats any more: removing it
-    /// changes no account.
+    /// reservations of its feature, and the last license of a feature while reservations of
+    /// it stand (expired or not: a reservation never outlives its feature's licenses). Other
+    /// expired licenses count no seats any more: removing them changes no account.
     func checkSeatsRemain(without license: License, now: USec) throws(TandemError) {
-        guard !license.isExpired(at: now) else { return }
         let f = license.feature
-        let remaining = Int64(seats(f, at: now)) - Int64(license.seats)
+        let expired = license.isExpired(at: now)
+        let remaining = Int64(seats(f, at: now)) - (expired ? 0 : Int64(license.seats))
         let inUse = Int64(inUse(f)), setAside = Int64(setAside(f))
-        if inUse > remaining {
+        if !expired, inUse > remaining {
             throw TandemError(.licenseInUse, "license \(quoted(license.id)): \(inUse) seats of \(quoted(f)) are in use and only \(remaining) would remain")
         }
+        let standing = reservations.values.filter { $0.feature == f }.count
+        if standing > 0, !licenses.values.contains(where: { $0.feature == f && $0.id != license.id }) {
+            throw TandemError(.seatsReserved, "license \(quoted(license.id)) is the last of \(quoted(f)) and \(standing) reservation(s) of it stand; remove them (Unreserve) first")
+        }
+        guard !expired else { return }
         if setAside > remaining || inUse + Int64(idleReserved(f, exceptHolder: nil)) > remaining {
             throw TandemError(.seatsReserved, "license \(quoted(license.id)): \(setAside) seats of \(quoted(f)) are reserved (\(inUse) in use) and only \(remaining) would remain; remove reservations (Unreserve) first")
         }

@@ -34,6 +34,15 @@ public struct PriorityPrefixLogHandler: LogHandler {
         }
     }
 
+    /// A metadata value as it may stand after `key=` on a line: quoted unless it is plain, so
+    /// that client text with spaces or `=` cannot pass for fields of its own.
+    static func field(_ value: String) -> String {
+        let plain = !value.isEmpty && value.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.:/,@+[]".unicodeScalars.contains($0)
+        }
+        return plain ? value : quoted(value, limit: 512)
+    }
+
     /// True when stderr is connected to the journal (systemd sets $JOURNAL_STREAM): then each
     /// message goes to the journal directly, with its metadata as fields (LEASE_ID=, ...).
     static let toJournal: Bool = {
@@ -74,7 +83,7 @@ public struct PriorityPrefixLogHandler: LogHandler {
         }
         var line = "<\(Self.priority(event.level))>\(message)"
         if !all.isEmpty {
-            line += " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            line += " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.field("\($0.value)"))" }.joined(separator: " ")
         }
         line += "\n"
         FileHandle.standardError.write(Data(line.utf8))

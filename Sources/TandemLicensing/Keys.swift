@@ -104,7 +104,7 @@ public struct TrustedKeys: Sendable {
     public func verify(_ text: String) throws(TandemError) -> LicenseDocument {
         let doc = try LicenseDocument.parse(text)
         guard let key = keys[doc.keyId] else {
-            throw TandemError(.invalidLicense, "license \(quoted(doc.id)) is signed by key \(doc.keyId), which this server does not trust")
+            throw TandemError(.invalidLicense, "license \(quoted(doc.id)) is signed by key \(quoted(doc.keyId)), which this server does not trust")
         }
         guard key.key.isValidSignature(doc.signature, for: Data(doc.payload.utf8)) else {
             throw TandemError(.invalidLicense, "license \(quoted(doc.id)): signature does not match its contents")

@@ -516,7 +516,7 @@ public struct PairNode: Sendable {
         var withdrawn: Set<String> = []
         for p in pending {
             guard case .done(.leaseGranted(let l, false)) = p.reply, state.leases[l.id] != nil else { continue }
-            if counted[l.feature, default: 0] + UInt64(l.count) > splitShare(l.feature) {
+            if counted[l.feature, default: 0] + UInt64(l.count) > splitShare(l.feature, at: now) {
                 withdrawn.insert(l.id)
             } else {
                 counted[l.feature, default: 0] += UInt64(l.count)
@@ -529,7 +529,7 @@ public struct PairNode: Sendable {
         for p in pending {
             switch p.reply {
             case .done(.leaseGranted(let l, _)) where withdrawn.contains(l.id):
-                out.append(.reply(ref: p.ref, .refused(.insufficientSeats, splitRefusal(l.feature))))
+                out.append(.reply(ref: p.ref, .refused(.insufficientSeats, splitRefusal(l.feature, at: now))))
             case .done(.leaseRenewed(let l)) where withdrawn.contains(l.id), .done(.leaseReleased(let l)) where withdrawn.contains(l.id):
                 out.append(.reply(ref: p.ref, .refused(.leaseNotFound, "lease \(l.id) was withdrawn before it was answered")))
             default:
@@ -561,10 +561,11 @@ public struct PairNode: Sendable {
     }
 
     /// `split`: seats of `feature` this node may grant while the pair is not in step.
-    func splitShare(_ feature: String) -> UInt64 {
+    func splitShare(_ feature: String, at now: USec) -> UInt64 {
         guard case .split(let percent) = settings.partition, splitBasePos != nil else { return .max }
         guard let base = splitBase, !splitBaseLost else { return 0 }
-        let seats = base.licenses.values.filter { $0.feature == feature }.reduce(UInt64(0)) { $0 + UInt64($1.seats) }
+        // Seats of licenses valid now: one that ran out since the base grants nothing.
+        let seats = UInt64(base.seats(feature, at: now))
         // Seats set aside for holders are no side's to grant: the sides could not agree on
         // which of them serves a holder, so reservations wait for the heal.
         let used = Self.seats(of: base.leases.values, feature) + base.idleReserved(feature, exceptHolder: nil)
@@ -586,8 +587,8 @@ public struct PairNode: Sendable {
         leases.reduce(0) { $0 + ($1.feature == feature ? UInt64($1.count) : 0) }
     }
 
-    func splitRefusal(_ feature: String) -> String {
-        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature)) of the seats of \(quoted(feature)) that were free, and granted \(splitHeld(feature))"
+    func splitRefusal(_ feature: String, at now: USec) -> String {
+        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature, at: now)) of the seats of \(quoted(feature)) that were free, and granted \(splitHeld(feature))"
     }
 
     private mutating func stepDown(_ out: inout [NodeEffect]) {
@@ -914,10 +915,10 @@ public struct PairNode: Sendable {
         case .success(let d):
             if splitBasePos != nil {
                 switch d.outcome {
-                case .leaseGranted(let l, false) where splitHeld(l.feature) + UInt64(l.count) > splitShare(l.feature):
-                    return (.refused(TandemError(.insufficientSeats, splitRefusal(l.feature))), out)
+                case .leaseGranted(let l, false) where splitHeld(l.feature) + UInt64(l.count) > splitShare(l.feature, at: now):
+                    return (.refused(TandemError(.insufficientSeats, splitRefusal(l.feature, at: now))), out)
                 case .leaseGranted(let l, true) where splitRefused.contains(l.id) || (splitRefusedUnknown && splitBase?.leases[l.id] == nil):
-                    return (.refused(TandemError(.insufficientSeats, splitRefusal(l.feature))), out)
+                    return (.refused(TandemError(.insufficientSeats, splitRefusal(l.feature, at: now))), out)
                 case .leaseRenewed(let l) where splitRefused.contains(l.id):
                     return (.refused(TandemError(.leaseNotFound, "lease \(l.id) was refused while cut off from the peer")), out)
                 default:

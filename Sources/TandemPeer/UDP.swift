@@ -1,4 +1,5 @@
 import Foundation
+import TandemCore
 
 /// A resolved UDP address (`host[:port]`, IPv4, `[IPv6]`, or a name).
 public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
@@ -16,26 +17,26 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         var host = s
         var port = defaultPort
         if s.hasPrefix("[") {
-            guard let close = s.firstIndex(of: "]") else { throw PairKeyError("bad address '\(text)'") }
+            guard let close = s.firstIndex(of: "]") else { throw PairKeyError("bad address \(quoted(text))") }
             host = String(s[s.index(after: s.startIndex)..<close])
             let rest = s[s.index(after: close)...]
             if rest.hasPrefix(":") {
-                guard let p = Int(rest.dropFirst()) else { throw PairKeyError("bad port in '\(text)'") }
+                guard let p = Int(rest.dropFirst()) else { throw PairKeyError("bad port in \(quoted(text))") }
                 port = p
-            } else if !rest.isEmpty { throw PairKeyError("bad address '\(text)'") }
+            } else if !rest.isEmpty { throw PairKeyError("bad address \(quoted(text))") }
         } else if s.filter({ $0 == ":" }).count == 1, let colon = s.firstIndex(of: ":") {
             host = String(s[..<colon])
-            guard let p = Int(s[s.index(after: colon)...]) else { throw PairKeyError("bad port in '\(text)'") }
+            guard let p = Int(s[s.index(after: colon)...]) else { throw PairKeyError("bad port in \(quoted(text))") }
             port = p
         }
-        guard !host.isEmpty, (0...65535).contains(port) else { throw PairKeyError("bad address '\(text)'") }
+        guard !host.isEmpty, (0...65535).contains(port) else { throw PairKeyError("bad address \(quoted(text))") }
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
         hints.ai_flags = AI_NUMERICSERV
         var res: UnsafeMutablePointer<addrinfo>?
         let r = getaddrinfo(host, String(port), &hints, &res)
         guard r == 0, let res, let ai = res.pointee.ai_addr else {
-            throw PairKeyError("cannot resolve '\(host)': \(String(cString: gai_strerror(r)))")
+            throw PairKeyError("cannot resolve \(quoted(host)): \(String(cString: gai_strerror(r)))")
         }
         defer { freeaddrinfo(res) }
         var st = sockaddr_storage()

@@ -2,6 +2,7 @@ import Foundation
 import TandemBus
 import TandemBusClient
 import TandemClient
+import TandemTesting
 import Testing
 
 func clientctl(_ config: String, _ args: [String], bus: TestBus? = nil) throws -> RunResult {

@@ -4,6 +4,7 @@ import TandemBus
 import TandemBusClient
 import TandemCore
 import TandemNet
+import TandemTesting
 import Testing
 
 struct HTTPResult {

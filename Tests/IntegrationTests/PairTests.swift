@@ -4,6 +4,7 @@ import TandemBusClient
 import TandemClient
 import TandemCore
 import TandemPeer
+import TandemTesting
 import Testing
 
 /// A witness process on loopback.

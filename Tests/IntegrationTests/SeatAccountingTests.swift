@@ -129,7 +129,8 @@ import Testing
         #expect(r.stderr.contains(#"'x\n<0>forged line\u{1B}[31m'"#), "\(r.stderr)")
         usleep(100_000)
         let log = f.daemon.log()
-        #expect(log.contains(#"x\n<0>forged line"#), "the refusal is logged at debug level")
+        // The reason (a message that quotes the id) is quoted once more as a log field.
+        #expect(log.contains(#"reason='no lease \'x\\n<0>forged line\\u{1B}[31m\''"#), "the refusal is logged at debug level")
         #expect(!log.split(separator: "\n").contains { $0.hasPrefix("<0>") || $0.hasPrefix("forged") })
         #expect(!log.contains("\u{1B}"))
     }

@@ -2,6 +2,7 @@ import Foundation
 import TandemBus
 import TandemBusClient
 import TandemctlCommands
+import TandemTesting
 import Testing
 
 /// The shipped unit, with ExecStart= pointed at the built binary (verify checks that it exists).

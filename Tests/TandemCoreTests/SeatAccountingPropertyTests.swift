@@ -10,7 +10,8 @@ import Testing
 /// live ones (modulo their number), so a step keeps its meaning when shrinking removes others.
 enum SeatStep: CustomStringConvertible, Equatable {
     case advance(seconds: UInt64)
-    case activate(id: String, feature: String, seats: UInt32)
+    /// `lastsSeconds`: the license runs out that long after its activation (nil: never).
+    case activate(id: String, feature: String, seats: UInt32, lastsSeconds: UInt64? = nil)
     case deactivate(id: String)
     case reserve(feature: String, count: UInt32, holder: String)
     case unreserve(pick: Int?)
@@ -22,7 +23,7 @@ enum SeatStep: CustomStringConvertible, Equatable {
     var description: String {
         switch self {
         case .advance(let s): return "advance \(s)s"
-        case .activate(let id, let f, let n): return "activate \(id) \(f) \(n)"
+        case .activate(let id, let f, let n, let lasts): return "activate \(id) \(f) \(n)" + (lasts.map { " lasting \($0)s" } ?? "")
         case .deactivate(let id): return "deactivate \(id)"
         case .reserve(let f, let n, let h): return "reserve \(f) \(n) for \(h)"
         case .unreserve(let p): return "unreserve #\(p.map(String.init) ?? "bogus")"
@@ -46,11 +47,15 @@ struct SeatModel {
         ("uid-1001", Caller(uid: 1001, isAdmin: false)), ("network", .networkClient),
     ]
 
-    var licenses: [(id: String, feature: String, seats: Int)] = []
+    var licenses: [(id: String, feature: String, seats: Int, notAfter: USec)] = []
+    var now: USec = 0
     var leases: [ModelLease] = []
     var reservations: [ModelReservation] = []
 
-    func seats(_ f: String) -> Int { licenses.filter { $0.feature == f }.map(\.seats).reduce(0, +) }
+    func valid(_ l: (id: String, feature: String, seats: Int, notAfter: USec)) -> Bool { l.notAfter == 0 || now <= l.notAfter }
+    func seats(_ f: String) -> Int { licenses.filter { $0.feature == f && valid($0) }.map(\.seats).reduce(0, +) }
+    /// The `reserved` the views show: idle reservations, as far as seats not in use hold them.
+    func reservedView(_ f: String) -> Int { min(idle(f), max(0, seats(f) - used(f))) }
     func used(_ f: String, by client: String? = nil) -> Int {
         leases.filter { $0.feature == f && (client == nil || $0.client == client) }.map(\.count).reduce(0, +)
     }
@@ -81,8 +86,11 @@ struct SeatRun {
     var now: USec = 1_000 * usecPerSecond
     var log: [Change] = []
     var nextId = 0
+    /// A license ran out and the seats left have not yet covered use and reservations again.
+    var seatsLost = false
 
     init() {
+        model.now = now
         state.apply(.serverIdSet(id: "SID-P"))
         log = [.serverIdSet(id: "SID-P")]
     }
@@ -120,20 +128,27 @@ struct SeatRun {
         switch step {
         case .advance(let s):
             now += s * usecPerSecond
+            model.now = now
             return check()
 
-        case .activate(let id, let f, let n):
-            let license = License(id: id, product: "P", feature: f, seats: n, notAfterUSec: 0, issuedTo: ["SID-P"],
+        case .activate(let id, let f, let n, let lasts):
+            let notAfter = lasts.map { now + $0 * usecPerSecond } ?? 0
+            let license = License(id: id, product: "P", feature: f, seats: n, notAfterUSec: notAfter, issuedTo: ["SID-P"],
                                   keyId: "k", document: "")
             if model.licenses.contains(where: { $0.id == id }) { expected = .licenseAlreadyActive }
             got = commit(.activate(license), caller: .root)
-            if expected == nil { model.licenses.append((id, f, Int(n))) }
+            if expected == nil { model.licenses.append((id, f, Int(n), notAfter)) }
 
         case .deactivate(let id):
             if let l = model.licenses.first(where: { $0.id == id }) {
-                let remaining = model.seats(l.feature) - l.seats
-                if model.used(l.feature) > remaining {
+                let remaining = model.seats(l.feature) - (model.valid(l) ? l.seats : 0)
+                let last = !model.licenses.contains { $0.feature == l.feature && $0.id != id }
+                if model.valid(l) && model.used(l.feature) > remaining {
                     expected = .licenseInUse
+                } else if last && model.setAside(l.feature) > 0 {
+                    expected = .seatsReserved
+                } else if !model.valid(l) {
+                    expected = nil
                 } else if model.setAside(l.feature) > remaining || model.used(l.feature) + model.idle(l.feature) > remaining {
                     expected = .seatsReserved
                 }
@@ -236,14 +251,19 @@ struct SeatRun {
     }
 
     /// The state's views against the model's counts, and the invariants.
-    func check() -> String? {
-        let faults = state.seatAccountingFaults(at: now)
+    mutating func check() -> String? {
+        // A license that ran out may leave more promised than there are seats: only the views'
+        // sums hold then, until use and reservations fit again (from then on decisions keep
+        // them fitting).
+        if state.licenses.values.contains(where: { $0.isExpired(at: now) }) { seatsLost = true }
+        if seatsLost, state.seatAccountingFaults(at: now).isEmpty { seatsLost = false }
+        let faults = state.seatAccountingFaults(at: now, overcommitted: seatsLost)
         if !faults.isEmpty { return "invariant broken: " + faults.joined(separator: "; ") }
         let features = Set(model.licenses.map(\.feature) + model.leases.map(\.feature) + model.reservations.map(\.feature))
         if Set(state.features) != features { return "features \(state.features), the model has \(features.sorted())" }
         for f in features {
             let u = state.usage(f, at: now)
-            let want = (model.seats(f), model.used(f), model.idle(f), model.free(f, for: nil))
+            let want = (model.seats(f), model.used(f), model.reservedView(f), model.free(f, for: nil))
             if (Int(u.seats), Int(u.inUse), Int(u.reserved), Int(u.available)) != want {
                 return "\(f): seats/in use/reserved/available \(u.seats)/\(u.inUse)/\(u.reserved)/\(u.available), the model says \(want)"
             }
@@ -282,7 +302,9 @@ enum SeatSequences {
             let count = UInt32(rng.pick([0, 1, 1, 1, 2, 2, 3]))
             switch rng.below(20) {
             case 0...1: return .advance(seconds: UInt64(rng.pick([1, 5, 20, 40])))
-            case 2...3: return .activate(id: "L\(rng.below(5))", feature: rng.pick(features), seats: UInt32(1 + rng.below(4)))
+            case 2...3:
+                return .activate(id: "L\(rng.below(5))", feature: rng.pick(features), seats: UInt32(1 + rng.below(4)),
+                                 lastsSeconds: rng.pick([nil, nil, nil, 30, 90]))
             case 4...5: return .deactivate(id: "L\(rng.below(5))")
             case 6...8: return .reserve(feature: rng.pick(features), count: count, holder: rng.pick(names))
             case 9: return .unreserve(pick: pick)
