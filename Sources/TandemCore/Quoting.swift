@@ -14,8 +14,17 @@ public func quoted<S: StringProtocol>(_ text: S, limit: Int = 160) -> String {
 /// `\u{202E}`), so that it stays on one line and shows what it holds; backslashes are doubled
 /// unless `keepBackslashes` (for text already escaped in part, such as a log message that
 /// quotes an id).
-public func escapingControlCharacters<S: StringProtocol>(_ text: S, limit: Int = Int.max, escapeQuote: Bool = false,
-                                                         keepBackslashes: Bool = false) -> String {
+public func escapingControlCharacters<S: StringProtocol>(
+    _ text: S, limit: Int = Int.max, escapeQuote: Bool = false,
+    keepBackslashes: Bool = false
+) -> String {
+    // The common case, printable ASCII with nothing to escape, is returned as it is: every
+    // log line goes through here.
+    if text.utf8.count <= limit, text.utf8.allSatisfy({ b in
+        b >= 0x20 && b < 0x7F && (b != 0x5C || keepBackslashes) && (b != 0x27 || !escapeQuote)
+    }) {
+        return String(text)
+    }
     var out = ""
     var count = 0
     for scalar in text.unicodeScalars {

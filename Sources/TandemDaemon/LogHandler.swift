@@ -37,8 +37,9 @@ public struct PriorityPrefixLogHandler: LogHandler {
     /// A metadata value as it may stand after `key=` on a line: quoted unless it is plain, so
     /// that client text with spaces or `=` cannot pass for fields of its own.
     static func field(_ value: String) -> String {
-        let plain = !value.isEmpty && value.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.:/,@+[]".unicodeScalars.contains($0)
+        let plain = !value.isEmpty && value.utf8.allSatisfy { b in
+            (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
+                || [0x2D, 0x5F, 0x2E, 0x3A, 0x2F, 0x2C, 0x40, 0x2B, 0x5B, 0x5D].contains(b)  // - _ . : / , @ + [ ]
         }
         return plain ? value : quoted(value, limit: 512)
     }

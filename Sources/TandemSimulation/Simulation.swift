@@ -139,10 +139,10 @@ public final class Simulation {
     var lastCounts: (UInt64, UInt64) = (0, 0)
     /// Per node, what its state looked like when its seat accounting was last checked.
     var accountingChecked: [AccountingMark?] = [nil, nil]
+    /// What the accounting depends on, cheaply: renewals, the most frequent change, move none of it.
     struct AccountingMark: Equatable {
-        var lastSeq, lastEpoch: UInt64
         var leases, reservations: Int
-        var inUse: UInt32
+        var inUse, available: UInt32
     }
     /// Without a witness: whether the pair was back in step when a node said a lease was unknown.
     var inStepAtReply: [Int: Bool] = [:]
@@ -529,12 +529,12 @@ public final class Simulation {
         }
         // Each node's own accounting keeps the core's invariants (a takeover heal may leave
         // more in use than there are seats, by design).
-        // Checked when a node's state moved (licenses do not run out here, so time alone
+        // Checked when a node's seats moved (licenses do not run out here, so time alone
         // changes no account): a check on every event would triple the simulation's time.
         for i in 0..<2 where !down.contains(.node(i)) {
             let n = nodes[i]
-            let mark = AccountingMark(lastSeq: n.lastSeq, lastEpoch: n.lastEpoch, leases: n.state.leases.count,
-                                      reservations: n.state.reservations.count, inUse: n.state.totalInUse)
+            let mark = AccountingMark(leases: n.state.leases.count, reservations: n.state.reservations.count,
+                                      inUse: n.state.totalInUse, available: n.state.available("cad", for: nil, at: 0))
             guard mark != accountingChecked[i] else { continue }
             accountingChecked[i] = mark
             let faults = n.state.seatAccountingFaults(at: local(.node(i)), overcommitted: !withWitness)
