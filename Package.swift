@@ -100,24 +100,28 @@ let package = Package(
         .executableTarget(name: "tandem-vendor", dependencies: ["TandemVendorCommands", "TandemCommandLine"]),
         .executableTarget(name: "tandem-bench", dependencies: ["TandemBenchCommands", "TandemCommandLine"]),
         .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation", "TandemPair"]),
-        .executableTarget(name: "tandem-witness", dependencies: ["TandemWitness", .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "tandem-witness", dependencies: [
+            "TandemWitness", .product(name: "Logging", package: "swift-log"),
+        ]),
         // Helpers every test target shares (temporary directories).
         .target(name: "TandemTesting"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
-        .testTarget(name: "TandemPairTests", dependencies: ["TandemTesting", "TandemPair", "TandemSimulation", "TandemCore", "TandemPeer"]),
+        .testTarget(name: "TandemPairTests", dependencies: [
+            "TandemTesting", "TandemPair", "TandemSimulation", "TandemCore", "TandemPeer",
+        ]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing", "TandemCore"]),
         .testTarget(name: "TandemStoreTests", dependencies: [
             "TandemTesting", "TandemStore", "TandemCore", .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "TandemDaemonTests", dependencies: [
-            "TandemTesting", "TandemDaemon", "TandemBus", "TandemBusClient", "TandemEngine", "TandemPair", "TandemCore", "TandemLicensing",
-            "TandemStore", .product(name: "Logging", package: "swift-log"),
+        .testTarget(name: "TandemEngineTests", dependencies: [
+            "TandemTesting", "TandemEngine", "TandemPair", "TandemCore", "TandemLicensing", "TandemStore",
+            .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "TandemDaemonTests", dependencies: ["TandemTesting", "TandemDaemon", "TandemPair"]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing", "TandemNet", "TandemAPI",
-            "TandemClient", "TandemctlCommands",
-        ],
-                    resources: []),
+            "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
+            "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands",
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -8,7 +8,6 @@ import TandemEngine
 import TandemPair
 import TandemStore
 
-/// What the Manager object reports about the node itself.
 /// The pair's administration and status, implemented by the daemon's pair host.
 public protocol PairControl: AnyObject {
     /// The configured role, and the pair status in the tech note's words.
@@ -26,6 +25,7 @@ public protocol PairControl: AnyObject {
     func peerStatus() -> [(String, BusValue)]
 }
 
+/// What the Manager object reports about the node itself.
 public struct ServerInfo: Sendable {
     public var version: String
     public var serviceAccount: String

@@ -30,7 +30,6 @@ public struct AcquireRequest: Sendable, Equatable {
     }
 }
 
-/// What a successful command answers.
 extension Command {
     /// Changes of the license configuration (as opposed to seat use by products).
     public var isAdministrative: Bool {
@@ -41,6 +40,7 @@ extension Command {
     }
 }
 
+/// What a successful command answers.
 public enum Outcome: Sendable, Equatable {
     case licenseActivated(License)
     case licenseDeactivated(License)
@@ -165,7 +165,8 @@ extension LicenseState {
             let seats = Int64(seats(feature, at: now))
             if Int64(after.setAside(feature)) > seats
                 || Int64(inUse(feature)) + Int64(after.idleReserved(feature, exceptHolder: nil)) > seats {
-                throw TandemError(.insufficientSeats, "feature \(quoted(feature)): only \(reservable(feature, at: now)) seats can be reserved now")
+                throw TandemError(.insufficientSeats,
+                                  "feature \(quoted(feature)): only \(reservable(feature, at: now)) seats can be reserved now")
             }
             return Decision(outcome: .reservationAdded(r), changes: [.reservationAdded(r)])
 
@@ -180,7 +181,8 @@ extension LicenseState {
                 throw TandemError(.licensesActive, "\(licenses.count) license(s) are active; deactivate them before resetting the server id")
             }
             guard reservations.isEmpty else {
-                throw TandemError(.seatsReserved, "\(reservations.count) reservation(s) stand; remove them (Unreserve) before resetting the server id")
+                throw TandemError(.seatsReserved,
+                                  "\(reservations.count) reservation(s) stand; remove them (Unreserve) before resetting the server id")
             }
             return Decision(outcome: .serverIdReset(newId), changes: [.serverIdSet(id: newId)])
 
@@ -202,15 +204,18 @@ extension LicenseState {
         let remaining = Int64(seats(f, at: now)) - (expired ? 0 : Int64(license.seats))
         let inUse = Int64(inUse(f)), setAside = Int64(setAside(f))
         if !expired, inUse > remaining {
-            throw TandemError(.licenseInUse, "license \(quoted(license.id)): \(inUse) seats of \(quoted(f)) are in use and only \(remaining) would remain")
+            throw TandemError(.licenseInUse, "license \(quoted(license.id)): \(inUse) seats of \(quoted(f)) are in use"
+                + " and only \(remaining) would remain")
         }
         let standing = reservations.values.filter { $0.feature == f }.count
         if standing > 0, !licenses.values.contains(where: { $0.feature == f && $0.id != license.id }) {
-            throw TandemError(.seatsReserved, "license \(quoted(license.id)) is the last of \(quoted(f)) and \(standing) reservation(s) of it stand; remove them (Unreserve) first")
+            throw TandemError(.seatsReserved, "license \(quoted(license.id)) is the last of \(quoted(f)) and \(standing)"
+                + " reservation(s) of it stand; remove them (Unreserve) first")
         }
         guard !expired else { return }
         if setAside > remaining || inUse + Int64(idleReserved(f, exceptHolder: nil)) > remaining {
-            throw TandemError(.seatsReserved, "license \(quoted(license.id)): \(setAside) seats of \(quoted(f)) are reserved (\(inUse) in use) and only \(remaining) would remain; remove reservations (Unreserve) first")
+            throw TandemError(.seatsReserved, "license \(quoted(license.id)): \(setAside) seats of \(quoted(f)) are reserved"
+                + " (\(inUse) in use) and only \(remaining) would remain; remove reservations (Unreserve) first")
         }
     }
 

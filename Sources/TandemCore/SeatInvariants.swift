@@ -20,7 +20,8 @@ extension LicenseState {
             inUseSum += UInt64(u.inUse)
             let viewSum = UInt64(u.inUse) + UInt64(u.reserved) + UInt64(u.available)
             if viewSum != UInt64(max(u.seats, u.inUse)) {
-                faults.append("\(f): in use \(u.inUse) + reserved \(u.reserved) + available \(u.available) != seats \(u.seats)")
+                faults.append(
+                    "\(f): in use \(u.inUse) + reserved \(u.reserved) + available \(u.available) != seats \(u.seats)")
             }
             let setAside = setAside(f), idle = idleReserved(f, exceptHolder: nil)
             if !overcommitted {
@@ -29,22 +30,29 @@ extension LicenseState {
                 if UInt64(u.inUse) + idle > UInt64(u.seats) {
                     faults.append("\(f): \(u.inUse) in use and \(idle) reserved unused exceed \(u.seats) seats")
                 }
-                if UInt64(u.reserved) != idle { faults.append("\(f): reserved \(u.reserved), idle reservations \(idle)") }
+                if UInt64(u.reserved) != idle {
+                    faults.append("\(f): reserved \(u.reserved), idle reservations \(idle)")
+                }
             }
             let shares = shares(f, at: now)
             let sharedUse = shares.reduce(UInt64(0)) { $0 + UInt64($1.inUse) }
             let sharedReserve = shares.reduce(UInt64(0)) { $0 + UInt64($1.reserved) }
             if !shares.isEmpty, sharedUse != UInt64(u.inUse) || sharedReserve != UInt64(u.reserved) {
-                faults.append("\(f): license shares add up to \(sharedUse) in use, \(sharedReserve) reserved, not \(u.inUse), \(u.reserved)")
+                faults.append(
+                    "\(f): license shares add up to \(sharedUse) in use, \(sharedReserve) reserved,"
+                        + " not \(u.inUse), \(u.reserved)"
+                )
             }
             if u.inUse <= u.seats {
                 for s in shares where UInt64(s.inUse) + UInt64(s.reserved) > UInt64(s.seats) {
-                    faults.append("\(f): license \(s.licenseId) attributed \(s.inUse) + \(s.reserved) of \(s.seats) seats")
+                    faults.append(
+                        "\(f): license \(s.licenseId) attributed \(s.inUse) + \(s.reserved) of \(s.seats) seats")
                 }
             }
         }
         if UInt64(totalSeats(at: now)) != seatsSum || UInt64(totalInUse) != inUseSum {
-            faults.append("totals \(totalInUse)/\(totalSeats(at: now)) differ from the features' \(inUseSum)/\(seatsSum)")
+            faults.append(
+                "totals \(totalInUse)/\(totalSeats(at: now)) differ from the features' \(inUseSum)/\(seatsSum)")
         }
         return faults
     }

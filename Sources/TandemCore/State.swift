@@ -225,8 +225,13 @@ extension LicenseState {
     /// Changes that rebuild this state from an empty one (not the refusal counters): how a
     /// state is stored as a snapshot and sent whole.
     public var asChanges: [Change] {
+        (serverId.isEmpty ? [] : [.serverIdSet(id: serverId)]) + sharedChanges
+    }
+
+    /// The same without this server's own ID: what the two nodes of a pair share (each keeps
+    /// its own License Server ID), sent in snapshots and kept as the pair's base.
+    public var sharedChanges: [Change] {
         var out: [Change] = []
-        if !serverId.isEmpty { out.append(.serverIdSet(id: serverId)) }
         out.append(.epochStarted(epoch: epoch))
         out += licenses.keys.sorted().map { .licenseActivated(licenses[$0]!) }
         out += leases.keys.sorted().map { .leaseGranted(leases[$0]!) }

@@ -242,9 +242,7 @@ final class PairHost: PairControl {
         let state = engine.state
         let baseSeq = engine.store.lastSeq
         let baseEpoch = state.epoch
-        var base = state
-        base.serverId = ""
-        let baseChanges = base.asChanges.filter { if case .serverIdSet = $0 { return false } else { return true } }
+        let baseChanges = state.sharedChanges
         ask({ [settings] in .pairRequest(nonce: $0, primaryServerId: state.serverId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseChanges,
                                          partition: settings.partition.description) },
             to: address) { [self] answer in

@@ -859,7 +859,7 @@ public struct PairNode: Sendable {
     public var canSync: Bool { servingEpoch != nil }
 
     private func snapshotFrames(epoch: UInt64) -> [NodeEffect] {
-        let changes = state.asChanges.filter { if case .serverIdSet = $0 { return false } else { return true } }
+        let changes = state.sharedChanges
         let size = max(1, settings.snapshotChunk)
         let parts = max(1, (changes.count + size - 1) / size)
         return (0..<parts).map { p in

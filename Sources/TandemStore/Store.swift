@@ -176,10 +176,7 @@ public final class Store {
         try db.transaction {
             try db.exec("DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;")
             let used = state.serverIdUsed
-            for c in state.asChanges {
-                if case .serverIdSet = c { continue }
-                try write(c)
-            }
+            for c in state.sharedChanges { try write(c) }
             try setMeta("server_id_used", used ? "1" : "0")
             for e in log { try insertLog(seq: e.seq, epoch: e.epoch, now: now, e.change) }
             try setMeta("pair_base", "\(base) \(baseEpoch)")
@@ -190,9 +187,7 @@ public final class Store {
     }
 
     func snapshotText(_ state: LicenseState) throws -> String {
-        String(decoding: try encoder.encode(state.asChanges.filter {
-            if case .serverIdSet = $0 { return false } else { return true }
-        }), as: UTF8.self)
+        String(decoding: try encoder.encode(state.sharedChanges), as: UTF8.self)
     }
 
     /// The stored pair log base: (seq, epoch, state there), if a pair was formed.

@@ -5,19 +5,23 @@ import Testing
 /// programs link only what their job needs.
 @Suite struct Layout {
     /// Modules that come with the toolchain and need no declaration.
-    static let toolchain: Set = ["Foundation", "FoundationNetworking", "FoundationEssentials", "Glibc", "Dispatch",
-                                 "Testing", "XCTest", "Synchronization"]
+    static let toolchain: Set = [
+        "Foundation", "FoundationNetworking", "FoundationEssentials", "Glibc", "Dispatch",
+        "Testing", "XCTest", "Synchronization"
+    ]
 
     /// Package.swift's targets and the modules each may import (its dependencies).
     static func declaredDependencies() throws -> [String: Set<String>] {
         let manifest = try String(contentsOfFile: packageRoot + "/Package.swift", encoding: .utf8)
         var out: [String: Set<String>] = [:]
-        let targetPattern = try NSRegularExpression(pattern: #"\.(?:target|executableTarget|testTarget|systemLibrary)\(name: "([^"]+)""#)
+        let targetPattern = try NSRegularExpression(
+            pattern: #"\.(?:target|executableTarget|testTarget|systemLibrary)\(name: "([^"]+)""#)
         let matches = targetPattern.matches(in: manifest, range: NSRange(manifest.startIndex..., in: manifest))
         for (i, m) in matches.enumerated() {
             let name = String(manifest[Range(m.range(at: 1), in: manifest)!])
             let end = i + 1 < matches.count ? matches[i + 1].range.location : (manifest as NSString).length
-            let body = (manifest as NSString).substring(with: NSRange(location: m.range.location, length: end - m.range.location))
+            let body = (manifest as NSString).substring(
+                with: NSRange(location: m.range.location, length: end - m.range.location))
             var deps: Set<String> = []
             if let open = body.range(of: "dependencies: [") {
                 var depth = 1, index = open.upperBound
@@ -30,9 +34,13 @@ import Testing
                 for p in products.matches(in: list, range: NSRange(list.startIndex..., in: list)) {
                     deps.insert(String(list[Range(p.range(at: 1), in: list)!]))
                 }
-                let withoutProducts = products.stringByReplacingMatches(in: list, range: NSRange(list.startIndex..., in: list), withTemplate: "")
-                let plain = try NSRegularExpression(pattern: #"^\s*"([^"]+)"|,\s*"([^"]+)""#, options: .anchorsMatchLines)
-                for p in plain.matches(in: withoutProducts, range: NSRange(withoutProducts.startIndex..., in: withoutProducts)) {
+                let withoutProducts = products.stringByReplacingMatches(
+                    in: list, range: NSRange(list.startIndex..., in: list), withTemplate: "")
+                let plain = try NSRegularExpression(
+                    pattern: #"^\s*"([^"]+)"|,\s*"([^"]+)""#, options: .anchorsMatchLines)
+                for p in plain.matches(
+                    in: withoutProducts, range: NSRange(withoutProducts.startIndex..., in: withoutProducts))
+                {
                     let r = p.range(at: 1).location != NSNotFound ? p.range(at: 1) : p.range(at: 2)
                     deps.insert(String(withoutProducts[Range(r, in: withoutProducts)!]))
                 }
@@ -49,11 +57,13 @@ import Testing
         for dir in ["Sources", "Tests"] {
             for target in try FileManager.default.contentsOfDirectory(atPath: packageRoot + "/" + dir) {
                 guard let deps = declared[target] else { continue }
-                let files = FileManager.default.enumerator(atPath: packageRoot + "/\(dir)/\(target)")?
+                let files =
+                    FileManager.default.enumerator(atPath: packageRoot + "/\(dir)/\(target)")?
                     .compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") } ?? []
                 for file in files {
                     let text = try String(contentsOfFile: packageRoot + "/\(dir)/\(target)/\(file)", encoding: .utf8)
-                    for line in text.split(separator: "\n") where line.hasPrefix("import ") || line.hasPrefix("@testable import ") {
+                    for line in text.split(separator: "\n")
+                    where line.hasPrefix("import ") || line.hasPrefix("@testable import ") {
                         let module = String(line.split(separator: " ").last!)
                         if !Self.toolchain.contains(module) && !deps.contains(module) {
                             missing.append("\(target)/\(file) imports \(module)")

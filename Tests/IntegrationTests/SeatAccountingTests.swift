@@ -23,8 +23,10 @@ import Testing
     }
 
     /// busctl's stderr for a refused call, and the state before and after it.
-    func refused(_ f: Fixture, _ member: String, _ args: [String], _ error: String,
-                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func refused(
+        _ f: Fixture, _ member: String, _ args: [String], _ error: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let before = try snapshot(f.bus.client())
         let r = try managerCall(f.bus, member, args)
         #expect(r.status != 0, "\(member) \(args) was accepted", sourceLocation: sourceLocation)
@@ -64,13 +66,15 @@ import Testing
     /// ListLicenses' in_use and reserved summed, and the License objects' InUse and Reserved summed.
     func attributed(_ f: Fixture) throws -> (list: [UInt32], objects: [UInt32]) {
         let rows = try f.bus.client().call("ListLicenses")[0].arrayValue?.compactMap(\.structValue) ?? []
-        let list = [4, 5].map { i in rows.reduce(UInt32(0)) { $0 + UInt32(truncatingIfNeeded: $1[i].uint64Value ?? 0) } }
+        let list = [4, 5].map { i in rows.reduce(UInt32(0)) { $0 + UInt32(truncatingIfNeeded: $1[i].uint64Value ?? 0) }
+        }
         var objects: [UInt32] = [0, 0]
         for row in rows {
             let path = BusNames.licensePath(row[0].stringValue!)
             for (i, name) in ["InUse", "Reserved"].enumerated() {
                 let r = try busctl(f.bus, ["get-property", BusNames.service, path, BusNames.licenseInterface, name])
-                objects[i] += UInt32(r.stdout.split(separator: " ").last!.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 99
+                objects[i] +=
+                    UInt32(r.stdout.split(separator: " ").last!.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 99
             }
         }
         return (list, objects)
@@ -86,7 +90,8 @@ import Testing
         // H uses its reservation: the two seats count as in use, nowhere as reserved.
         #expect(try usage(f) == [5, 5, 0, 0])
         #expect(try attributed(f) == ([5, 0], [5, 0]))
-        let total = try busctl(f.bus, ["get-property", BusNames.service, BusNames.rootPath, BusNames.managerInterface, "SeatsTotal"])
+        let total = try busctl(
+            f.bus, ["get-property", BusNames.service, BusNames.rootPath, BusNames.managerInterface, "SeatsTotal"])
         #expect(total.stdout == "u 5\n")
         let status = try tandemctl(f.bus, ["usage"])
         #expect(status.status == 0 && status.stdout.contains("cad"))
@@ -130,7 +135,9 @@ import Testing
         usleep(100_000)
         let log = f.daemon.log()
         // The reason (a message that quotes the id) is quoted once more as a log field.
-        #expect(log.contains(#"reason='no lease \'x\\n<0>forged line\\u{1B}[31m\''"#), "the refusal is logged at debug level")
+        #expect(
+            log.contains(#"reason='no lease \'x\\n<0>forged line\\u{1B}[31m\''"#),
+            "the refusal is logged at debug level")
         #expect(!log.split(separator: "\n").contains { $0.hasPrefix("<0>") || $0.hasPrefix("forged") })
         #expect(!log.contains("\u{1B}"))
     }

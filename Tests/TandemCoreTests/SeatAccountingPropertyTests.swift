@@ -23,14 +23,16 @@ enum SeatStep: CustomStringConvertible, Equatable {
     var description: String {
         switch self {
         case .advance(let s): return "advance \(s)s"
-        case .activate(let id, let f, let n, let lasts): return "activate \(id) \(f) \(n)" + (lasts.map { " lasting \($0)s" } ?? "")
+        case .activate(let id, let f, let n, let lasts):
+            return "activate \(id) \(f) \(n)" + (lasts.map { " lasting \($0)s" } ?? "")
         case .deactivate(let id): return "deactivate \(id)"
         case .reserve(let f, let n, let h): return "reserve \(f) \(n) for \(h)"
         case .unreserve(let p): return "unreserve #\(p.map(String.init) ?? "bogus")"
         case .acquire(let f, let n, let c, let r, let ttl, let who):
             return "acquire \(f) \(n) by \(c) request \(r ?? "-") ttl \(ttl)s as \(SeatModel.callers[who].name)"
         case .renew(let p, let who): return "renew #\(p.map(String.init) ?? "bogus") as \(SeatModel.callers[who].name)"
-        case .release(let p, let who): return "release #\(p.map(String.init) ?? "bogus") as \(SeatModel.callers[who].name)"
+        case .release(let p, let who):
+            return "release #\(p.map(String.init) ?? "bogus") as \(SeatModel.callers[who].name)"
         case .resetServerId: return "reset server id"
         }
     }
@@ -39,12 +41,15 @@ enum SeatStep: CustomStringConvertible, Equatable {
 /// The rules as a plain reading of the documentation: no derived indexes, every number
 /// counted from the lists each time.
 struct SeatModel {
-    struct ModelLease { var id, feature, client: String; var count: Int; var uid: UInt32?; var requestId: String?; var expires, ttl: USec }
+    struct ModelLease {
+        var id, feature, client: String; var count: Int; var uid: UInt32?; var requestId: String?;
+        var expires, ttl: USec
+    }
     struct ModelReservation { var id, feature, holder: String; var count: Int }
 
     static let callers: [(name: String, caller: Caller)] = [
         ("admin", .root), ("uid-1000", Caller(uid: 1000, isAdmin: false)),
-        ("uid-1001", Caller(uid: 1001, isAdmin: false)), ("network", .networkClient),
+        ("uid-1001", Caller(uid: 1001, isAdmin: false)), ("network", .networkClient)
     ]
 
     var licenses: [(id: String, feature: String, seats: Int, notAfter: USec)] = []
@@ -52,7 +57,9 @@ struct SeatModel {
     var leases: [ModelLease] = []
     var reservations: [ModelReservation] = []
 
-    func valid(_ l: (id: String, feature: String, seats: Int, notAfter: USec)) -> Bool { l.notAfter == 0 || now <= l.notAfter }
+    func valid(_ l: (id: String, feature: String, seats: Int, notAfter: USec)) -> Bool {
+        l.notAfter == 0 || now <= l.notAfter
+    }
     func seats(_ f: String) -> Int { licenses.filter { $0.feature == f && valid($0) }.map(\.seats).reduce(0, +) }
     /// The `reserved` the views show: idle reservations, as far as seats not in use hold them.
     func reservedView(_ f: String) -> Int { min(idle(f), max(0, seats(f) - used(f))) }
@@ -133,8 +140,9 @@ struct SeatRun {
 
         case .activate(let id, let f, let n, let lasts):
             let notAfter = lasts.map { now + $0 * usecPerSecond } ?? 0
-            let license = License(id: id, product: "P", feature: f, seats: n, notAfterUSec: notAfter, issuedTo: ["SID-P"],
-                                  keyId: "k", document: "")
+            let license = License(
+                id: id, product: "P", feature: f, seats: n, notAfterUSec: notAfter, issuedTo: ["SID-P"],
+                keyId: "k", document: "")
             if model.licenses.contains(where: { $0.id == id }) { expected = .licenseAlreadyActive }
             got = commit(.activate(license), caller: .root)
             if expected == nil { model.licenses.append((id, f, Int(n), notAfter)) }
@@ -149,7 +157,9 @@ struct SeatRun {
                     expected = .seatsReserved
                 } else if !model.valid(l) {
                     expected = nil
-                } else if model.setAside(l.feature) > remaining || model.used(l.feature) + model.idle(l.feature) > remaining {
+                } else if model.setAside(l.feature) > remaining
+                    || model.used(l.feature) + model.idle(l.feature) > remaining
+                {
                     expected = .seatsReserved
                 }
             } else {
@@ -198,19 +208,26 @@ struct SeatRun {
             } else if Int(n) > model.free(f, for: client) {
                 expected = .insufficientSeats
             }
-            got = commit(.acquire(AcquireRequest(feature: f, count: n, client: client, ttlUSec: ttl,
-                                                 requestId: requestId, newLeaseId: id)), caller: caller)
+            got = commit(
+                .acquire(
+                    AcquireRequest(
+                        feature: f, count: n, client: client, ttlUSec: ttl,
+                        requestId: requestId, newLeaseId: id)), caller: caller)
             if expected == nil {
                 if let i = retry {
                     model.leases[i].expires = max(model.leases[i].expires, now + model.leases[i].ttl)
                 } else {
-                    model.leases.append(.init(id: id, feature: f, client: client, count: Int(n), uid: caller.uid,
-                                              requestId: requestId, expires: now + ttl, ttl: ttl))
+                    model.leases.append(
+                        .init(
+                            id: id, feature: f, client: client, count: Int(n), uid: caller.uid,
+                            requestId: requestId, expires: now + ttl, ttl: ttl))
                 }
                 if case .success(.leaseGranted(let lease, let existing)) = got {
                     let want = model.leases.first { $0.id == (expectExisting ?? id) }!
                     if lease.id != want.id || existing != (expectExisting != nil) || lease.expiresUSec != want.expires {
-                        return "granted \(lease.id) (existing \(existing), expires \(lease.expiresUSec)); the model says \(want.id) until \(want.expires)"
+                        return
+                            "granted \(lease.id) (existing \(existing), expires \(lease.expiresUSec));"
+                                + " the model says \(want.id) until \(want.expires)"
                     }
                 }
             }
@@ -245,7 +262,8 @@ struct SeatRun {
 
         switch got {
         case .success where expected != nil: return "succeeded; the model expects \(expected!.rawValue)"
-        case .failure(let e) where e.code != expected: return "refused with \(e); the model expects \(expected?.rawValue ?? "success")"
+        case .failure(let e) where e.code != expected:
+            return "refused with \(e); the model expects \(expected?.rawValue ?? "success")"
         default: return check()
         }
     }
@@ -259,20 +277,30 @@ struct SeatRun {
         if seatsLost, state.seatAccountingFaults(at: now).isEmpty { seatsLost = false }
         let faults = state.seatAccountingFaults(at: now, overcommitted: seatsLost)
         if !faults.isEmpty { return "invariant broken: " + faults.joined(separator: "; ") }
-        let features = Set(model.licenses.map(\.feature) + model.leases.map(\.feature) + model.reservations.map(\.feature))
+        let features = Set(
+            model.licenses.map(\.feature) + model.leases.map(\.feature) + model.reservations.map(\.feature))
         if Set(state.features) != features { return "features \(state.features), the model has \(features.sorted())" }
         for f in features {
             let u = state.usage(f, at: now)
             let want = (model.seats(f), model.used(f), model.reservedView(f), model.free(f, for: nil))
             if (Int(u.seats), Int(u.inUse), Int(u.reserved), Int(u.available)) != want {
-                return "\(f): seats/in use/reserved/available \(u.seats)/\(u.inUse)/\(u.reserved)/\(u.available), the model says \(want)"
+                return
+                    "\(f): seats/in use/reserved/available \(u.seats)/\(u.inUse)/\(u.reserved)/\(u.available),"
+                        + " the model says \(want)"
             }
-            for client in ["a", "b", "c", "d"] where Int(state.available(f, for: client, at: now)) != model.free(f, for: client) {
-                return "\(f): \(client) may acquire \(state.available(f, for: client, at: now)), the model says \(model.free(f, for: client))"
+            for client in ["a", "b", "c", "d"]
+            where Int(state.available(f, for: client, at: now)) != model.free(f, for: client) {
+                return
+                    "\(f): \(client) may acquire \(state.available(f, for: client, at: now)),"
+                        + " the model says \(model.free(f, for: client))"
             }
         }
-        if Set(state.leases.keys) != Set(model.leases.map(\.id)) { return "leases \(state.leases.keys.sorted()), the model has \(model.leases.map(\.id).sorted())" }
-        if Set(state.reservations.keys) != Set(model.reservations.map(\.id)) { return "reservations differ from the model's" }
+        if Set(state.leases.keys) != Set(model.leases.map(\.id)) {
+            return "leases \(state.leases.keys.sorted()), the model has \(model.leases.map(\.id).sorted())"
+        }
+        if Set(state.reservations.keys) != Set(model.reservations.map(\.id)) {
+            return "reservations differ from the model's"
+        }
         return nil
     }
 }
@@ -303,15 +331,17 @@ enum SeatSequences {
             switch rng.below(20) {
             case 0...1: return .advance(seconds: UInt64(rng.pick([1, 5, 20, 40])))
             case 2...3:
-                return .activate(id: "L\(rng.below(5))", feature: rng.pick(features), seats: UInt32(1 + rng.below(4)),
-                                 lastsSeconds: rng.pick([nil, nil, nil, 30, 90]))
+                return .activate(
+                    id: "L\(rng.below(5))", feature: rng.pick(features), seats: UInt32(1 + rng.below(4)),
+                    lastsSeconds: rng.pick([nil, nil, nil, 30, 90]))
             case 4...5: return .deactivate(id: "L\(rng.below(5))")
             case 6...8: return .reserve(feature: rng.pick(features), count: count, holder: rng.pick(names))
             case 9: return .unreserve(pick: pick)
             case 10...14:
-                return .acquire(feature: rng.pick(features), count: count, client: rng.pick(names),
-                                requestId: rng.pick([nil, nil, "q1", "q2"]), ttlSeconds: UInt64(rng.pick([10, 30, 60])),
-                                caller: rng.below(SeatModel.callers.count))
+                return .acquire(
+                    feature: rng.pick(features), count: count, client: rng.pick(names),
+                    requestId: rng.pick([nil, nil, "q1", "q2"]), ttlSeconds: UInt64(rng.pick([10, 30, 60])),
+                    caller: rng.below(SeatModel.callers.count))
             case 15...16: return .renew(pick: pick, caller: rng.below(SeatModel.callers.count))
             case 17...18: return .release(pick: pick, caller: rng.below(SeatModel.callers.count))
             default: return .resetServerId
@@ -362,7 +392,8 @@ enum SeatSequences {
             failures += 1
             let minimal = SeatSequences.shrink(steps) { SeatSequences.failure($0) != nil }
             let why = SeatSequences.failure(minimal)
-            Issue.record("""
+            Issue.record(
+                """
                 seed \(seed): \(why?.reason ?? "?")
                 shrunk to \(minimal.count) steps:
                 \(minimal.enumerated().map { "  \($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
@@ -377,8 +408,11 @@ enum SeatSequences {
         var state = LicenseState()
         state.apply(.serverIdSet(id: "S"))
         for (id, seats) in [("L1", UInt32(3)), ("L2", 2)] {
-            state.apply(.licenseActivated(License(id: id, product: "P", feature: "cad", seats: seats, notAfterUSec: 0,
-                                                  issuedTo: ["S"], keyId: "k", document: "")))
+            state.apply(
+                .licenseActivated(
+                    License(
+                        id: id, product: "P", feature: "cad", seats: seats, notAfterUSec: 0,
+                        issuedTo: ["S"], keyId: "k", document: "")))
         }
         state.apply(.reservationAdded(Reservation(id: "r1", feature: "cad", holder: "h", count: 2)))
         state.apply(.reservationAdded(Reservation(id: "r2", feature: "cad", holder: "h2", count: 2)))
@@ -393,7 +427,8 @@ enum SeatSequences {
             guard let i = steps.firstIndex(of: marker) else { return false }
             return steps[(i + 1)...].contains(.deactivate(id: "L1"))
         }
-        let long = SeatSequences.generate(seed: 7, length: 50) + [marker] + SeatSequences.generate(seed: 8, length: 50)
+        let long =
+            SeatSequences.generate(seed: 7, length: 50) + [marker] + SeatSequences.generate(seed: 8, length: 50)
             + [.deactivate(id: "L1")]
         #expect(fails(long))
         let shrunk = SeatSequences.shrink(long, while: fails)
