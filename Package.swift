@@ -105,7 +105,7 @@ let package = Package(
         ]),
         // Helpers every test target shares (temporary directories).
         .target(name: "TandemTesting"),
-        .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
+        .testTarget(name: "TandemCoreTests", dependencies: ["TandemTesting", "TandemCore"]),
         .testTarget(name: "TandemPairTests", dependencies: [
             "TandemTesting", "TandemPair", "TandemSimulation", "TandemCore", "TandemPeer",
         ]),

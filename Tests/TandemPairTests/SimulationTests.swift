@@ -1,3 +1,4 @@
+import TandemTesting
 import Testing
 import TandemCore
 @testable import TandemPair
@@ -9,9 +10,9 @@ import TandemCore
 /// with `tandem-sim --seed N`.
 @Suite struct PairSimulation {
     @Test(arguments: 0..<2)
-    func seedsKeepEveryInvariant(chunk: Int) {
+    func seedsKeepEveryInvariant(chunk: Int) async {
         let from = UInt64(chunk * 60 + 1)
-        for r in runSeeds(from..<(from + 60)) where !r.passed {
+        for r in await onOwnThread({ runSeeds(from..<(from + 60)) }) where !r.passed {
             Issue.record("\(r) — replay with: swift run tandem-sim --seed \(r.seed)")
         }
     }
@@ -37,14 +38,17 @@ import TandemCore
         #expect(r.granted > 0 && r.leaderChanges == 1, "\(r)")
     }
 
-    @Test func heavierFaultsStillKeepTheInvariants() {
-        for r in runSeeds(5000..<5050, configure: { cfg in
-            cfg.meanFaultIntervalUSec = 1_500_000
-            cfg.dropRate = 0.2
-            cfg.duplicateRate = 0.1
-            cfg.clients = 8
-            cfg.seats = 4
-        }) where !r.passed {
+    @Test func heavierFaultsStillKeepTheInvariants() async {
+        let results = await onOwnThread {
+            runSeeds(5000..<5050, configure: { cfg in
+                cfg.meanFaultIntervalUSec = 1_500_000
+                cfg.dropRate = 0.2
+                cfg.duplicateRate = 0.1
+                cfg.clients = 8
+                cfg.seats = 4
+            })
+        }
+        for r in results where !r.passed {
             Issue.record("\(r)")
         }
     }
@@ -124,8 +128,8 @@ func licensedState(seats: UInt32) -> LicenseState {
 
 @Suite struct PartitionPolicies {
     @Test(arguments: [PartitionMode.takeover, .split(primaryPercent: 50)])
-    func seedsWithoutAWitnessKeepTheirInvariants(mode: PartitionMode) {
-        for r in runSeeds(1..<41, configure: { $0.partition = mode }) where !r.passed {
+    func seedsWithoutAWitnessKeepTheirInvariants(mode: PartitionMode) async {
+        for r in await onOwnThread({ runSeeds(1..<41, configure: { $0.partition = mode }) }) where !r.passed {
             Issue.record("\(r) — replay with: swift run tandem-sim --partition \(mode == .takeover ? "takeover" : "split") --seed \(r.seed)")
         }
     }
