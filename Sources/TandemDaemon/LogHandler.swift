@@ -37,9 +37,18 @@ public struct PriorityPrefixLogHandler: LogHandler {
     /// A metadata value as it may stand after `key=` on a line: quoted unless it is plain, so
     /// that client text with spaces or `=` cannot pass for fields of its own.
     static func field(_ value: String) -> String {
+        // Letters, digits and - _ . : / , @ + [ ] (ids, addresses, numbers); a switch, not a set:
+        // every field of every log line passes here.
         let plain = !value.isEmpty && value.utf8.allSatisfy { b in
-            (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
-                || [0x2D, 0x5F, 0x2E, 0x3A, 0x2F, 0x2C, 0x40, 0x2B, 0x5B, 0x5D].contains(b)  // - _ . : / , @ + [ ]
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                 UInt8(ascii: ":"), UInt8(ascii: "/"), UInt8(ascii: ","), UInt8(ascii: "@"), UInt8(ascii: "+"),
+                 UInt8(ascii: "["), UInt8(ascii: "]"):
+                return true
+            default:
+                return false
+            }
         }
         return plain ? value : quoted(value, limit: 512)
     }
