@@ -85,37 +85,50 @@ public final class LicenseManagerServer {
         sd_bus_error_set(err, e.code.dbusName, e.message)
     }
 
-    /// Sends the reply once everything staged so far is durable.
-    private func reply(_ m: OpaquePointer, _ values: [BusValue]) -> Int32 {
-        sd_bus_message_ref(m)
-        engine.whenAnswered { [bus] error in
-            var reply: OpaquePointer?
-            if let error {
-                var e = sd_bus_error()
-                sd_bus_error_set(&e, error.code.dbusName, error.message)
-                if sd_bus_message_new_method_error(m, &reply, &e) >= 0, let reply {
-                    sd_bus_send(bus, reply, nil)
-                    sd_bus_message_unref(reply)
-                }
-                sd_bus_error_free(&e)
-            } else if sd_bus_message_new_method_return(m, &reply) >= 0, let reply {
-                do { try BusMessage.append(reply, values) } catch {}
+    /// The one reply path: a method return with `values`, or the error.
+    private func send(_ m: OpaquePointer, _ result: Result<[BusValue], TandemError>) {
+        var reply: OpaquePointer?
+        switch result {
+        case .success(let values):
+            guard sd_bus_message_new_method_return(m, &reply) >= 0, let reply else { return }
+            do { try BusMessage.append(reply, values) } catch {}
+            sd_bus_send(bus, reply, nil)
+            sd_bus_message_unref(reply)
+        case .failure(let error):
+            var e = sd_bus_error()
+            sd_bus_error_set(&e, error.code.dbusName, error.message)
+            if sd_bus_message_new_method_error(m, &reply, &e) >= 0, let reply {
                 sd_bus_send(bus, reply, nil)
                 sd_bus_message_unref(reply)
             }
+            sd_bus_error_free(&e)
+        }
+    }
+
+    /// Sends the reply later: `m` is kept until `later` calls back with the result.
+    private func replyLater(_ m: OpaquePointer, _ later: (@escaping (Result<[BusValue], TandemError>) -> Void) -> Void) -> Int32 {
+        sd_bus_message_ref(m)
+        later { [self] result in
+            send(m, result)
             sd_bus_message_unref(m)
         }
         return 1
     }
 
+    /// A read: answered once every command submitted before it is answered, so that it shows
+    /// only what is durable.
+    private func reply(_ m: OpaquePointer, _ values: [BusValue]) -> Int32 {
+        replyLater(m) { done in engine.whenSettled { done(.success(values)) } }
+    }
+
+    /// A command: refused at once, or answered with `values` of its outcome once it is durable.
     private func answer(_ m: OpaquePointer, _ err: UnsafeMutablePointer<sd_bus_error>?,
-                        _ result: Result<Outcome, TandemError>, _ values: (Outcome) -> [BusValue]) -> Int32 {
-        switch result {
-        case .success(let o): return reply(m, values(o))
-        case .failure(let e):
+                        _ ticket: Ticket, _ values: @escaping (Outcome) -> [BusValue]) -> Int32 {
+        if case .failure(let e) = ticket.decision {
             logger.debug("refused", metadata: ["member": "\(String(cString: sd_bus_message_get_member(m)))", "error": "\(e.code.rawValue)", "reason": "\(e.message)"])
             return Self.fail(err, e)
         }
+        return replyLater(m) { done in ticket.whenAnswered { done($0.map(values)) } }
     }
 
     fileprivate func handleMethod(_ m: OpaquePointer, _ err: UnsafeMutablePointer<sd_bus_error>?) -> Int32 {
@@ -134,13 +147,13 @@ public final class LicenseManagerServer {
         case "GetActivationRequest":
             return reply(m, [.string(engine.activationRequest)])
         case "ActivateLicense":
-            return answer(m, err, engine.activate(document: str(0), caller: caller(m))) { o in
+            return answer(m, err, engine.activate(document: str(0), caller: caller(m))) { [logger] o in
                 guard case .licenseActivated(let l) = o else { return [] }
                 logger.notice("license activated", metadata: ["license_id": "\(l.id)", "feature": "\(l.feature)", "seats": "\(l.seats)"])
                 return [.string(l.id), .objectPath(BusNames.licensePath(l.id))]
             }
         case "DeactivateLicense":
-            return answer(m, err, engine.submit(.deactivate(licenseId: str(0)), caller: caller(m))) { o in
+            return answer(m, err, engine.submit(.deactivate(licenseId: str(0)), caller: caller(m))) { [logger] o in
                 if case .licenseDeactivated(let l) = o {
                     logger.notice("license deactivated", metadata: ["license_id": "\(l.id)"])
                 }
@@ -193,7 +206,7 @@ public final class LicenseManagerServer {
             }
             return reply(m, [.array(elementSignature: "(sssutt)", rows)])
         case "Reserve":
-            return answer(m, err, engine.reserve(feature: str(0), count: u32(1), holder: str(2), caller: caller(m))) { o in
+            return answer(m, err, engine.reserve(feature: str(0), count: u32(1), holder: str(2), caller: caller(m))) { [logger] o in
                 guard case .reservationAdded(let r) = o else { return [] }
                 logger.notice("seats reserved", metadata: ["reservation_id": "\(r.id)", "feature": "\(r.feature)", "holder": "\(r.holder)", "count": "\(r.count)"])
                 return [.string(r.id)]
@@ -222,30 +235,24 @@ public final class LicenseManagerServer {
             guard let pc = pairControl else {
                 return Self.fail(err, TandemError(.pairState, "pairing needs KeyFile= in the [Pair] section of tandemd.conf"))
             }
-            sd_bus_message_ref(m)
-            let done: (TandemError?) -> Void = { [bus, logger] error in
-                var reply: OpaquePointer?
-                if let error {
-                    logger.notice("\(member) refused", metadata: ["error": "\(error.code.rawValue)", "reason": "\(error.message)"])
-                    var e = sd_bus_error()
-                    sd_bus_error_set(&e, error.code.dbusName, error.message)
-                    if sd_bus_message_new_method_error(m, &reply, &e) >= 0, let reply { sd_bus_send(bus, reply, nil); sd_bus_message_unref(reply) }
-                    sd_bus_error_free(&e)
-                } else if sd_bus_message_new_method_return(m, &reply) >= 0, let reply {
-                    sd_bus_send(bus, reply, nil)
-                    sd_bus_message_unref(reply)
+            return replyLater(m) { [logger] done in
+                let finish: (TandemError?) -> Void = { error in
+                    if let error {
+                        logger.notice("\(member) refused", metadata: ["error": "\(error.code.rawValue)", "reason": "\(error.message)"])
+                        done(.failure(error))
+                    } else {
+                        done(.success([]))
+                    }
                 }
-                sd_bus_message_unref(m)
+                switch member {
+                case "PrepareBackup": pc.prepareBackup(primary: str(0), done: finish)
+                case "EnableBackup": pc.enableBackup(backup: str(0), done: finish)
+                case "Sync": pc.sync(done: finish)
+                default: pc.disableBackup(done: finish)
+                }
             }
-            switch member {
-            case "PrepareBackup": pc.prepareBackup(primary: str(0), done: done)
-            case "EnableBackup": pc.enableBackup(backup: str(0), done: done)
-            case "Sync": pc.sync(done: done)
-            default: pc.disableBackup(done: done)
-            }
-            return 1
         case "ResetServerId":
-            return answer(m, err, engine.resetServerId(caller: caller(m))) { o in
+            return answer(m, err, engine.resetServerId(caller: caller(m))) { [logger] o in
                 guard case .serverIdReset(let id) = o else { return [] }
                 logger.notice("License Server ID reset", metadata: ["server_id": "\(id)"])
                 return [.string(id)]
@@ -340,7 +347,7 @@ public final class LicenseManagerServer {
     }
 
     /// Announces what a committed batch changed.
-    public func didCommit(_ logged: [LoggedChange]) {
+    public func didCommit(_ logged: [LogEntry]) {
         var touchedFeatures: Set<String> = []
         var managerProps: Set<String> = []
         for entry in logged {

@@ -166,7 +166,7 @@ public final class Daemon {
         try startNetwork()
 
         // Leases that expired while we were down go now, with their signals.
-        engine.expireDue()
+        engine.tick()
         drainCommits()
         if let fatal { throw fatal }
 
@@ -286,7 +286,7 @@ public final class Daemon {
     }
 
     func armExpiry() {
-        if engine.pair == nil, let next = engine.state.nextExpiry {
+        if let next = engine.nextExpiry {
             sd_event_source_set_time(expirySource, next)
             sd_event_source_set_enabled(expirySource, Int32(SD_EVENT_ONESHOT))
         } else {
@@ -401,7 +401,7 @@ private let pairTickHandler: sd_event_time_handler_t = { source, usec, userdata 
 
 private let expiryHandler: sd_event_time_handler_t = { _, _, userdata in
     let d = daemon(userdata)
-    d.engine.expireDue()
+    d.engine.tick()
     do { try d.flushNow() } catch { d.die(error) }
     return 0
 }

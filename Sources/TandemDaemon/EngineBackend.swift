@@ -42,69 +42,72 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
             let pair = d.pairHost
             done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: (pair?.role ?? .standalone).rawValue,
                               pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: d.engine.state.epoch,
-                              peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pairPeerServerId))
+                              peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pair?.peerServerId))
+        }
+    }
+
+    /// A command's final answer as `view` of its outcome; NotServing names the serving node.
+    private func answer<T: Sendable>(_ submit: @escaping (Daemon) -> Ticket,
+                                     _ view: @escaping (Daemon, Outcome) -> T?) async -> Result<T, TandemError> {
+        await onLoop { d, done in
+            submit(d).whenAnswered { result in
+                switch result {
+                case .success(let o):
+                    done(view(d, o).map { .success($0) } ?? .failure(TandemError(.failed, "unexpected outcome")))
+                case .failure(let e):
+                    done(.failure(Self.withServingAddress(e, d)))
+                }
+            }
+        }
+    }
+
+    /// A read, once every command submitted before it is answered.
+    private func read<T: Sendable>(_ body: @escaping (Daemon) -> T) async -> T {
+        await onLoop { d, done in
+            let value = body(d)
+            d.engine.whenSettled { done(value) }
         }
     }
 
     func acquire(_ r: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> {
-        await onLoop { d, done in
-            let result = d.engine.acquire(feature: r.feature, count: r.count, client: r.client,
-                                          ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: .networkClient)
-            switch result {
-            case .success(.leaseGranted(let lease, let existing)):
-                let view = LeaseView(lease, serverId: d.engine.state.serverId)
-                d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success((view, created: !existing))) }
-            case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
-            case .failure(let e): done(.failure(Self.withServingAddress(e, d)))
-            }
+        await answer({ d in
+            d.engine.acquire(feature: r.feature, count: r.count, client: r.client,
+                             ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: .networkClient)
+        }) { d, o in
+            guard case .leaseGranted(let lease, let existing) = o else { return nil }
+            return (LeaseView(lease, serverId: d.engine.state.serverId), created: !existing)
         }
     }
 
     func renew(leaseId: String) async -> Result<LeaseView, TandemError> {
-        await onLoop { d, done in
-            switch d.engine.submit(.renew(leaseId: leaseId), caller: .networkClient) {
-            case .success(.leaseRenewed(let lease)):
-                let view = LeaseView(lease, serverId: d.engine.state.serverId)
-                d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(view)) }
-            case .success: done(.failure(TandemError(.failed, "unexpected outcome")))
-            case .failure(let e): done(.failure(Self.withServingAddress(e, d)))
-            }
+        await answer({ $0.engine.submit(.renew(leaseId: leaseId), caller: .networkClient) }) { d, o in
+            guard case .leaseRenewed(let lease) = o else { return nil }
+            return LeaseView(lease, serverId: d.engine.state.serverId)
         }
     }
 
     func release(leaseId: String) async -> Result<Void, TandemError> {
-        await onLoop { d, done in
-            switch d.engine.submit(.release(leaseId: leaseId), caller: .networkClient) {
-            case .success: d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(())) }
-            case .failure(let e): done(.failure(Self.withServingAddress(e, d)))
-            }
-        }
+        await answer({ $0.engine.submit(.release(leaseId: leaseId), caller: .networkClient) }) { _, _ in () }
     }
 
     func lease(id: String) async -> Result<LeaseView, TandemError> {
-        await onLoop { d, done in
+        await read { d in
             guard let lease = d.engine.state.activeLease(id, at: d.engine.now) else {
-                done(.failure(TandemError(.leaseNotFound, "no lease \(quoted(id))")))
-                return
+                return .failure(TandemError(.leaseNotFound, "no lease \(quoted(id))"))
             }
-            let view = LeaseView(lease, serverId: d.engine.state.serverId)
-            d.engine.whenAnswered { e in done(e.map { .failure($0) } ?? .success(view)) }
+            return .success(LeaseView(lease, serverId: d.engine.state.serverId))
         }
     }
 
     func leases(client: String?) async -> [LeaseView] {
-        await onLoop { d, done in
+        await read { d in
             let sid = d.engine.state.serverId
-            let views = d.engine.state.activeLeases(client: client, at: d.engine.now).map { LeaseView($0, serverId: sid) }
-            d.engine.whenAnswered { _ in done(views) }
+            return d.engine.state.activeLeases(client: client, at: d.engine.now).map { LeaseView($0, serverId: sid) }
         }
     }
 
     func features() async -> [FeatureUsage] {
-        await onLoop { d, done in
-            let rows = d.engine.state.usage(at: d.engine.now)
-            d.engine.whenAnswered { _ in done(rows) }
-        }
+        await read { d in d.engine.state.usage(at: d.engine.now) }
     }
 }
 

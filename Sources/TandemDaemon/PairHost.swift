@@ -40,7 +40,6 @@ final class PairHost: PairControl {
     var lastPeerProbe: USec?
     var lastWitnessProbe: USec?
 
-    static let metaKeys = ["pair_role", "pair_peer_address", "pair_peer_server_id", "pair_promised_epoch", "pair_prepared_for"]
     static let probeTimeoutUSec: USec = 2_000_000
 
     init(config: PairConfig, engine: Engine, logger: Logger) throws {
@@ -68,32 +67,31 @@ final class PairHost: PairControl {
     }
 
     var boundAddress: String { socket.local.description }
+    /// The pair protocol's node, while paired.
+    var node: PairNode? { engine.pair?.node }
     var now: USec { engine.now }
 
     /// Rebuilds the pair from the store after a restart.
     func restore() throws {
         let store = engine.store
-        if let p = try store.meta("pair_prepared_for") {
+        if let p = try store.preparedPrimary() {
             preparedFor = try? SocketAddress(resolving: p, defaultPort: PairConfig.defaultPort)
         }
-        guard let storedRole = try store.meta("pair_role"), let r = PairRole(rawValue: storedRole), let index = r.node,
-              let addr = try store.meta("pair_peer_address"),
-              let peerId = try store.meta("pair_peer_server_id"),
-              let base = try store.pairBase(serverId: engine.state.serverId) else { return }
-        let entries = try store.changes(after: base.seq, limit: Int.max).map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) }
-        let promised = UInt64(try store.meta("pair_promised_epoch") ?? "0") ?? 0
-        let (unmerged, splitBase) = try store.pairPartitionState()
-        let node = PairNode(index: index, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
-                            log: entries, promisedEpoch: promised, unmerged: unmerged.map { LogEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) },
-                            splitBasePos: splitBase, settings: settings, now: now)
-        do { peer = try SocketAddress(resolving: addr, defaultPort: PairConfig.defaultPort) } catch {
-            throw StartupError("stored peer address '\(addr)': \(error)")
+        guard let record = try store.pairRecord(), let base = try store.pairBase(serverId: engine.state.serverId) else { return }
+        let entries = try store.changes(after: base.seq, limit: Int.max)
+        let progress = record.progress
+        let node = PairNode(index: record.node, baseState: base.state, base: base.seq, baseEpoch: base.epoch, log: entries,
+                            promisedEpoch: progress.promisedEpoch, unmerged: progress.unmerged, splitBasePos: progress.splitBase,
+                            settings: settings, now: now)
+        do { peer = try SocketAddress(resolving: record.peerAddress, defaultPort: PairConfig.defaultPort) } catch {
+            throw StartupError("stored peer address '\(record.peerAddress)': \(error)")
         }
-        role = r
-        peerAddressText = addr
-        engine.startPair(node, peerServerId: peerId)
-        logger.notice("pair restored", metadata: ["role": "\(r)", "peer": "\(addr)", "log_entries": "\(entries.count)", "epoch": "\(promised)",
-                                                  "partition": "\(settings.partition.description)", "unmerged": "\(unmerged.count)"])
+        role = PairRole(node: record.node)
+        peerAddressText = record.peerAddress
+        engine.startPair(node, peerServerId: record.peerServerId)
+        logger.notice("pair restored", metadata: ["role": "\(role)", "peer": "\(record.peerAddress)", "log_entries": "\(entries.count)",
+                                                  "epoch": "\(progress.promisedEpoch)", "partition": "\(settings.partition.description)",
+                                                  "unmerged": "\(progress.unmerged.count)"])
     }
 
     func attach() {
@@ -104,7 +102,7 @@ final class PairHost: PairControl {
             }
         }
         engine.describeNode = { [unowned self] i in
-            let isPeer = engine.pairIndex.map { $0 != i } ?? false
+            let isPeer = node.map { $0.index != i } ?? false
             return (i == 0 ? "the primary" : "the backup") + (isPeer && !peerAddressText.isEmpty ? " at \(peerAddressText)" : "")
         }
     }
@@ -133,7 +131,7 @@ final class PairHost: PairControl {
             if let witness, from == witness {
                 lastWitnessFrame = now
                 engine.pairReceive(from: .witness, pm)
-            } else if let peer, from == peer, let node = engine.pair {
+            } else if let peer, from == peer, let node {
                 if case .append(let e, _, _, _, _) = pm, e < node.promisedEpoch { rejected[.staleEpoch, default: 0] += 1 }
                 engine.pairReceive(from: .node(1 - node.index), pm)
             } else {
@@ -181,10 +179,10 @@ final class PairHost: PairControl {
             waiting[nonce] = nil
             w.handler(nil)
         }
-        engine.pairTick()
+        engine.tick()
         // The serving node hears the witness on every renewal; the standby asks it now and then,
         // so that both report the witness's status.
-        if let witness, !(engine.pair?.isLeading ?? false), role != .standalone,
+        if let witness, !(node?.isLeading ?? false), role != .standalone,
            lastWitnessProbe.map({ t >= $0 + settings.heartbeatUSec }) ?? true {
             lastWitnessProbe = t
             ask({ .probe(nonce: $0) }, to: witness) { [self] answer in
@@ -223,7 +221,7 @@ final class PairHost: PairControl {
                 return done(TandemError(.peerUnreachable, "no answer from \(address) on the pair link (is tandemd running there with the same KeyFile=?)"))
             }
             guard peerInfo.role != "witness" else { return done(TandemError(.invalidArgs, "\(address) is a witness, not a license server")) }
-            do { try engine.store.setMeta("pair_prepared_for", address.description) } catch {
+            do { try engine.store.setPreparedPrimary(address.description) } catch {
                 return done(TandemError(.failed, "cannot store the prepared primary: \(error)"))
             }
             preparedFor = address
@@ -262,7 +260,7 @@ final class PairHost: PairControl {
 
     /// On the prepared backup: checks a primary's pair request and forms the pair.
     func acceptPair(from: SocketAddress, primaryId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change]) -> TandemError? {
-        if role == .backup, peer == from, engine.pairPeerServerId == primaryId { return nil } // a retried request
+        if role == .backup, peer == from, engine.pair?.peerServerId == primaryId { return nil } // a retried request
         guard role == .standalone else { return TandemError(.pairState, "\(engine.state.serverId) is already the \(role) of a pair") }
         guard let preparedFor, preparedFor == from else {
             return TandemError(.peerNotPrepared, "\(engine.state.serverId) was not prepared for the primary \(from) (run PrepareBackup on it first)")
@@ -282,9 +280,9 @@ final class PairHost: PairControl {
     func form(index: NodeIndex, peerAddress: SocketAddress, peerText: String, peerId: String, base: LicenseState,
               baseSeq: UInt64, baseEpoch: UInt64) throws {
         let r = PairRole(node: index)
-        try engine.store.replace(state: base, base: baseSeq, baseEpoch: baseEpoch, baseState: base, log: [], now: now, meta: [
-            ("pair_role", r.rawValue), ("pair_peer_address", peerText), ("pair_peer_server_id", peerId), ("pair_promised_epoch", String(baseEpoch)),
-        ])
+        let record = PairRecord(node: index, peerAddress: peerText, peerServerId: peerId,
+                                progress: PairProgress(promisedEpoch: baseEpoch))
+        try engine.store.formPair(record, base: LogBase(seq: baseSeq, epoch: baseEpoch, state: base), now: now)
         let node = PairNode(index: index, baseState: base, base: baseSeq, baseEpoch: baseEpoch, log: [], promisedEpoch: baseEpoch,
                             settings: settings, now: now)
         role = r
@@ -297,7 +295,7 @@ final class PairHost: PairControl {
 
     func sync(done: @escaping (TandemError?) -> Void) {
         if let e = engine.pairSync() { return done(e) }
-        logger.notice("Sync: sending the standby a snapshot of the whole state", metadata: ["seq": "\(engine.pair?.lastSeq ?? 0)"])
+        logger.notice("Sync: sending the standby a snapshot of the whole state", metadata: ["seq": "\(node?.lastSeq ?? 0)"])
         done(nil)
     }
 
@@ -316,7 +314,7 @@ final class PairHost: PairControl {
     func dissolve(reason: String) {
         engine.stopPair()
         do {
-            try engine.store.clearPair(keys: Self.metaKeys)
+            try engine.store.dissolvePair()
         } catch { logger.error("cannot clear the pair from the state database: \(error)") }
         logger.notice("pair dissolved", metadata: ["reason": "\(reason)", "was": "\(role)"])
         role = .standalone
@@ -336,15 +334,14 @@ final class PairHost: PairControl {
         return String(host[..<colon]) + ":\(port)"
     }
 
-    var pairStatus: PairStatus { engine.pair.map { $0.pairStatus(now: now) } ?? .unpaired }
-    var serving: Bool { engine.pair.map { $0.isServing(now: now) } ?? true }
+    var pairStatus: PairStatus { node.map { $0.pairStatus(now: now) } ?? .unpaired }
+    var serving: Bool { node.map { $0.isServing(now: now) } ?? true }
 
     func property(_ name: String) -> BusValue? {
-        let node = engine.pair
         switch name {
         case "Serving": return .bool(serving)
         case "PeerAddress": return .string(peerAddressText)
-        case "PeerServerId": return .string(engine.pairPeerServerId ?? "")
+        case "PeerServerId": return .string(engine.pair?.peerServerId ?? "")
         case "PeerStatus": return .string(node.map { $0.peerStatus(now: now).rawValue } ?? "not-available")
         case "ReplicatedSeq":
             guard let node else { return .uint64(0) }
@@ -367,7 +364,7 @@ final class PairHost: PairControl {
         var out: [(String, BusValue)] = [
             ("Address", .string(peerAddressText)),
             ("Status", property("PeerStatus") ?? .string("not-available")),
-            ("ServerId", .string(engine.pairPeerServerId ?? "")),
+            ("ServerId", .string(engine.pair?.peerServerId ?? "")),
         ]
         if let i = peerInfo, let at = peerInfoAt {
             out += [("Role", .string(i.role)), ("PairStatus", .string(i.pairStatus ?? "")), ("Serving", .bool(i.serving ?? false)),

@@ -3,18 +3,6 @@ import TandemCore
 /// Node 0 is the configured primary, node 1 the configured backup.
 public typealias NodeIndex = Int
 
-/// One entry of the replicated change log.
-public struct LogEntry: Sendable, Equatable, Codable {
-    public var seq: UInt64
-    public var epoch: UInt64
-    public var change: Change
-    public init(seq: UInt64, epoch: UInt64, change: Change) {
-        self.seq = seq
-        self.epoch = epoch
-        self.change = change
-    }
-}
-
 /// What the two nodes and the witness say to each other. Every frame carries the sender's
 /// epoch; frames of a stale epoch are refused.
 public enum PairMessage: Sendable, Equatable, Codable {

@@ -103,16 +103,41 @@ public struct PairNode: Sendable {
     public private(set) var logBase: UInt64 = 0
     public private(set) var logBaseEpoch: UInt64 = 0
     public private(set) var log: [LogEntry] = []
-    public private(set) var promisedEpoch: UInt64 = 0
-    /// Counts truncations, so that a host persisting the log notices one.
-    public private(set) var truncations = 0
+    public private(set) var promisedEpoch: UInt64 = 0 {
+        didSet { if promisedEpoch != oldValue { unstored.insert(.progress) } }
+    }
+    /// Counts truncations and snapshots installed (the log was rewritten, not only extended).
+    public private(set) var truncations = 0 {
+        didSet { unstored.insert(.rewritten) }
+    }
     /// Without a witness: lease changes this node made or held that the serving node's log did
     /// not have when they were cut from this log; they wait here until merged (see `Change.leasesMerged`).
-    public private(set) var unmerged: [LogEntry] = []
+    public private(set) var unmerged: [LogEntry] = [] {
+        didSet { if unmerged != oldValue { unstored.insert(.progress) } }
+    }
     /// `split`: while set, the last position both nodes held; grants are limited to this node's
     /// share of the seats free there until the pair is back in step (an acknowledgement of a
     /// caught-up follower clears it on both sides).
-    public private(set) var splitBasePos: UInt64?
+    public private(set) var splitBasePos: UInt64? {
+        didSet { if splitBasePos != oldValue { unstored.insert(.progress) } }
+    }
+
+    /// What of the durable part changed, beyond entries appended to the log, since the host
+    /// last stored it (`markStored`): the host writes that with the new entries, in one commit.
+    public struct Unstored: OptionSet, Sendable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// The promised epoch, the unmerged lease changes or the split base moved.
+        public static let progress = Unstored(rawValue: 1)
+        /// The log was compacted: its base moved.
+        public static let base = Unstored(rawValue: 2)
+        /// The log was truncated or replaced by a snapshot: the stored log must be replaced.
+        public static let rewritten = Unstored(rawValue: 4)
+    }
+    public private(set) var unstored: Unstored = []
+
+    /// The host stored the durable part as it is now.
+    public mutating func markStored() { unstored = [] }
 
     // Derived from the durable part.
     public private(set) var state: LicenseState
@@ -350,7 +375,9 @@ public struct PairNode: Sendable {
 
     /// Drops what the log says was merged.
     private mutating func pruneUnmerged() {
-        if !unmerged.isEmpty { unmerged.removeAll { (state.merged[$0.epoch] ?? 0) >= $0.seq } }
+        guard !unmerged.isEmpty else { return }
+        let merged = state.merged
+        unmerged.removeAll { (merged[$0.epoch] ?? 0) >= $0.seq }
     }
 
     /// Leader: merges lease changes made while the pair was cut off (grants — renewals arrive
@@ -831,6 +858,7 @@ public struct PairNode: Sendable {
         log.removeFirst(n)
         logBase = target
         logBaseEpoch = targetEpoch
+        unstored.insert(.base)
     }
 
     /// Compacts when the log holds more than twice `compactKeep` entries: through what the

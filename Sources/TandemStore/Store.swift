@@ -2,28 +2,14 @@ import Foundation
 import Logging
 import TandemCore
 
-/// One entry of the change log.
-public struct LoggedChange: Sendable, Equatable {
-    public var seq: UInt64
-    public var epoch: UInt64
-    public var timeUSec: USec
-    public var change: Change
-    public init(seq: UInt64, epoch: UInt64, timeUSec: USec, change: Change) {
-        self.seq = seq
-        self.epoch = epoch
-        self.timeUSec = timeUSec
-        self.change = change
-    }
-}
-
 /// Durable state: SQLite in WAL mode with synchronous=FULL. Tables hold the current
 /// state; `change_log` holds every change in order (sequence number, epoch), which feeds
 /// replication and catch-up. Each `commit` is one transaction.
 public final class Store {
     public let db: SQLiteDatabase
     let logger: Logger
-    public private(set) var lastSeq: UInt64 = 0
-    private let encoder = JSONEncoder()
+    public internal(set) var lastSeq: UInt64 = 0
+    let encoder = JSONEncoder()
 
     /// Append-only list of migrations; index + 1 is the schema version.
     static let migrations: [String] = [
@@ -127,15 +113,16 @@ public final class Store {
     /// Writes `changes` and their change-log entries in one durable transaction.
     /// Returns the log entries written.
     @discardableResult
-    public func commit(_ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil) throws -> [LoggedChange] {
+    public func commit(_ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil) throws -> [LogEntry] {
         try db.transaction {
-            var logged: [LoggedChange] = []
+            var logged: [LogEntry] = []
             var seq = lastSeq
             for change in changes {
                 seq += 1
+                let entry = LogEntry(seq: seq, epoch: epoch, change: change)
                 try write(change)
-                try insertLog(seq: seq, epoch: epoch, now: now, change)
-                logged.append(LoggedChange(seq: seq, epoch: epoch, timeUSec: now, change: change))
+                try insertLog(entry, now: now)
+                logged.append(entry)
             }
             if let denied { try writeDenied(denied) }
             lastSeq = seq
@@ -143,100 +130,13 @@ public final class Store {
         }
     }
 
-    /// Writes entries decided by a pair (their own sequence numbers and epochs) and meta
-    /// values in one durable transaction.
-    /// With `compactTo`, the log up to that position is dropped and the state there kept as
-    /// the pair's base snapshot, in the same transaction.
-    public func append(_ entries: some Collection<(seq: UInt64, epoch: UInt64, change: Change)>, now: USec,
-                       meta: [(String, String)] = [], denied: [String: UInt64]? = nil,
-                       compactTo: (seq: UInt64, epoch: UInt64, state: LicenseState)? = nil) throws {
-        try db.transaction {
-            if let c = compactTo {
-                try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(c.seq)))
-                try setMeta("pair_base", "\(c.seq) \(c.epoch)")
-                try setMeta("pair_base_state", try snapshotText(c.state))
-                lastSeq = max(lastSeq, c.seq)
-            }
-            for e in entries {
-                precondition(e.seq == lastSeq + 1, "pair log entries must follow the stored log")
-                try write(e.change)
-                try insertLog(seq: e.seq, epoch: e.epoch, now: now, e.change)
-                lastSeq = e.seq
-            }
-            for (k, v) in meta { try setMeta(k, v) }
-            if let denied { try writeDenied(denied) }
-        }
-    }
-
-    /// Replaces the stored state and the log after `base` (a truncated pair log, a pair formed,
-    /// a snapshot received), keeping this server's own ID. One transaction.
-    public func replace(state: LicenseState, base: UInt64, baseEpoch: UInt64, baseState: LicenseState,
-                        log: some Collection<(seq: UInt64, epoch: UInt64, change: Change)>, now: USec,
-                        meta: [(String, String)] = []) throws {
-        try db.transaction {
-            try db.exec("DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;")
-            let used = state.serverIdUsed
-            for c in state.sharedChanges { try write(c) }
-            try setMeta("server_id_used", used ? "1" : "0")
-            for e in log { try insertLog(seq: e.seq, epoch: e.epoch, now: now, e.change) }
-            try setMeta("pair_base", "\(base) \(baseEpoch)")
-            try setMeta("pair_base_state", try snapshotText(baseState))
-            for (k, v) in meta { try setMeta(k, v) }
-            lastSeq = log.reversed().first?.seq ?? base
-        }
-    }
-
-    func snapshotText(_ state: LicenseState) throws -> String {
-        String(decoding: try encoder.encode(state.sharedChanges), as: UTF8.self)
-    }
-
-    /// The stored pair log base: (seq, epoch, state there), if a pair was formed.
-    public func pairBase(serverId: String) throws -> (seq: UInt64, epoch: UInt64, state: LicenseState)? {
-        guard let b = try meta("pair_base"), let text = try meta("pair_base_state") else { return nil }
-        let parts = b.split(separator: " ").compactMap { UInt64($0) }
-        guard parts.count == 2 else { throw SQLiteError(code: 0, message: "bad pair_base '\(b)'") }
-        var state = LicenseState(changes: try JSONDecoder().decode([Change].self, from: Data(text.utf8)))
-        state.serverId = serverId
-        return (parts[0], parts[1], state)
-    }
-
-    /// A pair node's partition bookkeeping (no witness): lease changes waiting to be merged
-    /// (`pair_unmerged`, see `unmergedMeta`) and the split base position (`pair_split_base`).
-    public func pairPartitionState() throws -> (unmerged: [(seq: UInt64, epoch: UInt64, change: Change)], splitBase: UInt64?) {
-        var unmerged: [(seq: UInt64, epoch: UInt64, change: Change)] = []
-        if let text = try meta("pair_unmerged"), !text.isEmpty {
-            unmerged = try JSONDecoder().decode([UnmergedEntry].self, from: Data(text.utf8)).map { ($0.seq, $0.epoch, $0.change) }
-        }
-        return (unmerged, try meta("pair_split_base").flatMap { UInt64($0) })
-    }
-
-    /// The meta value that stores `entries` as the pair's unmerged lease changes (written with
-    /// `append`/`replace`, in the same transaction as the cut that produced them).
-    public static func unmergedMeta(_ entries: some Sequence<(seq: UInt64, epoch: UInt64, change: Change)>) -> (String, String) {
-        let rows = entries.map { UnmergedEntry(seq: $0.seq, epoch: $0.epoch, change: $0.change) }
-        return ("pair_unmerged", String(decoding: (try? JSONEncoder().encode(rows)) ?? Data("[]".utf8), as: UTF8.self))
-    }
-
-    private struct UnmergedEntry: Codable {
-        var seq: UInt64
-        var epoch: UInt64
-        var change: Change
-    }
-
-    /// Drops the pair's base snapshot (the pair was dissolved).
-    public func clearPair(keys: [String]) throws {
-        try db.transaction {
-            for k in keys + ["pair_base", "pair_base_state", "pair_unmerged", "pair_split_base"] { try db.run("DELETE FROM meta WHERE key = ?", .text(k)) }
-        }
-    }
-
-    private func insertLog(seq: UInt64, epoch: UInt64, now: USec, _ change: Change) throws {
-        let payload = String(decoding: try encoder.encode(change), as: UTF8.self)
+    func insertLog(_ entry: LogEntry, now: USec) throws {
+        let payload = String(decoding: try encoder.encode(entry.change), as: UTF8.self)
         try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                   .int(Int64(seq)), .int(Int64(epoch)), .int(Int64(now)), .text(change.kind), .text(payload))
+                   .int(Int64(entry.seq)), .int(Int64(entry.epoch)), .int(Int64(now)), .text(entry.change.kind), .text(payload))
     }
 
-    private func writeDenied(_ denied: [String: UInt64]) throws {
+    func writeDenied(_ denied: [String: UInt64]) throws {
         for (f, n) in denied {
             try db.run("INSERT INTO denied (feature, count) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
                        .text(f), .int(Int64(n)))
@@ -248,7 +148,7 @@ public final class Store {
                    .text(key), .text(value))
     }
 
-    private func write(_ change: Change) throws {
+    func write(_ change: Change) throws {
         switch change {
         case .serverIdSet(let id):
             try setMeta("server_id", id)
@@ -282,12 +182,17 @@ public final class Store {
     }
 
     /// Change-log entries after `seq`, oldest first.
-    public func changes(after seq: UInt64, limit: Int = 1000) throws -> [LoggedChange] {
+    public func changes(after seq: UInt64, limit: Int = 1000) throws -> [LogEntry] {
+        try timedChanges(after: seq, limit: limit).map(\.entry)
+    }
+
+    /// Change-log entries after `seq` with the time of the commit that wrote each.
+    public func timedChanges(after seq: UInt64, limit: Int = 1000) throws -> [(entry: LogEntry, timeUSec: USec)] {
         let decoder = JSONDecoder()
         return try db.query("SELECT seq, epoch, time_usec, payload FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
                             .int(Int64(seq)), .int(Int64(limit))).map { r in
-            LoggedChange(seq: UInt64(r[0].int!), epoch: UInt64(r[1].int!), timeUSec: USec(r[2].int!),
-                         change: try decoder.decode(Change.self, from: Data(r[3].text!.utf8)))
+            (LogEntry(seq: UInt64(r[0].int!), epoch: UInt64(r[1].int!),
+                      change: try decoder.decode(Change.self, from: Data(r[3].text!.utf8))), USec(r[2].int!))
         }
     }
 }

@@ -25,7 +25,7 @@ func makeEngine(dir: String? = nil, clock: FakeClock = FakeClock()) throws -> (E
 func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
     let doc = try key.sign(LicenseDocument(id: "L1", product: "P", feature: "cad", seats: seats, notAfter: nil,
                                            issuedTo: [e.state.serverId], issuedAt: "2026-01-01", keyId: ""))
-    _ = try e.activate(document: doc.text, caller: .root).get()
+    _ = try e.activate(document: doc.text, caller: .root).decision.get()
     try e.flush()
 }
 
@@ -36,8 +36,9 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         let seqBefore = e.store.lastSeq
         var answered: [Int] = []
         for i in 0..<5 {
-            _ = try e.acquire(feature: "cad", count: 1, client: "c\(i)", ttlUSec: nil, requestId: nil, caller: .root).get()
-            e.whenCommitted { answered.append(i) }
+            let ticket = e.acquire(feature: "cad", count: 1, client: "c\(i)", ttlUSec: nil, requestId: nil, caller: .root)
+            _ = try ticket.decision.get()
+            ticket.whenAnswered { _ in answered.append(i) }
         }
         #expect(answered.isEmpty, "answers must wait for the commit")
         #expect(e.stagedCount == 5)
@@ -45,7 +46,7 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         #expect(answered == [0, 1, 2, 3, 4])
         #expect(e.store.lastSeq == seqBefore + 5)
         // All five entries were written together: one time stamp, consecutive sequence numbers.
-        let log = try e.store.changes(after: seqBefore)
+        let log = try e.store.timedChanges(after: seqBefore)
         #expect(log.count == 5 && Set(log.map(\.timeUSec)).count == 1)
     }
 
@@ -61,9 +62,9 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
     @Test func leaseTimeLimits() throws {
         let (e, _, key) = try makeEngine()
         try activate(e, key)
-        #expect(e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: 999_999, requestId: nil, caller: .root).error?.code == .invalidArgs)
-        #expect(e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: e.settings.maxLeaseUSec + 1, requestId: nil, caller: .root).error?.code == .invalidArgs)
-        let l = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: nil, requestId: nil, caller: .root).get()
+        #expect(e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: 999_999, requestId: nil, caller: .root).decision.error?.code == .invalidArgs)
+        #expect(e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: e.settings.maxLeaseUSec + 1, requestId: nil, caller: .root).decision.error?.code == .invalidArgs)
+        let l = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: nil, requestId: nil, caller: .root).decision.get()
         guard case .leaseGranted(let lease, _) = l else { Issue.record("no lease"); return }
         #expect(lease.ttlUSec == e.settings.defaultLeaseUSec)
     }
@@ -72,12 +73,12 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         let clock = FakeClock()
         let (e, _, key) = try makeEngine(clock: clock)
         try activate(e, key, seats: 1)
-        _ = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: usecPerSecond, requestId: nil, caller: .root).get()
+        _ = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: usecPerSecond, requestId: nil, caller: .root).decision.get()
         try e.flush()
-        #expect(e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).error?.code == .insufficientSeats)
+        #expect(e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).decision.error?.code == .insufficientSeats)
         clock.now += usecPerSecond
         // The expired lease goes first, so the seat is free again.
-        _ = try e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).get()
+        _ = try e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).decision.get()
         var committed: [Change] = []
         e.onCommit = { committed += $0.map(\.change) }
         try e.flush()
@@ -105,8 +106,8 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         let stranger = VendorPrivateKey()
         let doc = try stranger.sign(LicenseDocument(id: "X", product: "P", feature: "cad", seats: 1, notAfter: nil,
                                                     issuedTo: [e.state.serverId], issuedAt: "2026-01-01", keyId: ""))
-        #expect(e.activate(document: doc.text, caller: .root).error?.code == .invalidLicense)
-        #expect(e.activate(document: doc.text, caller: Caller(uid: 5, isAdmin: false)).error?.code == .accessDenied)
+        #expect(e.activate(document: doc.text, caller: .root).decision.error?.code == .invalidLicense)
+        #expect(e.activate(document: doc.text, caller: Caller(uid: 5, isAdmin: false)).decision.error?.code == .accessDenied)
         #expect(!e.hasStaged)
     }
 }
@@ -132,26 +133,27 @@ extension Result {
                     peerServerId: "TS-B")
         // The peer never answers: the primary takes over alone after FailoverTimeoutSec.
         clock.now += 3_100_000
-        e.pairTick()
+        e.tick()
         try e.flush()
-        #expect(e.pair?.isServing(now: clock.now) == true)
+        #expect(e.pair?.node.isServing(now: clock.now) == true)
         var answered: TandemError??
-        guard case .leaseGranted(let lease, _) = try e.acquire(feature: "cad", count: 2, client: "c", ttlUSec: 60_000_000, requestId: nil, caller: .root).get() else {
+        let ticket = e.acquire(feature: "cad", count: 2, client: "c", ttlUSec: 60_000_000, requestId: nil, caller: .root)
+        guard case .leaseGranted(let lease, _) = try ticket.decision.get() else {
             Issue.record("no lease")
             return
         }
-        e.whenAnswered { answered = $0 }
+        ticket.whenAnswered { answered = $0.error }
         try e.flush()
         #expect(answered == .some(nil), "answered alone, within its share (2 of 4)")
-        #expect(try e.store.pairPartitionState().splitBase == at)
+        #expect(try e.store.pairProgress().splitBase == at)
         // A leader of a newer epoch turns up with a log that lacks that grant: it is cut from
         // the log and kept, durably, until merged.
         e.pairReceive(from: .node(1), .append(epoch: 3, prevSeq: at, prevEpoch: 0,
                                               entries: [LogEntry(seq: at + 1, epoch: 3, change: .epochStarted(epoch: 3))], leaderLastSeq: at + 1))
         try e.flush()
         #expect(e.state.leases[lease.id] == nil)
-        let stored = try e.store.pairPartitionState()
-        #expect(stored.unmerged.map(\.change) == e.pair?.unmerged.map(\.change))
+        let stored = try e.store.pairProgress()
+        #expect(stored.unmerged.map(\.change) == e.pair?.node.unmerged.map(\.change))
         if case .leaseGranted(let l)? = stored.unmerged.first?.change { #expect(l.id == lease.id) } else { Issue.record("\(stored.unmerged)") }
         #expect(stored.splitBase == at)
     }

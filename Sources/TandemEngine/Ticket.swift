@@ -1,0 +1,35 @@
+import TandemCore
+
+/// A submitted command: what was decided at once, and the final answer once it is known.
+/// A change is answered when it is durable here (and, while paired, acknowledged by the pair),
+/// or refused after all when this node stopped serving first. A refusal is answered at once.
+public final class Ticket {
+    /// The decision made on submission: the outcome the command will have once answered, or
+    /// the refusal.
+    public let decision: Result<Outcome, TandemError>
+    /// The final answer, once known.
+    public private(set) var answer: Result<Outcome, TandemError>?
+    private var waiting: [(Result<Outcome, TandemError>) -> Void] = []
+
+    init(decision: Result<Outcome, TandemError>) {
+        self.decision = decision
+        if case .failure = decision { answer = decision }
+    }
+
+    /// Runs `body` with the final answer (at once if it is known).
+    public func whenAnswered(_ body: @escaping (Result<Outcome, TandemError>) -> Void) {
+        if let answer { body(answer) } else { waiting.append(body) }
+    }
+
+    func finish(_ result: Result<Outcome, TandemError>) {
+        guard answer == nil else { return }
+        answer = result
+        let callbacks = waiting
+        waiting = []
+        for body in callbacks { body(result) }
+    }
+
+    func finish() {
+        if case .success = decision { finish(decision) }
+    }
+}
