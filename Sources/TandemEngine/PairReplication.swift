@@ -168,8 +168,6 @@ public final class PairReplication: Replication {
             ticket.finish(.failure(TandemError(code, why)))
         case .done(let outcome):
             ticket.finish(.success(outcome))
-        default:
-            ticket.finish()
         }
     }
 }

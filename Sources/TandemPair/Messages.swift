@@ -110,33 +110,13 @@ public enum Peer: Sendable, Equatable, Hashable {
     case witness
 }
 
-/// A client's request to a node.
-public enum ClientCommand: Sendable, Equatable {
-    case acquire(feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String)
-    case renew(leaseId: String)
-    case release(leaseId: String)
-}
-
+/// A node's answer to a command it performed (`PairNode.perform`), released as `NodeEffect.reply`.
 public enum ClientReply: Sendable, Equatable {
-    case granted(leaseId: String, expiresUSec: USec)
-    case renewed(leaseId: String, expiresUSec: USec)
-    case released(leaseId: String)
     case refused(TandemErrorCode, String)
     /// This node is not serving; `leader` is who is, if known.
     case notServing(leader: NodeIndex?)
-    /// A general command (see `PairNode.perform`) is durable on both sides.
+    /// The command's change is durable on both sides (or, alone, where the policy allows).
     case done(Outcome)
-
-    /// The client-command form of a general answer.
-    public var normalized: ClientReply {
-        guard case .done(let o) = self else { return self }
-        switch o {
-        case .leaseGranted(let l, _): return .granted(leaseId: l.id, expiresUSec: l.expiresUSec)
-        case .leaseRenewed(let l): return .renewed(leaseId: l.id, expiresUSec: l.expiresUSec)
-        case .leaseReleased(let l): return .released(leaseId: l.id)
-        default: return self
-        }
-    }
 }
 
 /// What `PairNode.perform` decided at once.

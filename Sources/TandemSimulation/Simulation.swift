@@ -71,7 +71,7 @@ public final class Simulation {
     enum Payload {
         case pair(PairMessage)
         case request(ref: Int, ClientCommand)
-        case reply(ref: Int, ClientReply)
+        case reply(ref: Int, SimReply)
     }
 
     enum Event {
@@ -302,7 +302,7 @@ public final class Simulation {
     }
 
     /// Ground truth: a reply leaving a node is what the pair acknowledged.
-    func noteReply(ref: Int, _ reply: ClientReply) {
+    func noteReply(ref: Int, _ reply: SimReply) {
         guard let r = refs[ref] else { return }
         let margin = 0.8
         switch (reply, r.command) {
@@ -408,7 +408,7 @@ public final class Simulation {
         }
     }
 
-    func clientReceive(_ j: Int, ref: Int, _ reply: ClientReply) -> String? {
+    func clientReceive(_ j: Int, ref: Int, _ reply: SimReply) -> String? {
         guard let r = refs[ref] else { return nil }
         var c = clients[j]
         let margin = 0.8

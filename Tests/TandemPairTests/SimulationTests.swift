@@ -139,7 +139,7 @@ func licensedState(seats: UInt32) -> LicenseState {
         var nodes: [PairNode]
         var now: USec = 0
         var linked = true
-        var answers: [Int: ClientReply] = [:]
+        var answers: [Int: SimReply] = [:]
         init(_ mode: PartitionMode, seats: UInt32) {
             var settings = PairSettings()
             settings.partition = mode
@@ -165,7 +165,7 @@ func licensedState(seats: UInt32) -> LicenseState {
                 for i in 0..<2 { deliver(nodes[i].tick(now: now), from: i) }
             }
         }
-        mutating func acquire(on i: Int, ref: Int, count: UInt32 = 1) -> ClientReply? {
+        mutating func acquire(on i: Int, ref: Int, count: UInt32 = 1) -> SimReply? {
             deliver(nodes[i].request(ref: ref, .acquire(feature: "cad", count: count, client: "c\(ref)", ttlUSec: 600_000_000, requestId: "r\(ref)"),
                                      now: now, newLeaseId: "lease-\(ref)"), from: i)
             return answers[ref]

@@ -18,6 +18,21 @@ public enum PairRole: String, Sendable, Equatable, CustomStringConvertible {
     public var description: String { rawValue }
 }
 
+/// How the pair stands, as the tech note names it.
+public enum PairStatus: String, Sendable, Equatable {
+    case unpaired
+    case pairedAndAvailable = "paired-and-available"
+    case primaryNotAvailable = "primary-not-available"
+    case backupNotAvailable = "backup-not-available"
+    case recovering
+    case pairNotSynced = "pair-not-synced"
+}
+
+public enum PeerStatus: String, Sendable, Equatable {
+    case running, stopped, disconnected
+    case notAvailable = "not-available"
+}
+
 extension PairStatus: CustomStringConvertible {
     public var description: String { rawValue }
 }
