@@ -32,8 +32,12 @@ let package = Package(
         .target(name: "TandemPeer", dependencies: [
             "TandemPair", "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "TandemSystemd", dependencies: [
+            "CSystemd", "TandemCore", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "TandemWitness", dependencies: [
-            "CSystemd", "TandemPeer", "TandemPair", "TandemCore", .product(name: "Logging", package: "swift-log"),
+            "TandemSystemd", "TandemPeer", "TandemPair", "TandemCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TandemSimulation", dependencies: ["TandemPair", "TandemCore"]),
         .target(name: "TandemLicensing", dependencies: [
@@ -69,8 +73,9 @@ let package = Package(
         ]),
         .target(name: "TandemDaemon", dependencies: [
             "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemBusClient",
-            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer",
+            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer", "TandemSystemd",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // What the command-line programs share (one-line failures, tables, the run loop).
         .target(name: "TandemCommandLine", dependencies: [
@@ -78,7 +83,7 @@ let package = Package(
         ]),
         // tandemctl: D-Bus client and network client; no engine, no store, no SQLite.
         .target(name: "TandemctlCommands", dependencies: [
-            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemClient", "TandemAPI",
+            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemPair", "TandemClient", "TandemAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // tandem-vendor: licensing only; no D-Bus, no SQLite.
@@ -93,16 +98,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "tandemd", dependencies: [
-            "TandemDaemon", .product(name: "Logging", package: "swift-log"),
-        ]),
+        .executableTarget(name: "tandemd", dependencies: ["TandemDaemon"]),
         .executableTarget(name: "tandemctl", dependencies: ["TandemctlCommands", "TandemCommandLine"]),
         .executableTarget(name: "tandem-vendor", dependencies: ["TandemVendorCommands", "TandemCommandLine"]),
         .executableTarget(name: "tandem-bench", dependencies: ["TandemBenchCommands", "TandemCommandLine"]),
         .executableTarget(name: "tandem-sim", dependencies: ["TandemSimulation", "TandemPair"]),
-        .executableTarget(name: "tandem-witness", dependencies: [
-            "TandemWitness", .product(name: "Logging", package: "swift-log"),
-        ]),
+        .executableTarget(name: "tandem-witness", dependencies: ["TandemWitness"]),
         // Helpers every test target shares (temporary directories).
         .target(name: "TandemTesting"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemTesting", "TandemCore"]),

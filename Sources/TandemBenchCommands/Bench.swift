@@ -50,14 +50,14 @@ public struct TandemBench: ParsableCommand {
         let admin = try BusClient(.address(address))
         var up = false
         for _ in 0..<200 where !up {
-            up = (try? admin.get("ServerId")) != nil
+            up = (try? admin.get(.serverId)) != nil
             if !up { usleep(25_000) }
         }
         guard up else { throw CLIFailure("tandemd did not start") }
-        let sid = try admin.get("ServerId").stringValue ?? ""
+        let sid = try admin.get(.serverId).stringValue ?? ""
         let doc = try key.sign(LicenseDocument(id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
                                                issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
-        _ = try admin.call("ActivateLicense", [.string(doc.text)])
+        _ = try admin.call(.activateLicense, [.string(doc.text)])
 
         // Baseline 2: raw Peer.Ping round trips to the daemon on the same bus.
         let ping = try measure(address: address, clients: 1, seconds: seconds) { c in
@@ -67,8 +67,8 @@ public struct TandemBench: ParsableCommand {
             _ = try c.call(path: "/org/tandem/LicenseManager1", interface: "org.freedesktop.DBus.Peer", "Ping")
         }
         let pair: @Sendable (BusClient) throws -> Void = { c in
-            let r = try c.call("Acquire", [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
-            _ = try c.call("Release", [r[0]])
+            let r = try c.call(.acquire, [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
+            _ = try c.call(.release, [r[0]])
         }
         let dpid = daemon.processIdentifier, bpid = bus.processIdentifier
         let cpu0 = (cpuSeconds(dpid), cpuSeconds(bpid), cpuSeconds(getpid()), machineCPU())
@@ -97,7 +97,7 @@ public struct TandemBench: ParsableCommand {
 
         // The network API, with wrk as the load generator (keep-alive connections).
         var httpLines = ""
-        if let listen = try? admin.get("ListenAddresses").arrayValue?.first?.stringValue, FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk") {
+        if let listen = try? admin.get(.listenAddresses).arrayValue?.first?.stringValue, FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk") {
             let busMany = try measure(address: address, clients: httpClients, seconds: seconds, pair)
             let base = "http://\(listen)"
             let script = work + "/pairs.lua"

@@ -67,30 +67,30 @@ extension TandemBench {
             }
             throw CLIFailure("timed out waiting for \(what)\(tails)")
         }
-        try wait("tandemd", 10) { try ca.get("ServerId") != .string("") && cb.get("ServerId") != .string("") }
-        let idA = try ca.get("ServerId").stringValue ?? "", idB = try cb.get("ServerId").stringValue ?? ""
+        try wait("tandemd", 10) { try ca.get(.serverId) != .string("") && cb.get(.serverId) != .string("") }
+        let idA = try ca.get(.serverId).stringValue ?? "", idB = try cb.get(.serverId).stringValue ?? ""
 
         // Standalone baseline on the node that becomes the primary.
         let solo = try vendor.sign(LicenseDocument(id: "SOLO", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
                                                    issuedTo: [idA], issuedAt: "2026-01-01", keyId: ""))
-        _ = try ca.call("ActivateLicense", [.string(solo.text)])
+        _ = try ca.call(.activateLicense, [.string(solo.text)])
         let pairOp: @Sendable (BusClient) throws -> Void = { c in
-            let r = try c.call("Acquire", [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
-            _ = try c.call("Release", [r[0]])
+            let r = try c.call(.acquire, [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
+            _ = try c.call(.release, [r[0]])
         }
         let solo1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
         let soloN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
-        _ = try ca.call("DeactivateLicense", [.string("SOLO")])
+        _ = try ca.call(.deactivateLicense, [.string("SOLO")])
 
         // Pair them and measure the same on the primary.
-        _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(portA)")])
-        _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(portB)")])
+        _ = try cb.call(.prepareBackup, [.string("127.0.0.1:\(portA)")])
+        _ = try ca.call(.enableBackup, [.string("127.0.0.1:\(portB)")])
         try wait("paired-and-available", 20) {
-            try ca.get("PairStatus") == .string("paired-and-available") && ca.get("Serving") == .bool(true)
+            try ca.get(.pairStatus) == .string("paired-and-available") && ca.get(.serving) == .bool(true)
         }
         let both = try vendor.sign(LicenseDocument(id: "PAIR", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
                                                    issuedTo: [idA, idB], issuedAt: "2026-01-01", keyId: ""))
-        _ = try ca.call("ActivateLicense", [.string(both.text)])
+        _ = try ca.call(.activateLicense, [.string(both.text)])
         let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
         let pids = [daemons[0].processIdentifier, daemons[1].processIdentifier, buses[0].processIdentifier, getpid()]
         let cpu0 = pids.map(cpuSeconds), machine0 = machineCPU()
@@ -103,8 +103,8 @@ extension TandemBench {
         var times: [Double] = []
         for run in 0..<runs {
             try wait("failback before run \(run + 1)", 30) {
-                try ca.get("Serving") == .bool(true) && ca.get("PairStatus") == .string("paired-and-available")
-                    && cb.get("PairStatus") == .string("paired-and-available")
+                try ca.get(.serving) == .bool(true) && ca.get(.pairStatus) == .string("paired-and-available")
+                    && cb.get(.pairStatus) == .string("paired-and-available")
             }
             // Let a heartbeat or two pass so that runs do not start in step with the heartbeat.
             usleep(UInt32.random(in: 0...1_000_000))
@@ -113,9 +113,9 @@ extension TandemBench {
             let killed = Date()
             var granted = false
             while !granted {
-                if let r = try? cb.call("Acquire", [.string("bench"), .uint32(1), .string("failover"), .vardict([])]) {
+                if let r = try? cb.call(.acquire, [.string("bench"), .uint32(1), .string("failover"), .vardict([])]) {
                     granted = true
-                    _ = try? cb.call("Release", [r[0]])
+                    _ = try? cb.call(.release, [r[0]])
                 } else {
                     usleep(5_000)
                 }

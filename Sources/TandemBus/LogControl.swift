@@ -1,8 +1,7 @@
-import TandemCore
 import CSystemd
-import CTandemBusShim
 import Foundation
 import TandemBusClient
+import TandemCore
 
 /// org.freedesktop.LogControl1, so that `systemctl service-log-level tandemd debug` works.
 /// Setting needs privileges (sd-bus checks them: the properties are not marked unprivileged).
@@ -12,61 +11,29 @@ public final class LogControlObject {
     /// syslog level names, most severe first.
     public static let levels = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
 
-    let getLevel: () -> String
-    let setLevel: (String) -> Bool
-    let identifier: String
+    private let table: BusInterface
     private var slot: OpaquePointer?
 
-    public init(bus: OpaquePointer, identifier: String, getLevel: @escaping () -> String, setLevel: @escaping (String) -> Bool) throws(BusError) {
-        self.getLevel = getLevel
-        self.setLevel = setLevel
-        self.identifier = identifier
-        tandem_bus_shim_set_setter(logControlSetter)
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        try checkBus(sd_bus_add_object_vtable(bus, &slot, Self.path, Self.interface, tandem_log_control_vtable(), me), "add LogControl1")
+    public init(bus: OpaquePointer, identifier: String, getLevel: @escaping () -> String,
+                setLevel: @escaping (String) -> Bool) throws(BusError) {
+        table = BusInterface(name: Self.interface, properties: [
+            BusInterface.Property("LogLevel", type: "s", change: .writable, get: { _ in .string(getLevel()) }) { value in
+                guard let name = value.stringValue, Self.levels.contains(name), setLevel(name) else {
+                    return BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "unknown log level \(quoted(value.stringValue ?? ""))")
+                }
+                return nil
+            },
+            // tandemd writes to stderr with priority prefixes, which journald reads.
+            BusInterface.Property("LogTarget", type: "s", change: .writable, get: { _ in .string("console") }) { value in
+                guard ["console", "auto", "journal"].contains(value.stringValue ?? "") else {
+                    return BusError(name: "org.freedesktop.DBus.Error.NotSupported", message: "tandemd logs to stderr (journal) only")
+                }
+                return nil
+            },
+            BusInterface.Property("SyslogIdentifier", type: "s", change: .unannounced, get: { _ in .string(identifier) }),
+        ])
+        try checkBus(sd_bus_add_object_vtable(bus, &slot, Self.path, Self.interface, table.vtable, table.userdata), "add LogControl1")
     }
 
     deinit { sd_bus_slot_unref(slot) }
-
-    func get(_ property: String) -> String? {
-        switch property {
-        case "LogLevel": return getLevel()
-        case "LogTarget": return "console"
-        case "SyslogIdentifier": return identifier
-        default: return nil
-        }
-    }
-
-    func set(_ property: String, _ value: String, _ err: UnsafeMutablePointer<sd_bus_error>?) -> Int32 {
-        switch property {
-        case "LogLevel":
-            guard Self.levels.contains(value), setLevel(value) else {
-                return sd_bus_error_set(err, "org.freedesktop.DBus.Error.InvalidArgs", "unknown log level \(quoted(value))")
-            }
-            return 1
-        case "LogTarget":
-            // tandemd writes to stderr with priority prefixes, which journald reads.
-            guard value == "console" || value == "auto" || value == "journal" else {
-                return sd_bus_error_set(err, "org.freedesktop.DBus.Error.NotSupported", "tandemd logs to stderr (journal) only")
-            }
-            return 1
-        default:
-            return sd_bus_error_set(err, "org.freedesktop.DBus.Error.UnknownProperty", "Unknown property \(property)")
-        }
-    }
-}
-
-let logControlSetter: tandem_property_set_cb = { _, _, _, property, value, userdata, err in
-    let object = Unmanaged<LogControlObject>.fromOpaque(userdata!).takeUnretainedValue()
-    var p: UnsafePointer<CChar>?
-    guard sd_bus_message_read_basic(value, CChar(UInt8(ascii: "s")), &p) >= 0, let p else { return -EINVAL }
-    return object.set(String(cString: property!), String(cString: p), err)
-}
-
-/// The property getter shared with the Manager object dispatches here for this path.
-func logControlGet(_ userdata: UnsafeMutableRawPointer?, _ property: String, _ reply: OpaquePointer) -> Int32 {
-    let object = Unmanaged<LogControlObject>.fromOpaque(userdata!).takeUnretainedValue()
-    guard let v = object.get(property) else { return -EINVAL }
-    do { try BusMessage.append(reply, .string(v)) } catch { return -EINVAL }
-    return 1
 }

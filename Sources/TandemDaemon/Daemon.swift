@@ -8,12 +8,13 @@ import TandemEngine
 import TandemLicensing
 import TandemNet
 import TandemStore
+import TandemSystemd
 
 public enum TandemVersion {
     public static let string = "0.1.0"
 }
 
-/// Command-line options of tandemd.
+/// Command-line options of tandemd (see `TandemdCommand`).
 public struct DaemonOptions: Sendable {
     public var configPath: String = DaemonConfig.defaultPath
     public var configGiven = false
@@ -22,13 +23,7 @@ public struct DaemonOptions: Sendable {
     public init() {}
 
     /// Where state lives: --state-dir, else $STATE_DIRECTORY (first entry), else /var/lib/tandem.
-    public var resolvedStateDir: String {
-        if let stateDir { return stateDir }
-        if let env = ProcessInfo.processInfo.environment["STATE_DIRECTORY"], !env.isEmpty {
-            return String(env.split(separator: ":").first ?? Substring(env))
-        }
-        return "/var/lib/tandem"
-    }
+    public var resolvedStateDir: String { stateDirectory(given: stateDir, fallback: "/var/lib/tandem") }
 }
 
 public struct StartupError: Error, CustomStringConvertible {
@@ -36,36 +31,90 @@ public struct StartupError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// tandemd: loads config and state, serves the D-Bus API on an sd-event loop, talks to
-/// systemd (READY/STATUS/WATCHDOG/STOPPING), commits in batches.
+/// tandemd: loads config and state, serves the D-Bus API and the network API on an sd-event
+/// loop, talks to systemd (READY/STATUS/WATCHDOG/STOPPING), commits in batches. `init` starts
+/// everything in named steps; `run` serves until SIGTERM/SIGINT, then stops as designed: the
+/// loop keeps running (pair link, commits, answers) until every call in progress is answered.
 public final class Daemon {
     let options: DaemonOptions
-    var logger: Logger
-    var config = DaemonConfig()
-    var engine: Engine!
-    var server: LicenseManagerServer!
-    var event: OpaquePointer?
-    var bus: OpaquePointer?
-    var flushSource: OpaquePointer?
-    var expirySource: OpaquePointer?
-    var propertiesSource: OpaquePointer?
+    let logger: Logger
+    var config: DaemonConfig
+    let loop: EventLoop
+    let engine: Engine
+    let bus: OpaquePointer
+    let server: LicenseManagerServer
+    let logControl: LogControlObject
+    let mailbox: LoopMailbox
+    private(set) var pairHost: PairHost?
+    private(set) var network: (api: NetworkAPI, http: HTTPServer)?
+    /// The loop's sources (released with the daemon): the signals, the mailbox and the pair link.
+    private var sources: [EventSource] = []
+    /// Commits run inline on the loop thread, after the iteration's events (priority 100): on two
+    /// cores a separate committer thread cost more (wake-ups, context switches) than its overlap
+    /// gained (see tandem-bench).
+    let flushSource: EventSource
+    /// The next lease expiry, while standalone (a pair expires leases in its tick).
+    let expiryTimer: EventSource
+    /// Seat counters are announced a little after they changed (`propertiesDelayUSec`).
+    let propertiesTimer: EventSource
+    /// Bounds how long stopping waits for answers.
+    let stopTimer: EventSource
     /// How long seat-counter PropertiesChanged signals are coalesced.
     static let propertiesDelayUSec: UInt64 = 50_000
+    static let pairTickUSec: UInt64 = 50_000
+    /// How long calls in progress may take to be answered once stopping began.
+    static let stopAnswerUSec: UInt64 = 600_000
     var lastStatus = ""
     var fatal: Error?
-    var mailbox: LoopMailbox!
-    var mailboxSource: OpaquePointer?
-    var httpServer: HTTPServer?
-    var networkAPI: NetworkAPI?
-    var logControl: LogControlObject?
-    var pairHost: PairHost?
-    var pairIOSource: OpaquePointer?
-    var pairTickSource: OpaquePointer?
+    private var stopping: StopProgress?
 
-    public init(options: DaemonOptions, logger: Logger) {
+    struct StopProgress {
+        var networkStopped = false
+        var answersAbandoned = false
+    }
+
+    public init(options: DaemonOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        // Block the signals we handle before any thread exists, so that every thread inherits
+        // the mask and they are only ever delivered through the event loop's signalfd.
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, sig) }
+        pthread_sigmask(SIG_BLOCK, &mask, nil)
+        do { config = try DaemonConfig.load(path: options.configPath, required: options.configGiven) } catch {
+            throw StartupError("bad configuration: \(error)")
+        }
+        engine = try Self.openEngine(stateDir: options.resolvedStateDir, settings: try Self.loadSettings(config), logger: logger)
+        do { loop = try EventLoop() } catch { throw StartupError("\(error)") }
+        bus = try Self.connectBus(user: options.userBus)
+        do {
+            server = try LicenseManagerServer(bus: bus, engine: engine, authorizer: Self.authorizer(config, logger),
+                                              info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
+                                              logger: logger)
+            logControl = try LogControlObject(bus: bus, identifier: "tandemd", getLevel: { LogLevelControl.shared.syslogName },
+                                              setLevel: { [logger] name in
+                                                  guard LogLevelControl.shared.set(syslogName: name) else { return false }
+                                                  logger.notice("log level changed", metadata: ["level": "\(name)"])
+                                                  return true
+                                              })
+        } catch { throw StartupError("cannot export D-Bus objects: \(error)") }
+        mailbox = try LoopMailbox()
+        do {
+            flushSource = try loop.deferred(priority: 100)
+            expiryTimer = try loop.timer(.realtime)
+            propertiesTimer = try loop.timer(.monotonic, accuracyUSec: 0)
+            stopTimer = try loop.timer(.monotonic)
+        } catch { throw StartupError("\(error)") }
+        try wire()
+        try check(sd_bus_attach_event(bus, loop.event, 0), "attach bus")
+        let rn = sd_bus_request_name(bus, BusNames.service, 0)
+        guard rn >= 0 else { throw StartupError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))") }
+        if config.pair.keyFile != nil { try startPair() }
+        try startNetwork()
     }
+
+    // MARK: - Start-up steps
 
     static func loadSettings(_ config: DaemonConfig) throws -> EngineSettings {
         var keys = TrustedKeys()
@@ -78,33 +127,7 @@ public final class Daemon {
                               maxLeaseUSec: config.maxLeaseSec * usecPerSecond, trustedKeys: keys)
     }
 
-    static func serviceAccount() -> String {
-        guard let pw = getpwuid(geteuid()) else { return String(geteuid()) }
-        return String(cString: pw.pointee.pw_name)
-    }
-
-    func authorizer() -> BusAuthorizer {
-        let gid = BusAuthorizer.gid(ofGroup: config.adminGroup)
-        if gid == nil {
-            logger.warning("admin group does not exist; only root may administer", metadata: ["group": "\(config.adminGroup)"])
-        }
-        return BusAuthorizer(adminGid: gid)
-    }
-
-    /// Runs until SIGTERM/SIGINT. Returns the exit status.
-    public func run() throws -> Int32 {
-        // Block the signals we handle before any thread exists, so that every thread inherits
-        // the mask and they are only ever delivered through the event loop's signalfd.
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, sig) }
-        pthread_sigmask(SIG_BLOCK, &mask, nil)
-        do {
-            config = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
-        } catch { throw StartupError("bad configuration: \(error)") }
-        let settings = try Self.loadSettings(config)
-
-        let stateDir = options.resolvedStateDir
+    static func openEngine(stateDir: String, settings: EngineSettings, logger: Logger) throws -> Engine {
         do {
             try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
@@ -113,110 +136,71 @@ public final class Daemon {
         do { store = try Store(path: stateDir + "/tandem.db", logger: logger) } catch {
             throw StartupError("cannot open state database in \(stateDir): \(error)")
         }
-        engine = try Engine(store: store, settings: settings, logger: logger)
-
-        try check(sd_event_default(&event), "sd_event_default")
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            try check(sd_event_add_signal(event, nil, sig | SD_EVENT_SIGNAL_PROCMASK, signalHandler, selfPointer), "add signal \(sig)")
-        }
-        try check(sd_event_set_watchdog(event, 1), "watchdog")
-
-        let r = options.userBus ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus)
-        guard r >= 0, let bus else {
-            throw StartupError("cannot connect to the \(options.userBus ? "session" : "system") bus: \(String(cString: strerror(-r)))")
-        }
-        do {
-            server = try LicenseManagerServer(bus: bus, engine: engine, authorizer: authorizer(),
-                                              info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
-                                              logger: logger)
-        } catch { throw StartupError("cannot export D-Bus objects: \(error)") }
-        do {
-            logControl = try LogControlObject(bus: bus, identifier: "tandemd", getLevel: { LogLevelControl.shared.syslogName },
-                                              setLevel: { [logger] name in
-                                                  guard LogLevelControl.shared.set(syslogName: name) else { return false }
-                                                  logger.notice("log level changed", metadata: ["level": "\(name)"])
-                                                  return true
-                                              })
-        } catch { throw StartupError("cannot export LogControl1: \(error)") }
-        engine.onCommit = { [unowned self] logged in
-            server.didCommit(logged)
-        }
-        // Commits run inline on the loop thread: on two cores a separate committer thread cost
-        // more (wake-ups, context switches) than its overlap gained (see tandem-bench).
-        engine.onWork = { [unowned self] in self.scheduleFlush() }
-        server.onPropertiesPending = { [unowned self] in self.schedulePropertyChanges() }
-
-        try check(sd_bus_attach_event(bus, event, 0), "attach bus")
-        let rn = sd_bus_request_name(bus, BusNames.service, 0)
-        guard rn >= 0 else {
-            throw StartupError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))")
-        }
-
-        try check(sd_event_add_defer(event, &flushSource, flushHandler, selfPointer), "add defer")
-        sd_event_source_set_priority(flushSource, 100)
-        sd_event_source_set_enabled(flushSource, Int32(SD_EVENT_OFF))
-        try check(sd_event_add_time(event, &expirySource, clockid_t(CLOCK_REALTIME), UInt64.max, 1000, expiryHandler, selfPointer), "add timer")
-        try check(sd_event_add_time(event, &propertiesSource, clockid_t(CLOCK_MONOTONIC), UInt64.max, 0, propertiesHandler, selfPointer), "add timer")
-        sd_event_source_set_enabled(propertiesSource, Int32(SD_EVENT_OFF))
-
-        if config.pair.keyFile != nil { try startPair() }
-
-        mailbox = try LoopMailbox()
-        try check(sd_event_add_io(event, &mailboxSource, mailbox.fd, UInt32(EPOLLIN.rawValue), mailboxHandler, selfPointer), "add mailbox")
-        try startNetwork()
-
-        // Leases that expired while we were down go now, with their signals.
-        engine.tick()
-        drainCommits()
-        if let fatal { throw fatal }
-
-        updateStatus(force: true, ready: true)
-        logger.notice("tandemd started", metadata: [
-            "server_id": "\(engine.state.serverId)", "state": "\(stateDir)",
-            "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)",
-        ])
-        let loop = sd_event_loop(event)
-        httpServer?.stop { [self] in
-            // Serve the calls that were already inside, then let them answer.
-            mailbox.drain()
-            drainCommits()
-        }
-        if let fatal { throw fatal }
-        guard loop >= 0 else { throw StartupError("event loop failed: \(String(cString: strerror(-loop)))") }
-        try? engine.persistCounters()
-        sd_bus_flush(bus)
-        sd_bus_release_name(bus, BusNames.service)
-        sd_bus_flush_close_unref(bus)
-        self.bus = nil
-        sd_event_source_unref(flushSource)
-        sd_event_source_unref(expirySource)
-        sd_event_source_unref(propertiesSource)
-        sd_event_source_unref(mailboxSource)
-        sd_event_source_unref(pairIOSource)
-        sd_event_source_unref(pairTickSource)
-        sd_event_unref(event)
-        logger.notice("tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
-        return 0
+        return try Engine(store: store, settings: settings, logger: logger)
     }
 
-    static let pairTickUSec: UInt64 = 50_000
+    static func connectBus(user: Bool) throws -> OpaquePointer {
+        var bus: OpaquePointer?
+        let r = user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus)
+        guard r >= 0, let bus else {
+            throw StartupError("cannot connect to the \(user ? "session" : "system") bus: \(String(cString: strerror(-r)))")
+        }
+        return bus
+    }
+
+    static func serviceAccount() -> String {
+        guard let pw = getpwuid(geteuid()) else { return String(geteuid()) }
+        return String(cString: pw.pointee.pw_name)
+    }
+
+    static func authorizer(_ config: DaemonConfig, _ logger: Logger) -> BusAuthorizer {
+        let gid = BusAuthorizer.gid(ofGroup: config.adminGroup)
+        if gid == nil {
+            logger.warning("admin group does not exist; only root may administer", metadata: ["group": "\(config.adminGroup)"])
+        }
+        return BusAuthorizer(adminGid: gid)
+    }
+
+    /// Gives the loop's sources and the engine's callbacks their work (once `self` is complete).
+    private func wire() throws {
+        do {
+            sources += try loop.onSignals([SIGTERM, SIGINT, SIGHUP]) { [unowned self] in onSignal($0) }
+            sources.append(try loop.onReadable(mailbox.fd) { [unowned self] in mailbox.drain() })
+            try loop.enableWatchdog()
+        } catch { throw StartupError("\(error)") }
+        flushSource.onFire = { [unowned self] in flushOrDie() }
+        expiryTimer.onFire = { [unowned self] in
+            engine.tick()
+            flushOrDie()
+        }
+        propertiesTimer.onFire = { [unowned self] in server.emitPendingPropertyChanges() }
+        stopTimer.onFire = { [unowned self] in stopTimeUp() }
+        engine.onCommit = { [unowned self] logged in server.didCommit(logged) }
+        engine.onWork = { [unowned self] in scheduleFlush() }
+        server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
+    }
 
     /// Opens the pair link and restores the pair, if one was formed.
     func startPair() throws {
         let host = try PairHost(config: config.pair, engine: engine, logger: logger)
         host.attach()
-        host.onStatusChange = { [unowned self] names in
-            server.announceInfoChanged(names)
-            updateStatus()
+        host.onStatusChange = { [unowned self] in
+            if server.announcePairStatus() { updateStatus() }
         }
         server.pairControl = host
         pairHost = host
-        try check(sd_event_add_io(event, &pairIOSource, host.socket.fd, UInt32(EPOLLIN.rawValue), pairIOHandler, selfPointer), "add pair socket")
-        var now: UInt64 = 0
-        sd_event_now(event, clockid_t(CLOCK_MONOTONIC), &now)
-        try check(sd_event_add_time(event, &pairTickSource, clockid_t(CLOCK_MONOTONIC), now + Self.pairTickUSec, 1000, pairTickHandler, selfPointer), "add pair timer")
-        sd_event_source_set_enabled(pairTickSource, Int32(SD_EVENT_ON))
-        logger.notice("pair link open", metadata: ["listen": "\(host.boundAddress)", "witness": "\(config.pair.witness ?? "none")", "role": "\(host.role)"])
+        do {
+            sources.append(try loop.onReadable(host.link.socket.fd) { host.drain() })
+            let tick = try loop.timer(.monotonic)
+            tick.onFire = { [unowned self, unowned tick] in
+                host.tick()
+                tick.schedule(at: loop.now(.monotonic) + Self.pairTickUSec)
+            }
+            sources.append(tick)
+            tick.schedule(at: loop.now(.monotonic) + Self.pairTickUSec)
+        } catch { throw StartupError("\(error)") }
+        logger.notice("pair link open", metadata: ["listen": "\(host.boundAddress)", "witness": "\(config.pair.witness ?? "none")",
+                                                   "role": "\(host.role)"])
     }
 
     /// Starts the network API on the `Listen=` addresses (none: no network API).
@@ -233,7 +217,6 @@ public final class Daemon {
             }
         }
         let api = NetworkAPI(backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens)
-        networkAPI = api
         var netLogger = logger
         netLogger.logLevel = max(logger.logLevel, .notice)
         let tls = config.tlsCertificate.flatMap { cert in config.tlsKey.map { TLSFiles(certificate: cert, key: $0) } }
@@ -242,7 +225,7 @@ public final class Daemon {
             http = try HTTPServer(api: api, addresses: addresses, tls: tls, logger: netLogger)
             try http.start()
         } catch { throw StartupError("network API: \(error)") }
-        httpServer = http
+        network = (api, http)
         server.info.listenAddresses = http.boundAddresses
         if let port = http.boundAddresses.first.flatMap({ $0.split(separator: ":").last }).flatMap({ Int($0) }) { pairHost?.apiPort = port }
         logger.notice("network API listening", metadata: [
@@ -251,58 +234,63 @@ public final class Daemon {
         ])
     }
 
-    var selfPointer: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+    // MARK: - Running
+
+    /// Serves until SIGTERM/SIGINT. Returns the exit status.
+    public func run() throws -> Int32 {
+        // Leases that expired while we were down go now, with their signals.
+        engine.tick()
+        flushOrDie()
+        if let fatal { throw fatal }
+        updateStatus(force: true, ready: true)
+        logger.notice("tandemd started", metadata: [
+            "server_id": "\(engine.state.serverId)", "state": "\(options.resolvedStateDir)",
+            "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)",
+        ])
+        let status: Int32
+        do { status = try loop.run() } catch { throw StartupError("\(error)") }
+        // After a fatal error the network API may still hold calls: they end with the process.
+        if stopping == nil { network?.http.cancel() }
+        if let fatal { throw fatal }
+        try? engine.persistCounters()
+        // Calls that reached the socket while the last iteration ran are refused, not dropped.
+        while sd_bus_process(bus, nil) > 0 {}
+        sd_bus_flush(bus)
+        sd_bus_release_name(bus, BusNames.service)
+        sd_bus_flush_close_unref(bus)
+        logger.notice("tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
+        return status
+    }
 
     func scheduleFlush() {
-        if engine.stagedCount >= 256 {
-            do { try flushNow() } catch { die(error) }
-        } else {
-            sd_event_source_set_enabled(flushSource, Int32(SD_EVENT_ONESHOT))
-        }
+        if engine.batchFull { flushOrDie() } else { flushSource.trigger() }
     }
-
 
     func schedulePropertyChanges() {
-        var enabled: Int32 = 0
-        sd_event_source_get_enabled(propertiesSource, &enabled)
-        guard enabled == Int32(SD_EVENT_OFF) else { return }
-        var now: UInt64 = 0
-        sd_event_now(event, clockid_t(CLOCK_MONOTONIC), &now)
-        sd_event_source_set_time(propertiesSource, now + Self.propertiesDelayUSec)
-        sd_event_source_set_enabled(propertiesSource, Int32(SD_EVENT_ONESHOT))
+        guard propertiesTimer.isOff else { return }
+        propertiesTimer.schedule(at: loop.now(.monotonic) + Self.propertiesDelayUSec)
     }
 
-    func flushNow() throws {
+    /// Commits what is staged. A failure after which state in memory may be ahead of the disk
+    /// stops the daemon at once, so that nothing unacknowledged is ever answered; systemd
+    /// restarts it from the disk.
+    func flushOrDie() {
         do { try engine.flush() } catch {
-            throw StartupError("cannot commit to the state database: \(error)")
+            logger.critical("fatal: cannot commit to the state database: \(error)")
+            fatal = StartupError("cannot commit to the state database: \(error)")
+            loop.exit(1)
+            return
         }
         armExpiry()
         updateStatus()
     }
 
-    /// Commits what is staged before start-up completes or the loop ends.
-    func drainCommits() {
-        do { try flushNow() } catch { die(error) }
-    }
-
     func armExpiry() {
-        if let next = engine.nextExpiry {
-            sd_event_source_set_time(expirySource, next)
-            sd_event_source_set_enabled(expirySource, Int32(SD_EVENT_ONESHOT))
-        } else {
-            sd_event_source_set_enabled(expirySource, Int32(SD_EVENT_OFF))
-        }
-    }
-
-    /// A failure after which state in memory may be ahead of the disk: stop at once so
-    /// that nothing unacknowledged is ever answered; systemd restarts us from the disk.
-    func die(_ error: Error) {
-        logger.critical("fatal: \(error)")
-        fatal = error
-        sd_event_exit(event, 1)
+        if let next = engine.nextExpiry { expiryTimer.schedule(at: next) } else { expiryTimer.enable(false) }
     }
 
     public var statusLine: String {
+        if stopping != nil { return "Stopping" }
         let s = engine.state
         var line = "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
         if let p = pairHost, p.role != .standalone {
@@ -317,23 +305,75 @@ public final class Daemon {
         let line = statusLine
         guard force || line != lastStatus else { return }
         lastStatus = line
-        sd_notify(0, (ready ? "READY=1\n" : "") + "STATUS=\(line)")
+        if ready { ServiceNotify.ready(status: line) } else { ServiceNotify.status(line) }
     }
 
     func onSignal(_ sig: Int32) {
-        if sig == SIGHUP {
-            reload()
-            return
+        if sig == SIGHUP { return reload() }
+        beginStopping(sig == SIGTERM ? "SIGTERM" : "SIGINT")
+    }
+
+    // MARK: - Stopping
+
+    /// Stops taking new calls and lets the ones in progress be answered: the network API stops
+    /// accepting, new commands are refused with NotServing, and the loop runs on (the pair link,
+    /// commits, answers) until every call is answered, at most `stopAnswerUSec`.
+    func beginStopping(_ why: String) {
+        guard stopping == nil else { return }
+        stopping = StopProgress()
+        logger.notice("stopping on signal", metadata: ["signal": "\(why)"])
+        ServiceNotify.stopping(status: "Stopping")
+        lastStatus = "Stopping"
+        engine.refuseNew(TandemError(.notServing, "tandemd is stopping"))
+        flushOrDie()
+        if let http = network?.http {
+            // The server's thread only posts to the loop; the daemon is touched there.
+            let me = UncheckedBox(self)
+            http.stop { [mailbox] in mailbox.post { me.value.networkStopped() } }
+        } else {
+            stopping?.networkStopped = true
         }
-        logger.notice("stopping on signal", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
-        sd_notify(0, "STOPPING=1\nSTATUS=Stopping")
-        drainCommits()
+        engine.whenSettled { [unowned self] in finishStoppingIfDone() }
+        stopTimer.schedule(at: loop.now(.monotonic) + Self.stopAnswerUSec)
+    }
+
+    private func networkStopped() {
+        stopping?.networkStopped = true
+        finishStoppingIfDone()
+    }
+
+    /// Calls still unanswered (waiting for the pair) are refused; the network API gets a little
+    /// longer to send those refusals, then its connections are closed.
+    private func stopTimeUp() {
+        guard var progress = stopping else { return }
+        if !progress.answersAbandoned {
+            progress.answersAbandoned = true
+            stopping = progress
+            let left = engine.abandonUnanswered(TandemError(.notServing, "tandemd stopped before the change was acknowledged"))
+            if left > 0 { logger.warning("stopping: calls refused that the pair had not acknowledged", metadata: ["calls": "\(left)"]) }
+            flushOrDie()
+            stopTimer.schedule(at: loop.now(.monotonic) + Self.stopAnswerUSec / 2)
+            finishStoppingIfDone()
+        } else {
+            logger.warning("stopping: network API connections still open, closing them")
+            network?.http.cancel()
+            finish()
+        }
+    }
+
+    private func finishStoppingIfDone() {
+        guard let progress = stopping, progress.networkStopped, engine.isSettled else { return }
+        finish()
+    }
+
+    private func finish() {
+        flushOrDie()
         server.emitPendingPropertyChanges()
-        sd_event_exit(event, 0)
+        loop.exit(0)
     }
 
     func reload() {
-        sd_notify(0, "RELOADING=1\nSTATUS=Reloading configuration")
+        ServiceNotify.reloading(status: "Reloading configuration")
         do {
             let c = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
             let settings = try Self.loadSettings(c)
@@ -348,8 +388,8 @@ public final class Daemon {
             }
             config = c
             engine.settings = settings
-            server.authorizer = authorizer()
-            networkAPI?.setTokens(tokens)
+            server.authorizer = Self.authorizer(c, logger)
+            network?.api.setTokens(tokens)
             logger.notice("configuration reloaded", metadata: [
                 "vendor_keys": "\(settings.trustedKeys.keys.count)", "client_tokens": "\(tokens.count)",
             ])
@@ -360,102 +400,6 @@ public final class Daemon {
     }
 }
 
-private func daemon(_ userdata: UnsafeMutableRawPointer?) -> Daemon {
-    Unmanaged<Daemon>.fromOpaque(userdata!).takeUnretainedValue()
-}
-
-private let signalHandler: sd_event_signal_handler_t = { _, info, userdata in
-    daemon(userdata).onSignal(Int32(info!.pointee.ssi_signo))
-    return 0
-}
-
-private let flushHandler: sd_event_handler_t = { _, userdata in
-    let d = daemon(userdata)
-    do { try d.flushNow() } catch { d.die(error) }
-    return 0
-}
-
-private let mailboxHandler: sd_event_io_handler_t = { _, _, _, userdata in
-    daemon(userdata).mailbox.drain()
-    return 0
-}
-
-private let propertiesHandler: sd_event_time_handler_t = { _, _, userdata in
-    daemon(userdata).server.emitPendingPropertyChanges()
-    return 0
-}
-
-private let pairIOHandler: sd_event_io_handler_t = { _, _, _, userdata in
-    let d = daemon(userdata)
-    d.pairHost?.drain()
-    return 0
-}
-
-private let pairTickHandler: sd_event_time_handler_t = { source, usec, userdata in
-    let d = daemon(userdata)
-    d.pairHost?.tick()
-    sd_event_source_set_time(source, usec + Daemon.pairTickUSec)
-    sd_event_source_set_enabled(source, Int32(SD_EVENT_ON))
-    return 0
-}
-
-private let expiryHandler: sd_event_time_handler_t = { _, _, userdata in
-    let d = daemon(userdata)
-    d.engine.tick()
-    do { try d.flushNow() } catch { d.die(error) }
-    return 0
-}
-
 @inline(__always) func check(_ r: Int32, _ what: String) throws {
     if r < 0 { throw StartupError("\(what): \(String(cString: strerror(-r)))") }
-}
-
-extension DaemonOptions {
-    public static let usage = """
-        Usage: tandemd [--config FILE] [--state-dir DIR] [--user] [--log-level LEVEL]
-
-        Tandem license server daemon.
-
-          --config FILE     configuration file (default /etc/tandem/tandemd.conf;
-                            drop-ins in FILE.d/*.conf)
-          --state-dir DIR   state directory (default $STATE_DIRECTORY, else /var/lib/tandem)
-          --user            serve on the session bus instead of the system bus
-          --log-level L     debug, info (default), notice, warning, error
-          --version         print the version and exit
-        """
-
-    public enum Parsed {
-        case run(DaemonOptions, Logger.Level)
-        case exit(String)
-    }
-
-    public static func parse(_ args: [String]) throws -> Parsed {
-        var o = DaemonOptions()
-        var level = Logger.Level.info
-        var i = 0
-        func value(_ flag: String) throws -> String {
-            i += 1
-            guard i < args.count else { throw StartupError("\(flag) needs a value") }
-            return args[i]
-        }
-        while i < args.count {
-            let a = args[i]
-            switch a {
-            case "--config":
-                o.configPath = try value(a)
-                o.configGiven = true
-            case "--state-dir": o.stateDir = try value(a)
-            case "--user": o.userBus = true
-            case "--log-level":
-                let v = try value(a)
-                guard let l = Logger.Level(rawValue: v) else { throw StartupError("unknown log level '\(v)'") }
-                level = l
-            case "--version": return .exit("tandemd \(TandemVersion.string)")
-            case "-h", "--help": return .exit(usage)
-            default: throw StartupError("unknown argument '\(a)' (see --help)")
-            }
-            i += 1
-        }
-        return .run(o, level)
-    }
 }

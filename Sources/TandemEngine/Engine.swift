@@ -21,7 +21,9 @@ public final class Engine {
     private var ownIdentity: (serverId: String, serverIdUsed: Bool)
     private var deniedDirty = false
     /// Tickets not answered yet (by serial), and reads waiting for every ticket before them.
-    private var open: Set<Int> = []
+    private var open: [Int: Ticket] = [:]
+    /// Set while stopping: every new command is refused with it.
+    private var refusal: TandemError?
     private var nextSerial = 0
     private var settleWaiters: [(before: Int, body: () -> Void)] = []
     public private(set) var commitCount = 0
@@ -69,11 +71,14 @@ public final class Engine {
     public var now: USec { clock() }
     public var hasStaged: Bool { replication.hasWork }
     public var stagedCount: Int { replication.stagedCount }
+    /// Whether what is staged should be committed at once (see `Replication.batchFull`).
+    public var batchFull: Bool { replication.batchFull }
 
     // MARK: - Commands
 
     /// Decides `command`. The ticket says what was decided at once and carries the final answer.
     public func submit(_ command: Command, caller: Caller) -> Ticket {
+        if let refusal { return Ticket(decision: .failure(refusal)) }
         let ticket = replication.perform(command, caller: caller, now: clock())
         if case .failure(let e) = ticket.decision, e.code == .insufficientSeats, case .acquire(let req) = command {
             replication.countDenied(req.feature)
@@ -82,7 +87,7 @@ public final class Engine {
         if ticket.answer == nil {
             let serial = nextSerial
             nextSerial += 1
-            open.insert(serial)
+            open[serial] = ticket
             ticket.whenAnswered { [unowned self] _ in settled(serial) }
         }
         return ticket
@@ -94,10 +99,26 @@ public final class Engine {
         if open.isEmpty { body() } else { settleWaiters.append((nextSerial, body)) }
     }
 
+    /// Whether every command submitted so far is answered.
+    public var isSettled: Bool { open.isEmpty }
+
+    /// Refuses every command submitted from now on with `error` (the daemon is stopping).
+    public func refuseNew(_ error: TandemError) { refusal = error }
+
+    /// Answers every command still waiting with `error` (they may still take effect, as after
+    /// any refusal by a node that stopped serving: a client retries with its request id).
+    /// Returns how many there were.
+    @discardableResult
+    public func abandonUnanswered(_ error: TandemError) -> Int {
+        let waiting = open.sorted { $0.key < $1.key }.map(\.value)
+        for t in waiting { t.finish(.failure(error)) }
+        return waiting.count
+    }
+
     private func settled(_ serial: Int) {
-        open.remove(serial)
+        open[serial] = nil
         guard !settleWaiters.isEmpty else { return }
-        let oldest = open.min() ?? Int.max
+        let oldest = open.keys.min() ?? Int.max
         let ready = settleWaiters.filter { $0.before <= oldest }
         settleWaiters.removeAll { $0.before <= oldest }
         for w in ready { w.body() }

@@ -36,6 +36,9 @@ public final class PairReplication: Replication {
     var state: LicenseState { node.state }
     var index: NodeIndex { node.index }
     var stagedCount: Int { Int(node.lastSeq - min(node.lastSeq, store.lastSeq)) }
+    /// A pair's batch is what one loop iteration decided and received: it is committed with the
+    /// deferred flush, once the iteration's frames are all in (coalesced, and acknowledged once).
+    var batchFull: Bool { false }
     var hasWork: Bool {
         !outbox.isEmpty || !earlyOutbox.isEmpty || !replies.isEmpty || node.lastSeq != store.lastSeq || !node.unstored.isEmpty
     }

@@ -18,6 +18,8 @@ protocol Replication: AnyObject {
     func countDenied(_ feature: String)
     /// Changes decided and not yet committed.
     var stagedCount: Int { get }
+    /// Whether to commit at once rather than at the end of the loop iteration (a batch is large).
+    var batchFull: Bool { get }
     /// Whether `commit` has anything to do (changes, answers or frames waiting for it).
     var hasWork: Bool { get }
     /// Makes everything decided durable in one transaction (with the refusal counters, if given),
@@ -45,6 +47,7 @@ final class StandaloneReplication: Replication {
     }
 
     var stagedCount: Int { staged.count }
+    var batchFull: Bool { staged.count >= 256 }
     var hasWork: Bool { !staged.isEmpty || !waiting.isEmpty }
 
     func perform(_ command: Command, caller: Caller, now: USec) -> Ticket {

@@ -41,7 +41,8 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-/// Runs the network API on one or more addresses, on SwiftNIO's threads.
+/// Runs the network API on one or more addresses, on SwiftNIO's threads: one service group
+/// holds an application per address, so that they start, fail and stop together.
 public final class HTTPServer: @unchecked Sendable {
     let api: NetworkAPI
     let addresses: [ListenAddress]
@@ -49,9 +50,8 @@ public final class HTTPServer: @unchecked Sendable {
     private let lock = NSLock()
     private var bound: [String] = []
     private var failure: String?
-    private var tasks: [Task<Void, Never>] = []
-    private var groups: [ServiceGroup] = []
-    private let started = DispatchSemaphore(value: 0)
+    private var group: ServiceGroup?
+    private var running: Task<Void, Never>?
 
     let tls: TLSConfiguration?
 
@@ -79,12 +79,15 @@ public final class HTTPServer: @unchecked Sendable {
         lock.withLock { bound }
     }
 
-    /// Starts listening on every address; returns once all are bound or one failed.
+    /// Starts listening on every address; returns once all are bound or one failed (tandemd
+    /// reports READY=1 only with its network API up).
     public func start(timeout: TimeInterval = 10) throws {
         let router = api.router()
+        let started = DispatchSemaphore(value: 0)
+        var apps: [any Service] = []
         for address in addresses {
             let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
-            let app = Application(
+            apps.append(Application(
                 router: router,
                 server: server,
                 configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tandemd"),
@@ -96,18 +99,17 @@ public final class HTTPServer: @unchecked Sendable {
                     lock.withLock { bound.append(local) }
                     started.signal()
                 },
-                logger: logger)
-            let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
-            groups.append(group)
-            let task = Task.detached { [self] in
-                do {
-                    try await group.run()
-                } catch {
-                    lock.withLock { failure = "cannot listen on \(address): \(error)" }
-                    started.signal()
-                }
+                logger: logger))
+        }
+        let group = ServiceGroup(configuration: .init(services: apps, gracefulShutdownSignals: [], logger: logger))
+        self.group = group
+        running = Task.detached { [self] in
+            do {
+                try await group.run()
+            } catch {
+                lock.withLock { failure = "cannot listen on \(addresses.map(\.description).joined(separator: " ")): \(error)" }
+                for _ in addresses { started.signal() }
             }
-            tasks.append(task)
         }
         let deadline = DispatchTime.now() + timeout
         for _ in addresses {
@@ -118,27 +120,21 @@ public final class HTTPServer: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting connections and lets requests in progress finish (up to `timeout`),
-    /// calling `whileWaiting` every few milliseconds (the caller serves their last calls).
-    public func stop(timeout: TimeInterval = 5, whileWaiting: () -> Void = {}) {
-        let done = DispatchSemaphore(value: 0)
-        let groups = self.groups, tasks = self.tasks
+    /// Stops accepting connections and lets the requests in progress finish; `stopped` is called
+    /// (on a thread of the server's) once they have.
+    public func stop(_ stopped: @escaping @Sendable () -> Void) {
+        guard let group, let running else { return stopped() }
+        self.group = nil
         Task.detached {
-            for g in groups { await g.triggerGracefulShutdown() }
-            for t in tasks { await t.value }
-            done.signal()
+            await group.triggerGracefulShutdown()
+            await running.value
+            stopped()
         }
-        let deadline = Date().addingTimeInterval(timeout)
-        var finished = false
-        while !finished && Date() < deadline {
-            whileWaiting()
-            finished = done.wait(timeout: .now() + 0.01) == .success
-        }
-        if !finished {
-            for t in tasks { t.cancel() }
-        }
-        self.groups = []
-        self.tasks = []
+    }
+
+    /// Closes the connections still open (after `stop`, when their requests took too long).
+    public func cancel() {
+        running?.cancel()
     }
 }
 

@@ -1,9 +1,9 @@
-import CSystemd
 import Foundation
 import Logging
 import TandemCore
 import TandemPair
 import TandemPeer
+import TandemSystemd
 
 public struct WitnessOptions: Sendable {
     public var listen = "0.0.0.0:7392"
@@ -12,13 +12,7 @@ public struct WitnessOptions: Sendable {
     public var leaseSec: Double = 2.5
     public init() {}
 
-    public var resolvedStateDir: String {
-        if let stateDir { return stateDir }
-        if let env = ProcessInfo.processInfo.environment["STATE_DIRECTORY"], !env.isEmpty {
-            return String(env.split(separator: ":").first ?? Substring(env))
-        }
-        return "/var/lib/tandem-witness"
-    }
+    public var resolvedStateDir: String { stateDirectory(given: stateDir, fallback: "/var/lib/tandem-witness") }
 }
 
 public struct WitnessError: Error, CustomStringConvertible {
@@ -56,7 +50,7 @@ public final class WitnessService {
             guard n.count == 3 else { throw WitnessError("\(statePath): damaged; expected three numbers") }
             (voted, recEpoch, recSeq) = (n[0], n[1], n[2])
         }
-        witness = PairWitness(leaseUSec: USec(options.leaseSec * 1e6), now: Self.monotonicNow(),
+        witness = PairWitness(leaseUSec: USec(options.leaseSec * 1e6), now: SystemClock.monotonicUSec(),
                               votedEpoch: voted, recordedEpoch: recEpoch, recordedSeq: recSeq)
         do {
             socket = try UDPSocket(bind: SocketAddress(resolving: options.listen, defaultPort: 7392))
@@ -64,18 +58,6 @@ public final class WitnessService {
     }
 
     public var boundAddress: String { socket.local.description }
-
-    static func monotonicNow() -> USec {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return USec(ts.tv_sec) * usecPerSecond + USec(ts.tv_nsec / 1000)
-    }
-
-    static func realtimeNow() -> USec {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return USec(ts.tv_sec) * usecPerSecond + USec(ts.tv_nsec / 1000)
-    }
 
     func persist() throws {
         let tmp = statePath + ".tmp"
@@ -94,7 +76,7 @@ public final class WitnessService {
     public func drain() throws {
         while let (bytes, from) = socket.receive() {
             let message: LinkMessage
-            switch opener.open(bytes, now: Self.realtimeNow()) {
+            switch opener.open(bytes, now: SystemClock.realtimeUSec()) {
             case .failure(let why):
                 rejected[why, default: 0] += 1
                 logger.debug("frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
@@ -104,19 +86,19 @@ public final class WitnessService {
             guard case .pair(let pm) = message else {
                 if case .probe(let nonce) = message {
                     let info = PeerInfo(serverId: "", role: "witness", preparedFor: nil, serverIdUsed: false, licensesActive: false)
-                    socket.send(sealer.seal(.probeReply(nonce: nonce, info: info), now: Self.realtimeNow()), to: from)
+                    socket.send(sealer.seal(.probeReply(nonce: nonce, info: info), now: SystemClock.realtimeUSec()), to: from)
                 }
                 continue
             }
             // Node 0 or 1 is told by the vote's epoch parity or the renewal's epoch.
             let node = NodeIndex(pm.epoch % 2)
             let before = (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq)
-            let out = witness.receive(from: node, pm, now: Self.monotonicNow())
+            let out = witness.receive(from: node, pm, now: SystemClock.monotonicUSec())
             if (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq) != before {
                 try persist()
                 if witness.votedEpoch != before.0 {
                     logger.notice("voted", metadata: ["epoch": "\(witness.votedEpoch)", "node": "\(PairRole(node: node))", "from": "\(from)"])
-                    sd_notify(0, "STATUS=Voted for epoch \(witness.votedEpoch) (\(PairRole(node: node)))")
+                    ServiceNotify.status("Voted for epoch \(witness.votedEpoch) (\(PairRole(node: node)))")
                 }
             }
             for (_, reply) in out {
@@ -124,7 +106,7 @@ public final class WitnessService {
                     logger.info("vote denied", metadata: ["epoch": "\(e)", "voted_epoch": "\(voted)", "from": "\(from)",
                                                           "recorded": "\(witness.recordedEpoch)/\(witness.recordedSeq)"])
                 }
-                socket.send(sealer.seal(.pair(reply), now: Self.realtimeNow()), to: from)
+                socket.send(sealer.seal(.pair(reply), now: SystemClock.realtimeUSec()), to: from)
             }
         }
     }
@@ -136,34 +118,20 @@ public final class WitnessService {
         sigaddset(&mask, SIGTERM)
         sigaddset(&mask, SIGINT)
         pthread_sigmask(SIG_BLOCK, &mask, nil)
-        var event: OpaquePointer?
-        guard sd_event_default(&event) >= 0 else { throw WitnessError("sd_event_default failed") }
-        defer { sd_event_unref(event) }
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        sd_event_add_signal(event, nil, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, nil, nil)
-        sd_event_add_signal(event, nil, SIGINT | SD_EVENT_SIGNAL_PROCMASK, nil, nil)
-        var io: OpaquePointer?
-        guard sd_event_add_io(event, &io, socket.fd, UInt32(EPOLLIN.rawValue), witnessIO, me) >= 0 else {
-            throw WitnessError("cannot watch the socket")
+        let loop = try EventLoop()
+        var failure: Error?
+        let signals = try loop.onSignals([SIGTERM, SIGINT]) { _ in loop.exit(0) }
+        let io = try loop.onReadable(socket.fd) { [self] in
+            do { try drain() } catch {
+                failure = error
+                loop.exit(1)
+            }
         }
-        sd_event_set_watchdog(event, 1)
+        try loop.enableWatchdog()
         logger.notice("tandem-witness started", metadata: ["listen": "\(boundAddress)", "voted_epoch": "\(witness.votedEpoch)"])
-        sd_notify(0, "READY=1\nSTATUS=Listening on \(boundAddress); last vote for epoch \(witness.votedEpoch)")
-        let r = sd_event_loop(event)
-        sd_event_source_unref(io)
+        ServiceNotify.ready(status: "Listening on \(boundAddress); last vote for epoch \(witness.votedEpoch)")
+        _ = try withExtendedLifetime((signals, io)) { try loop.run() }
         if let failure { throw failure }
-        guard r >= 0 else { throw WitnessError("event loop failed: \(String(cString: strerror(-r)))") }
         logger.notice("tandem-witness stopped")
     }
-
-    var failure: Error?
-}
-
-private let witnessIO: sd_event_io_handler_t = { source, _, _, userdata in
-    let w = Unmanaged<WitnessService>.fromOpaque(userdata!).takeUnretainedValue()
-    do { try w.drain() } catch {
-        w.failure = error
-        sd_event_exit(sd_event_source_get_event(source), 1)
-    }
-    return 0
 }

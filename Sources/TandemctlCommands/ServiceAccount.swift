@@ -90,7 +90,7 @@ struct ServiceAccount: ParsableCommand {
         func run() throws {
             let (_, user) = runTool(["systemctl", "show", "-p", "User", "--value", "tandemd.service"])
             let (_, group) = runTool(["systemctl", "show", "-p", "Group", "--value", "tandemd.service"])
-            let running = (try? bus.client().get("ServiceAccount").stringValue) ?? nil
+            let running = (try? bus.client().get(.serviceAccount).stringValue) ?? nil
             if bus.json {
                 let out: [String: Any] = ["configured_user": user, "configured_group": group, "running_as": running ?? ""]
                 print(Output.json(out))
@@ -122,7 +122,7 @@ struct ServiceAccount: ParsableCommand {
                 guard status == 0 else { throw CLIFailure("\(step.joined(separator: " ")) failed: \(out)") }
                 print("Ran \(step.joined(separator: " "))")
             }
-            let running = (try? bus.client().get("ServiceAccount").stringValue) ?? nil
+            let running = (try? bus.client().get(.serviceAccount).stringValue) ?? nil
             guard running == plan.user else {
                 throw CLIFailure("tandemd restarted but runs as \(running ?? "nothing"), not \(plan.user)")
             }

@@ -3,6 +3,7 @@ import Foundation
 import TandemBusClient
 import TandemCommandLine
 import TandemCore
+import TandemPair
 import TandemPeer
 
 struct BusOptions: ParsableArguments {
@@ -16,9 +17,15 @@ struct BusOptions: ParsableArguments {
     }
 
     /// Calls a Manager method, turning a D-Bus error into a one-line failure.
-    func call(_ member: String, _ args: [BusValue] = []) throws -> [BusValue] {
+    func call(_ method: ManagerMethod, _ args: [BusValue] = []) throws -> [BusValue] {
         let c = try client()
-        do { return try c.call(member, args) } catch { throw CLIFailure(describe(error)) }
+        do { return try c.call(method.rawValue, args) } catch { throw CLIFailure(describe(error)) }
+    }
+
+    /// The rows a list method returns.
+    func rows<Row: BusRow>(_ method: ManagerMethod, as: Row.Type) throws -> [Row] {
+        let reply = try call(method)
+        do { return try Row.rows(reply) } catch { throw CLIFailure(describe(error)) }
     }
 
     func describe(_ e: BusError) -> String {
@@ -31,7 +38,6 @@ struct BusOptions: ParsableArguments {
     }
 }
 
-func rows(_ v: [BusValue]) -> [[BusValue]] { (v.first?.arrayValue ?? []).compactMap(\.structValue) }
 func s(_ v: BusValue) -> String { v.stringValue ?? "" }
 func n(_ v: BusValue) -> UInt64 { v.uint64Value ?? 0 }
 
@@ -52,58 +58,59 @@ struct Status: ParsableCommand {
     func run() throws {
         let props: [String: BusValue]
         do { props = try bus.client().getAll() } catch let e as BusError { throw CLIFailure(bus.describe(e)) }
-        let keys = ["ServerId", "Version", "Role", "PairStatus", "Serving", "Epoch", "PeerAddress", "PeerServerId", "PeerStatus",
-                    "ReplicatedSeq", "WitnessAddress", "WitnessStatus", "PartitionPolicy", "ServiceAccount", "LicenseCount", "SeatsInUse", "SeatsTotal"]
+        let keys: [ManagerProperty] = [.serverId, .version, .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId,
+                                       .peerStatus, .replicatedSeq, .witnessAddress, .witnessStatus, .partitionPolicy,
+                                       .serviceAccount, .licenseCount, .seatsInUse, .seatsTotal]
         if bus.json {
             var out: [String: Any] = [:]
             for k in keys {
-                guard let v = props[k] else { continue }
-                if case .bool(let b) = v { out[k] = b } else { out[k] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") }
+                guard let v = props[k.rawValue] else { continue }
+                if case .bool(let b) = v { out[k.rawValue] = b } else { out[k.rawValue] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") }
             }
             print(Output.json(out))
             return
         }
-        func p(_ k: String) -> String {
-            guard let v = props[k] else { return "?" }
+        func p(_ k: ManagerProperty) -> String {
+            guard let v = props[k.rawValue] else { return "?" }
             if case .bool(let b) = v { return b ? "yes" : "no" }
             return v.stringValue ?? String(v.uint64Value ?? 0)
         }
-        guard p("Role") != "standalone" else {
+        guard p(.role) != PairRole.standalone.rawValue else {
             print("""
-                License Server ID: \(p("ServerId"))
+                License Server ID: \(p(.serverId))
                            Status: running
-                             Role: \(p("Role"))
-                      Pair Status: \(p("PairStatus"))
-                          Serving: \(p("Serving"))
-                            Epoch: \(p("Epoch"))
-                         Licenses: \(p("LicenseCount"))
-                            Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
-                  Service account: \(p("ServiceAccount"))
-                          Version: \(p("Version"))
+                             Role: \(p(.role))
+                      Pair Status: \(p(.pairStatus))
+                          Serving: \(p(.serving))
+                            Epoch: \(p(.epoch))
+                         Licenses: \(p(.licenseCount))
+                            Seats: \(p(.seatsInUse))/\(p(.seatsTotal)) in use
+                  Service account: \(p(.serviceAccount))
+                          Version: \(p(.version))
                 """)
             return
         }
         // A pair: this server and its peer side by side, like the tech note's server tiles.
-        let peer = (try? bus.call("GetPeerStatus").first?.dictValue) ?? nil ?? [:]
-        func q(_ k: String) -> String {
-            guard let v = peer[k] else { return "-" }
+        let peer = (try? bus.call(.getPeerStatus).first?.dictValue) ?? nil ?? [:]
+        func q(_ k: PeerStatusField) -> String {
+            guard let v = peer[k.rawValue] else { return "-" }
             if case .bool(let b) = v { return b ? "yes" : "no" }
             return v.stringValue ?? String(v.uint64Value ?? 0)
         }
-        var peerStatus = q("Status")
-        if peerStatus != "running", let at = peer["ReportedUSec"]?.uint64Value {
+        var peerStatus = q(.status)
+        if peerStatus != "running", let at = peer[PeerStatusField.reportedUSec.rawValue]?.uint64Value {
             let ago = Int64(Date().timeIntervalSince1970) - Int64(at / 1_000_000)
             peerStatus += " (last report \(ago) s ago)"
         }
         let rows: [(String, String, String)] = [
             ("", "this server", "peer"),
-            ("Address", "(local)", q("Address")),
-            ("License Server ID", p("ServerId"), q("ServerId")),
+            ("Address", "(local)", q(.address)),
+            ("License Server ID", p(.serverId), q(.serverId)),
             ("Status", "running", peerStatus),
-            ("Role", p("Role"), q("Role")),
-            ("Pair Status", p("PairStatus"), q("PairStatus")),
-            ("Serving", p("Serving"), q("Serving")),
-            ("Epoch", p("Epoch"), q("Epoch")),
+            ("Role", p(.role), q(.role)),
+            ("Pair Status", p(.pairStatus), q(.pairStatus)),
+            ("Serving", p(.serving), q(.serving)),
+            ("Epoch", p(.epoch), q(.epoch)),
         ]
         let w0 = rows.map(\.0.count).max()!, w1 = max(rows.map(\.1.count).max()!, 12)
         for r in rows {
@@ -111,12 +118,12 @@ struct Status: ParsableCommand {
         }
         print("""
 
-                   Replicated seq: \(p("ReplicatedSeq"))
-                          Witness: \(p("WitnessAddress").isEmpty ? "none (PartitionPolicy \(p("PartitionPolicy")))" : "\(p("WitnessAddress")), \(p("WitnessStatus"))")
-                         Licenses: \(p("LicenseCount"))
-                            Seats: \(p("SeatsInUse"))/\(p("SeatsTotal")) in use
-                  Service account: \(p("ServiceAccount"))
-                          Version: \(p("Version"))
+                   Replicated seq: \(p(.replicatedSeq))
+                          Witness: \(p(.witnessAddress).isEmpty ? "none (PartitionPolicy \(p(.partitionPolicy)))" : "\(p(.witnessAddress)), \(p(.witnessStatus))")
+                         Licenses: \(p(.licenseCount))
+                            Seats: \(p(.seatsInUse))/\(p(.seatsTotal)) in use
+                  Service account: \(p(.serviceAccount))
+                          Version: \(p(.version))
             """)
     }
 }
@@ -130,7 +137,7 @@ struct LicenseCmd: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the activation request to send to the vendor.")
         @OptionGroup var bus: BusOptions
         func run() throws {
-            let r = try bus.call("GetActivationRequest")
+            let r = try bus.call(.getActivationRequest)
             if bus.json {
                 print(Output.json(["request": s(r[0])]))
             } else {
@@ -151,7 +158,7 @@ struct LicenseCmd: ParsableCommand {
                 guard let t = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIFailure("cannot read \(file)") }
                 text = t
             }
-            let r = try bus.call("ActivateLicense", [.string(text)])
+            let r = try bus.call(.activateLicense, [.string(text)])
             if bus.json {
                 print(Output.json(["license_id": s(r[0]), "path": s(r[1])]))
             } else {
@@ -165,7 +172,7 @@ struct LicenseCmd: ParsableCommand {
         @OptionGroup var bus: BusOptions
         @Argument(help: "License id.") var id: String
         func run() throws {
-            _ = try bus.call("DeactivateLicense", [.string(id)])
+            _ = try bus.call(.deactivateLicense, [.string(id)])
             if bus.json { print(Output.json(["license_id": id, "deactivated": true])) } else { print("Deactivated \(id)") }
         }
     }
@@ -174,15 +181,16 @@ struct LicenseCmd: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List active licenses.")
         @OptionGroup var bus: BusOptions
         func run() throws {
-            let list = rows(try bus.call("ListLicenses"))
+            let list = try bus.rows(.listLicenses, as: LicenseRow.self)
             if bus.json {
                 print(Output.json(list.map { r in
-                    ["license_id": s(r[0]), "product": s(r[1]), "feature": s(r[2]), "seats": n(r[3]),
-                     "in_use": n(r[4]), "reserved": n(r[5]), "not_after_usec": n(r[6])] as [String: Any]
+                    ["license_id": r.id, "product": r.product, "feature": r.feature, "seats": r.seats,
+                     "in_use": r.inUse, "reserved": r.reserved, "not_after_usec": r.notAfterUSec] as [String: Any]
                 }))
             } else {
-                print(Output.table(["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"],
-                                       list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3])), String(n(r[4])), String(n(r[5])), Output.time(n(r[6]))] }))
+                print(Output.table(["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"], list.map { r in
+                    [r.id, r.product, r.feature, String(r.seats), String(r.inUse), String(r.reserved), Output.time(r.notAfterUSec)]
+                }))
             }
         }
     }
@@ -201,7 +209,7 @@ struct Acquire: ParsableCommand {
         if let ttl { opts.append(("ttl_usec", .uint64(ttl * 1_000_000))) }
         if let requestId { opts.append(("request_id", .string(requestId))) }
         let clientId = client ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
-        let r = try bus.call("Acquire", [.string(feature), .uint32(count), .string(clientId), .vardict(opts)])
+        let r = try bus.call(.acquire, [.string(feature), .uint32(count), .string(clientId), .vardict(opts)])
         if bus.json {
             print(Output.json(["lease_id": s(r[0]), "expires_usec": n(r[1]), "feature": feature, "count": count, "client": clientId] as [String: Any]))
         } else {
@@ -215,7 +223,7 @@ struct Renew: ParsableCommand {
     @OptionGroup var bus: BusOptions
     @Argument(help: "Lease id.") var id: String
     func run() throws {
-        let r = try bus.call("Renew", [.string(id)])
+        let r = try bus.call(.renew, [.string(id)])
         if bus.json { print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any])) } else { print("Lease \(id) renewed until \(Output.time(n(r[0])))") }
     }
 }
@@ -225,7 +233,7 @@ struct Release: ParsableCommand {
     @OptionGroup var bus: BusOptions
     @Argument(help: "Lease id.") var id: String
     func run() throws {
-        _ = try bus.call("Release", [.string(id)])
+        _ = try bus.call(.release, [.string(id)])
         if bus.json { print(Output.json(["lease_id": id, "released": true])) } else { print("Released \(id)") }
     }
 }
@@ -234,15 +242,16 @@ struct Leases: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List active leases.")
     @OptionGroup var bus: BusOptions
     func run() throws {
-        let list = rows(try bus.call("ListLeases"))
+        let list = try bus.rows(.listLeases, as: LeaseRow.self)
         if bus.json {
             print(Output.json(list.map { r in
-                ["lease_id": s(r[0]), "feature": s(r[1]), "client": s(r[2]), "count": n(r[3]),
-                 "acquired_usec": n(r[4]), "expires_usec": n(r[5])] as [String: Any]
+                ["lease_id": r.id, "feature": r.feature, "client": r.client, "count": r.count,
+                 "acquired_usec": r.acquiredUSec, "expires_usec": r.expiresUSec] as [String: Any]
             }))
         } else {
-            print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"],
-                                   list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3])), Output.time(n(r[4])), Output.time(n(r[5]))] }))
+            print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"], list.map { r in
+                [r.id, r.feature, r.client, String(r.count), Output.time(r.acquiredUSec), Output.time(r.expiresUSec)]
+            }))
         }
     }
 }
@@ -254,7 +263,7 @@ struct Reserve: ParsableCommand {
     @Option(help: "Number of seats.") var count: UInt32
     @Option(help: "Client id that may use the reserved seats.") var holder: String
     func run() throws {
-        let r = try bus.call("Reserve", [.string(feature), .uint32(count), .string(holder)])
+        let r = try bus.call(.reserve, [.string(feature), .uint32(count), .string(holder)])
         if bus.json { print(Output.json(["reservation_id": s(r[0])])) } else { print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)") }
     }
 }
@@ -264,7 +273,7 @@ struct Unreserve: ParsableCommand {
     @OptionGroup var bus: BusOptions
     @Argument(help: "Reservation id.") var id: String
     func run() throws {
-        _ = try bus.call("Unreserve", [.string(id)])
+        _ = try bus.call(.unreserve, [.string(id)])
         if bus.json { print(Output.json(["reservation_id": id, "removed": true])) } else { print("Removed reservation \(id)") }
     }
 }
@@ -273,11 +282,13 @@ struct Reservations: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List reservations.")
     @OptionGroup var bus: BusOptions
     func run() throws {
-        let list = rows(try bus.call("ListReservations"))
+        let list = try bus.rows(.listReservations, as: ReservationRow.self)
         if bus.json {
-            print(Output.json(list.map { r in ["reservation_id": s(r[0]), "feature": s(r[1]), "holder": s(r[2]), "count": n(r[3])] as [String: Any] }))
+            print(Output.json(list.map { r in
+                ["reservation_id": r.id, "feature": r.feature, "holder": r.holder, "count": r.count] as [String: Any]
+            }))
         } else {
-            print(Output.table(["RESERVATION", "FEATURE", "HOLDER", "COUNT"], list.map { r in [s(r[0]), s(r[1]), s(r[2]), String(n(r[3]))] }))
+            print(Output.table(["RESERVATION", "FEATURE", "HOLDER", "COUNT"], list.map { r in [r.id, r.feature, r.holder, String(r.count)] }))
         }
     }
 }
@@ -286,14 +297,16 @@ struct Usage: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Seats, use, reservations and refusals per feature.")
     @OptionGroup var bus: BusOptions
     func run() throws {
-        let list = rows(try bus.call("GetUsage"))
+        let list = try bus.rows(.getUsage, as: UsageRow.self)
         if bus.json {
             print(Output.json(list.map { r in
-                ["feature": s(r[0]), "seats": n(r[1]), "in_use": n(r[2]), "reserved": n(r[3]), "available": n(r[4]), "denied": n(r[5])] as [String: Any]
+                ["feature": r.feature, "seats": r.seats, "in_use": r.inUse, "reserved": r.reserved, "available": r.available,
+                 "denied": r.denied] as [String: Any]
             }))
         } else {
-            print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
-                                   list.map { r in [s(r[0])] + (1...5).map { String(n(r[$0])) } }))
+            print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"], list.map { r in
+                [r.feature, String(r.seats), String(r.inUse), String(r.reserved), String(r.available), String(r.denied)]
+            }))
         }
     }
 }
@@ -302,7 +315,7 @@ struct ResetServerId: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "reset-server-id", abstract: "Give this server a new License Server ID (no license may be active).")
     @OptionGroup var bus: BusOptions
     func run() throws {
-        let r = try bus.call("ResetServerId")
+        let r = try bus.call(.resetServerId)
         if bus.json { print(Output.json(["server_id": s(r[0])])) } else { print("New License Server ID: \(s(r[0]))") }
     }
 }
@@ -328,7 +341,7 @@ struct PairCmd: ParsableCommand {
         @OptionGroup var bus: BusOptions
         @Option(name: .long, help: "The primary's pair link address, HOST[:PORT] (default port 7391).") var primary: String
         func run() throws {
-            _ = try bus.call("PrepareBackup", [.string(primary)])
+            _ = try bus.call(.prepareBackup, [.string(primary)])
             print("prepared as backup of \(primary); now run 'tandemctl pair enable-backup --backup ADDRESS' on the primary")
         }
     }
@@ -339,7 +352,7 @@ struct PairCmd: ParsableCommand {
         @OptionGroup var bus: BusOptions
         @Option(name: .long, help: "The backup's pair link address, HOST[:PORT] (default port 7391).") var backup: String
         func run() throws {
-            _ = try bus.call("EnableBackup", [.string(backup)])
+            _ = try bus.call(.enableBackup, [.string(backup)])
             print("paired with the backup at \(backup)")
         }
     }
@@ -349,7 +362,7 @@ struct PairCmd: ParsableCommand {
             abstract: "On the serving node: send the standby a full snapshot (clears pair-not-synced).")
         @OptionGroup var bus: BusOptions
         func run() throws {
-            _ = try bus.call("Sync")
+            _ = try bus.call(.sync)
             print("snapshot on its way to the standby; watch PairStatus (tandemctl status)")
         }
     }
@@ -359,7 +372,7 @@ struct PairCmd: ParsableCommand {
             commandName: "disable-backup", abstract: "Dissolve the pair (refused while licenses are activated).")
         @OptionGroup var bus: BusOptions
         func run() throws {
-            _ = try bus.call("DisableBackup")
+            _ = try bus.call(.disableBackup)
             print("pair dissolved")
         }
     }

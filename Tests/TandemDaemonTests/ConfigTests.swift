@@ -75,12 +75,11 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
     }
 
     @Test func commandLine() throws {
-        guard case .run(let o, let level) = try DaemonOptions.parse(["--config", "/x.conf", "--state-dir", "/s", "--user", "--log-level", "debug"]) else {
-            Issue.record("not a run")
-            return
-        }
+        let command = try TandemdCommand.parse(["--config", "/x.conf", "--state-dir", "/s", "--user", "--log-level", "debug"])
+        let o = command.options, level = command.logLevel
         #expect(o.configPath == "/x.conf" && o.configGiven && o.stateDir == "/s" && o.userBus && level == .debug)
-        #expect(throws: StartupError.self) { try DaemonOptions.parse(["--bogus"]) }
-        #expect(throws: StartupError.self) { try DaemonOptions.parse(["--config"]) }
+        #expect(throws: (any Error).self) { try TandemdCommand.parse(["--bogus"]) }
+        #expect(throws: (any Error).self) { try TandemdCommand.parse(["--config"]) }
+        #expect(throws: (any Error).self) { try TandemdCommand.parse(["--log-level", "loud"]) }
     }
 }

@@ -15,8 +15,13 @@ public struct PriorityPrefixLogHandler: LogHandler {
     }
     var floor: Logger.Level = .trace
     let label: String
+    /// The journal's SYSLOG_IDENTIFIER= (the program's name).
+    let identifier: String
 
-    public init(label: String) { self.label = label }
+    public init(label: String, identifier: String) {
+        self.label = label
+        self.identifier = identifier
+    }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -70,7 +75,7 @@ public struct PriorityPrefixLogHandler: LogHandler {
     }
 
     func sendToJournal(_ message: String, priority: Int, metadata: Logger.Metadata) {
-        var fields = ["MESSAGE=\(message)", "PRIORITY=\(priority)", "SYSLOG_IDENTIFIER=tandemd"]
+        var fields = ["MESSAGE=\(message)", "PRIORITY=\(priority)", "SYSLOG_IDENTIFIER=\(identifier)"]
         for (k, v) in metadata.sorted(by: { $0.key < $1.key }) {
             if let f = Self.journalField(k) { fields.append("\(f)=\(v)") }
         }
@@ -100,7 +105,7 @@ public struct PriorityPrefixLogHandler: LogHandler {
     }
 }
 
-/// The daemon's log level, shared by every logger and settable while running.
+/// The process's log level, shared by every logger and settable while running.
 public final class LogLevelControl: @unchecked Sendable {
     public static let shared = LogLevelControl()
     private let lock = NSLock()

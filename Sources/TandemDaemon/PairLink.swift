@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import TandemCore
+import TandemPeer
+
+/// The pair link: one UDP socket carrying frames sealed with the pair key to the peer and the
+/// witness, and the requests that wait for an answer (probes, pairing) with their timeouts.
+/// It runs on the event-loop thread.
+final class PairLink {
+    let socket: UDPSocket
+    private var sealer: FrameSealer
+    private var opener: FrameOpener
+    private let clock: () -> USec
+    private let logger: Logger
+    /// Frames refused, by reason (RejectedFrames).
+    private(set) var rejected: [FrameRejection: UInt64] = [:]
+    /// Requests waiting for their answer, by nonce.
+    private var waiting: [UInt64: (deadline: USec, handler: (LinkMessage?) -> Void)] = [:]
+
+    static let answerTimeoutUSec: USec = 2_000_000
+
+    init(keyFile: String, listen: SocketAddress, clock: @escaping () -> USec, logger: Logger) throws {
+        let key: PairKey
+        do { key = try PairKey.load(path: keyFile) } catch { throw StartupError("KeyFile=\(keyFile): \(error)") }
+        sealer = FrameSealer(key: key)
+        opener = FrameOpener(key: key)
+        socket = try UDPSocket(bind: listen)
+        self.clock = clock
+        self.logger = logger
+    }
+
+    var boundAddress: String { socket.local.description }
+
+    func send(_ message: LinkMessage, to address: SocketAddress) {
+        socket.send(sealer.seal(message, now: clock()), to: address)
+    }
+
+    /// Sends `message` and calls `done` with the answer, or nil after the timeout.
+    func ask(_ make: (UInt64) -> LinkMessage, to address: SocketAddress, done: @escaping (LinkMessage?) -> Void) {
+        let nonce = UInt64.random(in: 1...UInt64.max)
+        waiting[nonce] = (clock() + Self.answerTimeoutUSec, done)
+        send(make(nonce), to: address)
+    }
+
+    /// Reads every frame waiting on the socket: answers go to their requests, other messages to
+    /// `deliver`; frames that do not open are counted and logged.
+    func drain(_ deliver: (LinkMessage, SocketAddress) -> Void) {
+        while let (bytes, from) = socket.receive() {
+            switch opener.open(bytes, now: clock()) {
+            case .failure(let why):
+                count(why)
+                logger.warning("pair frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
+            case .success(let m):
+                switch m {
+                case .probeReply(let nonce, _), .pairReply(let nonce, _, _, _), .unpairReply(let nonce):
+                    waiting.removeValue(forKey: nonce)?.handler(m)
+                default:
+                    deliver(m, from)
+                }
+            }
+        }
+    }
+
+    /// Gives up on the requests whose answer is overdue.
+    func expireRequests() {
+        let t = clock()
+        for (nonce, w) in waiting where t >= w.deadline {
+            waiting[nonce] = nil
+            w.handler(nil)
+        }
+    }
+
+    func count(_ rejection: FrameRejection) { rejected[rejection, default: 0] += 1 }
+}
