@@ -39,7 +39,9 @@ let package = Package(
             "TandemSystemd", "TandemPeer", "TandemPair", "TandemCore", .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .target(name: "TandemSimulation", dependencies: ["TandemPair", "TandemCore"]),
+        .target(name: "TandemSimulation", dependencies: [
+            "TandemPair", "TandemCore", "TandemEngine", "TandemStore", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "TandemLicensing", dependencies: [
             "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
         ]),

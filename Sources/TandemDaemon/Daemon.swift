@@ -203,6 +203,14 @@ public final class Daemon {
                                                    "role": "\(host.role)"])
     }
 
+    /// The tokens network clients must present (`ClientTokenFile=`; none: no token needed).
+    static func clientTokens(_ config: DaemonConfig) throws -> [String] {
+        guard let path = config.clientTokenFile else { return [] }
+        do { return try NetworkAPI.readTokens(path: path) } catch {
+            throw StartupError("ClientTokenFile=\(path): cannot read a token from it")
+        }
+    }
+
     /// Starts the network API on the `Listen=` addresses (none: no network API).
     func startNetwork() throws {
         let addresses = try config.listen.map { raw -> ListenAddress in
@@ -210,12 +218,7 @@ public final class Daemon {
             return a
         }
         guard !addresses.isEmpty else { return }
-        var tokens: [String] = []
-        if let path = config.clientTokenFile {
-            do { tokens = try NetworkAPI.readTokens(path: path) } catch {
-                throw StartupError("ClientTokenFile=\(path): cannot read a token from it")
-            }
-        }
+        let tokens = try Self.clientTokens(config)
         let api = NetworkAPI(backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens)
         var netLogger = logger
         netLogger.logLevel = max(logger.logLevel, .notice)
@@ -227,7 +230,7 @@ public final class Daemon {
         } catch { throw StartupError("network API: \(error)") }
         network = (api, http)
         server.info.listenAddresses = http.boundAddresses
-        if let port = http.boundAddresses.first.flatMap({ $0.split(separator: ":").last }).flatMap({ Int($0) }) { pairHost?.apiPort = port }
+        if let port = http.firstPort { pairHost?.apiPort = port }
         logger.notice("network API listening", metadata: [
             "addresses": "\(http.boundAddresses.joined(separator: " "))", "tokens": "\(tokens.isEmpty ? "none" : "required")",
             "scheme": "\(http.scheme)",
@@ -377,12 +380,7 @@ public final class Daemon {
         do {
             let c = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
             let settings = try Self.loadSettings(c)
-            var tokens: [String] = []
-            if let path = c.clientTokenFile {
-                do { tokens = try NetworkAPI.readTokens(path: path) } catch {
-                    throw StartupError("ClientTokenFile=\(path): cannot read a token from it")
-                }
-            }
+            let tokens = try Self.clientTokens(c)
             if c.listen != config.listen || c.tlsCertificate != config.tlsCertificate || c.tlsKey != config.tlsKey {
                 logger.warning("Listen=, TLSCertificate= and TLSKey= changes take effect when tandemd restarts")
             }

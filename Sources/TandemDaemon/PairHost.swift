@@ -69,21 +69,16 @@ final class PairHost: PairControl {
         if let p = try store.preparedPrimary() {
             preparedFor = try? SocketAddress(resolving: p, defaultPort: PairConfig.defaultPort)
         }
-        guard let record = try store.pairRecord(), let base = try store.pairBase(serverId: engine.state.serverId) else { return }
-        let entries = try store.changes(after: base.seq, limit: Int.max)
-        let progress = record.progress
-        let node = PairNode(index: record.node, baseState: base.state, base: base.seq, baseEpoch: base.epoch, log: entries,
-                            promisedEpoch: progress.promisedEpoch, unmerged: progress.unmerged, splitBasePos: progress.splitBase,
-                            settings: settings, now: now)
+        guard let record = try engine.restorePair(settings: settings) else { return }
         do { peer = try SocketAddress(resolving: record.peerAddress, defaultPort: PairConfig.defaultPort) } catch {
             throw StartupError("stored peer address '\(record.peerAddress)': \(error)")
         }
         role = PairRole(node: record.node)
         peerAddressText = record.peerAddress
-        engine.startPair(node, peerServerId: record.peerServerId)
-        logger.notice("pair restored", metadata: ["role": "\(role)", "peer": "\(record.peerAddress)", "log_entries": "\(entries.count)",
-                                                  "epoch": "\(progress.promisedEpoch)", "partition": "\(settings.partition.description)",
-                                                  "unmerged": "\(progress.unmerged.count)"])
+        logger.notice("pair restored", metadata: ["role": "\(role)", "peer": "\(record.peerAddress)",
+                                                  "log_entries": "\(node.map { $0.log.count } ?? 0)",
+                                                  "epoch": "\(record.progress.promisedEpoch)", "partition": "\(settings.partition.description)",
+                                                  "unmerged": "\(record.progress.unmerged.count)"])
     }
 
     func attach() {

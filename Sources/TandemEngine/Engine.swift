@@ -206,6 +206,19 @@ public final class Engine {
                                       onWork: { [unowned self] in onWork?() })
     }
 
+    /// Starts paired operation with the pair stored in the store, if one was formed (after a
+    /// restart). Returns its record.
+    @discardableResult
+    public func restorePair(settings: PairSettings) throws -> PairRecord? {
+        guard let record = try store.pairRecord(), let base = try store.pairBase(serverId: state.serverId) else { return nil }
+        let progress = record.progress
+        let node = PairNode(index: record.node, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
+                            log: try store.changes(after: base.seq, limit: Int.max), promisedEpoch: progress.promisedEpoch,
+                            unmerged: progress.unmerged, splitBasePos: progress.splitBase, settings: settings, now: clock())
+        startPair(node, peerServerId: record.peerServerId)
+        return record
+    }
+
     /// Leaves paired operation, keeping the pair's state as this server's own.
     public func stopPair() {
         guard let pair else { return }

@@ -49,6 +49,7 @@ public final class HTTPServer: @unchecked Sendable {
     let logger: Logger
     private let lock = NSLock()
     private var bound: [String] = []
+    private var ports: [Int] = []
     private var failure: String?
     private var group: ServiceGroup?
     private var running: Task<Void, Never>?
@@ -79,6 +80,9 @@ public final class HTTPServer: @unchecked Sendable {
         lock.withLock { bound }
     }
 
+    /// The port of the first address bound (what the pair's peer tells clients to use here).
+    public var firstPort: Int? { lock.withLock { ports.first } }
+
     /// Starts listening on every address; returns once all are bound or one failed (tandemd
     /// reports READY=1 only with its network API up).
     public func start(timeout: TimeInterval = 10) throws {
@@ -96,7 +100,10 @@ public final class HTTPServer: @unchecked Sendable {
                         let ip = a.ipAddress ?? address.host
                         return ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
                     } ?? address.description
-                    lock.withLock { bound.append(local) }
+                    lock.withLock {
+                        bound.append(local)
+                        ports.append(channel.localAddress?.port ?? address.port)
+                    }
                     started.signal()
                 },
                 logger: logger))

@@ -1,21 +1,7 @@
+import Foundation
 import TandemCore
 import TandemPair
 
-/// A small deterministic random generator (SplitMix64): the same seed replays exactly.
-public struct SimRandom {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    public mutating func below(_ n: UInt64) -> UInt64 { n == 0 ? 0 : next() % n }
-    public mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
-    public mutating func range(_ lo: UInt64, _ hi: UInt64) -> UInt64 { lo + below(hi - lo + 1) }
-}
 
 public struct SimConfig: Sendable {
     public var seed: UInt64
@@ -39,6 +25,9 @@ public struct SimConfig: Sendable {
     public var partition: PartitionMode?
     /// Print every event with both nodes' modes and log positions (debugging a seed).
     public var trace = false
+    /// Drive whole engines (`Engine` over a SQLite store, commits in batches, a crash losing what
+    /// was not committed, a restart restoring the pair from the store) instead of bare nodes.
+    public var engine = false
     public init(seed: UInt64) { self.seed = seed }
 }
 
@@ -115,7 +104,14 @@ public final class Simulation {
     var now: USec = 0
     var queue: [(time: USec, order: UInt64, event: Event)] = []
     var order: UInt64 = 0
-    var nodes: [PairNode]
+    /// The nodes as pure state machines, or (`SimConfig.engine`) as engines over stores.
+    var pure: [PairNode]
+    var engines: [EngineNode]?
+    var storeDir: String?
+    /// The nodes' protocol state (read by the invariants).
+    var nodes: [PairNode] { engines.map { $0.map(\.node) } ?? pure }
+    /// An engine could not start or commit: the run fails with it.
+    var engineFailure: String?
     var witness: PairWitness
     var clocks: [Entity: Clock] = [:]
     var down: Set<Entity> = []
@@ -148,59 +144,6 @@ public final class Simulation {
     var inStepAtReply: [Int: Bool] = [:]
     var withWitness: Bool { cfg.settings.partition == .witness }
 
-    /// Every grant and release a node's log ever held, by sequence number. Entries are indexed
-    /// after every event; a node compacts only in its tick, after its index was updated, so
-    /// compacted entries were indexed. A truncation or a snapshot (the node's `truncations`
-    /// count) drops what was indexed past the base the node had at the last update.
-    struct LogIndex {
-        var lastSeq: UInt64 = 0
-        var base: UInt64 = 0
-        var truncations = 0
-        var granted: [String: UInt64] = [:]
-        var ended: [String: UInt64] = [:]
-        var rebuilt = false
-        /// Without a witness, entries cut from a log are kept as unmerged and merged later
-        /// (possibly as nothing, when their effect is already there): the index remembers every
-        /// grant and release a log or an unmerged list ever held.
-        var forget = true
-        var count: UInt64 { lastSeq }
-        /// Returns true when a snapshot moved the node's base past what was indexed: the
-        /// history up to it is then the sender's (`absorb`).
-        @discardableResult
-        mutating func update(_ node: PairNode) -> Bool {
-            var jumped = false
-            if node.truncations != truncations {
-                truncations = node.truncations
-                if forget {
-                    granted = granted.filter { $0.value <= base }
-                    ended = ended.filter { $0.value <= base }
-                }
-                lastSeq = min(lastSeq, base)
-                rebuilt = true
-                jumped = node.logBase > base
-            }
-            for e in node.entries(from: max(lastSeq, node.logBase) + 1, through: node.lastSeq) {
-                switch e.change {
-                case .leaseGranted(let l): granted[l.id] = e.seq
-                case .leaseReleased(let id), .leaseExpired(let id): ended[id] = e.seq
-                default: break
-                }
-            }
-            for e in node.unmerged {
-                if case .leaseGranted(let l) = e.change, granted[l.id] == nil { granted[l.id] = e.seq }
-                if case .leaseReleased(let id) = e.change, ended[id] == nil { ended[id] = e.seq }
-            }
-            lastSeq = node.lastSeq
-            base = node.logBase
-            return jumped
-        }
-
-        /// Takes over the other node's history through `seq` (the snapshot this node installed).
-        mutating func absorb(_ other: LogIndex, through seq: UInt64) {
-            for (id, at) in other.granted where at <= seq && granted[id] == nil { granted[id] = at }
-            for (id, at) in other.ended where at <= seq && ended[id] == nil { ended[id] = at }
-        }
-    }
 
     func updateIndex(_ i: Int) {
         if logIndex[i].update(nodes[i]) { logIndex[i].absorb(logIndex[1 - i], through: nodes[i].logBase) }
@@ -234,8 +177,8 @@ public final class Simulation {
             settings.compactRetain = cfg.seed / 24 % 30 + 3
             settings.snapshotChunk = Int(cfg.seed / 5 % 4) + 1
         }
-        nodes = (0..<2).map { PairNode(index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
-                                       promisedEpoch: baseEpoch, settings: settings, now: 0) }
+        pure = (0..<2).map { PairNode(index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
+                                      promisedEpoch: baseEpoch, settings: settings, now: 0) }
         witness = PairWitness(leaseUSec: cfg.settings.witnessLeaseUSec, now: 0)
         clients = Array(repeating: Client(), count: cfg.clients)
         result = SimResult(seed: cfg.seed)
@@ -247,8 +190,18 @@ public final class Simulation {
             let ppm = Int64(rng.below(UInt64(2 * cfg.driftPPM + 1))) - cfg.driftPPM
             clocks[e] = Clock(offset: off + Int64(cfg.maxClockOffsetUSec) * 2, ppm: ppm) // keep local times positive
         }
+        if cfg.engine {
+            do {
+                let dir = try Self.makeStoreDir()
+                storeDir = dir
+                engines = try (0..<2).map { i in
+                    try EngineNode(index: i, dir: dir, initial: initial, base: base, baseEpoch: baseEpoch, settings: settings,
+                                   clock: { [unowned self] in local(.node(i)) })
+                }
+            } catch { engineFailure = "cannot start the engines: \(error)" }
+        }
         for i in 0..<2 {
-            nodes[i].restart(now: local(.node(i)))
+            if engines == nil { pure[i].restart(now: local(.node(i))) }
             schedule(rng.range(1, 100_000), .nodeTick(i))
         }
         witness.restart(now: local(.witness))
@@ -258,6 +211,38 @@ public final class Simulation {
     }
 
     func local(_ e: Entity) -> USec { clocks[e]!.local(now) }
+
+    deinit {
+        if let storeDir { try? FileManager.default.removeItem(atPath: storeDir) }
+    }
+
+    /// Engine mode: the stores live in memory-backed storage when there is some (their
+    /// durability is the simulation's crash model, not the disk's).
+    static func makeStoreDir() throws -> String {
+        let parent = FileManager.default.isWritableFile(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
+        var template = Array((parent + "/tandem-sim-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw EngineNodeError("mkdtemp in \(parent) failed") }
+        return String(cString: made)
+    }
+
+    /// Engine mode: after an event, the engine commits (most of the time: now and then the
+    /// changes wait for the next event's commit, as a batch does in tandemd, and a crash loses
+    /// them), and what it released goes out.
+    func settle(_ i: Int) {
+        guard let en = engines?[i], let engine = en.engine else { return }
+        if rng.chance(0.8) {
+            do { try engine.flush() } catch { engineFailure = "node \(i): commit failed: \(error)" }
+        }
+        let out = en.effects
+        en.effects = []
+        apply(out, from: i)
+    }
+
+    /// A node crashes (engine mode: its engine goes, with whatever it had not committed).
+    func crash(_ i: Int) {
+        down.insert(.node(i))
+        engines?[i].crash()
+    }
 
     func schedule(_ delay: USec, _ event: Event) {
         order += 1
@@ -331,254 +316,6 @@ public final class Simulation {
         }
     }
 
-    // MARK: - Clients
-
-    func clientSend(_ j: Int, _ command: ClientCommand) {
-        nextRef += 1
-        let ref = nextRef
-        refs[ref] = (j, command, local(.client(j)))
-        // A client that asks to release a lease has stopped using its seats.
-        if case .release(let id) = command { held[id] = nil }
-        clients[j].attempt += 1
-        let attempt = clients[j].attempt
-        send(from: .client(j), to: .node(clients[j].target), .request(ref: ref, command))
-        schedule(1_500_000, .clientTimeout(j, attempt: attempt))
-    }
-
-    func clientTick(_ j: Int) {
-        let t = local(.client(j))
-        var c = clients[j]
-        switch c.phase {
-        case .idle:
-            if faultsOn && rng.chance(0.6) {
-                c.requests += 1
-                let count = UInt32(rng.range(1, 2))
-                let ttl = rng.range(6_000_000, 12_000_000)
-                c.count = count
-                c.ttl = ttl
-                c.phase = .acquiring(requestId: "c\(j)-r\(c.requests)", count: count, ttl: ttl, sentLocal: t)
-                clients[j] = c
-                clientSend(j, .acquire(feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: "c\(j)-r\(c.requests)"))
-            }
-        case .holding:
-            if t >= c.deadlineLocal {
-                // Out of time: stop using the seat.
-                if let id = c.leaseId { held[id] = nil }
-                c.phase = .idle
-                c.leaseId = nil
-                clients[j] = c
-            } else if !faultsOn || rng.chance(0.15) {
-                c.phase = .releasing
-                clients[j] = c
-                if let id = c.leaseId {
-                    held[id] = nil // the client stops using the seat as it asks to release it
-                    clientSend(j, .release(leaseId: id))
-                }
-            } else if t >= c.nextRenewLocal {
-                c.phase = .renewing(sentLocal: t)
-                clients[j] = c
-                if let id = c.leaseId { clientSend(j, .renew(leaseId: id)) }
-            }
-        default:
-            break
-        }
-        schedule(rng.range(300_000, 900_000), .clientTick(j))
-    }
-
-    func clientRetry(_ j: Int, switchNode: Bool) {
-        if switchNode { clients[j].target = 1 - clients[j].target }
-        let c = clients[j]
-        switch c.phase {
-        case .acquiring(let requestId, let count, let ttl, _):
-            clients[j].phase = .acquiring(requestId: requestId, count: count, ttl: ttl, sentLocal: local(.client(j)))
-            clientSend(j, .acquire(feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: requestId))
-        case .renewing:
-            if local(.client(j)) >= c.deadlineLocal {
-                if let id = c.leaseId { held[id] = nil }
-                clients[j].phase = .idle
-                clients[j].leaseId = nil
-            } else if let id = c.leaseId {
-                clients[j].phase = .renewing(sentLocal: local(.client(j)))
-                clientSend(j, .renew(leaseId: id))
-            }
-        case .releasing:
-            if let id = c.leaseId { clientSend(j, .release(leaseId: id)) }
-        default:
-            break
-        }
-    }
-
-    func clientReceive(_ j: Int, ref: Int, _ reply: SimReply) -> String? {
-        guard let r = refs[ref] else { return nil }
-        var c = clients[j]
-        let margin = 0.8
-        switch (c.phase, reply) {
-        case (.acquiring(let requestId, _, let ttl, _), .granted(let id, _)):
-            guard case .acquire(_, _, _, _, let rid) = r.command, rid == requestId else { return nil }
-            c.phase = .holding
-            c.leaseId = id
-            c.deadlineLocal = r.sentLocal + USec(Double(ttl) * margin)
-            c.nextRenewLocal = r.sentLocal + ttl / 3
-            c.attempt += 1
-        case (.acquiring, .refused(.insufficientSeats, _)):
-            c.phase = .idle
-            c.attempt += 1
-        case (.renewing, .renewed(let id, _)):
-            guard id == c.leaseId else { return nil }
-            c.phase = .holding
-            c.deadlineLocal = max(c.deadlineLocal, r.sentLocal + USec(Double(c.ttl) * margin))
-            c.nextRenewLocal = r.sentLocal + c.ttl / 3
-            c.attempt += 1
-        case (.renewing, .refused(.leaseNotFound, let why)):
-            // The pair says our lease is gone while we still hold it by our own reckoning:
-            // an acknowledged grant was lost (or expired early). Without a witness, a node cut
-            // off from the one that granted it does not know it until the pair is back in step.
-            if case .renew(let id) = r.command, id == c.leaseId, local(.client(j)) < c.deadlineLocal,
-               withWitness || inStepAtReply[ref] == true {
-                return "client \(j): lease \(id) unknown to the serving node before its deadline (\(why))"
-            }
-            if let id = c.leaseId { held[id] = nil }
-            c.phase = .idle
-            c.leaseId = nil
-            c.attempt += 1
-        case (.releasing, .released), (.releasing, .refused(.leaseNotFound, _)):
-            c.phase = .idle
-            c.leaseId = nil
-            c.attempt += 1
-        case (_, .notServing(let leader)):
-            clients[j] = c
-            if case .idle = c.phase { return nil }
-            if case .holding = c.phase { return nil }
-            clients[j].target = leader ?? (1 - c.target)
-            clientRetry(j, switchNode: false)
-            return nil
-        default:
-            return nil
-        }
-        clients[j] = c
-        return nil
-    }
-
-    // MARK: - Faults
-
-    func injectFault() {
-        result.faults += 1
-        switch rng.below(6) {
-        case 0, 1:
-            let i = Int(rng.below(2))
-            if !down.contains(.node(i)) {
-                down.insert(.node(i))
-                schedule(rng.range(1_000_000, 12_000_000), .restart(.node(i)))
-            }
-        case 2:
-            if !down.contains(.witness) {
-                down.insert(.witness)
-                schedule(rng.range(1_000_000, 8_000_000), .restart(.witness))
-            }
-        case 3:
-            // Cut both ways between the nodes.
-            cut.insert([.node(0), .node(1)])
-            cut.insert([.node(1), .node(0)])
-            schedule(rng.range(2_000_000, 10_000_000), .heal(.node(0), .node(1)))
-        case 4:
-            // One-way cut, between the nodes or between a node and the witness.
-            let a: Entity = .node(Int(rng.below(2)))
-            let b: Entity = rng.chance(0.5) ? .witness : (a == .node(0) ? .node(1) : .node(0))
-            if rng.chance(0.5) { cut.insert([a, b]) } else { cut.insert([b, a]) }
-            schedule(rng.range(2_000_000, 10_000_000), .heal(a, b))
-        default:
-            // Isolate a node from everyone.
-            let a: Entity = .node(Int(rng.below(2)))
-            for b in [Entity.node(0), .node(1), .witness] where b != a {
-                cut.insert([a, b])
-                cut.insert([b, a])
-            }
-            schedule(rng.range(2_000_000, 10_000_000), .heal(a, .witness))
-            schedule(rng.range(2_000_000, 10_000_000), .heal(a, a == .node(0) ? .node(1) : .node(0)))
-        }
-        if faultsOn {
-            schedule(rng.range(cfg.meanFaultIntervalUSec / 2, cfg.meanFaultIntervalUSec * 3 / 2), .fault)
-        }
-    }
-
-    // MARK: - Invariants
-
-    func checkInvariants() -> String? {
-        // One serving node per epoch; at most one node able to grant at any moment.
-        var serving: [Int] = []
-        for i in 0..<2 where !down.contains(.node(i)) {
-            if let e = nodes[i].servingEpoch {
-                if let other = epochLeader[e], other != i { return "epoch \(e) served by nodes \(other) and \(i)" }
-                if epochLeader[e] == nil {
-                    epochLeader[e] = i
-                    result.leaderChanges += 1
-                }
-            }
-            if nodes[i].isServing(now: local(.node(i))) { serving.append(i) }
-            // Without compaction both logs reach back to the common base, so the follower can
-            // always be caught up from the log: never pair-not-synced.
-            if !compacting, nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced { return "node \(i) reports pair-not-synced" }
-        }
-        if serving.count > 1, withWitness { return "both nodes serving at once (epochs \(nodes[0].servingEpoch ?? 0), \(nodes[1].servingEpoch ?? 0))" }
-        // Seats held by clients never exceed seats owned.
-        var inUse: UInt64 = 0
-        for h in held.values where h.untilGlobal > now { inUse += UInt64(h.count) }
-        if inUse > UInt64(cfg.seats), cfg.settings.partition != .takeover {
-            let holding = held.filter { $0.value.untilGlobal > now }.keys.sorted()
-            return "over-allocation: clients hold \(inUse) seats of \(cfg.seats): \(holding); node leases: \(nodes.map { $0.state.leases.keys.sorted() })"
-        }
-        // Each node's own accounting keeps the core's invariants (a takeover heal may leave
-        // more in use than there are seats, by design).
-        // Checked when a node's seats moved (licenses do not run out here, so time alone
-        // changes no account): a check on every event would triple the simulation's time.
-        for i in 0..<2 where !down.contains(.node(i)) {
-            let n = nodes[i]
-            let mark = AccountingMark(leases: n.state.leases.count, reservations: n.state.reservations.count,
-                                      inUse: n.state.totalInUse, available: n.state.available("cad", for: nil, at: 0))
-            guard mark != accountingChecked[i] else { continue }
-            accountingChecked[i] = mark
-            let faults = n.state.seatAccountingFaults(at: local(.node(i)), overcommitted: !withWitness)
-            if let f = faults.first { return "node \(i): seat accounting: \(f)" }
-        }
-        // No acknowledged change lost: every answered grant and release is in some node's log.
-        for i in 0..<2 { updateIndex(i) }
-        // Only the entries added since the last check can be new; a truncation rebuilds the index.
-        if ackedGrants.count != checkedGrants || logIndex[0].count < lastCounts.0 || logIndex[1].count < lastCounts.1 || logIndex[0].rebuilt || logIndex[1].rebuilt {
-            let missing = ackedGrants.filter { logIndex[0].granted[$0] == nil && logIndex[1].granted[$0] == nil }
-            if let id = missing.sorted().first { return "acknowledged grant \(id) is in no node's log" }
-            let missingEnd = ackedReleases.filter { logIndex[0].ended[$0] == nil && logIndex[1].ended[$0] == nil }
-            if let id = missingEnd.sorted().first { return "acknowledged release \(id) is in no node's log" }
-            checkedGrants = ackedGrants.count
-            logIndex[0].rebuilt = false
-            logIndex[1].rebuilt = false
-        } else if ackedReleases.count != checkedReleases {
-            let missingEnd = ackedReleases.filter { logIndex[0].ended[$0] == nil && logIndex[1].ended[$0] == nil }
-            if let id = missingEnd.sorted().first { return "acknowledged release \(id) is in no node's log" }
-        }
-        checkedReleases = ackedReleases.count
-        lastCounts = (logIndex[0].count, logIndex[1].count)
-        return nil
-    }
-
-    /// Both nodes up, linked, paired-and-available at the same log end, nothing left to merge.
-    func pairInStep() -> Bool {
-        guard !down.contains(.node(0)), !down.contains(.node(1)), !cut.contains([.node(0), .node(1)]), !cut.contains([.node(1), .node(0)]) else { return false }
-        let a = nodes[0], b = nodes[1]
-        return a.unmerged.isEmpty && b.unmerged.isEmpty && a.lastSeq == b.lastSeq && a.lastEpoch == b.lastEpoch
-            && a.pairStatus(now: local(.node(0))) == .pairedAndAvailable && b.pairStatus(now: local(.node(1))) == .pairedAndAvailable
-    }
-
-    func converged() -> Bool {
-        guard down.isEmpty, cut.isEmpty else { return false }
-        let a = nodes[0], b = nodes[1]
-        guard a.unmerged.isEmpty, b.unmerged.isEmpty else { return false }
-        guard a.lastSeq == b.lastSeq, a.lastEpoch == b.lastEpoch, a.state.licenses == b.state.licenses,
-              a.state.leases == b.state.leases, a.state.reservations == b.state.reservations, a.state.epoch == b.state.epoch else { return false }
-        return a.pairStatus(now: local(.node(0))) == .pairedAndAvailable
-            && b.pairStatus(now: local(.node(1))) == .pairedAndAvailable
-            && (a.isServing(now: local(.node(0))) || b.isServing(now: local(.node(1))))
-    }
-
     // MARK: - Run
 
     public func run() -> SimResult {
@@ -599,10 +336,20 @@ public final class Simulation {
                 switch (to, payload) {
                 case (.node(let i), .pair(let m)):
                     let src: Peer = from == .witness ? .witness : .node(1 - i)
-                    apply(nodes[i].receive(from: src, m, now: local(.node(i))), from: i)
+                    if let en = engines?[i] {
+                        en.engine?.pairReceive(from: src, m)
+                        settle(i)
+                    } else {
+                        apply(pure[i].receive(from: src, m, now: local(.node(i))), from: i)
+                    }
                 case (.node(let i), .request(let ref, let cmd)):
                     leaseCounter += 1
-                    apply(nodes[i].request(ref: ref, cmd, now: local(.node(i)), newLeaseId: "lease-\(leaseCounter)"), from: i)
+                    if let en = engines?[i] {
+                        en.request(ref: ref, cmd, newLeaseId: "lease-\(leaseCounter)")
+                        settle(i)
+                    } else {
+                        apply(pure[i].request(ref: ref, cmd, now: local(.node(i)), newLeaseId: "lease-\(leaseCounter)"), from: i)
+                    }
                 case (.witness, .pair(let m)):
                     guard case .node(let i) = from else { break }
                     for (n, reply) in witness.receive(from: i, m, now: local(.witness)) {
@@ -618,14 +365,25 @@ public final class Simulation {
                 }
             case .nodeTick(let i):
                 if !down.contains(.node(i)) {
-                    apply(nodes[i].tick(now: local(.node(i))), from: i)
-                    if compacting {
-                        // Compaction after the index saw every entry; an operator answers
-                        // pair-not-synced with Sync now and then.
+                    if let en = engines?[i], let engine = en.engine {
+                        // The engine's tick compacts too: the index sees every entry first (what
+                        // the tick appends is not acknowledged yet, so it cannot be compacted).
                         updateIndex(i)
-                        nodes[i].compactIfLong()
-                        if nodes[i].pairStatus(now: local(.node(i))) == .pairNotSynced, rng.chance(0.3) {
-                            apply(nodes[i].sync(), from: i)
+                        engine.tick()
+                        if compacting, en.node.pairStatus(now: local(.node(i))) == .pairNotSynced, rng.chance(0.3) {
+                            _ = engine.pairSync()
+                        }
+                        settle(i)
+                    } else {
+                        apply(pure[i].tick(now: local(.node(i))), from: i)
+                        if compacting {
+                            // Compaction after the index saw every entry; an operator answers
+                            // pair-not-synced with Sync now and then.
+                            updateIndex(i)
+                            pure[i].compactIfLong()
+                            if pure[i].pairStatus(now: local(.node(i))) == .pairNotSynced, rng.chance(0.3) {
+                                apply(pure[i].sync(), from: i)
+                            }
                         }
                     }
                 }
@@ -639,7 +397,14 @@ public final class Simulation {
             case .restart(let e):
                 down.remove(e)
                 switch e {
-                case .node(let i): nodes[i].restart(now: local(e))
+                case .node(let i):
+                    if let en = engines?[i] {
+                        // A restart of a node that runs (a second restart event) is a crash first.
+                        en.crash()
+                        do { try en.open() } catch { engineFailure = "node \(i) did not restart from its store: \(error)" }
+                    } else {
+                        pure[i].restart(now: local(e))
+                    }
                 case .witness: witness.restart(now: local(e))
                 default: break
                 }
@@ -652,7 +417,7 @@ public final class Simulation {
                 for e in down { schedule(rng.range(100_000, 1_000_000), .restart(e)) }
                 stopAt = now
             }
-            if let failure = checkInvariants() {
+            if let failure = engineFailure ?? checkInvariants() {
                 result.failure = failure
                 return result
             }

@@ -78,6 +78,11 @@ extension Store {
                             splitBase: try meta(PairKey.splitBase.rawValue).flatMap { UInt64($0) })
     }
 
+    /// The position of the stored base of the pair's log, if there is one.
+    func pairBaseSeq() throws -> UInt64? {
+        try meta(PairKey.base.rawValue).flatMap { $0.split(separator: " ").first.flatMap { UInt64($0) } }
+    }
+
     /// The stored base of the pair's log, with this server's own ID.
     public func pairBase(serverId: String) throws -> LogBase? {
         guard let b = try meta(PairKey.base.rawValue), let text = try meta(PairKey.baseState.rawValue) else { return nil }

@@ -52,7 +52,10 @@ public final class Store {
             throw SQLiteError(code: 0, message: "\(path): cannot set synchronous=FULL")
         }
         try migrate()
-        lastSeq = UInt64(try db.query("SELECT COALESCE(MAX(seq), 0) FROM change_log").first?.first?.int ?? 0)
+        // A pair's log may be empty after its base (just formed, a snapshot installed): the
+        // position is then the base's.
+        let logged = UInt64(try db.query("SELECT COALESCE(MAX(seq), 0) FROM change_log").first?.first?.int ?? 0)
+        lastSeq = max(logged, try pairBaseSeq() ?? 0)
     }
 
     public var schemaVersion: Int { Int((try? db.pragma("user_version")).flatMap { Int($0) } ?? 0) }

@@ -2,12 +2,13 @@ import Foundation
 import TandemPair
 import TandemSimulation
 
-// tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--verbose] [--trace]
+// tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--engine] [--verbose] [--trace]
 // Runs the deterministic pair simulation; a failing seed replays exactly with --seed.
 var from: UInt64 = 1
 var count: UInt64 = 200
 var verbose = false
 var trace = false
+var engine = false
 var partition: PartitionMode?
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
@@ -18,6 +19,7 @@ while !args.isEmpty {
     case "--seed": from = UInt64(args.removeFirst()) ?? from; count = 1; verbose = true
     case "--verbose": verbose = true
     case "--trace": trace = true
+    case "--engine": engine = true
     case "--partition":
         switch args.first {
         case "witness": partition = .witness
@@ -27,14 +29,14 @@ while !args.isEmpty {
         }
         args.removeFirst()
     default:
-        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--verbose] [--trace]\n".utf8))
+        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--engine] [--verbose] [--trace]\n".utf8))
         exit(2)
     }
 }
 var failed = 0
 let start = Date()
 for seed in from..<(from + count) {
-    let r = runSeeds(seed..<(seed + 1)) { $0.trace = trace; $0.partition = partition }.first!
+    let r = runSeeds(seed..<(seed + 1)) { $0.trace = trace; $0.partition = partition; $0.engine = engine }.first!
     if !r.passed { failed += 1 }
     if verbose || !r.passed { print(r) }
 }

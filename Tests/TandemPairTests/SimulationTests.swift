@@ -4,9 +4,9 @@ import TandemCore
 @testable import TandemPair
 @testable import TandemSimulation
 
-/// 120 seeds in 2 chunks here (debug build, in parallel with the integration tests, whose
-/// timing they should not starve); scripts/test runs 3000 more through the optimized
-/// `tandem-sim` first. A failing seed is printed and replays exactly
+/// 120 seeds in 2 chunks here, and 16 driving engines (debug build, in parallel with the
+/// integration tests, whose timing they should not starve); scripts/test runs 3000 more, and
+/// 300 driving engines, through the optimized `tandem-sim` first. A failing seed is printed and replays exactly
 /// with `tandem-sim --seed N`.
 @Suite struct PairSimulation {
     @Test(arguments: 0..<2)
@@ -15,6 +15,21 @@ import TandemCore
         for r in await onOwnThread({ runSeeds(from..<(from + 60)) }) where !r.passed {
             Issue.record("\(r) — replay with: swift run tandem-sim --seed \(r.seed)")
         }
+    }
+
+    /// The same seeds driving whole engines over SQLite stores: the engine's pair glue (appends
+    /// sent before the local commit, answers released against the store, what the node says to
+    /// store, the pair restored from the store after a crash that lost what was not committed).
+    @Test func seedsDrivingTheEngineKeepEveryInvariant() async {
+        for r in await onOwnThread({ runSeeds(1..<17) { $0.engine = true } }) where !r.passed {
+            Issue.record("\(r) — replay with: swift run tandem-sim --engine --seed \(r.seed)")
+        }
+    }
+
+    @Test func anEngineSeedReplaysExactly() async {
+        let (a, b) = await onOwnThread { (runSeeds(9..<10) { $0.engine = true }.first!, runSeeds(9..<10) { $0.engine = true }.first!) }
+        #expect(a.passed, "\(a)")
+        #expect(a.events == b.events && a.granted == b.granted && a.faults == b.faults && a.convergedAfterUSec == b.convergedAfterUSec)
     }
 
     @Test func aSeedReplaysExactly() {

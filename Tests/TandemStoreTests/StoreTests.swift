@@ -67,4 +67,24 @@ let lic = License(id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec
         try db.exec("PRAGMA user_version=99")
         #expect(throws: SQLiteError.self) { try Store(path: dir + "/t.db", logger: Logger(label: "test")) }
     }
+
+    /// A pair's log can be empty after its base (a pair just formed, a snapshot installed): a
+    /// reopened store continues from the base, not from the empty change log. (Found by the
+    /// simulation driving engines: the next append after such a restart was refused.)
+    @Test func aPairLogEmptyAfterItsBaseContinuesFromTheBaseAfterReopen() throws {
+        let dir = tempDir()
+        var base = LicenseState()
+        base.apply(.licenseActivated(lic))
+        let record = PairRecord(node: 1, peerAddress: "10.0.0.1", peerServerId: "S1", progress: PairProgress(promisedEpoch: 3))
+        do {
+            let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+            try store.formPair(record, base: LogBase(seq: 7, epoch: 3, state: base), now: 1)
+            #expect(store.lastSeq == 7)
+        }
+        let reopened = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+        #expect(reopened.lastSeq == 7)
+        #expect(try reopened.pairRecord() == record)
+        try reopened.append([LogEntry(seq: 8, epoch: 3, change: .epochStarted(epoch: 3))], now: 2)
+        #expect(try reopened.changes(after: 7).map(\.seq) == [8])
+    }
 }
