@@ -141,6 +141,8 @@ public final class BusInterface {
 
     /// The one reply path: a method return with the values, or the error.
     private static func send(_ m: OpaquePointer, _ result: Result<[BusValue], TandemError>) {
+        // A call sent with NO_REPLY_EXPECTED gets none (as sd-bus does for its own replies).
+        guard sd_bus_message_get_expect_reply(m) > 0 else { return }
         var reply: OpaquePointer?
         switch result {
         case .success(let values):

@@ -78,6 +78,9 @@ public final class LicenseManagerServer {
     public var authorizer: BusAuthorizer
     public var info: ServerInfo
     public weak var pairControl: PairControl?
+    /// Set while the daemon stops: pairing calls are refused with it (commands are refused by
+    /// the engine).
+    public var refusal: TandemError?
     let logger: Logger
     private var interfaces: [BusInterface] = []
     private var slots: [OpaquePointer?] = []

@@ -120,6 +120,7 @@ extension LicenseManagerServer {
         guard caller(call.message).isAdmin else {
             return .error(TandemError(.accessDenied, "\(call.member) needs root or membership in the admin group"))
         }
+        if let refusal { return .error(refusal) }
         guard let pc = pairControl else {
             return .error(TandemError(.pairState, "pairing needs KeyFile= in the [Pair] section of tandemd.conf"))
         }

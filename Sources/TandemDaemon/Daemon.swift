@@ -59,6 +59,8 @@ public final class Daemon {
     let propertiesTimer: EventSource
     /// Bounds how long stopping waits for answers.
     let stopTimer: EventSource
+    /// Ends the loop once stopping is done (deferred: never from inside a commit's callbacks).
+    let finishSource: EventSource
     /// How long seat-counter PropertiesChanged signals are coalesced.
     static let propertiesDelayUSec: UInt64 = 50_000
     static let pairTickUSec: UInt64 = 50_000
@@ -105,6 +107,7 @@ public final class Daemon {
             expiryTimer = try loop.timer(.realtime)
             propertiesTimer = try loop.timer(.monotonic, accuracyUSec: 0)
             stopTimer = try loop.timer(.monotonic)
+            finishSource = try loop.deferred(priority: 200)
         } catch { throw StartupError("\(error)") }
         try wire()
         try check(sd_bus_attach_event(bus, loop.event, 0), "attach bus")
@@ -175,6 +178,7 @@ public final class Daemon {
         }
         propertiesTimer.onFire = { [unowned self] in server.emitPendingPropertyChanges() }
         stopTimer.onFire = { [unowned self] in stopTimeUp() }
+        finishSource.onFire = { [unowned self] in finish() }
         engine.onCommit = { [unowned self] logged in server.didCommit(logged) }
         engine.onWork = { [unowned self] in scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
@@ -256,8 +260,10 @@ public final class Daemon {
         if stopping == nil { network?.http.cancel() }
         if let fatal { throw fatal }
         try? engine.persistCounters()
-        // Calls that reached the socket while the last iteration ran are refused, not dropped.
-        while sd_bus_process(bus, nil) > 0 {}
+        // Calls that reached the socket while the last iteration ran are refused, not dropped
+        // (a bounded number: a caller that keeps calling must not hold the exit up).
+        var drained = 0
+        while drained < 1000, sd_bus_process(bus, nil) > 0 { drained += 1 }
         sd_bus_flush(bus)
         sd_bus_release_name(bus, BusNames.service)
         sd_bus_flush_close_unref(bus)
@@ -278,6 +284,8 @@ public final class Daemon {
     /// stops the daemon at once, so that nothing unacknowledged is ever answered; systemd
     /// restarts it from the disk.
     func flushOrDie() {
+        // After a failed commit the state in memory is ahead of the disk: nothing more is written.
+        guard fatal == nil else { return }
         do { try engine.flush() } catch {
             logger.critical("fatal: cannot commit to the state database: \(error)")
             fatal = StartupError("cannot commit to the state database: \(error)")
@@ -312,7 +320,11 @@ public final class Daemon {
     }
 
     func onSignal(_ sig: Int32) {
-        if sig == SIGHUP { return reload() }
+        if sig == SIGHUP {
+            // Stopping: no reload (it would report READY=1 after STOPPING=1).
+            if stopping == nil { reload() }
+            return
+        }
         beginStopping(sig == SIGTERM ? "SIGTERM" : "SIGINT")
     }
 
@@ -327,7 +339,9 @@ public final class Daemon {
         logger.notice("stopping on signal", metadata: ["signal": "\(why)"])
         ServiceNotify.stopping(status: "Stopping")
         lastStatus = "Stopping"
-        engine.refuseNew(TandemError(.notServing, "tandemd is stopping"))
+        let refusal = TandemError(.notServing, "tandemd is stopping")
+        engine.refuseNew(refusal)
+        server.refusal = refusal
         flushOrDie()
         if let http = network?.http {
             // The server's thread only posts to the loop; the daemon is touched there.
@@ -366,10 +380,11 @@ public final class Daemon {
 
     private func finishStoppingIfDone() {
         guard let progress = stopping, progress.networkStopped, engine.isSettled else { return }
-        finish()
+        finishSource.trigger()
     }
 
     private func finish() {
+        guard fatal == nil else { return }
         flushOrDie()
         server.emitPendingPropertyChanges()
         loop.exit(0)

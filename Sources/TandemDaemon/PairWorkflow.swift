@@ -45,6 +45,8 @@ extension PairHost {
         case .success(let a): address = a
         case .failure(let e): return done(e)
         }
+        // The base is what is on disk: nothing decided may be left uncommitted beside it.
+        do { try engine.flush() } catch { return done(TandemError(.failed, "cannot commit before pairing: \(error)")) }
         let state = engine.state
         let baseSeq = engine.store.lastSeq
         let baseEpoch = state.epoch
@@ -85,6 +87,9 @@ extension PairHost {
 
     func form(index: NodeIndex, peerAddress: SocketAddress, peerText: String, peerId: String, base: LicenseState,
               baseSeq: UInt64, baseEpoch: UInt64) throws {
+        // What the standalone server decided is committed first: the pair starts from the disk.
+        try engine.flush()
+        guard !engine.hasStaged else { throw StartupError("changes are still being committed") }
         let r = PairRole(node: index)
         let record = PairRecord(node: index, peerAddress: peerText, peerServerId: peerId,
                                 progress: PairProgress(promisedEpoch: baseEpoch))

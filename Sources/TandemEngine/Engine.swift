@@ -20,6 +20,7 @@ public final class Engine {
     /// This server's own state, kept while paired for its ID and for when the pair is dissolved.
     private var ownIdentity: (serverId: String, serverIdUsed: Bool)
     private var deniedDirty = false
+    private var committing = false
     /// Tickets not answered yet (by serial), and reads waiting for every ticket before them.
     private var open: [Int: Ticket] = [:]
     /// Set while stopping: every new command is refused with it.
@@ -88,7 +89,7 @@ public final class Engine {
             let serial = nextSerial
             nextSerial += 1
             open[serial] = ticket
-            ticket.whenAnswered { [unowned self] _ in settled(serial) }
+            ticket.afterAnswer = { [unowned self] in settled(serial) }
         }
         return ticket
     }
@@ -177,8 +178,18 @@ public final class Engine {
     /// Commits what was decided in one transaction, then releases the answers waiting for it.
     /// A failure leaves the state in memory ahead of the disk: the caller must stop.
     public func flush() throws {
-        guard let written = try replication.commit(now: clock(), denied: deniedDirty ? state.denied : nil) else { return }
+        // An answer's callback may ask for a commit while one runs: it is the next one's.
+        guard !committing else { return onWork?() ?? () }
+        committing = true
+        defer { committing = false }
+        let denied = deniedDirty ? state.denied : nil
         deniedDirty = false
+        let written: [LogEntry]?
+        do { written = try replication.commit(now: clock(), denied: denied) } catch {
+            deniedDirty = denied != nil
+            throw error
+        }
+        guard let written else { return }
         commitCount += 1
         committedChanges += written.count
         if !written.isEmpty { onCommit?(written) }
@@ -200,6 +211,9 @@ public final class Engine {
     /// Starts paired operation with `node` (restored from the store or just formed).
     public func startPair(_ node: PairNode, peerServerId: String) {
         ownIdentity = (state.serverId, state.serverIdUsed)
+        // Pairing replaces the state; a command the standalone server decided but did not commit
+        // is refused (PairHost commits before it pairs, so this is a guard, not a path).
+        abandonUnanswered(TandemError(.pairState, "the server was paired before this change was committed"))
         replication = PairReplication(node: node, peerServerId: peerServerId, store: store,
                                       describeNode: { [unowned self] in describeNode($0) },
                                       send: { [unowned self] in onSend?($0, $1) },

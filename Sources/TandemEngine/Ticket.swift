@@ -10,6 +10,9 @@ public final class Ticket {
     /// The final answer, once known.
     public private(set) var answer: Result<Outcome, TandemError>?
     private var waiting: [(Result<Outcome, TandemError>) -> Void] = []
+    /// The engine's own bookkeeping, run after the callers' callbacks (so that a caller's reply
+    /// goes out before the replies of reads that waited for it).
+    var afterAnswer: (() -> Void)?
 
     init(decision: Result<Outcome, TandemError>) {
         self.decision = decision
@@ -27,6 +30,9 @@ public final class Ticket {
         let callbacks = waiting
         waiting = []
         for body in callbacks { body(result) }
+        let after = afterAnswer
+        afterAnswer = nil
+        after?()
     }
 
     func finish() {

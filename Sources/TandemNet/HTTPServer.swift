@@ -42,7 +42,7 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Runs the network API on one or more addresses, on SwiftNIO's threads: one service group
-/// holds an application per address, so that they start, fail and stop together.
+/// runs an application per address (`Listeners`), so that they start, fail and stop together.
 public final class HTTPServer: @unchecked Sendable {
     let api: NetworkAPI
     let addresses: [ListenAddress]
@@ -108,7 +108,7 @@ public final class HTTPServer: @unchecked Sendable {
                 },
                 logger: logger))
         }
-        let group = ServiceGroup(configuration: .init(services: apps, gracefulShutdownSignals: [], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: [Listeners(apps: apps)], gracefulShutdownSignals: [], logger: logger))
         self.group = group
         running = Task.detached { [self] in
             do {
@@ -142,6 +142,19 @@ public final class HTTPServer: @unchecked Sendable {
     /// Closes the connections still open (after `stop`, when their requests took too long).
     public func cancel() {
         running?.cancel()
+    }
+}
+
+/// The applications of every address as one service: they run side by side, and a graceful
+/// shutdown reaches them all at once (a service group would stop its services one by one).
+struct Listeners: Service {
+    let apps: [any Service]
+
+    func run() async throws {
+        // The graceful shutdown is a task-local of the group's: every child task sees it.
+        try await withThrowingDiscardingTaskGroup { group in
+            for app in apps { group.addTask { try await app.run() } }
+        }
     }
 }
 

@@ -103,21 +103,24 @@ extension Store {
     /// position is dropped and the state there kept as the log's base, in the same transaction.
     public func append(_ entries: some Collection<LogEntry>, now: USec, progress: PairProgress? = nil,
                        denied: [String: UInt64]? = nil, compactTo: LogBase? = nil) throws {
+        // The position moves only once the transaction is durable.
+        var seq = lastSeq
         try db.transaction {
             if let c = compactTo {
                 try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(c.seq)))
                 try writeBase(c)
-                lastSeq = max(lastSeq, c.seq)
+                seq = max(seq, c.seq)
             }
             for e in entries {
-                precondition(e.seq == lastSeq + 1, "pair log entries must follow the stored log")
+                precondition(e.seq == seq + 1, "pair log entries must follow the stored log")
                 try write(e.change)
                 try insertLog(e, now: now)
-                lastSeq = e.seq
+                seq = e.seq
             }
             if let progress { try writeProgress(progress) }
             if let denied { try writeDenied(denied) }
         }
+        lastSeq = seq
     }
 
     /// Replaces the stored state and the log after `base` (a truncated pair log, a snapshot
@@ -128,6 +131,7 @@ extension Store {
             try replaceState(state, base: base, log: log, now: now, progress: progress)
             if let denied { try writeDenied(denied) }
         }
+        lastSeq = log.reversed().first?.seq ?? base.seq
     }
 
     /// Forms a pair: the state becomes `base` with an empty log, and the record is stored.
@@ -138,6 +142,7 @@ extension Store {
             try setMeta(PairKey.peerAddress.rawValue, record.peerAddress)
             try setMeta(PairKey.peerServerId.rawValue, record.peerServerId)
         }
+        lastSeq = base.seq
     }
 
     /// Drops the pair's record and log base (the pair was dissolved); the state stays.
@@ -156,7 +161,6 @@ extension Store {
         for e in log { try insertLog(e, now: now) }
         try writeBase(base)
         try writeProgress(progress)
-        lastSeq = log.reversed().first?.seq ?? base.seq
     }
 
     private func writeBase(_ base: LogBase) throws {

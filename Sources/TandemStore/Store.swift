@@ -117,7 +117,7 @@ public final class Store {
     /// Returns the log entries written.
     @discardableResult
     public func commit(_ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil) throws -> [LogEntry] {
-        try db.transaction {
+        let logged = try db.transaction {
             var logged: [LogEntry] = []
             var seq = lastSeq
             for change in changes {
@@ -128,9 +128,11 @@ public final class Store {
                 logged.append(entry)
             }
             if let denied { try writeDenied(denied) }
-            lastSeq = seq
             return logged
         }
+        // Only once the transaction is durable: a failed one leaves the position where it was.
+        if let last = logged.last { lastSeq = last.seq }
+        return logged
     }
 
     func insertLog(_ entry: LogEntry, now: USec) throws {
