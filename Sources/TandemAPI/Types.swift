@@ -13,8 +13,10 @@ public struct ServerStatus: Codable, Sendable, Equatable {
     public var epoch: UInt64
     public var peerAddress: String?
     public var peerServerId: String?
-    public init(serverId: String, version: String, role: String, pairStatus: String, serving: Bool, epoch: UInt64,
-                peerAddress: String? = nil, peerServerId: String? = nil) {
+    public init(
+        serverId: String, version: String, role: String, pairStatus: String, serving: Bool, epoch: UInt64,
+        peerAddress: String? = nil, peerServerId: String? = nil
+    ) {
         self.serverId = serverId
         self.version = version
         self.role = role
@@ -54,8 +56,10 @@ public struct LeaseView: Codable, Sendable, Equatable {
     public var ttlSec: UInt64
     public var serverId: String
 
-    public init(leaseId: String, feature: String, client: String, count: UInt32, acquiredAt: String, expiresAt: String,
-                expiresUsec: UInt64, ttlSec: UInt64, serverId: String) {
+    public init(
+        leaseId: String, feature: String, client: String, count: UInt32, acquiredAt: String, expiresAt: String,
+        expiresUsec: UInt64, ttlSec: UInt64, serverId: String
+    ) {
         self.leaseId = leaseId
         self.feature = feature
         self.client = client

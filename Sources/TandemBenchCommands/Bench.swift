@@ -18,11 +18,15 @@ public struct TandemBench: ParsableCommand {
 
     @Option(help: "Seconds per measurement.") var seconds: Double = 3
     @Option(help: "Concurrent clients for the parallel run.") var clients: Int = 8
-    @Option(help: "Directory on the disk to measure (state and the raw SQLite baseline go here).") var dir: String = "/var/tmp"
+    @Option(help: "Directory on the disk to measure (state and the raw SQLite baseline go here).") var dir: String =
+        "/var/tmp"
     @Option(help: "Directory holding tandemd (default: next to tandem-bench).") var binDir: String?
     @Option(help: "Concurrent HTTP clients (connections) for the network run; needs wrk.") var httpClients: Int = 16
 
-    @Flag(help: "Measure the pair instead: failover time after kill -9 of the serving node, and paired Acquire+Release throughput against the same node standalone.")
+    @Flag(
+        help:
+            "Measure the pair instead: failover time after kill -9 of the serving node, and paired Acquire+Release throughput against the same node standalone."
+    )
     var pair = false
     @Option(help: "Failovers to measure with --pair.") var runs: Int = 20
 
@@ -31,7 +35,8 @@ public struct TandemBench: ParsableCommand {
         let work = dir + "/tandem-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: work + "/keys", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let bins = binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let bins =
+            binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
 
         // Baseline 1: raw single-row synchronous=FULL commits on the same disk.
         let raw = try rawCommitRate(path: work + "/raw.db", seconds: seconds)
@@ -42,7 +47,8 @@ public struct TandemBench: ParsableCommand {
         defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
         let key = VendorPrivateKey()
         try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
-        try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n".write(toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n".write(
+            toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
         let daemon = try Self.startTandemd(bins: bins, dir: work, address: address)
         var stopped = false
         defer { if !stopped { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() } }
@@ -55,8 +61,10 @@ public struct TandemBench: ParsableCommand {
         }
         guard up else { throw CLIFailure("tandemd did not start") }
         let sid = try admin.get(.serverId).stringValue ?? ""
-        let doc = try key.sign(LicenseDocument(id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
-                                               issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
+        let doc = try key.sign(
+            LicenseDocument(
+                id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
+                issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
         _ = try admin.call(.activateLicense, [.string(doc.text)])
 
         // Baseline 2: raw Peer.Ping round trips to the daemon on the same bus.
@@ -83,37 +91,49 @@ public struct TandemBench: ParsableCommand {
         let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
         func perPair(_ a: Double, _ b: Double, _ rate: Double) -> Double { (b - a) / (rate * seconds) * 1e6 }
         let totalMany = perPair(cpu1.0, cpu2.0, many) + perPair(cpu1.1, cpu2.1, many) + perPair(cpu1.2, cpu2.2, many)
-        let cpuLines = String(format: """
-              CPU per pair, 1 client:  tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
-              CPU per pair, %d clients: tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
-              ceiling, 1 client (a Ping round trip + a raw commit per call): %.0f/s = %.2fx raw commit rate
-              ceiling, %d clients (%.0f cores / %.0f µs of CPU per pair):     %.0f/s = %.2fx raw commit rate
+        let cpuLines = String(
+            format: """
+                  CPU per pair, 1 client:  tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
+                  CPU per pair, %d clients: tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
+                  ceiling, 1 client (a Ping round trip + a raw commit per call): %.0f/s = %.2fx raw commit rate
+                  ceiling, %d clients (%.0f cores / %.0f µs of CPU per pair):     %.0f/s = %.2fx raw commit rate
 
-            """, perPair(cpu0.0, cpu1.0, one), perPair(cpu0.1, cpu1.1, one), perPair(cpu0.2, cpu1.2, one),
+                """, perPair(cpu0.0, cpu1.0, one), perPair(cpu0.1, cpu1.1, one), perPair(cpu0.2, cpu1.2, one),
             busyPercent(cpu0.3, cpu1.3),
             clients, perPair(cpu1.0, cpu2.0, many), perPair(cpu1.1, cpu2.1, many), perPair(cpu1.2, cpu2.2, many),
             busyPercent(cpu1.3, cpu2.3),
-            ceilingOne, ceilingOne / raw, clients, cores, totalMany, cores / totalMany * 1e6, cores / totalMany * 1e6 / raw)
+            ceilingOne, ceilingOne / raw, clients, cores, totalMany, cores / totalMany * 1e6,
+            cores / totalMany * 1e6 / raw)
 
         // The network API, with wrk as the load generator (keep-alive connections).
         var httpLines = ""
-        if let listen = try? admin.get(.listenAddresses).arrayValue?.first?.stringValue, FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk") {
+        if let listen = try? admin.get(.listenAddresses).arrayValue?.first?.stringValue,
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk")
+        {
             let busMany = try measure(address: address, clients: httpClients, seconds: seconds, pair)
             let base = "http://\(listen)"
             let script = work + "/pairs.lua"
             try Self.wrkScript.write(toFile: script, atomically: true, encoding: .utf8)
             let threads = String(min(2, httpClients))
-            let serverGet = try wrk(["-t", threads, "-c", String(httpClients), "-d", "\(Int(seconds))s", base + "/v1/server"])
+            let serverGet = try wrk([
+                "-t", threads, "-c", String(httpClients), "-d", "\(Int(seconds))s", base + "/v1/server"
+            ])
             let http1 = try wrk(["-t", "1", "-c", "1", "-d", "\(Int(seconds))s", "-s", script, base + "/v1/leases"]) / 2
-            let httpMany = try wrk(["-t", threads, "-c", String(httpClients), "-d", "\(Int(seconds))s", "-s", script, base + "/v1/leases"]) / 2
-            httpLines = String(format: """
-                  HTTP GET /v1/server, %d connections (baseline):         %.0f/s
-                  HTTP Acquire+Release pairs, 1 connection:              %.0f/s
-                  HTTP Acquire+Release pairs, %d connections:            %.0f/s  = %.2fx GET rate
-                  D-Bus Acquire+Release pairs, %d clients (same run):     %.0f/s
-                  HTTP / D-Bus pairs at %d clients:                        %.2fx
+            let httpMany =
+                try wrk([
+                    "-t", threads, "-c", String(httpClients), "-d", "\(Int(seconds))s", "-s", script,
+                    base + "/v1/leases"
+                ]) / 2
+            httpLines = String(
+                format: """
+                      HTTP GET /v1/server, %d connections (baseline):         %.0f/s
+                      HTTP Acquire+Release pairs, 1 connection:              %.0f/s
+                      HTTP Acquire+Release pairs, %d connections:            %.0f/s  = %.2fx GET rate
+                      D-Bus Acquire+Release pairs, %d clients (same run):     %.0f/s
+                      HTTP / D-Bus pairs at %d clients:                        %.2fx
 
-                """, httpClients, serverGet, http1, httpClients, httpMany, httpMany * 2 / serverGet, httpClients, busMany, httpClients, httpMany / busMany)
+                    """, httpClients, serverGet, http1, httpClients, httpMany, httpMany * 2 / serverGet, httpClients,
+                busMany, httpClients, httpMany / busMany)
         } else {
             httpLines = "  (network API not measured: needs wrk, apt-get install wrk)\n"
         }
@@ -125,13 +145,21 @@ public struct TandemBench: ParsableCommand {
         let log = (try? String(contentsOfFile: work + "/tandemd.log", encoding: .utf8)) ?? ""
         var batching = ""
         if let line = log.split(separator: "\n").last(where: { $0.contains("tandemd stopped") }),
-           let c = line.split(separator: " ").first(where: { $0.hasPrefix("commits=") }).flatMap({ Double($0.dropFirst(8)) }),
-           let n = line.split(separator: " ").first(where: { $0.hasPrefix("changes=") }).flatMap({ Double($0.dropFirst(8)) }), c > 0 {
-            batching = String(format: "  changes per commit over the whole run (group commit): %.2f (%.0f changes, %.0f commits)\n", n / c, n, c)
+            let c = line.split(separator: " ").first(where: { $0.hasPrefix("commits=") }).flatMap({
+                Double($0.dropFirst(8))
+            }),
+            let n = line.split(separator: " ").first(where: { $0.hasPrefix("changes=") }).flatMap({
+                Double($0.dropFirst(8))
+            }), c > 0
+        {
+            batching = String(
+                format: "  changes per commit over the whole run (group commit): %.2f (%.0f changes, %.0f commits)\n",
+                n / c, n, c)
         }
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         func r(_ x: Double) -> String { String(format: "%.2f", x) }
-        print("""
+        print(
+            """
             tandem-bench (\(seconds) s per run, disk: \(dir))
               raw SQLite single-row commits (WAL, synchronous=FULL): \(f(raw))/s
               Tandem store commits of one lease, no bus (same disk):  \(f(storeRate))/s  = \(r(storeRate / raw))x raw
@@ -180,7 +208,8 @@ public struct TandemBench: ParsableCommand {
         p.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Requests/sec:") }),
-              let rate = Double(line.split(separator: " ").last ?? "") else {
+            let rate = Double(line.split(separator: " ").last ?? "")
+        else {
             throw CLIFailure("wrk gave no rate: \(text)")
         }
         if text.contains("Non-2xx") { throw CLIFailure("wrk saw failed requests: \(text)") }
@@ -190,7 +219,8 @@ public struct TandemBench: ParsableCommand {
     /// User + system CPU seconds a process has used (all its threads).
     func cpuSeconds(_ pid: Int32) -> Double {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return 0 }
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the command: state is field 3; utime and stime are fields 14 and 15.
         guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
@@ -200,11 +230,12 @@ public struct TandemBench: ParsableCommand {
     /// Machine-wide (busy, total) CPU time from /proc/stat, in clock ticks.
     func machineCPU() -> (busy: Double, total: Double) {
         guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-              let line = stat.split(separator: "\n").first else { return (0, 0) }
+            let line = stat.split(separator: "\n").first
+        else { return (0, 0) }
         let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
         guard v.count >= 5 else { return (0, 0) }
         let total = v.prefix(8).reduce(0, +)
-        return (total - v[3] - v[4], total)   // idle and iowait are not busy
+        return (total - v[3] - v[4], total)  // idle and iowait are not busy
     }
 
     func busyPercent(_ a: (busy: Double, total: Double), _ b: (busy: Double, total: Double)) -> Double {
@@ -230,8 +261,9 @@ public struct TandemBench: ParsableCommand {
         let start = Date()
         var n = 0
         while Date().timeIntervalSince(start) < seconds {
-            let lease = Lease(id: "lease-\(n)", feature: "bench", client: "bench", count: 1, uid: 0, requestId: nil,
-                              acquiredUSec: 1, expiresUSec: 2, ttlUSec: 1, epoch: 1)
+            let lease = Lease(
+                id: "lease-\(n)", feature: "bench", client: "bench", count: 1, uid: 0, requestId: nil,
+                acquiredUSec: 1, expiresUSec: 2, ttlUSec: 1, epoch: 1)
             try store.commit([.leaseGranted(lease)], epoch: 1, now: 1)
             n += 1
         }
@@ -243,14 +275,14 @@ public struct TandemBench: ParsableCommand {
     static func startBus(dir: String) throws -> (Process, String) {
         let busConf = dir + "/bus.conf"
         try """
-            <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
-             "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-            <busconfig><type>system</type><listen>unix:path=\(dir)/bus.sock</listen><auth>EXTERNAL</auth>
-            <policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/>
-            <allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
-            <allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
-            <allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/></policy></busconfig>
-            """.write(toFile: busConf, atomically: true, encoding: .utf8)
+        <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+         "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+        <busconfig><type>system</type><listen>unix:path=\(dir)/bus.sock</listen><auth>EXTERNAL</auth>
+        <policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/>
+        <allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
+        <allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
+        <allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/></policy></busconfig>
+        """.write(toFile: busConf, atomically: true, encoding: .utf8)
         let bus = Process()
         bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
         bus.arguments = ["--nofork", "--config-file=\(busConf)"]
@@ -278,7 +310,9 @@ public struct TandemBench: ParsableCommand {
         return daemon
     }
 
-    func measure(address: String, clients: Int, seconds: Double, _ body: @escaping @Sendable (BusClient) throws -> Void) throws -> Double {
+    func measure(
+        address: String, clients: Int, seconds: Double, _ body: @escaping @Sendable (BusClient) throws -> Void
+    ) throws -> Double {
         final class Counter: @unchecked Sendable {
             let lock = NSLock()
             var total = 0

@@ -13,7 +13,8 @@ extension TandemBench {
     /// (each followed by a restart and failback).
     func runPair() throws {
         let work = dir + "/tandem-bench-pair-\(getpid())"
-        let bins = binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let bins =
+            binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
         let dirs = [work + "/a", work + "/b", work + "/w", work + "/keys"]
         for d in dirs { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -41,17 +42,19 @@ extension TandemBench {
             buses.append(bus)
             addresses.append(address)
             try """
-                [Server]
-                VendorKeys=\(work)/keys
-                Listen=
-                [Pair]
-                KeyFile=\(keyFile)
-                Listen=127.0.0.1:\(port)
-                Witness=127.0.0.1:\(portW)
-                """.write(toFile: d + "/tandemd.conf", atomically: true, encoding: .utf8)
+            [Server]
+            VendorKeys=\(work)/keys
+            Listen=
+            [Pair]
+            KeyFile=\(keyFile)
+            Listen=127.0.0.1:\(port)
+            Witness=127.0.0.1:\(portW)
+            """.write(toFile: d + "/tandemd.conf", atomically: true, encoding: .utf8)
         }
-        var daemons = [try Self.startTandemd(bins: bins, dir: work + "/a", address: addresses[0]),
-                       try Self.startTandemd(bins: bins, dir: work + "/b", address: addresses[1])]
+        var daemons = [
+            try Self.startTandemd(bins: bins, dir: work + "/a", address: addresses[0]),
+            try Self.startTandemd(bins: bins, dir: work + "/b", address: addresses[1])
+        ]
         defer { for d in daemons where d.isRunning { kill(d.processIdentifier, SIGKILL); d.waitUntilExit() } }
         let ca = try BusClient(.address(addresses[0])), cb = try BusClient(.address(addresses[1]))
         func wait(_ what: String, _ seconds: Double, _ cond: () throws -> Bool) throws {
@@ -71,8 +74,10 @@ extension TandemBench {
         let idA = try ca.get(.serverId).stringValue ?? "", idB = try cb.get(.serverId).stringValue ?? ""
 
         // Standalone baseline on the node that becomes the primary.
-        let solo = try vendor.sign(LicenseDocument(id: "SOLO", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
-                                                   issuedTo: [idA], issuedAt: "2026-01-01", keyId: ""))
+        let solo = try vendor.sign(
+            LicenseDocument(
+                id: "SOLO", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
+                issuedTo: [idA], issuedAt: "2026-01-01", keyId: ""))
         _ = try ca.call(.activateLicense, [.string(solo.text)])
         let pairOp: @Sendable (BusClient) throws -> Void = { c in
             let r = try c.call(.acquire, [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
@@ -88,8 +93,10 @@ extension TandemBench {
         try wait("paired-and-available", 20) {
             try ca.get(.pairStatus) == .string("paired-and-available") && ca.get(.serving) == .bool(true)
         }
-        let both = try vendor.sign(LicenseDocument(id: "PAIR", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
-                                                   issuedTo: [idA, idB], issuedAt: "2026-01-01", keyId: ""))
+        let both = try vendor.sign(
+            LicenseDocument(
+                id: "PAIR", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
+                issuedTo: [idA, idB], issuedAt: "2026-01-01", keyId: ""))
         _ = try ca.call(.activateLicense, [.string(both.text)])
         let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
         let pids = [daemons[0].processIdentifier, daemons[1].processIdentifier, buses[0].processIdentifier, getpid()]
@@ -119,24 +126,32 @@ extension TandemBench {
                 } else {
                     usleep(5_000)
                 }
-                if Date().timeIntervalSince(killed) > 30 { throw CLIFailure("run \(run + 1): the backup did not serve within 30 s") }
+                if Date().timeIntervalSince(killed) > 30 {
+                    throw CLIFailure("run \(run + 1): the backup did not serve within 30 s")
+                }
             }
             times.append(Date().timeIntervalSince(killed))
             daemons[0] = try Self.startTandemd(bins: bins, dir: work + "/a", address: addresses[0])
         }
         let sorted = times.sorted()
-        let median = sorted.isEmpty ? 0 : (sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
-        print(String(format: """
-            Tandem pair benchmark (loopback, HeartbeatSec=1, FailoverTimeoutSec=3, %.0f s per rate)
-              Acquire+Release pairs on the primary, standalone, 1 client:   %.0f/s
-              Acquire+Release pairs on the primary, standalone, %d clients:  %.0f/s
-              Acquire+Release pairs on the primary, paired, 1 client:       %.0f/s  = %.2fx standalone
-              Acquire+Release pairs on the primary, paired, %d clients:      %.0f/s  = %.2fx standalone
-                CPU per pair: primary %.0f µs, backup %.0f µs, primary's dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
-              failover, kill -9 of the primary to the first Acquire granted by the backup, %d runs:
-                median %.2f s, min %.2f s, max %.2f s (target: under FailoverTimeoutSec + 1 s = 4 s)
-            """, seconds, solo1, clients, soloN, paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,
-            perPair[0], perPair[1], perPair[2], perPair[3], busyPercent(machine0, machine1),
-            times.count, median, sorted.first ?? 0, sorted.last ?? 0))
+        let median =
+            sorted.isEmpty
+            ? 0
+            : (sorted.count % 2 == 1
+                ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
+        print(
+            String(
+                format: """
+                    Tandem pair benchmark (loopback, HeartbeatSec=1, FailoverTimeoutSec=3, %.0f s per rate)
+                      Acquire+Release pairs on the primary, standalone, 1 client:   %.0f/s
+                      Acquire+Release pairs on the primary, standalone, %d clients:  %.0f/s
+                      Acquire+Release pairs on the primary, paired, 1 client:       %.0f/s  = %.2fx standalone
+                      Acquire+Release pairs on the primary, paired, %d clients:      %.0f/s  = %.2fx standalone
+                        CPU per pair: primary %.0f µs, backup %.0f µs, primary's dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
+                      failover, kill -9 of the primary to the first Acquire granted by the backup, %d runs:
+                        median %.2f s, min %.2f s, max %.2f s (target: under FailoverTimeoutSec + 1 s = 4 s)
+                    """, seconds, solo1, clients, soloN, paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,
+                perPair[0], perPair[1], perPair[2], perPair[3], busyPercent(machine0, machine1),
+                times.count, median, sorted.first ?? 0, sorted.last ?? 0))
     }
 }

@@ -31,7 +31,9 @@ public final class BusInterface {
         let name: String
         let input, output: [BusArgument]
         let handle: (BusCall) -> BusAnswer
-        public init(_ name: String, input: [BusArgument], output: [BusArgument], _ handle: @escaping (BusCall) -> BusAnswer) {
+        public init(
+            _ name: String, input: [BusArgument], output: [BusArgument], _ handle: @escaping (BusCall) -> BusAnswer
+        ) {
             (self.name, self.input, self.output, self.handle) = (name, input, output, handle)
         }
     }
@@ -43,8 +45,10 @@ public final class BusInterface {
         let get: (String) -> BusValue?
         /// Sets the value (writable properties); a failure is sent as the D-Bus error.
         let set: ((BusValue) -> BusError?)?
-        public init(_ name: String, type: String, change: BusPropertyChange, get: @escaping (String) -> BusValue?,
-                    set: ((BusValue) -> BusError?)? = nil) {
+        public init(
+            _ name: String, type: String, change: BusPropertyChange, get: @escaping (String) -> BusValue?,
+            set: ((BusValue) -> BusError?)? = nil
+        ) {
             (self.name, self.type, self.change, self.get, self.set) = (name, type, change, get, set)
         }
     }
@@ -80,13 +84,15 @@ public final class BusInterface {
             i += 1
         }
         for m in methods {
-            tandem_vtable_method(vtable, i, keep(m.name), keep(m.input.map(\.type).joined()), keep(m.output.map(\.type).joined()),
-                                 keep(names: m.input + m.output))
+            tandem_vtable_method(
+                vtable, i, keep(m.name), keep(m.input.map(\.type).joined()), keep(m.output.map(\.type).joined()),
+                keep(names: m.input + m.output))
             self.methods[m.name] = m
             i += 1
         }
         for s in signals {
-            tandem_vtable_signal(vtable, i, keep(s.name), keep(s.arguments.map(\.type).joined()), keep(names: s.arguments))
+            tandem_vtable_signal(
+                vtable, i, keep(s.name), keep(s.arguments.map(\.type).joined()), keep(names: s.arguments))
             i += 1
         }
     }
@@ -161,7 +167,9 @@ public final class BusInterface {
         }
     }
 
-    fileprivate func get(path: String, _ name: String, _ reply: OpaquePointer, _ err: UnsafeMutablePointer<sd_bus_error>?) -> Int32 {
+    fileprivate func get(
+        path: String, _ name: String, _ reply: OpaquePointer, _ err: UnsafeMutablePointer<sd_bus_error>?
+    ) -> Int32 {
         guard let value = properties[name]?.get(path) else {
             return sd_bus_error_set(err, "org.freedesktop.DBus.Error.UnknownProperty", "Unknown property \(name)")
         }

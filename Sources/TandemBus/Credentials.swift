@@ -49,8 +49,11 @@ public final class SenderCredentialsCache {
         let sender = String(cString: senderPtr)
         if let c = cache[sender] { return c }
         var call: OpaquePointer?
-        guard sd_bus_message_new_method_call(bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                             "org.freedesktop.DBus", "GetConnectionCredentials") >= 0, let call else { return nil }
+        guard
+            sd_bus_message_new_method_call(
+                bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                "org.freedesktop.DBus", "GetConnectionCredentials") >= 0, let call
+        else { return nil }
         defer { sd_bus_message_unref(call) }
         do { try BusMessage.append(call, .string(sender)) } catch { return nil }
         var error = sd_bus_error()
@@ -59,8 +62,11 @@ public final class SenderCredentialsCache {
         guard sd_bus_call(bus, call, 5_000_000, &error, &reply) >= 0, let reply else { return nil }
         defer { sd_bus_message_unref(reply) }
         guard let values = try? BusMessage.readAll(reply), let dict = values.first?.dictValue,
-              let uid = dict["UnixUserID"]?.uint64Value, uid <= UInt64(UInt32.max) else { return nil }
-        let groups = dict["UnixGroupIDs"]?.arrayValue?.compactMap { $0.uint64Value.map { UInt32(truncatingIfNeeded: $0) } }
+            let uid = dict["UnixUserID"]?.uint64Value, uid <= UInt64(UInt32.max)
+        else { return nil }
+        let groups = dict["UnixGroupIDs"]?.arrayValue?.compactMap {
+            $0.uint64Value.map { UInt32(truncatingIfNeeded: $0) }
+        }
         let creds = SenderCredentials(uid: UInt32(uid), groups: groups)
         if cache.count >= limit { cache.removeAll(keepingCapacity: true) }
         cache[sender] = creds

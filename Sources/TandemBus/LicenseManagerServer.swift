@@ -20,22 +20,29 @@ public struct PairReport: Sendable, Equatable {
     public var rejectedFrames: [(reason: String, count: UInt64)]
     public var partitionPolicy: String
 
-    public init(serving: Bool, peerAddress: String, peerServerId: String, peerStatus: PeerStatus, replicatedSeq: UInt64,
-                witnessAddress: String, witnessStatus: String, rejectedFrames: [(reason: String, count: UInt64)],
-                partitionPolicy: String) {
-        (self.serving, self.peerAddress, self.peerServerId, self.peerStatus) = (serving, peerAddress, peerServerId, peerStatus)
+    public init(
+        serving: Bool, peerAddress: String, peerServerId: String, peerStatus: PeerStatus, replicatedSeq: UInt64,
+        witnessAddress: String, witnessStatus: String, rejectedFrames: [(reason: String, count: UInt64)],
+        partitionPolicy: String
+    ) {
+        (self.serving, self.peerAddress, self.peerServerId, self.peerStatus) = (
+            serving, peerAddress, peerServerId, peerStatus
+        )
         (self.replicatedSeq, self.witnessAddress, self.witnessStatus) = (replicatedSeq, witnessAddress, witnessStatus)
         (self.rejectedFrames, self.partitionPolicy) = (rejectedFrames, partitionPolicy)
     }
 
     /// A server that is not in a pair (or has no pair link) serves on its own.
-    public static let unpaired = PairReport(serving: true, peerAddress: "", peerServerId: "", peerStatus: .notAvailable,
-                                            replicatedSeq: 0, witnessAddress: "", witnessStatus: "", rejectedFrames: [],
-                                            partitionPolicy: "")
+    public static let unpaired = PairReport(
+        serving: true, peerAddress: "", peerServerId: "", peerStatus: .notAvailable,
+        replicatedSeq: 0, witnessAddress: "", witnessStatus: "", rejectedFrames: [],
+        partitionPolicy: "")
 
     public static func == (a: PairReport, b: PairReport) -> Bool {
-        a.serving == b.serving && a.peerAddress == b.peerAddress && a.peerServerId == b.peerServerId && a.peerStatus == b.peerStatus
-            && a.replicatedSeq == b.replicatedSeq && a.witnessAddress == b.witnessAddress && a.witnessStatus == b.witnessStatus
+        a.serving == b.serving && a.peerAddress == b.peerAddress && a.peerServerId == b.peerServerId
+            && a.peerStatus == b.peerStatus
+            && a.replicatedSeq == b.replicatedSeq && a.witnessAddress == b.witnessAddress
+            && a.witnessStatus == b.witnessStatus
             && a.rejectedFrames.map(\.reason) == b.rejectedFrames.map(\.reason)
             && a.rejectedFrames.map(\.count) == b.rejectedFrames.map(\.count) && a.partitionPolicy == b.partitionPolicy
     }
@@ -99,7 +106,9 @@ public final class LicenseManagerServer {
         authorizer.caller(credentials.credentials(bus: bus, message: m))
     }
 
-    public init(bus: OpaquePointer, engine: Engine, authorizer: BusAuthorizer, info: ServerInfo, logger: Logger) throws(BusError) {
+    public init(
+        bus: OpaquePointer, engine: Engine, authorizer: BusAuthorizer, info: ServerInfo, logger: Logger
+    ) throws(BusError) {
         self.bus = bus
         self.engine = engine
         self.authorizer = authorizer
@@ -107,26 +116,36 @@ public final class LicenseManagerServer {
         self.logger = logger
         let manager = BusInterface(
             name: BusNames.managerInterface,
-            methods: ManagerMethod.allCases.map { m in BusInterface.Method(m.rawValue, input: m.input, output: m.output, handler(m)) },
+            methods: ManagerMethod.allCases.map { m in
+                BusInterface.Method(m.rawValue, input: m.input, output: m.output, handler(m))
+            },
             properties: ManagerProperty.allCases.map { p in
-                BusInterface.Property(p.rawValue, type: p.type, change: p.change) { [unowned self] _ in managerValue(p) }
+                BusInterface.Property(p.rawValue, type: p.type, change: p.change) { [unowned self] _ in managerValue(p)
+                }
             },
             signals: ManagerSignal.allCases.map { BusInterface.Signal($0.rawValue, $0.arguments) })
         let license = BusInterface(
             name: BusNames.licenseInterface,
             properties: LicenseProperty.allCases.map { p in
-                BusInterface.Property(p.rawValue, type: p.type, change: p.change) { [unowned self] path in licenseValue(p, path: path) }
+                BusInterface.Property(p.rawValue, type: p.type, change: p.change) { [unowned self] path in
+                    licenseValue(p, path: path)
+                }
             })
         interfaces = [manager, license]
         var slot: OpaquePointer?
-        try checkBus(sd_bus_add_object_vtable(bus, &slot, BusNames.rootPath, manager.name, manager.vtable, manager.userdata),
-                     "add Manager vtable")
+        try checkBus(
+            sd_bus_add_object_vtable(bus, &slot, BusNames.rootPath, manager.name, manager.vtable, manager.userdata),
+            "add Manager vtable")
         slots.append(slot)
-        try checkBus(sd_bus_add_fallback_vtable(bus, &slot, BusNames.licensePrefix, license.name, license.vtable,
-                                                licenseFind, Unmanaged.passUnretained(self).toOpaque()), "add License vtable")
+        try checkBus(
+            sd_bus_add_fallback_vtable(
+                bus, &slot, BusNames.licensePrefix, license.name, license.vtable,
+                licenseFind, Unmanaged.passUnretained(self).toOpaque()), "add License vtable")
         slots.append(slot)
-        try checkBus(sd_bus_add_node_enumerator(bus, &slot, BusNames.licensePrefix, licenseEnumerator,
-                                                Unmanaged.passUnretained(self).toOpaque()), "add enumerator")
+        try checkBus(
+            sd_bus_add_node_enumerator(
+                bus, &slot, BusNames.licensePrefix, licenseEnumerator,
+                Unmanaged.passUnretained(self).toOpaque()), "add enumerator")
         slots.append(slot)
         try checkBus(sd_bus_add_object_manager(bus, &slot, BusNames.rootPath), "add object manager")
         slots.append(slot)
@@ -160,7 +179,8 @@ public final class LicenseManagerServer {
         case .witnessAddress: return .string(pair.witnessAddress)
         case .witnessStatus: return .string(pair.witnessStatus)
         case .rejectedFrames:
-            return .array(elementSignature: "{st}", pair.rejectedFrames.map { .dictEntry(.string($0.reason), .uint64($0.count)) })
+            return .array(
+                elementSignature: "{st}", pair.rejectedFrames.map { .dictEntry(.string($0.reason), .uint64($0.count)) })
         case .partitionPolicy: return .string(pair.partitionPolicy)
         }
     }

@@ -14,19 +14,27 @@ extension LicenseManagerServer {
         case .listLicenses: return { [unowned self] _ in read([LicenseRow.array(licenseRows())]) }
         case .acquire: return { [unowned self] in acquire($0) }
         case .renew: return { [unowned self] in renew($0) }
-        case .release: return { [unowned self] call in answer(call, submit(.release(leaseId: call.string(0)), call)) { _ in [] } }
+        case .release:
+            return { [unowned self] call in answer(call, submit(.release(leaseId: call.string(0)), call)) { _ in [] } }
         case .listLeases: return { [unowned self] _ in read([LeaseRow.array(leaseRows())]) }
         case .reserve: return { [unowned self] in reserve($0) }
         case .unreserve:
-            return { [unowned self] call in answer(call, submit(.unreserve(reservationId: call.string(0)), call)) { _ in [] } }
+            return { [unowned self] call in
+                answer(call, submit(.unreserve(reservationId: call.string(0)), call)) { _ in [] }
+            }
         case .listReservations: return { [unowned self] _ in read([ReservationRow.array(reservationRows())]) }
         case .getUsage: return { [unowned self] _ in read([UsageRow.array(usageRows())]) }
         case .resetServerId: return { [unowned self] in resetServerId($0) }
-        case .prepareBackup: return { [unowned self] call in pairing(call) { $0.prepareBackup(primary: call.string(0), done: $1) } }
-        case .enableBackup: return { [unowned self] call in pairing(call) { $0.enableBackup(backup: call.string(0), done: $1) } }
+        case .prepareBackup:
+            return { [unowned self] call in pairing(call) { $0.prepareBackup(primary: call.string(0), done: $1) } }
+        case .enableBackup:
+            return { [unowned self] call in pairing(call) { $0.enableBackup(backup: call.string(0), done: $1) } }
         case .disableBackup: return { [unowned self] call in pairing(call) { $0.disableBackup(done: $1) } }
         case .sync: return { [unowned self] call in pairing(call) { $0.sync(done: $1) } }
-        case .getPeerStatus: return { [unowned self] _ in read([.vardict((pairControl?.peerStatus() ?? []).map { ($0.0.rawValue, $0.1) })]) }
+        case .getPeerStatus:
+            return { [unowned self] _ in
+                read([.vardict((pairControl?.peerStatus() ?? []).map { ($0.0.rawValue, $0.1) })])
+            }
         }
     }
 
@@ -45,7 +53,9 @@ extension LicenseManagerServer {
     /// A command: refused at once, or answered with `values` of its outcome once it is durable.
     private func answer(_ call: BusCall, _ ticket: Ticket, _ values: @escaping (Outcome) -> [BusValue]) -> BusAnswer {
         if case .failure(let e) = ticket.decision {
-            logger.debug("refused", metadata: ["member": "\(call.member)", "error": "\(e.code.rawValue)", "reason": "\(e.message)"])
+            logger.debug(
+                "refused",
+                metadata: ["member": "\(call.member)", "error": "\(e.code.rawValue)", "reason": "\(e.message)"])
             return .error(e)
         }
         return .later { done in ticket.whenAnswered { done($0.map(values)) } }
@@ -56,14 +66,18 @@ extension LicenseManagerServer {
     private func activateLicense(_ call: BusCall) -> BusAnswer {
         answer(call, engine.activate(document: call.string(0), caller: caller(call.message))) { [logger] o in
             guard case .licenseActivated(let l) = o else { return [] }
-            logger.notice("license activated", metadata: ["license_id": "\(l.id)", "feature": "\(l.feature)", "seats": "\(l.seats)"])
+            logger.notice(
+                "license activated",
+                metadata: ["license_id": "\(l.id)", "feature": "\(l.feature)", "seats": "\(l.seats)"])
             return [.string(l.id), .objectPath(BusNames.licensePath(l.id))]
         }
     }
 
     private func deactivateLicense(_ call: BusCall) -> BusAnswer {
         answer(call, submit(.deactivate(licenseId: call.string(0)), call)) { [logger] o in
-            if case .licenseDeactivated(let l) = o { logger.notice("license deactivated", metadata: ["license_id": "\(l.id)"]) }
+            if case .licenseDeactivated(let l) = o {
+                logger.notice("license deactivated", metadata: ["license_id": "\(l.id)"])
+            }
             return []
         }
     }
@@ -77,13 +91,15 @@ extension LicenseManagerServer {
             case ("ttl_usec", .uint64(let t)): ttl = t
             case ("request_id", .string(let s)): requestId = s
             case ("ttl_usec", _), ("request_id", _):
-                return .error(TandemError(.invalidArgs, "option \(quoted(key)) must be of type \(key == "ttl_usec" ? "t" : "s")"))
+                return .error(
+                    TandemError(.invalidArgs, "option \(quoted(key)) must be of type \(key == "ttl_usec" ? "t" : "s")"))
             default:
                 return .error(TandemError(.invalidArgs, "unknown option \(quoted(key))"))
             }
         }
-        let ticket = engine.acquire(feature: call.string(0), count: call.uint32(1), client: call.string(2), ttlUSec: ttl,
-                                    requestId: requestId, caller: caller(call.message))
+        let ticket = engine.acquire(
+            feature: call.string(0), count: call.uint32(1), client: call.string(2), ttlUSec: ttl,
+            requestId: requestId, caller: caller(call.message))
         return answer(call, ticket) { o in
             guard case .leaseGranted(let l, _) = o else { return [] }
             return [.string(l.id), .uint64(l.expiresUSec)]
@@ -98,11 +114,16 @@ extension LicenseManagerServer {
     }
 
     private func reserve(_ call: BusCall) -> BusAnswer {
-        let ticket = engine.reserve(feature: call.string(0), count: call.uint32(1), holder: call.string(2), caller: caller(call.message))
+        let ticket = engine.reserve(
+            feature: call.string(0), count: call.uint32(1), holder: call.string(2), caller: caller(call.message))
         return answer(call, ticket) { [logger] o in
             guard case .reservationAdded(let r) = o else { return [] }
-            logger.notice("seats reserved", metadata: ["reservation_id": "\(r.id)", "feature": "\(r.feature)", "holder": "\(r.holder)",
-                                                       "count": "\(r.count)"])
+            logger.notice(
+                "seats reserved",
+                metadata: [
+                    "reservation_id": "\(r.id)", "feature": "\(r.feature)", "holder": "\(r.holder)",
+                    "count": "\(r.count)"
+                ])
             return [.string(r.id)]
         }
     }
@@ -116,7 +137,9 @@ extension LicenseManagerServer {
     }
 
     /// PrepareBackup, EnableBackup, DisableBackup and Sync: administrators only, with a pair link.
-    private func pairing(_ call: BusCall, _ start: @escaping (PairControl, @escaping (TandemError?) -> Void) -> Void) -> BusAnswer {
+    private func pairing(
+        _ call: BusCall, _ start: @escaping (PairControl, @escaping (TandemError?) -> Void) -> Void
+    ) -> BusAnswer {
         guard caller(call.message).isAdmin else {
             return .error(TandemError(.accessDenied, "\(call.member) needs root or membership in the admin group"))
         }
@@ -127,7 +150,9 @@ extension LicenseManagerServer {
         return .later { [logger] done in
             start(pc) { error in
                 if let error {
-                    logger.notice("\(call.member) refused", metadata: ["error": "\(error.code.rawValue)", "reason": "\(error.message)"])
+                    logger.notice(
+                        "\(call.member) refused",
+                        metadata: ["error": "\(error.code.rawValue)", "reason": "\(error.message)"])
                     done(.failure(error))
                 } else {
                     done(.success([]))
@@ -145,15 +170,17 @@ extension LicenseManagerServer {
         for f in state.features { for share in state.shares(f, at: now) { shares[share.licenseId] = share } }
         return state.licenses.values.sorted { $0.id < $1.id }.map { l in
             let u = shares[l.id]!
-            return LicenseRow(id: l.id, product: l.product, feature: l.feature, seats: l.seats, inUse: u.inUse,
-                              reserved: u.reserved, notAfterUSec: l.notAfterUSec)
+            return LicenseRow(
+                id: l.id, product: l.product, feature: l.feature, seats: l.seats, inUse: u.inUse,
+                reserved: u.reserved, notAfterUSec: l.notAfterUSec)
         }
     }
 
     private func leaseRows() -> [LeaseRow] {
         engine.state.activeLeases(at: engine.now).map { l in
-            LeaseRow(id: l.id, feature: l.feature, client: l.client, count: l.count, acquiredUSec: l.acquiredUSec,
-                     expiresUSec: l.expiresUSec)
+            LeaseRow(
+                id: l.id, feature: l.feature, client: l.client, count: l.count, acquiredUSec: l.acquiredUSec,
+                expiresUSec: l.expiresUSec)
         }
     }
 
@@ -165,7 +192,9 @@ extension LicenseManagerServer {
 
     private func usageRows() -> [UsageRow] {
         engine.state.usage(at: engine.now).map { u in
-            UsageRow(feature: u.feature, seats: u.seats, inUse: u.inUse, reserved: u.reserved, available: u.available, denied: u.denied)
+            UsageRow(
+                feature: u.feature, seats: u.seats, inUse: u.inUse, reserved: u.reserved, available: u.available,
+                denied: u.denied)
         }
     }
 }

@@ -47,9 +47,15 @@ extension LicenseManagerServer {
                 managerProps.formUnion([.licenseCount, .seatsTotal])
             case .licenseDeactivated(let id):
                 let path = BusNames.licensePath(id)
-                emitSignal(BusNames.rootPath, BusNames.objectManagerInterface, "InterfacesRemoved",
-                           [.objectPath(path), .strings([BusNames.licenseInterface, "org.freedesktop.DBus.Peer",
-                                                         "org.freedesktop.DBus.Introspectable", BusNames.propertiesInterface])])
+                emitSignal(
+                    BusNames.rootPath, BusNames.objectManagerInterface, "InterfacesRemoved",
+                    [
+                        .objectPath(path),
+                        .strings([
+                            BusNames.licenseInterface, "org.freedesktop.DBus.Peer",
+                            "org.freedesktop.DBus.Introspectable", BusNames.propertiesInterface
+                        ])
+                    ])
                 emit(.licenseDeactivated, [.string(id), .objectPath(path)])
                 managerProps.formUnion([.licenseCount, .seatsTotal])
                 // The feature's other licenses take over its share of use and reservations.
@@ -90,8 +96,9 @@ extension LicenseManagerServer {
     public func emitPendingPropertyChanges() {
         emitManagerChanged(pendingManagerProps)
         for l in engine.state.licenses.values.sorted(by: { $0.id < $1.id }) where pendingFeatures.contains(l.feature) {
-            emitPropertiesChanged(BusNames.licensePath(l.id), BusNames.licenseInterface,
-                                  [LicenseProperty.inUse.rawValue, LicenseProperty.reserved.rawValue])
+            emitPropertiesChanged(
+                BusNames.licensePath(l.id), BusNames.licenseInterface,
+                [LicenseProperty.inUse.rawValue, LicenseProperty.reserved.rawValue])
         }
         pendingManagerProps = []
         pendingFeatures = []

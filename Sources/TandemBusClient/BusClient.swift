@@ -38,10 +38,14 @@ public final class BusClient {
     deinit { sd_bus_flush_close_unref(bus) }
 
     /// Calls a method and returns the reply's values, or throws the D-Bus error.
-    public func call(destination: String? = nil, path: String = BusNames.rootPath, interface: String = BusNames.managerInterface,
-                     _ member: String, _ args: [BusValue] = []) throws(BusError) -> [BusValue] {
+    public func call(
+        destination: String? = nil, path: String = BusNames.rootPath, interface: String = BusNames.managerInterface,
+        _ member: String, _ args: [BusValue] = []
+    ) throws(BusError) -> [BusValue] {
         var m: OpaquePointer?
-        try checkBus(sd_bus_message_new_method_call(bus, &m, destination ?? self.destination, path, interface, member), "new call")
+        try checkBus(
+            sd_bus_message_new_method_call(bus, &m, destination ?? self.destination, path, interface, member),
+            "new call")
         defer { sd_bus_message_unref(m) }
         try BusMessage.append(m!, args)
         var error = sd_bus_error()
@@ -50,7 +54,8 @@ public final class BusClient {
         let r = sd_bus_call(bus, m, timeoutUSec, &error, &reply)
         if r < 0 {
             if error.name != nil {
-                throw BusError(name: String(cString: error.name), message: error.message.map { String(cString: $0) } ?? "")
+                throw BusError(
+                    name: String(cString: error.name), message: error.message.map { String(cString: $0) } ?? "")
             }
             throw BusError(errno: -r, "calling \(member)")
         }
@@ -58,14 +63,21 @@ public final class BusClient {
         return try BusMessage.readAll(reply!)
     }
 
-    public func getAll(path: String = BusNames.rootPath, interface: String = BusNames.managerInterface) throws(BusError) -> [String: BusValue] {
+    public func getAll(
+        path: String = BusNames.rootPath, interface: String = BusNames.managerInterface
+    ) throws(BusError) -> [String: BusValue] {
         let r = try call(path: path, interface: BusNames.propertiesInterface, "GetAll", [.string(interface)])
         return r.first?.dictValue ?? [:]
     }
 
-    public func get(path: String = BusNames.rootPath, interface: String = BusNames.managerInterface, _ name: String) throws(BusError) -> BusValue {
-        let r = try call(path: path, interface: BusNames.propertiesInterface, "Get", [.string(interface), .string(name)])
-        guard case .variant(let v)? = r.first else { throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "no value") }
+    public func get(
+        path: String = BusNames.rootPath, interface: String = BusNames.managerInterface, _ name: String
+    ) throws(BusError) -> BusValue {
+        let r = try call(
+            path: path, interface: BusNames.propertiesInterface, "Get", [.string(interface), .string(name)])
+        guard case .variant(let v)? = r.first else {
+            throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "no value")
+        }
         return v
     }
 }

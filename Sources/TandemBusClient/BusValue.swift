@@ -194,7 +194,9 @@ public enum BusMessage {
             try checkBus(r, "read")
             return v
         }
-        func container(_ t: Character, _ c: String, _ body: () throws(BusError) -> BusValue) throws(BusError) -> BusValue {
+        func container(
+            _ t: Character, _ c: String, _ body: () throws(BusError) -> BusValue
+        ) throws(BusError) -> BusValue {
             try checkBus(sd_bus_message_enter_container(m, basicType(t), c), "enter")
             let v = try body()
             try checkBus(sd_bus_message_exit_container(m), "exit")
@@ -223,23 +225,31 @@ public enum BusMessage {
             }
         case UInt8(ascii: "a"):
             let c = contents ?? ""
-            return try container("a", c) { () throws(BusError) -> BusValue in .array(elementSignature: c, try readAll(m)) }
+            return try container("a", c) { () throws(BusError) -> BusValue in
+                .array(elementSignature: c, try readAll(m))
+            }
         case UInt8(ascii: "r"):
             return try container("r", contents ?? "") { () throws(BusError) -> BusValue in .structure(try readAll(m)) }
         case UInt8(ascii: "e"):
             return try container("e", contents ?? "") { () throws(BusError) -> BusValue in
                 let kv = try readAll(m)
-                guard kv.count == 2 else { throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "bad dict entry") }
+                guard kv.count == 2 else {
+                    throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "bad dict entry")
+                }
                 return .dictEntry(kv[0], kv[1])
             }
         case UInt8(ascii: "v"):
             return try container("v", contents ?? "") { () throws(BusError) -> BusValue in
                 let inner = try readAll(m)
-                guard let v = inner.first else { throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "empty variant") }
+                guard let v = inner.first else {
+                    throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "empty variant")
+                }
                 return .variant(v)
             }
         default:
-            throw BusError(name: "org.freedesktop.DBus.Error.InvalidArgs", message: "unsupported type '\(Character(UnicodeScalar(UInt8(bitPattern: type))))'")
+            throw BusError(
+                name: "org.freedesktop.DBus.Error.InvalidArgs",
+                message: "unsupported type '\(Character(UnicodeScalar(UInt8(bitPattern: type))))'")
         }
     }
 }

@@ -50,15 +50,17 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .activateLicense: return [BusArgument("license", "s")]
         case .deactivateLicense: return [BusArgument("license_id", "s")]
         case .acquire:
-            return [BusArgument("feature", "s"), BusArgument("count", "u"), BusArgument("client", "s"),
-                    BusArgument("options", "a{sv}")]
+            return [
+                BusArgument("feature", "s"), BusArgument("count", "u"), BusArgument("client", "s"),
+                BusArgument("options", "a{sv}")
+            ]
         case .renew, .release: return [BusArgument("lease_id", "s")]
         case .reserve: return [BusArgument("feature", "s"), BusArgument("count", "u"), BusArgument("holder", "s")]
         case .unreserve: return [BusArgument("reservation_id", "s")]
         case .prepareBackup: return [BusArgument("primary_address", "s")]
         case .enableBackup: return [BusArgument("backup_address", "s")]
         case .getActivationRequest, .listLicenses, .listLeases, .listReservations, .getUsage, .resetServerId,
-             .disableBackup, .getPeerStatus, .sync:
+            .disableBackup, .getPeerStatus, .sync:
             return []
         }
     }
@@ -124,7 +126,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
 
     /// The properties that tell how the pair stands (announced when the pair's status moves).
     public static let pairStatusProperties: [ManagerProperty] = [
-        .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId, .peerStatus, .witnessStatus, .rejectedFrames,
+        .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId, .peerStatus, .witnessStatus, .rejectedFrames
     ]
 }
 

@@ -18,7 +18,9 @@ extension BusRow {
         let values = reply.first?.arrayValue ?? []
         return try values.map { (v: BusValue) throws(BusError) -> Self in
             guard let row = Self(v) else {
-                throw BusError(name: "org.freedesktop.DBus.Error.InvalidSignature", message: "expected rows \(signature), got \(v.signature)")
+                throw BusError(
+                    name: "org.freedesktop.DBus.Error.InvalidSignature",
+                    message: "expected rows \(signature), got \(v.signature)")
             }
             return row
         }
@@ -50,21 +52,29 @@ public struct LicenseRow: BusRow {
     public var seats, inUse, reserved: UInt32
     public var notAfterUSec: UInt64
 
-    public init(id: String, product: String, feature: String, seats: UInt32, inUse: UInt32, reserved: UInt32,
-                notAfterUSec: UInt64) {
+    public init(
+        id: String, product: String, feature: String, seats: UInt32, inUse: UInt32, reserved: UInt32,
+        notAfterUSec: UInt64
+    ) {
         (self.id, self.product, self.feature) = (id, product, feature)
         (self.seats, self.inUse, self.reserved, self.notAfterUSec) = (seats, inUse, reserved, notAfterUSec)
     }
 
     public init?(_ value: BusValue) {
-        guard var r = FieldReader(value, count: 7), let id = r.string(), let product = r.string(), let feature = r.string(),
-              let seats = r.uint32(), let inUse = r.uint32(), let reserved = r.uint32(), let notAfter = r.uint64() else { return nil }
-        self.init(id: id, product: product, feature: feature, seats: seats, inUse: inUse, reserved: reserved, notAfterUSec: notAfter)
+        guard var r = FieldReader(value, count: 7), let id = r.string(), let product = r.string(),
+            let feature = r.string(),
+            let seats = r.uint32(), let inUse = r.uint32(), let reserved = r.uint32(), let notAfter = r.uint64()
+        else { return nil }
+        self.init(
+            id: id, product: product, feature: feature, seats: seats, inUse: inUse, reserved: reserved,
+            notAfterUSec: notAfter)
     }
 
     public var busValue: BusValue {
-        .structure([.string(id), .string(product), .string(feature), .uint32(seats), .uint32(inUse), .uint32(reserved),
-                    .uint64(notAfterUSec)])
+        .structure([
+            .string(id), .string(product), .string(feature), .uint32(seats), .uint32(inUse), .uint32(reserved),
+            .uint64(notAfterUSec)
+        ])
     }
 }
 
@@ -81,13 +91,17 @@ public struct LeaseRow: BusRow {
     }
 
     public init?(_ value: BusValue) {
-        guard var r = FieldReader(value, count: 6), let id = r.string(), let feature = r.string(), let client = r.string(),
-              let count = r.uint32(), let acquired = r.uint64(), let expires = r.uint64() else { return nil }
+        guard var r = FieldReader(value, count: 6), let id = r.string(), let feature = r.string(),
+            let client = r.string(),
+            let count = r.uint32(), let acquired = r.uint64(), let expires = r.uint64()
+        else { return nil }
         self.init(id: id, feature: feature, client: client, count: count, acquiredUSec: acquired, expiresUSec: expires)
     }
 
     public var busValue: BusValue {
-        .structure([.string(id), .string(feature), .string(client), .uint32(count), .uint64(acquiredUSec), .uint64(expiresUSec)])
+        .structure([
+            .string(id), .string(feature), .string(client), .uint32(count), .uint64(acquiredUSec), .uint64(expiresUSec)
+        ])
     }
 }
 
@@ -102,8 +116,10 @@ public struct ReservationRow: BusRow {
     }
 
     public init?(_ value: BusValue) {
-        guard var r = FieldReader(value, count: 4), let id = r.string(), let feature = r.string(), let holder = r.string(),
-              let count = r.uint32() else { return nil }
+        guard var r = FieldReader(value, count: 4), let id = r.string(), let feature = r.string(),
+            let holder = r.string(),
+            let count = r.uint32()
+        else { return nil }
         self.init(id: id, feature: feature, holder: holder, count: count)
     }
 
@@ -123,12 +139,17 @@ public struct UsageRow: BusRow {
     }
 
     public init?(_ value: BusValue) {
-        guard var r = FieldReader(value, count: 6), let feature = r.string(), let seats = r.uint32(), let inUse = r.uint32(),
-              let reserved = r.uint32(), let available = r.uint32(), let denied = r.uint64() else { return nil }
-        self.init(feature: feature, seats: seats, inUse: inUse, reserved: reserved, available: available, denied: denied)
+        guard var r = FieldReader(value, count: 6), let feature = r.string(), let seats = r.uint32(),
+            let inUse = r.uint32(),
+            let reserved = r.uint32(), let available = r.uint32(), let denied = r.uint64()
+        else { return nil }
+        self.init(
+            feature: feature, seats: seats, inUse: inUse, reserved: reserved, available: available, denied: denied)
     }
 
     public var busValue: BusValue {
-        .structure([.string(feature), .uint32(seats), .uint32(inUse), .uint32(reserved), .uint32(available), .uint64(denied)])
+        .structure([
+            .string(feature), .uint32(seats), .uint32(inUse), .uint32(reserved), .uint32(available), .uint64(denied)
+        ])
     }
 }

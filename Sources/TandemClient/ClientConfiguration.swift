@@ -24,7 +24,8 @@ public struct ClientConfiguration: Sendable, Equatable {
 
     /// `--config`, else `$TANDEM_CLIENT_CONFIG`, else the default path.
     public static func path(override: String?) -> String {
-        override ?? ProcessInfo.processInfo.environment["TANDEM_CLIENT_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultPath
+        override ?? ProcessInfo.processInfo.environment["TANDEM_CLIENT_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? defaultPath
     }
 
     public var servers: [String] { [server, backup].compactMap { $0 } }
@@ -41,7 +42,9 @@ public struct ClientConfiguration: Sendable, Equatable {
             if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
             if line.hasPrefix("[") && line.hasSuffix("]") {
                 section = String(line.dropFirst().dropLast())
-                guard section == "Client" else { throw ParseError(description: "\(file):\(i + 1): unknown section [\(section!)]") }
+                guard section == "Client" else {
+                    throw ParseError(description: "\(file):\(i + 1): unknown section [\(section!)]")
+                }
                 continue
             }
             guard section == "Client", let eq = line.firstIndex(of: "=") else {
@@ -78,7 +81,10 @@ public struct ClientConfiguration: Sendable, Equatable {
     public func token() throws(ParseError) -> String? {
         guard let tokenFile else { return nil }
         guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8),
-              let t = text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }).first(where: { !$0.isEmpty && !$0.hasPrefix("#") }) else {
+            let t = text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }).first(where: {
+                !$0.isEmpty && !$0.hasPrefix("#")
+            })
+        else {
             throw ParseError(description: "\(tokenFile): cannot read a token")
         }
         return t

@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import Logging
 import TandemAPI
@@ -12,7 +12,9 @@ public struct ClientError: Error, CustomStringConvertible, Sendable {
     public var detail: String
     public var description: String { status > 0 ? "\(name): \(detail)" : detail }
 
-    public static func unreachable(_ detail: String) -> ClientError { ClientError(name: "Unreachable", status: 0, detail: detail) }
+    public static func unreachable(_ detail: String) -> ClientError {
+        ClientError(name: "Unreachable", status: 0, detail: detail)
+    }
     public var isUnreachable: Bool { status == 0 }
 }
 
@@ -39,8 +41,10 @@ public final class TandemClient: @unchecked Sendable {
     }()
 
     /// An `https://` server is verified against the system's certificate authorities.
-    public init(servers: [String], token: String? = nil, timeout: TimeInterval = 5, failoverWait: TimeInterval = 8,
-                logger: Logger = Logger(label: "tandem-client")) {
+    public init(
+        servers: [String], token: String? = nil, timeout: TimeInterval = 5, failoverWait: TimeInterval = 8,
+        logger: Logger = Logger(label: "tandem-client")
+    ) {
         self.servers = servers
         self.token = token
         self.timeout = timeout
@@ -61,15 +65,19 @@ public final class TandemClient: @unchecked Sendable {
         if server.contains("://") { return URL(string: server + path) }
         var hostPort = server
         if hostPort.filter({ $0 == ":" }).count > 1 && !hostPort.hasPrefix("[") {
-            hostPort = "[\(hostPort)]" // a bare IPv6 address
+            hostPort = "[\(hostPort)]"  // a bare IPv6 address
         }
         let hasPort = hostPort.hasPrefix("[") ? hostPort.contains("]:") : hostPort.contains(":")
         return URL(string: "http://" + hostPort + (hasPort ? "" : ":7390") + path)
     }
 
     /// One request to one server.
-    public func send(_ method: String, _ path: String, body: Data? = nil, to server: String) async throws(ClientError) -> (Int, Data) {
-        guard let url = Self.url(server, path) else { throw ClientError(name: "InvalidArgs", status: 400, detail: "bad server address '\(server)'") }
+    public func send(
+        _ method: String, _ path: String, body: Data? = nil, to server: String
+    ) async throws(ClientError) -> (Int, Data) {
+        guard let url = Self.url(server, path) else {
+            throw ClientError(name: "InvalidArgs", status: 400, detail: "bad server address '\(server)'")
+        }
         var req = URLRequest(url: url, timeoutInterval: timeout)
         req.httpMethod = method
         if let body {
@@ -79,7 +87,9 @@ public final class TandemClient: @unchecked Sendable {
         if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         do {
             let (data, response) = try await session.data(for: req)
-            guard let http = response as? HTTPURLResponse else { throw ClientError.unreachable("\(server): not an HTTP answer") }
+            guard let http = response as? HTTPURLResponse else {
+                throw ClientError.unreachable("\(server): not an HTTP answer")
+            }
             return (http.statusCode, data)
         } catch let e as ClientError {
             throw e
@@ -89,8 +99,11 @@ public final class TandemClient: @unchecked Sendable {
     }
 
     static func problem(_ status: Int, _ data: Data) -> ClientError {
-        if let p = try? decoder.decode(ProblemBody.self, from: data) { return ClientError(name: p.name, status: status, detail: p.detail) }
-        return ClientError(name: "HTTP\(status)", status: status, detail: String(decoding: data.prefix(200), as: UTF8.self))
+        if let p = try? decoder.decode(ProblemBody.self, from: data) {
+            return ClientError(name: p.name, status: status, detail: p.detail)
+        }
+        return ClientError(
+            name: "HTTP\(status)", status: status, detail: String(decoding: data.prefix(200), as: UTF8.self))
     }
 
     /// Runs `call` against the current server, then the others in order, moving on when a
@@ -151,10 +164,14 @@ public final class TandemClient: @unchecked Sendable {
     }
 
     /// Takes seats; `requestId` (generated when nil) makes retries and failovers return the same lease.
-    public func acquire(feature: String, count: UInt32 = 1, client: String, ttlSec: UInt64? = nil,
-                        requestId: String? = nil) async throws(ClientError) -> LeaseView {
-        var body: [String: Any] = ["feature": feature, "count": count, "client": client,
-                                   "request_id": requestId ?? UUID().uuidString.lowercased()]
+    public func acquire(
+        feature: String, count: UInt32 = 1, client: String, ttlSec: UInt64? = nil,
+        requestId: String? = nil
+    ) async throws(ClientError) -> LeaseView {
+        var body: [String: Any] = [
+            "feature": feature, "count": count, "client": client,
+            "request_id": requestId ?? UUID().uuidString.lowercased()
+        ]
         if let ttlSec { body["ttl_sec"] = ttlSec }
         let data = try! JSONSerialization.data(withJSONObject: body)
         let (s, reply) = try await withFailover("POST", "/v1/leases", body: data)

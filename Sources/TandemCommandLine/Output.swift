@@ -8,14 +8,19 @@ package enum Output {
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ")
+            cells.enumerated().map { i, c in
+                i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }
+            .joined(separator: "  ")
         }
         return ([line(header)] + rows.map(line)).joined(separator: "\n")
     }
 
     package static func json(_ value: Any) -> String {
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else {
+        guard
+            let data = try? JSONSerialization.data(
+                withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        else {
             return "null"
         }
         return String(decoding: data, as: UTF8.self)
@@ -46,7 +51,8 @@ extension ParsableCommand {
             }
             Foundation.exit(0)
         } catch let failure as CLIFailure {
-            FileHandle.standardError.write(Data("\(configuration.commandName ?? "tandem"): \(failure.description)\n".utf8))
+            FileHandle.standardError.write(
+                Data("\(configuration.commandName ?? "tandem"): \(failure.description)\n".utf8))
             Foundation.exit(failure.exitCode)
         } catch {
             exit(withError: error)

@@ -93,7 +93,10 @@ extension LicenseState {
         case .activate(let license):
             try requireAdmin(caller, "ActivateLicense")
             guard license.issuedTo.contains(serverId) else {
-                throw TandemError(.wrongServer, "license \(quoted(license.id)) is issued to \(license.issuedTo.joined(separator: ", ")), not to this server (\(serverId))")
+                throw TandemError(
+                    .wrongServer,
+                    "license \(quoted(license.id)) is issued to \(license.issuedTo.joined(separator: ", ")), not to this server (\(serverId))"
+                )
             }
             guard !license.isExpired(at: now) else {
                 throw TandemError(.licenseExpired, "license \(quoted(license.id)) expired")
@@ -107,7 +110,9 @@ extension LicenseState {
 
         case .deactivate(let id):
             try requireAdmin(caller, "DeactivateLicense")
-            guard let license = licenses[id] else { throw TandemError(.licenseNotFound, "no active license \(quoted(id))") }
+            guard let license = licenses[id] else {
+                throw TandemError(.licenseNotFound, "no active license \(quoted(id))")
+            }
             try checkSeatsRemain(without: license, now: now)
             return Decision(outcome: .licenseDeactivated(license), changes: [.licenseDeactivated(id: id)])
 
@@ -119,13 +124,15 @@ extension LicenseState {
                 try Validate.text(r, "request_id", max: 128)
                 if var existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
                     guard existing.feature == req.feature && existing.count == req.count else {
-                        throw TandemError(.invalidArgs, "request_id \(quoted(r)) was already used for a different acquisition")
+                        throw TandemError(
+                            .invalidArgs, "request_id \(quoted(r)) was already used for a different acquisition")
                     }
                     // A retry (lost answer, failover) gets the same lease, renewed from now: the
                     // client reckons its lease time from when it sent the retry.
                     existing.expiresUSec = max(existing.expiresUSec, now + existing.ttlUSec)
-                    return Decision(outcome: .leaseGranted(existing, existing: true),
-                                    changes: [.leaseRenewed(id: existing.id, expiresUSec: existing.expiresUSec)])
+                    return Decision(
+                        outcome: .leaseGranted(existing, existing: true),
+                        changes: [.leaseRenewed(id: existing.id, expiresUSec: existing.expiresUSec)])
                 }
             }
             guard licenses.values.contains(where: { $0.feature == req.feature }) else {
@@ -133,17 +140,21 @@ extension LicenseState {
             }
             let free = available(req.feature, for: req.client, at: now)
             guard req.count <= free else {
-                throw TandemError(.insufficientSeats, "feature \(quoted(req.feature)): \(req.count) seats requested, \(free) available")
+                throw TandemError(
+                    .insufficientSeats,
+                    "feature \(quoted(req.feature)): \(req.count) seats requested, \(free) available")
             }
-            let lease = Lease(id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
-                              uid: caller.uid, requestId: req.requestId, acquiredUSec: now,
-                              expiresUSec: now + req.ttlUSec, ttlUSec: req.ttlUSec, epoch: epoch)
+            let lease = Lease(
+                id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
+                uid: caller.uid, requestId: req.requestId, acquiredUSec: now,
+                expiresUSec: now + req.ttlUSec, ttlUSec: req.ttlUSec, epoch: epoch)
             return Decision(outcome: .leaseGranted(lease, existing: false), changes: [.leaseGranted(lease)])
 
         case .renew(let id):
             var lease = try ownedLease(id, caller, now: now)
             lease.expiresUSec = now + lease.ttlUSec
-            return Decision(outcome: .leaseRenewed(lease), changes: [.leaseRenewed(id: id, expiresUSec: lease.expiresUSec)])
+            return Decision(
+                outcome: .leaseRenewed(lease), changes: [.leaseRenewed(id: id, expiresUSec: lease.expiresUSec)])
 
         case .release(let id):
             let lease = try ownedLease(id, caller, now: now)
@@ -164,30 +175,40 @@ extension LicenseState {
             after.apply(.reservationAdded(r))
             let seats = Int64(seats(feature, at: now))
             if Int64(after.setAside(feature)) > seats
-                || Int64(inUse(feature)) + Int64(after.idleReserved(feature, exceptHolder: nil)) > seats {
-                throw TandemError(.insufficientSeats,
-                                  "feature \(quoted(feature)): only \(reservable(feature, at: now)) seats can be reserved now")
+                || Int64(inUse(feature)) + Int64(after.idleReserved(feature, exceptHolder: nil)) > seats
+            {
+                throw TandemError(
+                    .insufficientSeats,
+                    "feature \(quoted(feature)): only \(reservable(feature, at: now)) seats can be reserved now")
             }
             return Decision(outcome: .reservationAdded(r), changes: [.reservationAdded(r)])
 
         case .unreserve(let id):
             try requireAdmin(caller, "Unreserve")
-            guard let r = reservations[id] else { throw TandemError(.reservationNotFound, "no reservation \(quoted(id))") }
+            guard let r = reservations[id] else {
+                throw TandemError(.reservationNotFound, "no reservation \(quoted(id))")
+            }
             return Decision(outcome: .reservationRemoved(r), changes: [.reservationRemoved(id: id)])
 
         case .resetServerId(let newId):
             try requireAdmin(caller, "ResetServerId")
             guard licenses.isEmpty else {
-                throw TandemError(.licensesActive, "\(licenses.count) license(s) are active; deactivate them before resetting the server id")
+                throw TandemError(
+                    .licensesActive,
+                    "\(licenses.count) license(s) are active; deactivate them before resetting the server id")
             }
             guard reservations.isEmpty else {
-                throw TandemError(.seatsReserved,
-                                  "\(reservations.count) reservation(s) stand; remove them (Unreserve) before resetting the server id")
+                throw TandemError(
+                    .seatsReserved,
+                    "\(reservations.count) reservation(s) stand; remove them (Unreserve) before resetting the server id"
+                )
             }
             return Decision(outcome: .serverIdReset(newId), changes: [.serverIdSet(id: newId)])
 
         case .expireLeases:
-            let gone = leases.values.filter { $0.expiresUSec <= now }.sorted { ($0.expiresUSec, $0.id) < ($1.expiresUSec, $1.id) }
+            let gone = leases.values.filter { $0.expiresUSec <= now }.sorted {
+                ($0.expiresUSec, $0.id) < ($1.expiresUSec, $1.id)
+            }
             return Decision(outcome: .expired(gone), changes: gone.map { .leaseExpired(id: $0.id) })
         }
     }
@@ -204,26 +225,33 @@ extension LicenseState {
         let remaining = Int64(seats(f, at: now)) - (expired ? 0 : Int64(license.seats))
         let inUse = Int64(inUse(f)), setAside = Int64(setAside(f))
         if !expired, inUse > remaining {
-            throw TandemError(.licenseInUse, "license \(quoted(license.id)): \(inUse) seats of \(quoted(f)) are in use"
-                + " and only \(remaining) would remain")
+            throw TandemError(
+                .licenseInUse,
+                "license \(quoted(license.id)): \(inUse) seats of \(quoted(f)) are in use"
+                    + " and only \(remaining) would remain")
         }
         let standing = reservations.values.filter { $0.feature == f }.count
         if standing > 0, !licenses.values.contains(where: { $0.feature == f && $0.id != license.id }) {
-            throw TandemError(.seatsReserved, "license \(quoted(license.id)) is the last of \(quoted(f)) and \(standing)"
-                + " reservation(s) of it stand; remove them (Unreserve) first")
+            throw TandemError(
+                .seatsReserved,
+                "license \(quoted(license.id)) is the last of \(quoted(f)) and \(standing)"
+                    + " reservation(s) of it stand; remove them (Unreserve) first")
         }
         guard !expired else { return }
         if setAside > remaining || inUse + Int64(idleReserved(f, exceptHolder: nil)) > remaining {
-            throw TandemError(.seatsReserved, "license \(quoted(license.id)): \(setAside) seats of \(quoted(f)) are reserved"
-                + " (\(inUse) in use) and only \(remaining) would remain; remove reservations (Unreserve) first")
+            throw TandemError(
+                .seatsReserved,
+                "license \(quoted(license.id)): \(setAside) seats of \(quoted(f)) are reserved"
+                    + " (\(inUse) in use) and only \(remaining) would remain; remove reservations (Unreserve) first")
         }
     }
 
     /// Seats a new reservation of `feature` could take now.
     func reservable(_ feature: String, at now: USec) -> UInt32 {
         let seats = Int64(seats(feature, at: now))
-        let left = min(seats - Int64(setAside(feature)),
-                       seats - Int64(inUse(feature)) - Int64(idleReserved(feature, exceptHolder: nil)))
+        let left = min(
+            seats - Int64(setAside(feature)),
+            seats - Int64(inUse(feature)) - Int64(idleReserved(feature, exceptHolder: nil)))
         return UInt32(clamping: max(0, left))
     }
 }

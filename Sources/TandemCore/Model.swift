@@ -17,8 +17,10 @@ public struct License: Codable, Sendable, Equatable {
     public var document: String
     public var activatedUSec: USec
 
-    public init(id: String, product: String, feature: String, seats: UInt32, notAfterUSec: USec,
-                issuedTo: [String], keyId: String, document: String, activatedUSec: USec = 0) {
+    public init(
+        id: String, product: String, feature: String, seats: UInt32, notAfterUSec: USec,
+        issuedTo: [String], keyId: String, document: String, activatedUSec: USec = 0
+    ) {
         self.id = id
         self.product = product
         self.feature = feature
@@ -48,8 +50,10 @@ public struct Lease: Codable, Sendable, Equatable {
     /// The serving epoch in which the lease was granted.
     public var epoch: UInt64
 
-    public init(id: String, feature: String, client: String, count: UInt32, uid: UInt32?,
-                requestId: String?, acquiredUSec: USec, expiresUSec: USec, ttlUSec: USec, epoch: UInt64) {
+    public init(
+        id: String, feature: String, client: String, count: UInt32, uid: UInt32?,
+        requestId: String?, acquiredUSec: USec, expiresUSec: USec, ttlUSec: USec, epoch: UInt64
+    ) {
         self.id = id
         self.feature = feature
         self.client = client

@@ -20,9 +20,11 @@ public func escapingControlCharacters<S: StringProtocol>(
 ) -> String {
     // The common case, printable ASCII with nothing to escape, is returned as it is: every
     // log line goes through here.
-    if text.utf8.count <= limit, text.utf8.allSatisfy({ b in
-        b >= 0x20 && b < 0x7F && (b != 0x5C || keepBackslashes) && (b != 0x27 || !escapeQuote)
-    }) {
+    if text.utf8.count <= limit,
+        text.utf8.allSatisfy({ b in
+            b >= 0x20 && b < 0x7F && (b != 0x5C || keepBackslashes) && (b != 0x27 || !escapeQuote)
+        })
+    {
         return String(text)
     }
     var out = ""

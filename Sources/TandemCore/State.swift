@@ -133,7 +133,8 @@ public struct LicenseState: Sendable, Equatable {
 
     /// Seats `client` could acquire now: those neither in use nor set aside for someone else.
     public func available(_ feature: String, for client: String?, at now: USec) -> UInt32 {
-        let free = Int64(seats(feature, at: now)) - Int64(inUse(feature))
+        let free =
+            Int64(seats(feature, at: now)) - Int64(inUse(feature))
             - Int64(idleReserved(feature, exceptHolder: client))
         return UInt32(clamping: max(0, free))
     }
@@ -143,8 +144,9 @@ public struct LicenseState: Sendable, Equatable {
         let seats = seats(feature, at: now), inUse = inUse(feature)
         let unused = UInt64(seats > inUse ? seats - inUse : 0)
         let reserved = UInt32(min(idleReserved(feature, exceptHolder: nil), unused))
-        return FeatureUsage(feature: feature, seats: seats, inUse: inUse, reserved: reserved,
-                            available: UInt32(unused) - reserved, denied: denied[feature] ?? 0)
+        return FeatureUsage(
+            feature: feature, seats: seats, inUse: inUse, reserved: reserved,
+            available: UInt32(unused) - reserved, denied: denied[feature] ?? 0)
     }
 
     public func usage(at now: USec) -> [FeatureUsage] {

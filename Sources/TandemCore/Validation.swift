@@ -7,7 +7,8 @@ public enum Validate {
             throw TandemError(.invalidArgs, "\(what) is longer than \(max) bytes")
         }
         for b in value.utf8 {
-            let ok = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+            let ok =
+                (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
                 || b == 0x2D || b == 0x5F || b == 0x2E || b == 0x3A
             guard ok else {
                 throw TandemError(.invalidArgs, "\(what) may contain only letters, digits, '-', '_', '.', ':'")

@@ -31,7 +31,9 @@ public struct IniFile: Sendable {
             let n = i + 1
             if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
             if line.hasPrefix("[") {
-                guard line.hasSuffix("]"), line.count > 2 else { throw ConfigError(file: file, line: n, reason: "malformed section header '\(line)'") }
+                guard line.hasSuffix("]"), line.count > 2 else {
+                    throw ConfigError(file: file, line: n, reason: "malformed section header '\(line)'")
+                }
                 section = String(line.dropFirst().dropLast())
                 continue
             }
@@ -98,7 +100,9 @@ public struct DaemonConfig: Sendable, Equatable {
         func seconds(_ e: IniFile.Entry) throws(ConfigError) -> UInt64 {
             let v = e.value.hasSuffix("s") ? String(e.value.dropLast()) : e.value
             guard let n = UInt64(v), n >= 1, n <= 365 * 86_400 else {
-                throw ConfigError(file: e.file, line: e.line, reason: "\(e.key)= must be a whole number of seconds from 1 to 31536000, got '\(e.value)'")
+                throw ConfigError(
+                    file: e.file, line: e.line,
+                    reason: "\(e.key)= must be a whole number of seconds from 1 to 31536000, got '\(e.value)'")
             }
             return n
         }
@@ -119,7 +123,8 @@ public struct DaemonConfig: Sendable, Equatable {
                 c.vendorKeys = e.value.isEmpty ? nil : e.value
             case "AdminGroup":
                 do { try Validate.identifier(e.value, "AdminGroup", max: 32) } catch {
-                    throw ConfigError(file: e.file, line: e.line, reason: "AdminGroup= is not a valid group name: '\(e.value)'")
+                    throw ConfigError(
+                        file: e.file, line: e.line, reason: "AdminGroup= is not a valid group name: '\(e.value)'")
                 }
                 c.adminGroup = e.value
             case "Listen":
@@ -132,7 +137,9 @@ public struct DaemonConfig: Sendable, Equatable {
                 } else {
                     for word in e.value.split(separator: " ") {
                         guard ListenAddress(parsing: String(word)) != nil else {
-                            throw ConfigError(file: e.file, line: e.line, reason: "Listen= address '\(word)' is not HOST:PORT, [IPV6]:PORT or PORT")
+                            throw ConfigError(
+                                file: e.file, line: e.line,
+                                reason: "Listen= address '\(word)' is not HOST:PORT, [IPV6]:PORT or PORT")
                         }
                         c.listen.append(String(word))
                     }
@@ -146,7 +153,11 @@ public struct DaemonConfig: Sendable, Equatable {
                 guard e.value.hasPrefix("/") || e.value.isEmpty else {
                     throw ConfigError(file: e.file, line: e.line, reason: "\(e.key)= must be an absolute path")
                 }
-                if e.key == "TLSCertificate" { c.tlsCertificate = e.value.isEmpty ? nil : e.value } else { c.tlsKey = e.value.isEmpty ? nil : e.value }
+                if e.key == "TLSCertificate" {
+                    c.tlsCertificate = e.value.isEmpty ? nil : e.value
+                } else {
+                    c.tlsKey = e.value.isEmpty ? nil : e.value
+                }
             case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
             case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
             default:
@@ -157,10 +168,13 @@ public struct DaemonConfig: Sendable, Equatable {
             throw ConfigError(file: place.0, line: place.1, reason: "TLSCertificate= and TLSKey= must be set together")
         }
         if c.pair.heartbeatUSec * 2 > c.pair.failoverTimeoutUSec {
-            throw ConfigError(file: place.0, line: place.1, reason: "FailoverTimeoutSec= must be at least twice HeartbeatSec=")
+            throw ConfigError(
+                file: place.0, line: place.1, reason: "FailoverTimeoutSec= must be at least twice HeartbeatSec=")
         }
         if c.defaultLeaseSec > c.maxLeaseSec {
-            throw ConfigError(file: place.0, line: place.1, reason: "DefaultLeaseSec= (\(c.defaultLeaseSec)) is larger than MaxLeaseSec= (\(c.maxLeaseSec))")
+            throw ConfigError(
+                file: place.0, line: place.1,
+                reason: "DefaultLeaseSec= (\(c.defaultLeaseSec)) is larger than MaxLeaseSec= (\(c.maxLeaseSec))")
         }
         return c
     }
@@ -201,7 +215,9 @@ public struct PairConfig: Sendable, Equatable {
         func fail(_ why: String) -> ConfigError { ConfigError(file: e.file, line: e.line, reason: why) }
         func duration() throws(ConfigError) -> UInt64 {
             let v = e.value.hasSuffix("s") ? String(e.value.dropLast()) : e.value
-            guard let d = Double(v), d >= 0.05, d <= 3600 else { throw fail("\(e.key)= must be a number of seconds from 0.05 to 3600, got '\(e.value)'") }
+            guard let d = Double(v), d >= 0.05, d <= 3600 else {
+                throw fail("\(e.key)= must be a number of seconds from 0.05 to 3600, got '\(e.value)'")
+            }
             return UInt64(d * 1e6)
         }
         switch e.key {
@@ -217,13 +233,19 @@ public struct PairConfig: Sendable, Equatable {
         case "HeartbeatSec": heartbeatUSec = try duration()
         case "FailoverTimeoutSec": failoverTimeoutUSec = try duration()
         case "LogKeepEntries", "LogRetainEntries":
-            guard let n = Int(e.value), n >= 1, n <= 100_000_000 else { throw fail("\(e.key)= must be a whole number from 1 to 100000000, got '\(e.value)'") }
+            guard let n = Int(e.value), n >= 1, n <= 100_000_000 else {
+                throw fail("\(e.key)= must be a whole number from 1 to 100000000, got '\(e.value)'")
+            }
             if e.key == "LogKeepEntries" { logKeepEntries = n } else { logRetainEntries = n }
         case "PartitionPolicy":
-            guard ["takeover", "split"].contains(e.value) else { throw fail("PartitionPolicy= is 'takeover' or 'split', got '\(e.value)'") }
+            guard ["takeover", "split"].contains(e.value) else {
+                throw fail("PartitionPolicy= is 'takeover' or 'split', got '\(e.value)'")
+            }
             partitionPolicy = e.value
         case "SplitPrimaryPercent":
-            guard let n = UInt32(e.value), n <= 100 else { throw fail("SplitPrimaryPercent= must be a whole number from 0 to 100, got '\(e.value)'") }
+            guard let n = UInt32(e.value), n <= 100 else {
+                throw fail("SplitPrimaryPercent= must be a whole number from 0 to 100, got '\(e.value)'")
+            }
             splitPrimaryPercent = n
         default:
             throw fail("unknown key '\(e.key)' in [Pair]")

@@ -87,19 +87,22 @@ public final class Daemon {
         do { config = try DaemonConfig.load(path: options.configPath, required: options.configGiven) } catch {
             throw StartupError("bad configuration: \(error)")
         }
-        engine = try Self.openEngine(stateDir: options.resolvedStateDir, settings: try Self.loadSettings(config), logger: logger)
+        engine = try Self.openEngine(
+            stateDir: options.resolvedStateDir, settings: try Self.loadSettings(config), logger: logger)
         do { loop = try EventLoop() } catch { throw StartupError("\(error)") }
         bus = try Self.connectBus(user: options.userBus)
         do {
-            server = try LicenseManagerServer(bus: bus, engine: engine, authorizer: Self.authorizer(config, logger),
-                                              info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
-                                              logger: logger)
-            logControl = try LogControlObject(bus: bus, identifier: "tandemd", getLevel: { LogLevelControl.shared.syslogName },
-                                              setLevel: { [logger] name in
-                                                  guard LogLevelControl.shared.set(syslogName: name) else { return false }
-                                                  logger.notice("log level changed", metadata: ["level": "\(name)"])
-                                                  return true
-                                              })
+            server = try LicenseManagerServer(
+                bus: bus, engine: engine, authorizer: Self.authorizer(config, logger),
+                info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
+                logger: logger)
+            logControl = try LogControlObject(
+                bus: bus, identifier: "tandemd", getLevel: { LogLevelControl.shared.syslogName },
+                setLevel: { [logger] name in
+                    guard LogLevelControl.shared.set(syslogName: name) else { return false }
+                    logger.notice("log level changed", metadata: ["level": "\(name)"])
+                    return true
+                })
         } catch { throw StartupError("cannot export D-Bus objects: \(error)") }
         mailbox = try LoopMailbox()
         do {
@@ -112,7 +115,9 @@ public final class Daemon {
         try wire()
         try check(sd_bus_attach_event(bus, loop.event, 0), "attach bus")
         let rn = sd_bus_request_name(bus, BusNames.service, 0)
-        guard rn >= 0 else { throw StartupError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))") }
+        guard rn >= 0 else {
+            throw StartupError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))")
+        }
         if config.pair.keyFile != nil { try startPair() }
         try startNetwork()
     }
@@ -126,14 +131,16 @@ public final class Daemon {
                 throw StartupError("VendorKeys=\(path): \(error)")
             }
         }
-        return EngineSettings(defaultLeaseUSec: config.defaultLeaseSec * usecPerSecond,
-                              maxLeaseUSec: config.maxLeaseSec * usecPerSecond, trustedKeys: keys)
+        return EngineSettings(
+            defaultLeaseUSec: config.defaultLeaseSec * usecPerSecond,
+            maxLeaseUSec: config.maxLeaseSec * usecPerSecond, trustedKeys: keys)
     }
 
     static func openEngine(stateDir: String, settings: EngineSettings, logger: Logger) throws -> Engine {
         do {
-            try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: stateDir, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
         } catch { throw StartupError("cannot create state directory \(stateDir): \(error.localizedDescription)") }
         let store: Store
         do { store = try Store(path: stateDir + "/tandem.db", logger: logger) } catch {
@@ -146,7 +153,8 @@ public final class Daemon {
         var bus: OpaquePointer?
         let r = user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus)
         guard r >= 0, let bus else {
-            throw StartupError("cannot connect to the \(user ? "session" : "system") bus: \(String(cString: strerror(-r)))")
+            throw StartupError(
+                "cannot connect to the \(user ? "session" : "system") bus: \(String(cString: strerror(-r)))")
         }
         return bus
     }
@@ -159,7 +167,8 @@ public final class Daemon {
     static func authorizer(_ config: DaemonConfig, _ logger: Logger) -> BusAuthorizer {
         let gid = BusAuthorizer.gid(ofGroup: config.adminGroup)
         if gid == nil {
-            logger.warning("admin group does not exist; only root may administer", metadata: ["group": "\(config.adminGroup)"])
+            logger.warning(
+                "admin group does not exist; only root may administer", metadata: ["group": "\(config.adminGroup)"])
         }
         return BusAuthorizer(adminGid: gid)
     }
@@ -203,8 +212,12 @@ public final class Daemon {
             sources.append(tick)
             tick.schedule(at: loop.now(.monotonic) + Self.pairTickUSec)
         } catch { throw StartupError("\(error)") }
-        logger.notice("pair link open", metadata: ["listen": "\(host.boundAddress)", "witness": "\(config.pair.witness ?? "none")",
-                                                   "role": "\(host.role)"])
+        logger.notice(
+            "pair link open",
+            metadata: [
+                "listen": "\(host.boundAddress)", "witness": "\(config.pair.witness ?? "none")",
+                "role": "\(host.role)"
+            ])
     }
 
     /// The tokens network clients must present (`ClientTokenFile=`; none: no token needed).
@@ -235,10 +248,13 @@ public final class Daemon {
         network = (api, http)
         server.info.listenAddresses = http.boundAddresses
         if let port = http.firstPort { pairHost?.apiPort = port }
-        logger.notice("network API listening", metadata: [
-            "addresses": "\(http.boundAddresses.joined(separator: " "))", "tokens": "\(tokens.isEmpty ? "none" : "required")",
-            "scheme": "\(http.scheme)",
-        ])
+        logger.notice(
+            "network API listening",
+            metadata: [
+                "addresses": "\(http.boundAddresses.joined(separator: " "))",
+                "tokens": "\(tokens.isEmpty ? "none" : "required")",
+                "scheme": "\(http.scheme)"
+            ])
     }
 
     // MARK: - Running
@@ -250,10 +266,12 @@ public final class Daemon {
         flushOrDie()
         if let fatal { throw fatal }
         updateStatus(force: true, ready: true)
-        logger.notice("tandemd started", metadata: [
-            "server_id": "\(engine.state.serverId)", "state": "\(options.resolvedStateDir)",
-            "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)",
-        ])
+        logger.notice(
+            "tandemd started",
+            metadata: [
+                "server_id": "\(engine.state.serverId)", "state": "\(options.resolvedStateDir)",
+                "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)"
+            ])
         let status: Int32
         do { status = try loop.run() } catch { throw StartupError("\(error)") }
         // After a fatal error the network API may still hold calls: they end with the process.
@@ -267,7 +285,8 @@ public final class Daemon {
         sd_bus_flush(bus)
         sd_bus_release_name(bus, BusNames.service)
         sd_bus_flush_close_unref(bus)
-        logger.notice("tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
+        logger.notice(
+            "tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
         return status
     }
 
@@ -303,7 +322,8 @@ public final class Daemon {
     public var statusLine: String {
         if stopping != nil { return "Stopping" }
         let s = engine.state
-        var line = "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
+        var line =
+            "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
         if let p = pairHost, p.role != .standalone {
             line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus), epoch \(s.epoch)"
         } else {
@@ -366,8 +386,12 @@ public final class Daemon {
         if !progress.answersAbandoned {
             progress.answersAbandoned = true
             stopping = progress
-            let left = engine.abandonUnanswered(TandemError(.notServing, "tandemd stopped before the change was acknowledged"))
-            if left > 0 { logger.warning("stopping: calls refused that the pair had not acknowledged", metadata: ["calls": "\(left)"]) }
+            let left = engine.abandonUnanswered(
+                TandemError(.notServing, "tandemd stopped before the change was acknowledged"))
+            if left > 0 {
+                logger.warning(
+                    "stopping: calls refused that the pair had not acknowledged", metadata: ["calls": "\(left)"])
+            }
             flushOrDie()
             stopTimer.schedule(at: loop.now(.monotonic) + Self.stopAnswerUSec / 2)
             finishStoppingIfDone()
@@ -403,9 +427,11 @@ public final class Daemon {
             engine.settings = settings
             server.authorizer = Self.authorizer(c, logger)
             network?.api.setTokens(tokens)
-            logger.notice("configuration reloaded", metadata: [
-                "vendor_keys": "\(settings.trustedKeys.keys.count)", "client_tokens": "\(tokens.count)",
-            ])
+            logger.notice(
+                "configuration reloaded",
+                metadata: [
+                    "vendor_keys": "\(settings.trustedKeys.keys.count)", "client_tokens": "\(tokens.count)"
+                ])
         } catch {
             logger.error("configuration not reloaded, keeping the previous one: \(error)")
         }

@@ -20,7 +20,8 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
     /// A refusal as products see it: NotServing names the serving node's network address.
     static func withServingAddress(_ e: TandemError, _ d: Daemon) -> TandemError {
         guard e.code == .notServing, let host = d.pairHost, let peer = host.peerInfo, peer.serving == true,
-              let address = host.peerAPIAddress else { return e }
+            let address = host.peerAPIAddress
+        else { return e }
         var out = e
         out.servingAddress = address
         out.message += " (serving: \(address))"
@@ -40,15 +41,21 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         await onLoop { d, done in
             let info = d.server.info
             let pair = d.pairHost
-            done(ServerStatus(serverId: d.engine.state.serverId, version: info.version, role: (pair?.role ?? .standalone).rawValue,
-                              pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: d.engine.state.epoch,
-                              peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pair?.peerServerId))
+            done(
+                ServerStatus(
+                    serverId: d.engine.state.serverId, version: info.version,
+                    role: (pair?.role ?? .standalone).rawValue,
+                    pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true,
+                    epoch: d.engine.state.epoch,
+                    peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pair?.peerServerId))
         }
     }
 
     /// A command's final answer as `view` of its outcome; NotServing names the serving node.
-    private func answer<T: Sendable>(_ submit: @escaping (Daemon) -> Ticket,
-                                     _ view: @escaping (Daemon, Outcome) -> T?) async -> Result<T, TandemError> {
+    private func answer<T: Sendable>(
+        _ submit: @escaping (Daemon) -> Ticket,
+        _ view: @escaping (Daemon, Outcome) -> T?
+    ) async -> Result<T, TandemError> {
         await onLoop { d, done in
             submit(d).whenAnswered { result in
                 switch result {
@@ -71,8 +78,9 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
 
     func acquire(_ r: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> {
         await answer({ d in
-            d.engine.acquire(feature: r.feature, count: r.count, client: r.client,
-                             ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: .networkClient)
+            d.engine.acquire(
+                feature: r.feature, count: r.count, client: r.client,
+                ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: .networkClient)
         }) { d, o in
             guard case .leaseGranted(let lease, let existing) = o else { return nil }
             return (LeaseView(lease, serverId: d.engine.state.serverId), created: !existing)

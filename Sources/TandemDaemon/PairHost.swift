@@ -43,8 +43,9 @@ final class PairHost: PairControl {
         self.logger = logger
         guard let keyFile = config.keyFile else { throw StartupError("[Pair] needs KeyFile=") }
         do {
-            link = try PairLink(keyFile: keyFile, listen: SocketAddress(resolving: config.listen, defaultPort: PairConfig.defaultPort),
-                                clock: { [unowned engine] in engine.now }, logger: logger)
+            link = try PairLink(
+                keyFile: keyFile, listen: SocketAddress(resolving: config.listen, defaultPort: PairConfig.defaultPort),
+                clock: { [unowned engine] in engine.now }, logger: logger)
             witness = try config.witness.map { try SocketAddress(resolving: $0, defaultPort: PairConfig.witnessPort) }
         } catch let e as StartupError { throw e } catch { throw StartupError("[Pair]: \(error)") }
         settings = PairSettings()
@@ -75,10 +76,14 @@ final class PairHost: PairControl {
         }
         role = PairRole(node: record.node)
         peerAddressText = record.peerAddress
-        logger.notice("pair restored", metadata: ["role": "\(role)", "peer": "\(record.peerAddress)",
-                                                  "log_entries": "\(node.map { $0.log.count } ?? 0)",
-                                                  "epoch": "\(record.progress.promisedEpoch)", "partition": "\(settings.partition.description)",
-                                                  "unmerged": "\(record.progress.unmerged.count)"])
+        logger.notice(
+            "pair restored",
+            metadata: [
+                "role": "\(role)", "peer": "\(record.peerAddress)",
+                "log_entries": "\(node.map { $0.log.count } ?? 0)",
+                "epoch": "\(record.progress.promisedEpoch)", "partition": "\(settings.partition.description)",
+                "unmerged": "\(record.progress.unmerged.count)"
+            ])
     }
 
     func attach() {
@@ -90,7 +95,8 @@ final class PairHost: PairControl {
         }
         engine.describeNode = { [unowned self] i in
             let isPeer = node.map { $0.index != i } ?? false
-            return (i == 0 ? "the primary" : "the backup") + (isPeer && !peerAddressText.isEmpty ? " at \(peerAddressText)" : "")
+            return (i == 0 ? "the primary" : "the backup")
+                + (isPeer && !peerAddressText.isEmpty ? " at \(peerAddressText)" : "")
         }
     }
 
@@ -115,16 +121,26 @@ final class PairHost: PairControl {
                 if case .append(let e, _, _, _, _) = pm, e < node.promisedEpoch { link.count(.staleEpoch) }
                 engine.pairReceive(from: .node(1 - node.index), pm)
             } else {
-                logger.debug("pair frame from an address that is not the peer or the witness", metadata: ["from": "\(from)"])
+                logger.debug(
+                    "pair frame from an address that is not the peer or the witness", metadata: ["from": "\(from)"])
             }
         case .probe(let nonce):
             send(.probeReply(nonce: nonce, info: info), to: from)
         case .probeReply, .pairReply, .unpairReply:
-            break // answers: PairLink hands them to their requests
+            break  // answers: PairLink hands them to their requests
         case .pairRequest(let nonce, let primaryId, let baseSeq, let baseEpoch, let baseState, let partition):
-            let refusal = partition == settings.partition.description ? acceptPair(from: from, primaryId: primaryId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseState)
-                : TandemError(.pairState, "the nodes handle partitions differently: the primary '\(partition)', the backup '\(settings.partition.description)' (set Witness=, PartitionPolicy= and SplitPrimaryPercent= alike on both)")
-            send(.pairReply(nonce: nonce, serverId: engine.state.serverId, refusal: refusal?.code, reason: refusal?.message ?? ""), to: from)
+            let refusal =
+                partition == settings.partition.description
+                ? acceptPair(
+                    from: from, primaryId: primaryId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseState)
+                : TandemError(
+                    .pairState,
+                    "the nodes handle partitions differently: the primary '\(partition)', the backup '\(settings.partition.description)' (set Witness=, PartitionPolicy= and SplitPrimaryPercent= alike on both)"
+                )
+            send(
+                .pairReply(
+                    nonce: nonce, serverId: engine.state.serverId, refusal: refusal?.code,
+                    reason: refusal?.message ?? ""), to: from)
         case .unpair(let nonce):
             guard let peer, from == peer else { return }
             if engine.state.licenses.isEmpty {
@@ -135,8 +151,9 @@ final class PairHost: PairControl {
     }
 
     var info: PeerInfo {
-        var i = PeerInfo(serverId: engine.state.serverId, role: role.rawValue, preparedFor: preparedFor?.description,
-                         serverIdUsed: engine.state.serverIdUsed, licensesActive: !engine.state.licenses.isEmpty)
+        var i = PeerInfo(
+            serverId: engine.state.serverId, role: role.rawValue, preparedFor: preparedFor?.description,
+            serverIdUsed: engine.state.serverIdUsed, licensesActive: !engine.state.licenses.isEmpty)
         i.apiPort = apiPort
         i.partition = settings.partition.description
         i.pairStatus = pairStatus.rawValue
@@ -153,7 +170,8 @@ final class PairHost: PairControl {
         // The serving node hears the witness on every renewal; the standby asks it now and then,
         // so that both report the witness's status.
         if let witness, !(node?.isLeading ?? false), role != .standalone,
-           lastWitnessProbe.map({ t >= $0 + settings.heartbeatUSec }) ?? true {
+            lastWitnessProbe.map({ t >= $0 + settings.heartbeatUSec }) ?? true
+        {
             lastWitnessProbe = t
             ask({ .probe(nonce: $0) }, to: witness) { [self] answer in
                 if answer != nil { lastWitnessFrame = now }
@@ -194,12 +212,13 @@ final class PairHost: PairControl {
         } else {
             witnessStatus = "not-available"
         }
-        return PairReport(serving: serving, peerAddress: peerAddressText, peerServerId: engine.pair?.peerServerId ?? "",
-                          peerStatus: node?.peerStatus(now: now) ?? .notAvailable,
-                          replicatedSeq: node.map { $0.isLeading ? $0.peerMatch : $0.lastSeq } ?? 0,
-                          witnessAddress: config.witness ?? "", witnessStatus: witnessStatus,
-                          rejectedFrames: FrameRejection.allCases.map { ($0.rawValue, link.rejected[$0] ?? 0) },
-                          partitionPolicy: settings.partition.description)
+        return PairReport(
+            serving: serving, peerAddress: peerAddressText, peerServerId: engine.pair?.peerServerId ?? "",
+            peerStatus: node?.peerStatus(now: now) ?? .notAvailable,
+            replicatedSeq: node.map { $0.isLeading ? $0.peerMatch : $0.lastSeq } ?? 0,
+            witnessAddress: config.witness ?? "", witnessStatus: witnessStatus,
+            rejectedFrames: FrameRejection.allCases.map { ($0.rawValue, link.rejected[$0] ?? 0) },
+            partitionPolicy: settings.partition.description)
     }
 
     /// The peer as it last described itself, and how this node sees it.
@@ -208,11 +227,14 @@ final class PairHost: PairControl {
         var out: [(PeerStatusField, BusValue)] = [
             (.address, .string(peerAddressText)),
             (.status, .string(report.peerStatus.rawValue)),
-            (.serverId, .string(engine.pair?.peerServerId ?? "")),
+            (.serverId, .string(engine.pair?.peerServerId ?? ""))
         ]
         if let i = peerInfo, let at = peerInfoAt {
-            out += [(.role, .string(i.role)), (.pairStatus, .string(i.pairStatus ?? "")), (.serving, .bool(i.serving ?? false)),
-                    (.epoch, .uint64(i.epoch ?? 0)), (.reportedUSec, .uint64(at))]
+            out += [
+                (.role, .string(i.role)), (.pairStatus, .string(i.pairStatus ?? "")),
+                (.serving, .bool(i.serving ?? false)),
+                (.epoch, .uint64(i.epoch ?? 0)), (.reportedUSec, .uint64(at))
+            ]
             if let api = peerAPIAddress { out.append((.networkAddress, .string(api))) }
         }
         return out
@@ -223,8 +245,12 @@ final class PairHost: PairControl {
     func publishStatus() {
         let now = (pairStatus, serving)
         if let last = lastLogged, last != now {
-            logger.notice("pair status", metadata: ["pair_status": "\(pairStatus)", "serving": "\(serving)",
-                                                    "epoch": "\(engine.state.epoch)", "role": "\(role)"])
+            logger.notice(
+                "pair status",
+                metadata: [
+                    "pair_status": "\(pairStatus)", "serving": "\(serving)",
+                    "epoch": "\(engine.state.epoch)", "role": "\(role)"
+                ])
         }
         lastLogged = now
         onStatusChange?()

@@ -13,11 +13,12 @@ public struct TandemdCommand: ParsableCommand {
     @Option(help: ArgumentHelp("State directory (default $STATE_DIRECTORY, else /var/lib/tandem).", valueName: "dir"))
     var stateDir: String?
     @Flag(help: "Serve on the session bus instead of the system bus.") var user = false
-    @Option(help: ArgumentHelp("debug, info, notice, warning, error.", valueName: "level"),
-            transform: { text in
-                guard let level = Logger.Level(rawValue: text) else { throw ValidationError("unknown log level '\(text)'") }
-                return level
-            })
+    @Option(
+        help: ArgumentHelp("debug, info, notice, warning, error.", valueName: "level"),
+        transform: { text in
+            guard let level = Logger.Level(rawValue: text) else { throw ValidationError("unknown log level '\(text)'") }
+            return level
+        })
     var logLevel: Logger.Level = .info
 
     public init() {}

@@ -39,8 +39,10 @@ public final class Engine {
     /// Names a node for messages ("the primary at 10.0.0.1:7391").
     public var describeNode: (NodeIndex) -> String = { $0 == 0 ? "the primary" : "the backup" }
 
-    public init(store: Store, settings: EngineSettings, logger: Logger,
-                clock: @escaping () -> USec = Engine.realtimeNow) throws {
+    public init(
+        store: Store, settings: EngineSettings, logger: Logger,
+        clock: @escaping () -> USec = Engine.realtimeNow
+    ) throws {
         self.store = store
         self.settings = settings
         self.logger = logger
@@ -54,7 +56,7 @@ public final class Engine {
         }
         ownIdentity = (state.serverId, state.serverIdUsed)
         replication = StandaloneReplication(state: state, store: store, logger: logger, onWork: {})
-        replication = standalone(state) // now that self exists, with the callback that reaches onWork
+        replication = standalone(state)  // now that self exists, with the callback that reaches onWork
     }
 
     private func standalone(_ state: LicenseState) -> StandaloneReplication {
@@ -128,12 +130,19 @@ public final class Engine {
     /// Verifies a license document and activates it.
     public func activate(document: String, caller: Caller) -> Ticket {
         guard caller.isAdmin else {
-            return Ticket(decision: .failure(TandemError(.accessDenied, "ActivateLicense needs root or membership in the admin group")))
+            return Ticket(
+                decision: .failure(
+                    TandemError(.accessDenied, "ActivateLicense needs root or membership in the admin group")))
         }
         do throws(TandemError) {
             let doc = try settings.trustedKeys.verify(document)
             if let pair, !doc.license().issuedTo.contains(pair.peerServerId) {
-                return Ticket(decision: .failure(TandemError(.wrongServer, "a paired server activates only licenses issued to both servers of the pair (\(state.serverId) and \(pair.peerServerId))")))
+                return Ticket(
+                    decision: .failure(
+                        TandemError(
+                            .wrongServer,
+                            "a paired server activates only licenses issued to both servers of the pair (\(state.serverId) and \(pair.peerServerId))"
+                        )))
             }
             return submit(.activate(doc.license()), caller: caller)
         } catch {
@@ -141,18 +150,28 @@ public final class Engine {
         }
     }
 
-    public func acquire(feature: String, count: UInt32, client: String, ttlUSec: USec?, requestId: String?,
-                        caller: Caller) -> Ticket {
+    public func acquire(
+        feature: String, count: UInt32, client: String, ttlUSec: USec?, requestId: String?,
+        caller: Caller
+    ) -> Ticket {
         let ttl = ttlUSec ?? settings.defaultLeaseUSec
         guard ttl >= EngineSettings.minLeaseUSec && ttl <= settings.maxLeaseUSec else {
-            return Ticket(decision: .failure(TandemError(.invalidArgs, "ttl must be from 1 s to \(settings.maxLeaseUSec / usecPerSecond) s (MaxLeaseSec)")))
+            return Ticket(
+                decision: .failure(
+                    TandemError(
+                        .invalidArgs, "ttl must be from 1 s to \(settings.maxLeaseUSec / usecPerSecond) s (MaxLeaseSec)"
+                    )))
         }
-        return submit(.acquire(AcquireRequest(feature: feature, count: count, client: client, ttlUSec: ttl,
-                                              requestId: requestId, newLeaseId: Identifiers.lease())), caller: caller)
+        return submit(
+            .acquire(
+                AcquireRequest(
+                    feature: feature, count: count, client: client, ttlUSec: ttl,
+                    requestId: requestId, newLeaseId: Identifiers.lease())), caller: caller)
     }
 
     public func reserve(feature: String, count: UInt32, holder: String, caller: Caller) -> Ticket {
-        submit(.reserve(feature: feature, count: count, holder: holder, newId: Identifiers.reservation()), caller: caller)
+        submit(
+            .reserve(feature: feature, count: count, holder: holder, newId: Identifiers.reservation()), caller: caller)
     }
 
     public func resetServerId(caller: Caller) -> Ticket {
@@ -161,7 +180,8 @@ public final class Engine {
 
     /// The text an administrator sends to the vendor to get licenses issued.
     public var activationRequest: String {
-        "Tandem-Activation-Request: 1\nServer-Id: \(state.serverId)\n" + (pair.map { "Server-Id: \($0.peerServerId)\n" } ?? "")
+        "Tandem-Activation-Request: 1\nServer-Id: \(state.serverId)\n"
+            + (pair.map { "Server-Id: \($0.peerServerId)\n" } ?? "")
     }
 
     // MARK: - Time and commits
@@ -214,21 +234,25 @@ public final class Engine {
         // Pairing replaces the state; a command the standalone server decided but did not commit
         // is refused (PairHost commits before it pairs, so this is a guard, not a path).
         abandonUnanswered(TandemError(.pairState, "the server was paired before this change was committed"))
-        replication = PairReplication(node: node, peerServerId: peerServerId, store: store,
-                                      describeNode: { [unowned self] in describeNode($0) },
-                                      send: { [unowned self] in onSend?($0, $1) },
-                                      onWork: { [unowned self] in onWork?() })
+        replication = PairReplication(
+            node: node, peerServerId: peerServerId, store: store,
+            describeNode: { [unowned self] in describeNode($0) },
+            send: { [unowned self] in onSend?($0, $1) },
+            onWork: { [unowned self] in onWork?() })
     }
 
     /// Starts paired operation with the pair stored in the store, if one was formed (after a
     /// restart). Returns its record.
     @discardableResult
     public func restorePair(settings: PairSettings) throws -> PairRecord? {
-        guard let record = try store.pairRecord(), let base = try store.pairBase(serverId: state.serverId) else { return nil }
+        guard let record = try store.pairRecord(), let base = try store.pairBase(serverId: state.serverId) else {
+            return nil
+        }
         let progress = record.progress
-        let node = PairNode(index: record.node, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
-                            log: try store.changes(after: base.seq, limit: Int.max), promisedEpoch: progress.promisedEpoch,
-                            unmerged: progress.unmerged, splitBasePos: progress.splitBase, settings: settings, now: clock())
+        let node = PairNode(
+            index: record.node, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
+            log: try store.changes(after: base.seq, limit: Int.max), promisedEpoch: progress.promisedEpoch,
+            unmerged: progress.unmerged, splitBasePos: progress.splitBase, settings: settings, now: clock())
         startPair(node, peerServerId: record.peerServerId)
         return record
     }

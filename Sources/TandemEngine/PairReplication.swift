@@ -23,8 +23,10 @@ public final class PairReplication: Replication {
     private var outbox: [(Peer, PairMessage)] = []
     private var replies: [(ref: Int, reply: ClientReply)] = []
 
-    init(node: PairNode, peerServerId: String, store: Store, describeNode: @escaping (NodeIndex) -> String,
-         send: @escaping (Peer, PairMessage) -> Void, onWork: @escaping () -> Void) {
+    init(
+        node: PairNode, peerServerId: String, store: Store, describeNode: @escaping (NodeIndex) -> String,
+        send: @escaping (Peer, PairMessage) -> Void, onWork: @escaping () -> Void
+    ) {
         self.node = node
         self.peerServerId = peerServerId
         self.store = store
@@ -40,15 +42,20 @@ public final class PairReplication: Replication {
     /// deferred flush, once the iteration's frames are all in (coalesced, and acknowledged once).
     var batchFull: Bool { false }
     var hasWork: Bool {
-        !outbox.isEmpty || !earlyOutbox.isEmpty || !replies.isEmpty || node.lastSeq != store.lastSeq || !node.unstored.isEmpty
+        !outbox.isEmpty || !earlyOutbox.isEmpty || !replies.isEmpty || node.lastSeq != store.lastSeq
+            || !node.unstored.isEmpty
     }
 
     func perform(_ command: Command, caller: Caller, now: USec) -> Ticket {
         if case .resetServerId = command {
-            return Ticket(decision: .failure(TandemError(.pairState, "ResetServerId is refused while paired (DisableBackup first)")))
+            return Ticket(
+                decision: .failure(
+                    TandemError(.pairState, "ResetServerId is refused while paired (DisableBackup first)")))
         }
         if command.isAdministrative, node.index == 1 {
-            return Ticket(decision: .failure(TandemError(.notPrimary, "administrative changes are made on the primary (\(describeNode(0)))")))
+            return Ticket(
+                decision: .failure(
+                    TandemError(.notPrimary, "administrative changes are made on the primary (\(describeNode(0)))")))
         }
         nextRef += 1
         let ref = nextRef
@@ -145,17 +152,20 @@ public final class PairReplication: Replication {
     /// truncation or a snapshot, with the progress and the log's base when they moved.
     private func store(now: USec, denied: [String: UInt64]?) throws -> [LogEntry]? {
         let unstored = node.unstored
-        let progress = PairProgress(promisedEpoch: node.promisedEpoch, unmerged: node.unmerged, splitBase: node.splitBasePos)
+        let progress = PairProgress(
+            promisedEpoch: node.promisedEpoch, unmerged: node.unmerged, splitBase: node.splitBasePos)
         let base = LogBase(seq: node.logBase, epoch: node.logBaseEpoch, state: node.baseState)
         var written: [LogEntry]?
         if unstored.contains(.rewritten) {
-            try store.replace(state: node.state, base: base, log: node.log, now: now, progress: progress, denied: denied)
+            try store.replace(
+                state: node.state, base: base, log: node.log, now: now, progress: progress, denied: denied)
             written = []
         } else if node.lastSeq > store.lastSeq || !unstored.isEmpty || denied != nil {
             // Entries compacted before they were stored come from the base snapshot instead.
             let entries = Array(node.entries(from: max(store.lastSeq, node.logBase) + 1, through: node.lastSeq))
-            try store.append(entries, now: now, progress: unstored.contains(.progress) ? progress : nil, denied: denied,
-                             compactTo: unstored.contains(.base) ? base : nil)
+            try store.append(
+                entries, now: now, progress: unstored.contains(.progress) ? progress : nil, denied: denied,
+                compactTo: unstored.contains(.base) ? base : nil)
             written = entries
         }
         node.markStored()

@@ -69,11 +69,13 @@ final class StandaloneReplication: Replication {
     func tick(now: USec) {
         guard let next = state.nextExpiry, next <= now else { return }
         guard case .success(let d) = state.decide(.expireLeases, caller: .root, now: now),
-              case .expired(let gone) = d.outcome else { return }
+            case .expired(let gone) = d.outcome
+        else { return }
         stage(d.changes)
         state.settleExpiryBound()
         for l in gone {
-            logger.info("lease expired", metadata: ["lease_id": "\(l.id)", "feature": "\(l.feature)", "client": "\(l.client)"])
+            logger.info(
+                "lease expired", metadata: ["lease_id": "\(l.id)", "feature": "\(l.feature)", "client": "\(l.client)"])
         }
     }
 

@@ -6,8 +6,10 @@ public struct EngineSettings: Sendable {
     public var defaultLeaseUSec: USec
     public var maxLeaseUSec: USec
     public var trustedKeys: TrustedKeys
-    public init(defaultLeaseUSec: USec = 300 * usecPerSecond, maxLeaseUSec: USec = 86_400 * usecPerSecond,
-                trustedKeys: TrustedKeys = TrustedKeys()) {
+    public init(
+        defaultLeaseUSec: USec = 300 * usecPerSecond, maxLeaseUSec: USec = 86_400 * usecPerSecond,
+        trustedKeys: TrustedKeys = TrustedKeys()
+    ) {
         self.defaultLeaseUSec = defaultLeaseUSec
         self.maxLeaseUSec = maxLeaseUSec
         self.trustedKeys = trustedKeys

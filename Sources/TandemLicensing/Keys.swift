@@ -13,7 +13,9 @@ public struct VendorPublicKey: Sendable {
         self.comment = comment
     }
 
-    public var key: Curve25519.Signing.PublicKey { try! Curve25519.Signing.PublicKey(rawRepresentation: rawRepresentation) }
+    public var key: Curve25519.Signing.PublicKey {
+        try! Curve25519.Signing.PublicKey(rawRepresentation: rawRepresentation)
+    }
 
     /// First 16 hex digits of SHA-256 over the raw key.
     public var keyId: String { Self.keyId(of: key.rawRepresentation) }
@@ -27,7 +29,8 @@ public struct VendorPublicKey: Sendable {
     }
 
     public static func parse(_ text: String) throws -> VendorPublicKey {
-        let line = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let line =
+            text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             .first { !$0.isEmpty && !$0.hasPrefix("#") } ?? ""
         let parts = line.split(separator: " ", maxSplits: 2).map(String.init)
         guard parts.count >= 2, parts[0] == "ed25519", let raw = Data(base64Encoded: parts[1]), raw.count == 32 else {
@@ -59,7 +62,8 @@ public struct VendorPrivateKey: Sendable {
 
     public static func parse(_ text: String) throws -> VendorPrivateKey {
         let parts = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
-        guard parts.count == 2, parts[0] == "ed25519-private", let raw = Data(base64Encoded: parts[1]), raw.count == 32 else {
+        guard parts.count == 2, parts[0] == "ed25519-private", let raw = Data(base64Encoded: parts[1]), raw.count == 32
+        else {
             throw KeyFileError("not an 'ed25519-private <base64>' key file")
         }
         return try VendorPrivateKey(rawRepresentation: raw)
@@ -94,7 +98,9 @@ public struct TrustedKeys: Sendable {
         }
         var list: [VendorPublicKey] = []
         for f in files {
-            guard let text = try? String(contentsOfFile: f, encoding: .utf8) else { throw KeyFileError("\(f): cannot read") }
+            guard let text = try? String(contentsOfFile: f, encoding: .utf8) else {
+                throw KeyFileError("\(f): cannot read")
+            }
             do { list.append(try VendorPublicKey.parse(text)) } catch { throw KeyFileError("\(f): \(error)") }
         }
         return TrustedKeys(list)
@@ -104,7 +110,9 @@ public struct TrustedKeys: Sendable {
     public func verify(_ text: String) throws(TandemError) -> LicenseDocument {
         let doc = try LicenseDocument.parse(text)
         guard let key = keys[doc.keyId] else {
-            throw TandemError(.invalidLicense, "license \(quoted(doc.id)) is signed by key \(quoted(doc.keyId)), which this server does not trust")
+            throw TandemError(
+                .invalidLicense,
+                "license \(quoted(doc.id)) is signed by key \(quoted(doc.keyId)), which this server does not trust")
         }
         guard key.key.isValidSignature(doc.signature, for: Data(doc.payload.utf8)) else {
             throw TandemError(.invalidLicense, "license \(quoted(doc.id)): signature does not match its contents")

@@ -28,8 +28,10 @@ public struct LicenseDocument: Sendable, Equatable {
     public var keyId: String
     public var signature: Data
 
-    public init(id: String, product: String, feature: String, seats: UInt32, notAfter: String?,
-                issuedTo: [String], issuedAt: String, keyId: String, signature: Data = Data()) {
+    public init(
+        id: String, product: String, feature: String, seats: UInt32, notAfter: String?,
+        issuedTo: [String], issuedAt: String, keyId: String, signature: Data = Data()
+    ) {
         self.id = id
         self.product = product
         self.feature = feature
@@ -46,8 +48,10 @@ public struct LicenseDocument: Sendable, Equatable {
 
     /// The bytes that are signed.
     public var payload: String {
-        var lines = ["Tandem-License: \(Self.formatVersion)", "Id: \(id)", "Product: \(product)",
-                     "Feature: \(feature)", "Seats: \(seats)"]
+        var lines = [
+            "Tandem-License: \(Self.formatVersion)", "Id: \(id)", "Product: \(product)",
+            "Feature: \(feature)", "Seats: \(seats)"
+        ]
         for s in issuedTo { lines.append("Issued-To: \(s)") }
         if let n = notAfter { lines.append("Not-After: \(n)") }
         lines.append("Issued-At: \(issuedAt)")
@@ -72,22 +76,33 @@ public struct LicenseDocument: Sendable, Equatable {
     /// anything else that is not exactly the format is refused with `InvalidLicense`.
     public static func parse(_ raw: String) throws(TandemError) -> LicenseDocument {
         guard raw.utf8.count <= maxDocumentBytes else { throw invalid("license text is larger than 64 KiB") }
-        let lines = raw.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
-            .map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        let lines = raw.replacingOccurrences(of: "\r\n", with: "\n").split(
+            separator: "\n", omittingEmptySubsequences: false
+        )
+        .map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
         guard !lines.isEmpty else { throw invalid("license text is empty") }
         var fields: [(String, String)] = []
         for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { throw invalid("line \(quoted(line.prefix(40))) is not 'Key: value'") }
+            guard let colon = line.firstIndex(of: ":") else {
+                throw invalid("line \(quoted(line.prefix(40))) is not 'Key: value'")
+            }
             let key = String(line[..<colon])
             var value = String(line[line.index(after: colon)...])
             if value.hasPrefix(" ") { value.removeFirst() }
             fields.append((key, value))
         }
-        guard fields.first?.0 == "Tandem-License" else { throw invalid("not a Tandem license (first line must be 'Tandem-License: 1')") }
-        guard fields.first?.1 == formatVersion else { throw invalid("unsupported license format version \(quoted(fields[0].1))") }
+        guard fields.first?.0 == "Tandem-License" else {
+            throw invalid("not a Tandem license (first line must be 'Tandem-License: 1')")
+        }
+        guard fields.first?.1 == formatVersion else {
+            throw invalid("unsupported license format version \(quoted(fields[0].1))")
+        }
         var single: [String: String] = [:]
         var issuedTo: [String] = []
-        let known: Set = ["Tandem-License", "Id", "Product", "Feature", "Seats", "Issued-To", "Not-After", "Issued-At", "Key-Id", "Signature"]
+        let known: Set = [
+            "Tandem-License", "Id", "Product", "Feature", "Seats", "Issued-To", "Not-After", "Issued-At", "Key-Id",
+            "Signature"
+        ]
         for (k, v) in fields {
             guard known.contains(k) else { throw invalid("unknown field \(quoted(k))") }
             if k == "Issued-To" { issuedTo.append(v); continue }
@@ -112,14 +127,17 @@ public struct LicenseDocument: Sendable, Equatable {
         for s in issuedTo {
             do { try Validate.identifier(s, "Issued-To", max: 64) } catch { throw invalid(error.message) }
         }
-        if let n = single["Not-After"], parseDay(n) == nil { throw invalid("Not-After \(quoted(n)) is not a date YYYY-MM-DD") }
+        if let n = single["Not-After"], parseDay(n) == nil {
+            throw invalid("Not-After \(quoted(n)) is not a date YYYY-MM-DD")
+        }
         let issuedAt = try need("Issued-At")
         let keyId = try need("Key-Id")
         guard let sig = Data(base64Encoded: try need("Signature")), sig.count == 64 else {
             throw invalid("Signature is not a base64 Ed25519 signature")
         }
-        let doc = LicenseDocument(id: id, product: product, feature: feature, seats: seats, notAfter: single["Not-After"],
-                                  issuedTo: issuedTo, issuedAt: issuedAt, keyId: keyId, signature: sig)
+        let doc = LicenseDocument(
+            id: id, product: product, feature: feature, seats: seats, notAfter: single["Not-After"],
+            issuedTo: issuedTo, issuedAt: issuedAt, keyId: keyId, signature: sig)
         // Field order is part of the format: re-rendering must give back the same lines.
         let given = lines.dropLast().map { $0 + "\n" }.joined()
         guard given == doc.payload else { throw invalid("fields are out of order or malformed") }
@@ -128,7 +146,8 @@ public struct LicenseDocument: Sendable, Equatable {
 
     /// The activated license this document grants.
     public func license() -> License {
-        License(id: id, product: product, feature: feature, seats: seats, notAfterUSec: notAfterUSec,
-                issuedTo: issuedTo, keyId: keyId, document: text)
+        License(
+            id: id, product: product, feature: feature, seats: seats, notAfterUSec: notAfterUSec,
+            issuedTo: issuedTo, keyId: keyId, document: text)
     }
 }

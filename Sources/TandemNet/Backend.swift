@@ -13,4 +13,3 @@ public protocol LicenseBackend: Sendable {
     func leases(client: String?) async -> [LeaseView]
     func features() async -> [FeatureUsage]
 }
-

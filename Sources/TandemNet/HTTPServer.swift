@@ -33,7 +33,9 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
             if !h.isEmpty { host = h }
             portText = String(s[s.index(after: colon)...])
         }
-        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty, !host.contains(" ") else { return nil }
+        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty, !host.contains(" ") else {
+            return nil
+        }
         self.host = host
         self.port = port
     }
@@ -62,11 +64,15 @@ public final class HTTPServer: @unchecked Sendable {
         self.logger = logger
         if let tls {
             do {
-                let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+                let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map {
+                    NIOSSLCertificateSource.certificate($0)
+                }
                 let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
-                self.tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+                self.tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: chain, privateKey: .privateKey(key))
             } catch {
-                throw HTTPServerError(description: "cannot load TLS certificate \(tls.certificate) or key \(tls.key): \(error)")
+                throw HTTPServerError(
+                    description: "cannot load TLS certificate \(tls.certificate) or key \(tls.key): \(error)")
             }
         } else {
             self.tls = nil
@@ -91,30 +97,35 @@ public final class HTTPServer: @unchecked Sendable {
         var apps: [any Service] = []
         for address in addresses {
             let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
-            apps.append(Application(
-                router: router,
-                server: server,
-                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tandemd"),
-                onServerRunning: { [self] channel in
-                    let local = channel.localAddress.map { a -> String in
-                        let ip = a.ipAddress ?? address.host
-                        return ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
-                    } ?? address.description
-                    lock.withLock {
-                        bound.append(local)
-                        ports.append(channel.localAddress?.port ?? address.port)
-                    }
-                    started.signal()
-                },
-                logger: logger))
+            apps.append(
+                Application(
+                    router: router,
+                    server: server,
+                    configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tandemd"),
+                    onServerRunning: { [self] channel in
+                        let local =
+                            channel.localAddress.map { a -> String in
+                                let ip = a.ipAddress ?? address.host
+                                return ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
+                            } ?? address.description
+                        lock.withLock {
+                            bound.append(local)
+                            ports.append(channel.localAddress?.port ?? address.port)
+                        }
+                        started.signal()
+                    },
+                    logger: logger))
         }
-        let group = ServiceGroup(configuration: .init(services: [Listeners(apps: apps)], gracefulShutdownSignals: [], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(services: [Listeners(apps: apps)], gracefulShutdownSignals: [], logger: logger))
         self.group = group
         running = Task.detached { [self] in
             do {
                 try await group.run()
             } catch {
-                lock.withLock { failure = "cannot listen on \(addresses.map(\.description).joined(separator: " ")): \(error)" }
+                lock.withLock {
+                    failure = "cannot listen on \(addresses.map(\.description).joined(separator: " ")): \(error)"
+                }
                 for _ in addresses { started.signal() }
             }
         }

@@ -62,12 +62,19 @@ public struct NetworkAPI: Sendable {
         case bool(Bool), int(Int64), double(Double), string(String), null, other
         init(from decoder: Decoder) throws {
             let c = try decoder.singleValueContainer()
-            if c.decodeNil() { self = .null }
-            else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-            else if let i = try? c.decode(Int64.self) { self = .int(i) }
-            else if let d = try? c.decode(Double.self) { self = .double(d) }
-            else if let s = try? c.decode(String.self) { self = .string(s) }
-            else { self = .other }
+            if c.decodeNil() {
+                self = .null
+            } else if let b = try? c.decode(Bool.self) {
+                self = .bool(b)
+            } else if let i = try? c.decode(Int64.self) {
+                self = .int(i)
+            } else if let d = try? c.decode(Double.self) {
+                self = .double(d)
+            } else if let s = try? c.decode(String.self) {
+                self = .string(s)
+            } else {
+                self = .other
+            }
         }
     }
 
@@ -102,8 +109,9 @@ public struct NetworkAPI: Sendable {
         }
         let ttl = try integer("ttl_sec")
         if let ttl, ttl < 1 || ttl > 100 * 365 * 86_400 { throw TandemError(.invalidArgs, "'ttl_sec' is out of range") }
-        return AcquireBody(feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
-                           ttlSec: ttl.map { UInt64($0) })
+        return AcquireBody(
+            feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
+            ttlSec: ttl.map { UInt64($0) })
     }
 
     typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
@@ -128,53 +136,74 @@ public struct NetworkAPI: Sendable {
             Route(method: .get, path: "/healthz") { _, _ in api.textResponse("ok\n") },
             Route(method: .get, path: "/readyz") { _, _ in
                 let s = await api.backend.serverStatus()
-                return s.serving ? api.textResponse("ready\n")
-                    : Problem(name: "NotServing", status: 503, detail: "this node is not serving licenses now").response()
+                return s.serving
+                    ? api.textResponse("ready\n")
+                    : Problem(name: "NotServing", status: 503, detail: "this node is not serving licenses now")
+                        .response()
             },
             Route(method: .get, path: "/v1/openapi.yaml") { _, _ in
                 var headers = HTTPFields()
                 headers[.contentType] = "application/yaml"
-                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPISpec.yaml)))
+                return Response(
+                    status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPISpec.yaml)))
             },
             Route(method: .get, path: "/v1/server") { _, _ in Self.json(await api.backend.serverStatus()) },
-            Route(method: .get, path: "/v1/features", handler: authorized { _, _ in
-                let rows = await api.backend.features().map {
-                    FeatureRow(feature: $0.feature, seats: $0.seats, inUse: $0.inUse, reserved: $0.reserved, available: $0.available, denied: $0.denied)
-                }
-                return Self.json(rows)
-            }),
-            Route(method: .post, path: "/v1/leases", handler: authorized { request, _ in
-                let body: ByteBuffer
-                do { body = try await request.body.collect(upTo: Self.maxBodyBytes) } catch { return Problem.tooLarge.response() }
-                let parsed: AcquireBody
-                do throws(TandemError) { parsed = try Self.parseAcquire(Data(buffer: body)) } catch { return Problem(error).response() }
-                switch await api.backend.acquire(parsed) {
-                case .success(let (lease, created)): return Self.json(lease, status: created ? .created : .ok)
-                case .failure(let e): return Problem(e).response()
-                }
-            }),
-            Route(method: .get, path: "/v1/leases", handler: authorized { request, _ in
-                let client = request.uri.queryParameters.get("client")
-                return Self.json(await api.backend.leases(client: client))
-            }),
-            Route(method: .get, path: "/v1/leases/{id}", handler: authorized { _, context in
-                switch await api.backend.lease(id: context.parameters.get("id") ?? "") {
-                case .success(let lease): return Self.json(lease)
-                case .failure(let e): return Problem(e).response()
-                }
-            }),
-            Route(method: .post, path: "/v1/leases/{id}/renew", handler: authorized { _, context in
-                switch await api.backend.renew(leaseId: context.parameters.get("id") ?? "") {
-                case .success(let lease): return Self.json(lease)
-                case .failure(let e): return Problem(e).response()
-                }
-            }),
-            Route(method: .delete, path: "/v1/leases/{id}", handler: authorized { _, context in
-                switch await api.backend.release(leaseId: context.parameters.get("id") ?? "") {
-                case .success: return Response(status: .noContent)
-                case .failure(let e): return Problem(e).response()
-                }
-            }),
+            Route(
+                method: .get, path: "/v1/features",
+                handler: authorized { _, _ in
+                    let rows = await api.backend.features().map {
+                        FeatureRow(
+                            feature: $0.feature, seats: $0.seats, inUse: $0.inUse, reserved: $0.reserved,
+                            available: $0.available, denied: $0.denied)
+                    }
+                    return Self.json(rows)
+                }),
+            Route(
+                method: .post, path: "/v1/leases",
+                handler: authorized { request, _ in
+                    let body: ByteBuffer
+                    do { body = try await request.body.collect(upTo: Self.maxBodyBytes) } catch {
+                        return Problem.tooLarge.response()
+                    }
+                    let parsed: AcquireBody
+                    do throws(TandemError) { parsed = try Self.parseAcquire(Data(buffer: body)) } catch {
+                        return Problem(error).response()
+                    }
+                    switch await api.backend.acquire(parsed) {
+                    case .success(let (lease, created)): return Self.json(lease, status: created ? .created : .ok)
+                    case .failure(let e): return Problem(e).response()
+                    }
+                }),
+            Route(
+                method: .get, path: "/v1/leases",
+                handler: authorized { request, _ in
+                    let client = request.uri.queryParameters.get("client")
+                    return Self.json(await api.backend.leases(client: client))
+                }),
+            Route(
+                method: .get, path: "/v1/leases/{id}",
+                handler: authorized { _, context in
+                    switch await api.backend.lease(id: context.parameters.get("id") ?? "") {
+                    case .success(let lease): return Self.json(lease)
+                    case .failure(let e): return Problem(e).response()
+                    }
+                }),
+            Route(
+                method: .post, path: "/v1/leases/{id}/renew",
+                handler: authorized { _, context in
+                    switch await api.backend.renew(leaseId: context.parameters.get("id") ?? "") {
+                    case .success(let lease): return Self.json(lease)
+                    case .failure(let e): return Problem(e).response()
+                    }
+                }),
+            Route(
+                method: .delete, path: "/v1/leases/{id}",
+                handler: authorized { _, context in
+                    switch await api.backend.release(leaseId: context.parameters.get("id") ?? "") {
+                    case .success: return Response(status: .noContent)
+                    case .failure(let e): return Problem(e).response()
+                    }
+                })
         ]
     }
 
@@ -197,7 +226,6 @@ public struct NetworkAPI: Sendable {
     }
 
 }
-
 
 final class TokenStore: @unchecked Sendable {
     private let lock = NSLock()

@@ -25,7 +25,8 @@ extension ProblemBody {
         }
     }
 
-    static let unauthorized = Problem(name: "Unauthorized", status: 401, detail: "a valid 'Authorization: Bearer <token>' header is required")
+    static let unauthorized = Problem(
+        name: "Unauthorized", status: 401, detail: "a valid 'Authorization: Bearer <token>' header is required")
     static let tooLarge = Problem(name: "PayloadTooLarge", status: 413, detail: "request body is larger than 64 KiB")
 
     func response() -> Response {

@@ -41,8 +41,9 @@ public enum PairMessage: Sendable, Equatable, Codable {
     public var epoch: UInt64 {
         switch self {
         case .append(let e, _, _, _, _), .ack(let e, _, _), .mismatch(let e, _, _), .stale(let e),
-             .handoverRequest(let e), .handoverReady(let e, _), .snapshot(let e, _, _, _, _, _), .merge(let e, _), .voteRequest(let e, _, _), .voteGranted(let e, _),
-             .voteDenied(let e, _), .renew(let e, _, _, _), .renewed(let e, _, _), .releaseLease(let e):
+            .handoverRequest(let e), .handoverReady(let e, _), .snapshot(let e, _, _, _, _, _), .merge(let e, _),
+            .voteRequest(let e, _, _), .voteGranted(let e, _),
+            .voteDenied(let e, _), .renew(let e, _, _, _), .renewed(let e, _, _), .releaseLease(let e):
             return e
         case .deposed(let e): return e
         }
@@ -62,9 +63,13 @@ extension PairMessage {
         var out: [(Peer, PairMessage)] = []
         for (peer, m) in messages {
             if let (lastPeer, last) = out.last, lastPeer == peer,
-               case .append(let e1, let p1, let pe1, let en1, _) = last, case .append(let e2, let p2, _, let en2, let l2) = m,
-               e1 == e2, !en1.isEmpty, en1.last!.seq == p2, en1.count + en2.count <= 256 {
-                out[out.count - 1] = (peer, .append(epoch: e1, prevSeq: p1, prevEpoch: pe1, entries: en1 + en2, leaderLastSeq: l2))
+                case .append(let e1, let p1, let pe1, let en1, _) = last,
+                case .append(let e2, let p2, _, let en2, let l2) = m,
+                e1 == e2, !en1.isEmpty, en1.last!.seq == p2, en1.count + en2.count <= 256
+            {
+                out[out.count - 1] = (
+                    peer, .append(epoch: e1, prevSeq: p1, prevEpoch: pe1, entries: en1 + en2, leaderLastSeq: l2)
+                )
                 continue
             }
             out.append((peer, m))
@@ -81,9 +86,11 @@ extension PairMessage {
                 let key = "\(peer)-\(e)"
                 if placed.contains(key) { continue }
                 placed.insert(key)
-                if match < best[key]!, let top = out.first(where: {
-                    if case .ack(e, best[key]!, _) = $0.1, $0.0 == peer { return true } else { return false }
-                }) {
+                if match < best[key]!,
+                    let top = out.first(where: {
+                        if case .ack(e, best[key]!, _) = $0.1, $0.0 == peer { return true } else { return false }
+                    })
+                {
                     kept.append(top)
                     continue
                 }

@@ -7,20 +7,28 @@ extension PairNode {
     mutating func tickFollowing(now: USec, _ out: inout [NodeEffect]) {
         let silentSince = volatile.lastHeardLeader ?? volatile.startedAt
         // The configured backup waits a little longer at start, so that the primary leads first.
-        let wait = settings.failoverTimeoutUSec + (volatile.lastHeardLeader == nil && index == 1 ? settings.failoverTimeoutUSec : 0)
+        let wait =
+            settings.failoverTimeoutUSec
+            + (volatile.lastHeardLeader == nil && index == 1 ? settings.failoverTimeoutUSec : 0)
         if now >= silentSince + wait {
             out += becomeCandidate(now: now, floor: promisedEpoch)
-        } else if index == 0, volatile.leaderHint == peer, volatile.lastHeardLeader != nil, lastSeq == volatile.leaderLastSeq, lastSeq > 0,
-                  volatile.lastHandoverRequest.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
+        } else if index == 0, volatile.leaderHint == peer, volatile.lastHeardLeader != nil,
+            lastSeq == volatile.leaderLastSeq, lastSeq > 0,
+            volatile.lastHandoverRequest.map({ now >= $0 + settings.heartbeatUSec }) ?? true
+        {
             // Failback: caught up with the backup; ask for serving back.
             volatile.lastHandoverRequest = now
             out.append(.send(.node(peer), .handoverRequest(epoch: promisedEpoch)))
         }
         // Lease changes cut from this log go to the serving node until it merged them.
         if !unmerged.isEmpty, volatile.lastHeardLeader != nil, volatile.leaderHint == peer,
-           volatile.lastMergeSent.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
+            volatile.lastMergeSent.map({ now >= $0 + settings.heartbeatUSec }) ?? true
+        {
             volatile.lastMergeSent = now
-            out.append(.send(.node(peer), .merge(epoch: promisedEpoch, entries: Array(unmerged.prefix(settings.maxEntriesPerFrame)))))
+            out.append(
+                .send(
+                    .node(peer),
+                    .merge(epoch: promisedEpoch, entries: Array(unmerged.prefix(settings.maxEntriesPerFrame)))))
         }
     }
 
@@ -44,7 +52,10 @@ extension PairNode {
     }
 
     /// Follower: entries from the leader of `epoch` after (`prevSeq`, `prevEpoch`).
-    mutating func onAppend(epoch: UInt64, prevSeq: UInt64, prevEpoch: UInt64, entries: [LogEntry], leaderLast: UInt64, from: Peer, now: USec, _ out: inout [NodeEffect]) {
+    mutating func onAppend(
+        epoch: UInt64, prevSeq: UInt64, prevEpoch: UInt64, entries: [LogEntry], leaderLast: UInt64, from: Peer,
+        now: USec, _ out: inout [NodeEffect]
+    ) {
         guard followLeader(of: epoch, from: from, now: now, &out) else { return }
         // Positions up to the base were folded into it only once both logs held them
         // identically (or from the leader's own snapshot): they match whatever a leader sends.
@@ -70,7 +81,12 @@ extension PairNode {
         volatile.leaderLastSeq = max(volatile.leaderLastSeq, leaderLast)
         volatile.followerMatched = max(volatile.followerMatched, matchSeq)
         pruneUnmerged()
-        out.append(.send(from, ackOrMerge(epoch: epoch, matchSeq: matchSeq, caughtUp: matchSeq >= volatile.leaderLastSeq && lastSeq == matchSeq, now: now)))
+        out.append(
+            .send(
+                from,
+                ackOrMerge(
+                    epoch: epoch, matchSeq: matchSeq,
+                    caughtUp: matchSeq >= volatile.leaderLastSeq && lastSeq == matchSeq, now: now)))
     }
 
     /// A frame from the leader of `epoch`: a stale one is answered with our epoch (false);

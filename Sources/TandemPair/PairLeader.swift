@@ -42,7 +42,7 @@ extension PairNode {
             out.append(.send(.node(peer), .handoverReady(epoch: epoch, lastSeq: lastSeq)))
             volatile.mode = .follower
             volatile.leaderHint = peer
-            volatile.lastHeardLeader = now // give the peer a full timeout to take over
+            volatile.lastHeardLeader = now  // give the peer a full timeout to take over
             volatile.leaseValidUntil = 0
         } else if now >= since + settings.handoverTimeoutUSec {
             volatile.mode = .leader(epoch: epoch)
@@ -85,7 +85,13 @@ extension PairNode {
 
     mutating func renew(epoch: UInt64, now: USec, record: Bool) -> [NodeEffect] {
         if record { volatile.lastRecordRequested = lastSeq }
-        return [.send(.witness, .renew(epoch: epoch, recordSeq: record ? lastSeq : nil, recordEpoch: record ? lastEpoch : nil, sentAt: now))]
+        return [
+            .send(
+                .witness,
+                .renew(
+                    epoch: epoch, recordSeq: record ? lastSeq : nil, recordEpoch: record ? lastEpoch : nil, sentAt: now)
+            )
+        ]
     }
 
     /// Entries for the follower: from what it is known to have (`resend`) or only the new ones.
@@ -99,7 +105,13 @@ extension PairNode {
         let entries = Array(self.entries(from: from, through: to))
         let prev = from - 1
         volatile.peerNextSeq = max(volatile.peerNextSeq, to + 1)
-        return [.send(.node(peer), .append(epoch: epoch, prevSeq: prev, prevEpoch: epochAt(prev) ?? 0, entries: entries, leaderLastSeq: lastSeq))]
+        return [
+            .send(
+                .node(peer),
+                .append(
+                    epoch: epoch, prevSeq: prev, prevEpoch: epochAt(prev) ?? 0, entries: entries, leaderLastSeq: lastSeq
+                ))
+        ]
     }
 
     mutating func releaseAnswers(_ out: inout [NodeEffect], now: USec) {
@@ -115,7 +127,9 @@ extension PairNode {
     }
 
     /// Leader: the follower's log matches ours up to `matchSeq`.
-    mutating func onAck(epoch: UInt64, matchSeq: UInt64, caughtUp: Bool, from: Peer, now: USec, _ out: inout [NodeEffect]) {
+    mutating func onAck(
+        epoch: UInt64, matchSeq: UInt64, caughtUp: Bool, from: Peer, now: USec, _ out: inout [NodeEffect]
+    ) {
         guard let mine = leadingEpoch, mine == epoch else { return }
         if matchSeq <= lastSeq, epochAt(matchSeq) != nil {
             if matchSeq >= logBase {
@@ -132,7 +146,9 @@ extension PairNode {
     }
 
     /// Leader: the follower could not place our entries; find where the logs agree.
-    mutating func onMismatch(epoch: UInt64, followerLast: UInt64, table: [EpochRange], from: Peer, now: USec, _ out: inout [NodeEffect]) {
+    mutating func onMismatch(
+        epoch: UInt64, followerLast: UInt64, table: [EpochRange], from: Peer, now: USec, _ out: inout [NodeEffect]
+    ) {
         guard let mine = leadingEpoch, mine == epoch else { return }
         // Agreement: the highest position where both logs hold the same epoch's entries.
         var agree: UInt64 = 0

@@ -21,7 +21,9 @@ extension PairNode {
             default:
                 continue
             }
-            if (state.merged[e.epoch] ?? 0) < e.seq, !unmerged.contains(where: { $0.seq == e.seq && $0.epoch == e.epoch }) {
+            if (state.merged[e.epoch] ?? 0) < e.seq,
+                !unmerged.contains(where: { $0.seq == e.seq && $0.epoch == e.epoch })
+            {
                 unmerged.append(kept)
             }
         }
@@ -46,7 +48,9 @@ extension PairNode {
             switch item.change {
             case .leaseGranted(let l):
                 if let cur = state.leases[l.id] {
-                    if l.expiresUSec > cur.expiresUSec { append(.leaseRenewed(id: l.id, expiresUSec: l.expiresUSec), epoch: epoch) }
+                    if l.expiresUSec > cur.expiresUSec {
+                        append(.leaseRenewed(id: l.id, expiresUSec: l.expiresUSec), epoch: epoch)
+                    }
                 } else if l.expiresUSec > now {
                     // Without its request id: the grant may never have been answered (its node
                     // stopped serving first), and a retried request must not receive it now.

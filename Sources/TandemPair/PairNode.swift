@@ -157,9 +157,11 @@ public struct PairNode: Sendable {
 
     /// A node restored from durable storage: the state at (`base`, `baseEpoch`), the log after
     /// it, and the highest epoch promised. It starts as a follower.
-    public init(index: NodeIndex, baseState: LicenseState, base: UInt64, baseEpoch: UInt64, log: [LogEntry],
-                promisedEpoch: UInt64, unmerged: [LogEntry] = [], splitBasePos: UInt64? = nil,
-                settings: PairSettings = PairSettings(), now: USec) {
+    public init(
+        index: NodeIndex, baseState: LicenseState, base: UInt64, baseEpoch: UInt64, log: [LogEntry],
+        promisedEpoch: UInt64, unmerged: [LogEntry] = [], splitBasePos: UInt64? = nil,
+        settings: PairSettings = PairSettings(), now: USec
+    ) {
         self.index = index
         self.unmerged = unmerged
         self.splitBasePos = splitBasePos
@@ -231,16 +233,22 @@ public struct PairNode: Sendable {
         case .leader, .handingOver:
             return volatile.peerCaughtUp && volatile.peerMatchSeq == lastSeq ? .pairedAndAvailable : .recovering
         case .follower:
-            return volatile.lastHeardLeader != nil && lastSeq == volatile.leaderLastSeq ? .pairedAndAvailable : .recovering
+            return volatile.lastHeardLeader != nil && lastSeq == volatile.leaderLastSeq
+                ? .pairedAndAvailable : .recovering
         case .candidate:
             return .recovering
         }
     }
 
     var epochTable: [EpochRange] {
-        var out: [EpochRange] = logBase > 0 || logBaseEpoch > 0 ? [EpochRange(epoch: logBaseEpoch, lastSeq: logBase)] : []
+        var out: [EpochRange] =
+            logBase > 0 || logBaseEpoch > 0 ? [EpochRange(epoch: logBaseEpoch, lastSeq: logBase)] : []
         for e in log {
-            if out.last?.epoch == e.epoch { out[out.count - 1].lastSeq = e.seq } else { out.append(EpochRange(epoch: e.epoch, lastSeq: e.seq)) }
+            if out.last?.epoch == e.epoch {
+                out[out.count - 1].lastSeq = e.seq
+            } else {
+                out.append(EpochRange(epoch: e.epoch, lastSeq: e.seq))
+            }
         }
         return out
     }
@@ -283,7 +291,8 @@ public struct PairNode: Sendable {
     /// Leader: expires the leases whose time has come, with grace for clock offsets between nodes.
     mutating func expireWithGrace(now: USec, epoch: UInt64) {
         guard now > settings.expiryGraceUSec,
-              case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec) else { return }
+            case .success(let d) = state.decide(.expireLeases, caller: .root, now: now - settings.expiryGraceUSec)
+        else { return }
         for c in d.changes { append(c, epoch: epoch) }
     }
 
@@ -305,16 +314,19 @@ public struct PairNode: Sendable {
         return out
     }
 
-
     public mutating func receive(from: Peer, _ message: PairMessage, now: USec) -> [NodeEffect] {
         var out: [NodeEffect] = []
         if case .node = from { volatile.lastHeardPeer = now }
         switch message {
         case .append(let epoch, let prevSeq, let prevEpoch, let entries, let leaderLast):
-            onAppend(epoch: epoch, prevSeq: prevSeq, prevEpoch: prevEpoch, entries: entries, leaderLast: leaderLast, from: from, now: now, &out)
+            onAppend(
+                epoch: epoch, prevSeq: prevSeq, prevEpoch: prevEpoch, entries: entries, leaderLast: leaderLast,
+                from: from, now: now, &out)
 
         case .snapshot(let epoch, let seq, let seqEpoch, let part, let parts, let changes):
-            onSnapshot(epoch: epoch, seq: seq, seqEpoch: seqEpoch, part: part, parts: parts, changes: changes, from: from, now: now, &out)
+            onSnapshot(
+                epoch: epoch, seq: seq, seqEpoch: seqEpoch, part: part, parts: parts, changes: changes, from: from,
+                now: now, &out)
 
         case .ack(let epoch, let matchSeq, let caughtUp):
             onAck(epoch: epoch, matchSeq: matchSeq, caughtUp: caughtUp, from: from, now: now, &out)
@@ -355,7 +367,8 @@ public struct PairNode: Sendable {
 
         case .renewed(let epoch, let recorded, let sentAt):
             guard let mine = leadingEpoch, mine == epoch else { return out }
-            volatile.leaseValidUntil = max(volatile.leaseValidUntil, sentAt + USec(Double(settings.witnessLeaseUSec) * settings.leaseSafety))
+            volatile.leaseValidUntil = max(
+                volatile.leaseValidUntil, sentAt + USec(Double(settings.witnessLeaseUSec) * settings.leaseSafety))
             if let r = recorded { volatile.witnessRecorded = max(volatile.witnessRecorded, r) }
             releaseAnswers(&out, now: now)
 
@@ -364,11 +377,10 @@ public struct PairNode: Sendable {
             if leadingEpoch != nil { stepDown(&out) }
 
         case .voteRequest, .renew, .releaseLease:
-            break // for the witness
+            break  // for the witness
         }
         return out
     }
-
 
     /// The epoch this node leads (also while handing over).
     var leadingEpoch: UInt64? {
@@ -387,7 +399,9 @@ public struct PairNode: Sendable {
 
     /// Any command (a daemon's D-Bus and network calls): decided against the state at once; a
     /// change is appended and its answer (`.reply(ref, .done)`) released once acknowledged.
-    public mutating func perform(ref: Int, _ command: Command, caller: Caller, now: USec) -> (PairDecision, [NodeEffect]) {
+    public mutating func perform(
+        ref: Int, _ command: Command, caller: Caller, now: USec
+    ) -> (PairDecision, [NodeEffect]) {
         var out: [NodeEffect] = []
         guard case .leader(let epoch) = volatile.mode, now < volatile.leaseValidUntil else {
             return (.notServing(leader: volatile.leaderHint == index ? nil : volatile.leaderHint), out)
@@ -397,7 +411,13 @@ public struct PairNode: Sendable {
         let alone = !usesWitness && !peerReachable(now: now)
         if alone {
             if command.isAdministrative {
-                return (.refused(TandemError(.peerUnreachable, "the peer is out of reach: administrative changes wait until the pair is back together")), out)
+                return (
+                    .refused(
+                        TandemError(
+                            .peerUnreachable,
+                            "the peer is out of reach: administrative changes wait until the pair is back together")),
+                    out
+                )
             }
             limitToSplitShare(now: now, &out)
         }
@@ -407,7 +427,8 @@ public struct PairNode: Sendable {
         case .success(let d):
             if let refusal = splitRefusal(of: d.outcome, at: now) { return (.refused(refusal), out) }
             for c in d.changes { append(c, epoch: epoch) }
-            volatile.pending.append(PendingAnswer(seq: lastSeq, ref: ref, reply: .done(d.outcome), admin: command.isAdministrative))
+            volatile.pending.append(
+                PendingAnswer(seq: lastSeq, ref: ref, reply: .done(d.outcome), admin: command.isAdministrative))
             out += replicate(epoch: epoch, resend: false)
             if usesWitness, !peerReachable(now: now) { out += renew(epoch: epoch, now: now, record: true) }
             releaseAnswers(&out, now: now)

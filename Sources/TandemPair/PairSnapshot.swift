@@ -52,12 +52,17 @@ extension PairNode {
         let parts = max(1, (changes.count + size - 1) / size)
         return (0..<parts).map { p in
             let chunk = Array(changes[min(p * size, changes.count)..<min((p + 1) * size, changes.count)])
-            return .send(.node(peer), .snapshot(epoch: epoch, seq: lastSeq, seqEpoch: lastEpoch, part: p, parts: parts, changes: chunk))
+            return .send(
+                .node(peer),
+                .snapshot(epoch: epoch, seq: lastSeq, seqEpoch: lastEpoch, part: p, parts: parts, changes: chunk))
         }
     }
 
     /// Follower: one part of the leader's snapshot at (`seq`, `seqEpoch`); installed once all parts are in.
-    mutating func onSnapshot(epoch: UInt64, seq: UInt64, seqEpoch: UInt64, part: Int, parts: Int, changes: [Change], from: Peer, now: USec, _ out: inout [NodeEffect]) {
+    mutating func onSnapshot(
+        epoch: UInt64, seq: UInt64, seqEpoch: UInt64, part: Int, parts: Int, changes: [Change], from: Peer, now: USec,
+        _ out: inout [NodeEffect]
+    ) {
         guard followLeader(of: epoch, from: from, now: now, &out) else { return }
         guard parts > 0, part >= 0, part < parts else { return }
         // A log that already holds that position (a late duplicate) keeps what follows it;
@@ -65,7 +70,12 @@ extension PairNode {
         if seq < logBase { return }
         if epochAt(seq) == seqEpoch {
             volatile.followerMatched = max(volatile.followerMatched, seq)
-            out.append(.send(from, ackOrMerge(epoch: epoch, matchSeq: seq, caughtUp: seq >= volatile.leaderLastSeq && lastSeq == seq, now: now)))
+            out.append(
+                .send(
+                    from,
+                    ackOrMerge(
+                        epoch: epoch, matchSeq: seq, caughtUp: seq >= volatile.leaderLastSeq && lastSeq == seq, now: now
+                    )))
             return
         }
         if volatile.snapshotKey.map({ $0 != (epoch, seq) }) ?? true {
@@ -91,6 +101,7 @@ extension PairNode {
         volatile.followerMatched = seq
         volatile.leaderLastSeq = max(volatile.leaderLastSeq, seq)
         pruneUnmerged()
-        out.append(.send(from, ackOrMerge(epoch: epoch, matchSeq: seq, caughtUp: seq >= volatile.leaderLastSeq, now: now)))
+        out.append(
+            .send(from, ackOrMerge(epoch: epoch, matchSeq: seq, caughtUp: seq >= volatile.leaderLastSeq, now: now)))
     }
 }

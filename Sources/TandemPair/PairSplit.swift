@@ -15,11 +15,14 @@ extension PairNode {
         ensureSplitBase()
         // Seats of leases granted since the base and already answered count first; then the
         // waiting grants in order, as far as the share goes.
-        let waiting = Set(volatile.pending.compactMap { p -> String? in
-            if case .done(.leaseGranted(let l, false)) = p.reply { return l.id } else { return nil }
-        })
+        let waiting = Set(
+            volatile.pending.compactMap { p -> String? in
+                if case .done(.leaseGranted(let l, false)) = p.reply { return l.id } else { return nil }
+            })
         var counted: [String: UInt64] = [:]
-        for l in leasesSinceSplitBase where !waiting.contains(l.id) { counted[l.feature, default: 0] += UInt64(l.count) }
+        for l in leasesSinceSplitBase where !waiting.contains(l.id) {
+            counted[l.feature, default: 0] += UInt64(l.count)
+        }
         var withdrawn: Set<String> = []
         for p in volatile.pending {
             guard case .done(.leaseGranted(let l, false)) = p.reply, state.leases[l.id] != nil else { continue }
@@ -37,8 +40,10 @@ extension PairNode {
             switch p.reply {
             case .done(.leaseGranted(let l, _)) where withdrawn.contains(l.id):
                 out.append(.reply(ref: p.ref, .refused(.insufficientSeats, splitRefusal(l.feature, at: now))))
-            case .done(.leaseRenewed(let l)) where withdrawn.contains(l.id), .done(.leaseReleased(let l)) where withdrawn.contains(l.id):
-                out.append(.reply(ref: p.ref, .refused(.leaseNotFound, "lease \(l.id) was withdrawn before it was answered")))
+            case .done(.leaseRenewed(let l)) where withdrawn.contains(l.id),
+                .done(.leaseReleased(let l)) where withdrawn.contains(l.id):
+                out.append(
+                    .reply(ref: p.ref, .refused(.leaseNotFound, "lease \(l.id) was withdrawn before it was answered")))
             default:
                 keep.append(p)
             }
@@ -105,7 +110,8 @@ extension PairNode {
         case .leaseGranted(let l, false) where splitHeld(l.feature) + UInt64(l.count) > splitShare(l.feature, at: now):
             return TandemError(.insufficientSeats, splitRefusal(l.feature, at: now))
         case .leaseGranted(let l, true)
-            where volatile.splitRefused.contains(l.id) || (volatile.splitRefusedUnknown && volatile.splitBase?.leases[l.id] == nil):
+        where volatile.splitRefused.contains(l.id)
+            || (volatile.splitRefusedUnknown && volatile.splitBase?.leases[l.id] == nil):
             return TandemError(.insufficientSeats, splitRefusal(l.feature, at: now))
         case .leaseRenewed(let l) where volatile.splitRefused.contains(l.id):
             return TandemError(.leaseNotFound, "lease \(l.id) was refused while cut off from the peer")

@@ -145,21 +145,27 @@ extension Change {
         switch try r.byte() {
         case 1: return .serverIdSet(id: try r.string())
         case 2:
-            return .licenseActivated(License(
-                id: try r.string(), product: try r.string(), feature: try r.string(), seats: try r.u32(), notAfterUSec: try r.u64(),
-                issuedTo: try r.array { (r: inout WireReader) throws(WireError) in try r.string() }, keyId: try r.string(),
-                document: try r.string(), activatedUSec: try r.u64()))
+            return .licenseActivated(
+                License(
+                    id: try r.string(), product: try r.string(), feature: try r.string(), seats: try r.u32(),
+                    notAfterUSec: try r.u64(),
+                    issuedTo: try r.array { (r: inout WireReader) throws(WireError) in try r.string() },
+                    keyId: try r.string(),
+                    document: try r.string(), activatedUSec: try r.u64()))
         case 3: return .licenseDeactivated(id: try r.string())
         case 4:
-            return .leaseGranted(Lease(
-                id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
-                uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
-                requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
-                acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64()))
+            return .leaseGranted(
+                Lease(
+                    id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
+                    uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
+                    requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
+                    acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64()))
         case 5: return .leaseRenewed(id: try r.string(), expiresUSec: try r.u64())
         case 6: return .leaseReleased(id: try r.string())
         case 7: return .leaseExpired(id: try r.string())
-        case 8: return .reservationAdded(Reservation(id: try r.string(), feature: try r.string(), holder: try r.string(), count: try r.u32()))
+        case 8:
+            return .reservationAdded(
+                Reservation(id: try r.string(), feature: try r.string(), holder: try r.string(), count: try r.u32()))
         case 9: return .reservationRemoved(id: try r.string())
         case 10: return .epochStarted(epoch: try r.u64())
         case 11: return .leasesMerged(epoch: try r.u64(), through: try r.u64())
@@ -199,7 +205,10 @@ extension PairMessage {
         case .ack(let e, let match, let caughtUp):
             w.byte(2); w.u64(e); w.u64(match); w.bool(caughtUp)
         case .mismatch(let e, let last, let table):
-            w.byte(3); w.u64(e); w.u64(last); w.array(table) { $0.u64($1.epoch); $0.u64($1.lastSeq) }
+            w.byte(3); w.u64(e); w.u64(last);
+            w.array(table) {
+                $0.u64($1.epoch); $0.u64($1.lastSeq)
+            }
         case .stale(let e):
             w.byte(4); w.u64(e)
         case .handoverRequest(let e):
@@ -207,7 +216,8 @@ extension PairMessage {
         case .handoverReady(let e, let last):
             w.byte(6); w.u64(e); w.u64(last)
         case .snapshot(let e, let seq, let seqEpoch, let part, let parts, let changes):
-            w.byte(7); w.u64(e); w.u64(seq); w.u64(seqEpoch); w.int(part); w.int(parts); w.array(changes) { x, c in c.write(to: &x) }
+            w.byte(7); w.u64(e); w.u64(seq); w.u64(seqEpoch); w.int(part); w.int(parts);
+            w.array(changes) { x, c in c.write(to: &x) }
         case .merge(let e, let es):
             w.byte(8); w.u64(e); entries(es)
         case .voteRequest(let e, let last, let lastEpoch):
@@ -217,7 +227,8 @@ extension PairMessage {
         case .voteDenied(let e, let voted):
             w.byte(11); w.u64(e); w.u64(voted)
         case .renew(let e, let recordSeq, let recordEpoch, let sentAt):
-            w.byte(12); w.u64(e); w.optional(recordSeq) { $0.u64($1) }; w.optional(recordEpoch) { $0.u64($1) }; w.u64(sentAt)
+            w.byte(12); w.u64(e); w.optional(recordSeq) { $0.u64($1) }; w.optional(recordEpoch) { $0.u64($1) };
+            w.u64(sentAt)
         case .renewed(let e, let recorded, let sentAt):
             w.byte(13); w.u64(e); w.optional(recorded) { $0.u64($1) }; w.u64(sentAt)
         case .deposed(let voted):
@@ -228,22 +239,32 @@ extension PairMessage {
     }
 
     static func read(from r: inout WireReader) throws(WireError) -> PairMessage {
-        func entries() throws(WireError) -> [LogEntry] { try r.array { (r: inout WireReader) throws(WireError) in try LogEntry.read(from: &r) } }
+        func entries() throws(WireError) -> [LogEntry] {
+            try r.array { (r: inout WireReader) throws(WireError) in try LogEntry.read(from: &r) }
+        }
         func u64() throws(WireError) -> UInt64 { try r.u64() }
-        func optU64() throws(WireError) -> UInt64? { try r.optional { (r: inout WireReader) throws(WireError) in try r.u64() } }
+        func optU64() throws(WireError) -> UInt64? {
+            try r.optional { (r: inout WireReader) throws(WireError) in try r.u64() }
+        }
         switch try r.byte() {
-        case 1: return .append(epoch: try u64(), prevSeq: try u64(), prevEpoch: try u64(), entries: try entries(), leaderLastSeq: try u64())
+        case 1:
+            return .append(
+                epoch: try u64(), prevSeq: try u64(), prevEpoch: try u64(), entries: try entries(),
+                leaderLastSeq: try u64())
         case 2: return .ack(epoch: try u64(), matchSeq: try u64(), caughtUp: try r.bool())
         case 3:
-            return .mismatch(epoch: try u64(), lastSeq: try u64(), epochTable: try r.array { (r: inout WireReader) throws(WireError) in
-                EpochRange(epoch: try r.u64(), lastSeq: try r.u64())
-            })
+            return .mismatch(
+                epoch: try u64(), lastSeq: try u64(),
+                epochTable: try r.array { (r: inout WireReader) throws(WireError) in
+                    EpochRange(epoch: try r.u64(), lastSeq: try r.u64())
+                })
         case 4: return .stale(epoch: try u64())
         case 5: return .handoverRequest(epoch: try u64())
         case 6: return .handoverReady(epoch: try u64(), lastSeq: try u64())
         case 7:
-            return .snapshot(epoch: try u64(), seq: try u64(), seqEpoch: try u64(), part: try r.int(), parts: try r.int(),
-                             changes: try r.array { (r: inout WireReader) throws(WireError) in try Change.read(from: &r) })
+            return .snapshot(
+                epoch: try u64(), seq: try u64(), seqEpoch: try u64(), part: try r.int(), parts: try r.int(),
+                changes: try r.array { (r: inout WireReader) throws(WireError) in try Change.read(from: &r) })
         case 8: return .merge(epoch: try u64(), entries: try entries())
         case 9: return .voteRequest(epoch: try u64(), lastSeq: try u64(), lastEpoch: try u64())
         case 10: return .voteGranted(epoch: try u64(), leaseUSec: try u64())

@@ -34,11 +34,13 @@ public struct PairWitness: Sendable {
         a.0 != b.0 ? a.0 > b.0 : a.1 >= b.1
     }
 
-    public mutating func receive(from node: NodeIndex, _ message: PairMessage, now: USec) -> [(NodeIndex, PairMessage)] {
+    public mutating func receive(from node: NodeIndex, _ message: PairMessage, now: USec) -> [(NodeIndex, PairMessage)]
+    {
         switch message {
         case .voteRequest(let epoch, let lastSeq, let lastEpoch):
             guard epoch > votedEpoch, now >= leaseUntil,
-                  Self.atLeast((lastEpoch, lastSeq), (recordedEpoch, recordedSeq)) else {
+                Self.atLeast((lastEpoch, lastSeq), (recordedEpoch, recordedSeq))
+            else {
                 return [(node, .voteDenied(epoch: epoch, votedEpoch: votedEpoch))]
             }
             votedEpoch = epoch

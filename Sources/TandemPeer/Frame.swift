@@ -36,7 +36,9 @@ public enum LinkMessage: Sendable, Equatable, Codable {
     case probeReply(nonce: UInt64, info: PeerInfo)
     /// Primary -> prepared backup: form a pair whose log starts after (baseSeq, baseEpoch).
     /// `partition`: how the primary handles partitions (`PartitionMode.description`); both nodes must agree.
-    case pairRequest(nonce: UInt64, primaryServerId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change], partition: String)
+    case pairRequest(
+        nonce: UInt64, primaryServerId: String, baseSeq: UInt64, baseEpoch: UInt64, baseState: [Change],
+        partition: String)
     /// Backup -> primary: accepted, or refused with an error name and reason.
     case pairReply(nonce: UInt64, serverId: String, refusal: TandemErrorCode?, reason: String)
     /// Either node -> the other: the pair is dissolved.
@@ -145,7 +147,9 @@ public struct FrameOpener: Sendable {
         }
         let message: LinkMessage
         if body.count > FrameSealer.headerSize, body[FrameSealer.headerSize] == FrameSealer.binaryMark {
-            guard let m = try? PairMessage(wire: Array(body), from: FrameSealer.headerSize + 1) else { return .failure(.malformed) }
+            guard let m = try? PairMessage(wire: Array(body), from: FrameSealer.headerSize + 1) else {
+                return .failure(.malformed)
+            }
             message = .pair(m)
         } else {
             guard let m = try? Self.decoder.decode(LinkMessage.self, from: Data(body[FrameSealer.headerSize...])) else {

@@ -33,7 +33,8 @@ public struct PairKey: Sendable {
     public init(text: String) throws(PairKeyError) {
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
         guard parts.count == 2, parts[0] == Self.header, let data = Data(base64Encoded: String(parts[1])) else {
-            throw PairKeyError("not a pair key (expected '\(Self.header) <base64>'; make one with 'tandemctl pair keygen FILE')")
+            throw PairKeyError(
+                "not a pair key (expected '\(Self.header) <base64>'; make one with 'tandemctl pair keygen FILE')")
         }
         try self.init(bytes: Array(data))
     }
@@ -43,7 +44,8 @@ public struct PairKey: Sendable {
         var st = stat()
         guard stat(path, &st) == 0 else { throw PairKeyError("\(path): \(String(cString: strerror(errno)))") }
         guard st.st_mode & 0o077 == 0 else {
-            throw PairKeyError("\(path): mode \(String(st.st_mode & 0o777, radix: 8)) lets group or others read it; chmod 600 it")
+            throw PairKeyError(
+                "\(path): mode \(String(st.st_mode & 0o777, radix: 8)) lets group or others read it; chmod 600 it")
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw PairKeyError("\(path): cannot read") }
         do { return try PairKey(text: String(decoding: data, as: UTF8.self)) } catch {

@@ -23,7 +23,9 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
             if rest.hasPrefix(":") {
                 guard let p = Int(rest.dropFirst()) else { throw PairKeyError("bad port in \(quoted(text))") }
                 port = p
-            } else if !rest.isEmpty { throw PairKeyError("bad address \(quoted(text))") }
+            } else if !rest.isEmpty {
+                throw PairKeyError("bad address \(quoted(text))")
+            }
         } else if s.filter({ $0 == ":" }).count == 1, let colon = s.firstIndex(of: ":") {
             host = String(s[..<colon])
             guard let p = Int(s[s.index(after: colon)...]) else { throw PairKeyError("bad port in \(quoted(text))") }
@@ -51,8 +53,14 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     public var port: Int {
         withUnsafeBytes(of: storage) { raw in
             family == AF_INET6
-                ? Int(UInt16(bigEndian: raw.load(fromByteOffset: MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)!, as: UInt16.self)))
-                : Int(UInt16(bigEndian: raw.load(fromByteOffset: MemoryLayout<sockaddr_in>.offset(of: \.sin_port)!, as: UInt16.self)))
+                ? Int(
+                    UInt16(
+                        bigEndian: raw.load(
+                            fromByteOffset: MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)!, as: UInt16.self)))
+                : Int(
+                    UInt16(
+                        bigEndian: raw.load(
+                            fromByteOffset: MemoryLayout<sockaddr_in>.offset(of: \.sin_port)!, as: UInt16.self)))
         }
     }
 
@@ -74,12 +82,15 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         var x = a.storage, y = b.storage
         if a.family == AF_INET6 {
             // Compare port and address; ignore flow info.
-            return withUnsafeBytes(of: &x) { xb in withUnsafeBytes(of: &y) { yb in
-                let pOff = MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)!
-                let aOff = MemoryLayout<sockaddr_in6>.offset(of: \.sin6_addr)!
-                return xb[pOff..<pOff + 2].elementsEqual(yb[pOff..<pOff + 2]) && xb[aOff..<aOff + 16].elementsEqual(yb[aOff..<aOff + 16])
-                    && xb[n - 4..<n].elementsEqual(yb[n - 4..<n])
-            } }
+            return withUnsafeBytes(of: &x) { xb in
+                withUnsafeBytes(of: &y) { yb in
+                    let pOff = MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)!
+                    let aOff = MemoryLayout<sockaddr_in6>.offset(of: \.sin6_addr)!
+                    return xb[pOff..<pOff + 2].elementsEqual(yb[pOff..<pOff + 2])
+                        && xb[aOff..<aOff + 16].elementsEqual(yb[aOff..<aOff + 16])
+                        && xb[n - 4..<n].elementsEqual(yb[n - 4..<n])
+                }
+            }
         }
         return withUnsafeBytes(of: &x) { xb in withUnsafeBytes(of: &y) { yb in xb[0..<8].elementsEqual(yb[0..<8]) } }
     }
@@ -91,7 +102,9 @@ public final class UDPSocket {
     public let local: SocketAddress
 
     public init(bind address: SocketAddress) throws(PairKeyError) {
-        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(
+            address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0
+        )
         guard fd >= 0 else { throw PairKeyError("socket: \(String(cString: strerror(errno)))") }
         // No SO_REUSEADDR: for UDP it would let another socket share the port and take frames.
         // Large buffers: a standby that is briefly starved of CPU should not drop a burst of
@@ -104,7 +117,9 @@ public final class UDPSocket {
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
         }
         var st = address.storage
-        let r = withUnsafePointer(to: &st) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, address.length) } }
+        let r = withUnsafePointer(to: &st) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, address.length) }
+        }
         guard r == 0 else {
             let e = String(cString: strerror(errno))
             close(fd)
@@ -112,7 +127,9 @@ public final class UDPSocket {
         }
         var bound = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         self.fd = fd
         local = SocketAddress(storage: bound, length: len)
     }
@@ -125,7 +142,9 @@ public final class UDPSocket {
     public func send(_ bytes: [UInt8], to address: SocketAddress) -> Bool {
         var st = address.storage
         let n = withUnsafePointer(to: &st) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL), $0, address.length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL), $0, address.length)
+            }
         }
         return n == bytes.count
     }

@@ -40,8 +40,10 @@ extension PairNode {
         let core: Command
         switch command {
         case .acquire(let feature, let count, let client, let ttl, let requestId):
-            core = .acquire(AcquireRequest(feature: feature, count: count, client: client, ttlUSec: ttl,
-                                           requestId: requestId, newLeaseId: newLeaseId))
+            core = .acquire(
+                AcquireRequest(
+                    feature: feature, count: count, client: client, ttlUSec: ttl,
+                    requestId: requestId, newLeaseId: newLeaseId))
         case .renew(let id): core = .renew(leaseId: id)
         case .release(let id): core = .release(leaseId: id)
         }

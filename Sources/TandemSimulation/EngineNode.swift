@@ -21,8 +21,10 @@ final class EngineNode {
 
     static let logger = Logger(label: "sim") { _ in SwiftLogNoOpLogHandler() }
 
-    init(index: Int, dir: String, initial: LicenseState, base: UInt64, baseEpoch: UInt64, settings: PairSettings,
-         clock: @escaping () -> USec) throws {
+    init(
+        index: Int, dir: String, initial: LicenseState, base: UInt64, baseEpoch: UInt64, settings: PairSettings,
+        clock: @escaping () -> USec
+    ) throws {
         self.index = index
         path = dir + "/node\(index).db"
         self.settings = settings
@@ -32,9 +34,11 @@ final class EngineNode {
             // The pair as PairHost forms it: the server's own ID first, then the record and base.
             let store = try Store(path: path, logger: Self.logger)
             try store.commit([.serverIdSet(id: "TS-SIM-\(index)")], epoch: 0, now: 0)
-            try store.formPair(PairRecord(node: index, peerAddress: "node\(1 - index)", peerServerId: "TS-SIM-\(1 - index)",
-                                          progress: PairProgress(promisedEpoch: baseEpoch)),
-                               base: LogBase(seq: base, epoch: baseEpoch, state: initial), now: 0)
+            try store.formPair(
+                PairRecord(
+                    node: index, peerAddress: "node\(1 - index)", peerServerId: "TS-SIM-\(1 - index)",
+                    progress: PairProgress(promisedEpoch: baseEpoch)),
+                base: LogBase(seq: base, epoch: baseEpoch, state: initial), now: 0)
         }
         try open()
     }
@@ -43,9 +47,12 @@ final class EngineNode {
 
     /// Starts (or restarts) the engine from the store.
     func open() throws {
-        let e = try Engine(store: Store(path: path, logger: Self.logger), settings: EngineSettings(), logger: Self.logger,
-                           clock: clock)
-        guard try e.restorePair(settings: settings) != nil else { throw EngineNodeError("node \(index): no pair in the store") }
+        let e = try Engine(
+            store: Store(path: path, logger: Self.logger), settings: EngineSettings(), logger: Self.logger,
+            clock: clock)
+        guard try e.restorePair(settings: settings) != nil else {
+            throw EngineNodeError("node \(index): no pair in the store")
+        }
         e.onSend = { [unowned self] peer, m in effects.append(.send(peer, m)) }
         engine = e
     }
@@ -63,8 +70,10 @@ final class EngineNode {
         let core: Command
         switch command {
         case .acquire(let feature, let count, let client, let ttl, let requestId):
-            core = .acquire(AcquireRequest(feature: feature, count: count, client: client, ttlUSec: ttl, requestId: requestId,
-                                           newLeaseId: newLeaseId))
+            core = .acquire(
+                AcquireRequest(
+                    feature: feature, count: count, client: client, ttlUSec: ttl, requestId: requestId,
+                    newLeaseId: newLeaseId))
         case .renew(let id): core = .renew(leaseId: id)
         case .release(let id): core = .release(leaseId: id)
         }

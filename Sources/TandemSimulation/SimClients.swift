@@ -29,7 +29,11 @@ extension Simulation {
                 c.ttl = ttl
                 c.phase = .acquiring(requestId: "c\(j)-r\(c.requests)", count: count, ttl: ttl, sentLocal: t)
                 clients[j] = c
-                clientSend(j, .acquire(feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: "c\(j)-r\(c.requests)"))
+                clientSend(
+                    j,
+                    .acquire(
+                        feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl,
+                        requestId: "c\(j)-r\(c.requests)"))
             }
         case .holding:
             if t >= c.deadlineLocal {
@@ -42,7 +46,7 @@ extension Simulation {
                 c.phase = .releasing
                 clients[j] = c
                 if let id = c.leaseId {
-                    held[id] = nil // the client stops using the seat as it asks to release it
+                    held[id] = nil  // the client stops using the seat as it asks to release it
                     clientSend(j, .release(leaseId: id))
                 }
             } else if t >= c.nextRenewLocal {
@@ -62,7 +66,8 @@ extension Simulation {
         switch c.phase {
         case .acquiring(let requestId, let count, let ttl, _):
             clients[j].phase = .acquiring(requestId: requestId, count: count, ttl: ttl, sentLocal: local(.client(j)))
-            clientSend(j, .acquire(feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: requestId))
+            clientSend(
+                j, .acquire(feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: requestId))
         case .renewing:
             if local(.client(j)) >= c.deadlineLocal {
                 if let id = c.leaseId { held[id] = nil }
@@ -105,7 +110,8 @@ extension Simulation {
             // an acknowledged grant was lost (or expired early). Without a witness, a node cut
             // off from the one that granted it does not know it until the pair is back in step.
             if case .renew(let id) = r.command, id == c.leaseId, local(.client(j)) < c.deadlineLocal,
-               withWitness || inStepAtReply[ref] == true {
+                withWitness || inStepAtReply[ref] == true
+            {
                 return "client \(j): lease \(id) unknown to the serving node before its deadline (\(why))"
             }
             if let id = c.leaseId { held[id] = nil }

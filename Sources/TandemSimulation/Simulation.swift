@@ -2,7 +2,6 @@ import Foundation
 import TandemCore
 import TandemPair
 
-
 public struct SimConfig: Sendable {
     public var seed: UInt64
     public var clients = 5
@@ -47,7 +46,8 @@ public struct SimResult: Sendable, CustomStringConvertible {
     public var passed: Bool { failure == nil }
     public var description: String {
         if let failure { return "seed \(seed): FAILED after \(events) events: \(failure)" }
-        return "seed \(seed): ok (\(partition), \(events) events, \(faults) faults, \(leaderChanges) leader changes, \(granted) grants, \(released) releases, converged in \(Double(convergedAfterUSec ?? 0) / 1e6) s)"
+        return
+            "seed \(seed): ok (\(partition), \(events) events, \(faults) faults, \(leaderChanges) leader changes, \(granted) grants, \(released) releases, converged in \(Double(convergedAfterUSec ?? 0) / 1e6) s)"
     }
 }
 
@@ -86,7 +86,10 @@ public final class Simulation {
     }
 
     struct Client {
-        enum Phase { case idle, acquiring(requestId: String, count: UInt32, ttl: USec, sentLocal: USec), holding, renewing(sentLocal: USec), releasing }
+        enum Phase {
+            case idle, acquiring(requestId: String, count: UInt32, ttl: USec, sentLocal: USec), holding, renewing(
+                sentLocal: USec), releasing
+        }
         var phase: Phase = .idle
         var target = 0
         var attempt = 0
@@ -115,7 +118,7 @@ public final class Simulation {
     var witness: PairWitness
     var clocks: [Entity: Clock] = [:]
     var down: Set<Entity> = []
-    var cut: Set<[Entity]> = [] // directed links that drop everything
+    var cut: Set<[Entity]> = []  // directed links that drop everything
     var clients: [Client]
     var faultsOn = true
     var result: SimResult
@@ -144,7 +147,6 @@ public final class Simulation {
     var inStepAtReply: [Int: Bool] = [:]
     var withWitness: Bool { cfg.settings.partition == .witness }
 
-
     func updateIndex(_ i: Int) {
         if logIndex[i].update(nodes[i]) { logIndex[i].absorb(logIndex[1 - i], through: nodes[i].logBase) }
     }
@@ -153,8 +155,11 @@ public final class Simulation {
         rng = SimRandom(seed: cfg.seed)
         var initial = LicenseState()
         initial.apply(.serverIdSet(id: "TS-SIM"))
-        initial.apply(.licenseActivated(License(id: "SIM", product: "Sim", feature: "cad", seats: cfg.seats, notAfterUSec: 0,
-                                                issuedTo: ["TS-SIM"], keyId: "k", document: "")))
+        initial.apply(
+            .licenseActivated(
+                License(
+                    id: "SIM", product: "Sim", feature: "cad", seats: cfg.seats, notAfterUSec: 0,
+                    issuedTo: ["TS-SIM"], keyId: "k", document: "")))
         // One seed in four sets seats aside for the first client, so that reservations, and the
         // seat accounting's invariants about them, are part of the run.
         if cfg.seed % 4 == 2 {
@@ -168,8 +173,12 @@ public final class Simulation {
         // out of sync and be synced with snapshots in small parts.
         compacting = cfg.seed % 3 != 0
         var cfg = cfg
-        cfg.settings.partition = cfg.partition ?? [PartitionMode.witness, .witness, .witness, .takeover,
-                                                   .split(primaryPercent: UInt32(30 + cfg.seed % 41))][Int(cfg.seed / 7 % 5)]
+        cfg.settings.partition =
+            cfg.partition
+            ?? [
+                PartitionMode.witness, .witness, .witness, .takeover,
+                .split(primaryPercent: UInt32(30 + cfg.seed % 41))
+            ][Int(cfg.seed / 7 % 5)]
         self.cfg = cfg
         var settings = cfg.settings
         if compacting {
@@ -177,8 +186,11 @@ public final class Simulation {
             settings.compactRetain = cfg.seed / 24 % 30 + 3
             settings.snapshotChunk = Int(cfg.seed / 5 % 4) + 1
         }
-        pure = (0..<2).map { PairNode(index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
-                                      promisedEpoch: baseEpoch, settings: settings, now: 0) }
+        pure = (0..<2).map {
+            PairNode(
+                index: $0, baseState: initial, base: base, baseEpoch: baseEpoch, log: [],
+                promisedEpoch: baseEpoch, settings: settings, now: 0)
+        }
         witness = PairWitness(leaseUSec: cfg.settings.witnessLeaseUSec, now: 0)
         clients = Array(repeating: Client(), count: cfg.clients)
         result = SimResult(seed: cfg.seed)
@@ -188,15 +200,16 @@ public final class Simulation {
         for e in entities {
             let off = Int64(rng.below(2 * cfg.maxClockOffsetUSec + 1)) - Int64(cfg.maxClockOffsetUSec)
             let ppm = Int64(rng.below(UInt64(2 * cfg.driftPPM + 1))) - cfg.driftPPM
-            clocks[e] = Clock(offset: off + Int64(cfg.maxClockOffsetUSec) * 2, ppm: ppm) // keep local times positive
+            clocks[e] = Clock(offset: off + Int64(cfg.maxClockOffsetUSec) * 2, ppm: ppm)  // keep local times positive
         }
         if cfg.engine {
             do {
                 let dir = try Self.makeStoreDir()
                 storeDir = dir
                 engines = try (0..<2).map { i in
-                    try EngineNode(index: i, dir: dir, initial: initial, base: base, baseEpoch: baseEpoch, settings: settings,
-                                   clock: { [unowned self] in local(.node(i)) })
+                    try EngineNode(
+                        index: i, dir: dir, initial: initial, base: base, baseEpoch: baseEpoch, settings: settings,
+                        clock: { [unowned self] in local(.node(i)) })
                 }
             } catch { engineFailure = "cannot start the engines: \(error)" }
         }
@@ -303,7 +316,8 @@ public final class Simulation {
             result.granted += 1
         case (.renewed(let id, _), .renew):
             if var h = held[id] {
-                let until = clocks[.client(r.client)]!.global(r.sentLocal + USec(Double(clients[r.client].ttl) * margin))
+                let until = clocks[.client(r.client)]!.global(
+                    r.sentLocal + USec(Double(clients[r.client].ttl) * margin))
                 h.untilGlobal = max(h.untilGlobal, until)
                 held[id] = h
             }
@@ -325,7 +339,9 @@ public final class Simulation {
             now = item.time
             result.events += 1
             if cfg.trace {
-                let n = nodes.map { "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) tr\($0.truncations) L\($0.state.leases.keys.sorted().map { $0.dropFirst(6) }) U\($0.unmerged.count)" }
+                let n = nodes.map {
+                    "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) tr\($0.truncations) L\($0.state.leases.keys.sorted().map { $0.dropFirst(6) }) U\($0.unmerged.count)"
+                }
                 var ev = "\(item.event)"
                 if ev.count > 600 { ev = String(ev.prefix(600)) + "..." }
                 print("t=\(now) \(n[0]) | \(n[1]) :: \(ev)")
@@ -348,7 +364,9 @@ public final class Simulation {
                         en.request(ref: ref, cmd, newLeaseId: "lease-\(leaseCounter)")
                         settle(i)
                     } else {
-                        apply(pure[i].request(ref: ref, cmd, now: local(.node(i)), newLeaseId: "lease-\(leaseCounter)"), from: i)
+                        apply(
+                            pure[i].request(ref: ref, cmd, now: local(.node(i)), newLeaseId: "lease-\(leaseCounter)"),
+                            from: i)
                     }
                 case (.witness, .pair(let m)):
                     guard case .node(let i) = from else { break }
@@ -401,7 +419,9 @@ public final class Simulation {
                     if let en = engines?[i] {
                         // A restart of a node that runs (a second restart event) is a crash first.
                         en.crash()
-                        do { try en.open() } catch { engineFailure = "node \(i) did not restart from its store: \(error)" }
+                        do { try en.open() } catch {
+                            engineFailure = "node \(i) did not restart from its store: \(error)"
+                        }
                     } else {
                         pure[i].restart(now: local(e))
                     }
@@ -428,16 +448,19 @@ public final class Simulation {
                     result.finalLeader = nodes[0].isServing(now: local(.node(0))) ? 0 : 1
                     result.finalLogLength = nodes[0].log.count
                     // Final check: the converged log holds every answered change.
-                    for id in ackedGrants.sorted() where logIndex[0].granted[id] == nil && logIndex[1].granted[id] == nil {
+                    for id in ackedGrants.sorted()
+                    where logIndex[0].granted[id] == nil && logIndex[1].granted[id] == nil {
                         result.failure = "grant \(id) missing after convergence"; return result
                     }
-                    for id in ackedReleases.sorted() where logIndex[0].ended[id] == nil && logIndex[1].ended[id] == nil {
+                    for id in ackedReleases.sorted() where logIndex[0].ended[id] == nil && logIndex[1].ended[id] == nil
+                    {
                         result.failure = "release \(id) missing after convergence"; return result
                     }
                     return result
                 }
                 if now > s + cfg.convergeWithinUSec {
-                    result.failure = "no convergence within \(cfg.convergeWithinUSec / 1_000_000) s after the faults stopped: "
+                    result.failure =
+                        "no convergence within \(cfg.convergeWithinUSec / 1_000_000) s after the faults stopped: "
                         + "node0 \(nodes[0].mode) seq \(nodes[0].lastSeq) \(nodes[0].pairStatus(now: local(.node(0))).rawValue), "
                         + "node1 \(nodes[1].mode) seq \(nodes[1].lastSeq) \(nodes[1].pairStatus(now: local(.node(1))).rawValue), "
                         + "witness voted \(witness.votedEpoch), clients \(clients.map { "\($0.phase)" })"

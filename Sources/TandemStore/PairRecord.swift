@@ -62,8 +62,9 @@ extension Store {
     /// The stored pair, if one was formed.
     public func pairRecord() throws -> PairRecord? {
         guard let role = try meta(PairKey.role.rawValue), let node = Self.roleNames.firstIndex(of: role),
-              let peer = try meta(PairKey.peerAddress.rawValue),
-              let peerId = try meta(PairKey.peerServerId.rawValue) else { return nil }
+            let peer = try meta(PairKey.peerAddress.rawValue),
+            let peerId = try meta(PairKey.peerServerId.rawValue)
+        else { return nil }
         return PairRecord(node: node, peerAddress: peer, peerServerId: peerId, progress: try pairProgress())
     }
 
@@ -73,9 +74,10 @@ extension Store {
         if let text = try meta(PairKey.unmerged.rawValue), !text.isEmpty {
             unmerged = try JSONDecoder().decode([LogEntry].self, from: Data(text.utf8))
         }
-        return PairProgress(promisedEpoch: UInt64(try meta(PairKey.promisedEpoch.rawValue) ?? "0") ?? 0,
-                            unmerged: unmerged,
-                            splitBase: try meta(PairKey.splitBase.rawValue).flatMap { UInt64($0) })
+        return PairProgress(
+            promisedEpoch: UInt64(try meta(PairKey.promisedEpoch.rawValue) ?? "0") ?? 0,
+            unmerged: unmerged,
+            splitBase: try meta(PairKey.splitBase.rawValue).flatMap { UInt64($0) })
     }
 
     /// The position of the stored base of the pair's log, if there is one.
@@ -85,7 +87,9 @@ extension Store {
 
     /// The stored base of the pair's log, with this server's own ID.
     public func pairBase(serverId: String) throws -> LogBase? {
-        guard let b = try meta(PairKey.base.rawValue), let text = try meta(PairKey.baseState.rawValue) else { return nil }
+        guard let b = try meta(PairKey.base.rawValue), let text = try meta(PairKey.baseState.rawValue) else {
+            return nil
+        }
         let parts = b.split(separator: " ").compactMap { UInt64($0) }
         guard parts.count == 2 else { throw SQLiteError(code: 0, message: "bad pair_base '\(b)'") }
         var state = LicenseState(changes: try JSONDecoder().decode([Change].self, from: Data(text.utf8)))
@@ -101,8 +105,10 @@ extension Store {
     /// Writes entries decided by a pair (their own sequence numbers and epochs), and the pair's
     /// progress if given, in one durable transaction. With `compactTo`, the log up to that
     /// position is dropped and the state there kept as the log's base, in the same transaction.
-    public func append(_ entries: some Collection<LogEntry>, now: USec, progress: PairProgress? = nil,
-                       denied: [String: UInt64]? = nil, compactTo: LogBase? = nil) throws {
+    public func append(
+        _ entries: some Collection<LogEntry>, now: USec, progress: PairProgress? = nil,
+        denied: [String: UInt64]? = nil, compactTo: LogBase? = nil
+    ) throws {
         // The position moves only once the transaction is durable.
         var seq = lastSeq
         try db.transaction {
@@ -125,8 +131,10 @@ extension Store {
 
     /// Replaces the stored state and the log after `base` (a truncated pair log, a snapshot
     /// received), keeping this server's own ID. One transaction.
-    public func replace(state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
-                        progress: PairProgress, denied: [String: UInt64]? = nil) throws {
+    public func replace(
+        state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
+        progress: PairProgress, denied: [String: UInt64]? = nil
+    ) throws {
         try db.transaction {
             try replaceState(state, base: base, log: log, now: now, progress: progress)
             if let denied { try writeDenied(denied) }
@@ -152,8 +160,10 @@ extension Store {
         }
     }
 
-    private func replaceState(_ state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
-                              progress: PairProgress) throws {
+    private func replaceState(
+        _ state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
+        progress: PairProgress
+    ) throws {
         try db.exec("DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;")
         let used = state.serverIdUsed
         for c in state.sharedChanges { try write(c) }
@@ -165,7 +175,8 @@ extension Store {
 
     private func writeBase(_ base: LogBase) throws {
         try setMeta(PairKey.base.rawValue, "\(base.seq) \(base.epoch)")
-        try setMeta(PairKey.baseState.rawValue, String(decoding: try encoder.encode(base.state.sharedChanges), as: UTF8.self))
+        try setMeta(
+            PairKey.baseState.rawValue, String(decoding: try encoder.encode(base.state.sharedChanges), as: UTF8.self))
     }
 
     private func writeProgress(_ p: PairProgress) throws {

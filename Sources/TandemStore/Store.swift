@@ -29,7 +29,7 @@ public final class Store {
         CREATE TABLE change_log (
             seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, time_usec INTEGER NOT NULL,
             kind TEXT NOT NULL, payload TEXT NOT NULL);
-        """,
+        """
     ]
 
     public init(path: String, logger: Logger) throws {
@@ -63,7 +63,9 @@ public final class Store {
     private func migrate() throws {
         let current = Int(try db.pragma("user_version")) ?? 0
         guard current <= Self.migrations.count else {
-            throw SQLiteError(code: 0, message: "\(db.path): schema version \(current) is newer than this tandemd (\(Self.migrations.count))")
+            throw SQLiteError(
+                code: 0,
+                message: "\(db.path): schema version \(current) is newer than this tandemd (\(Self.migrations.count))")
         }
         for version in current..<Self.migrations.count {
             try db.transaction {
@@ -83,20 +85,30 @@ public final class Store {
     public func load() throws -> LicenseState {
         var state = LicenseState()
         if let id = try meta("server_id") { state.apply(.serverIdSet(id: id)) }
-        for r in try db.query("SELECT id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec FROM licenses") {
-            state.apply(.licenseActivated(License(
-                id: r[0].text!, product: r[1].text!, feature: r[2].text!, seats: UInt32(r[3].int!),
-                notAfterUSec: USec(r[4].int!), issuedTo: r[5].text!.split(separator: ",").map(String.init),
-                keyId: r[6].text!, document: r[7].text!, activatedUSec: USec(r[8].int!))))
+        for r in try db.query(
+            "SELECT id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec FROM licenses"
+        ) {
+            state.apply(
+                .licenseActivated(
+                    License(
+                        id: r[0].text!, product: r[1].text!, feature: r[2].text!, seats: UInt32(r[3].int!),
+                        notAfterUSec: USec(r[4].int!), issuedTo: r[5].text!.split(separator: ",").map(String.init),
+                        keyId: r[6].text!, document: r[7].text!, activatedUSec: USec(r[8].int!))))
         }
-        for r in try db.query("SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch FROM leases") {
-            state.apply(.leaseGranted(Lease(
-                id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
-                uid: r[4].int.map { UInt32($0) }, requestId: r[5].text, acquiredUSec: USec(r[6].int!),
-                expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!), epoch: UInt64(r[9].int!))))
+        for r in try db.query(
+            "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch FROM leases"
+        ) {
+            state.apply(
+                .leaseGranted(
+                    Lease(
+                        id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
+                        uid: r[4].int.map { UInt32($0) }, requestId: r[5].text, acquiredUSec: USec(r[6].int!),
+                        expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!), epoch: UInt64(r[9].int!))))
         }
         for r in try db.query("SELECT id, feature, holder, count FROM reservations") {
-            state.apply(.reservationAdded(Reservation(id: r[0].text!, feature: r[1].text!, holder: r[2].text!, count: UInt32(r[3].int!))))
+            state.apply(
+                .reservationAdded(
+                    Reservation(id: r[0].text!, feature: r[1].text!, holder: r[2].text!, count: UInt32(r[3].int!))))
         }
         for r in try db.query("SELECT feature, count FROM denied") {
             state.denied[r[0].text!] = UInt64(r[1].int!)
@@ -116,7 +128,9 @@ public final class Store {
     /// Writes `changes` and their change-log entries in one durable transaction.
     /// Returns the log entries written.
     @discardableResult
-    public func commit(_ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil) throws -> [LogEntry] {
+    public func commit(
+        _ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil
+    ) throws -> [LogEntry] {
         let logged = try db.transaction {
             var logged: [LogEntry] = []
             var seq = lastSeq
@@ -137,20 +151,24 @@ public final class Store {
 
     func insertLog(_ entry: LogEntry, now: USec) throws {
         let payload = String(decoding: try encoder.encode(entry.change), as: UTF8.self)
-        try db.run("INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                   .int(Int64(entry.seq)), .int(Int64(entry.epoch)), .int(Int64(now)), .text(entry.change.kind), .text(payload))
+        try db.run(
+            "INSERT INTO change_log (seq, epoch, time_usec, kind, payload) VALUES (?, ?, ?, ?, ?)",
+            .int(Int64(entry.seq)), .int(Int64(entry.epoch)), .int(Int64(now)), .text(entry.change.kind), .text(payload)
+        )
     }
 
     func writeDenied(_ denied: [String: UInt64]) throws {
         for (f, n) in denied {
-            try db.run("INSERT INTO denied (feature, count) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
-                       .text(f), .int(Int64(n)))
+            try db.run(
+                "INSERT INTO denied (feature, count) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
+                .text(f), .int(Int64(n)))
         }
     }
 
     public func setMeta(_ key: String, _ value: String) throws {
-        try db.run("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                   .text(key), .text(value))
+        try db.run(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            .text(key), .text(value))
     }
 
     func write(_ change: Change) throws {
@@ -159,24 +177,28 @@ public final class Store {
             try setMeta("server_id", id)
             try setMeta("server_id_used", "0")
         case .licenseActivated(let l):
-            try db.run("INSERT INTO licenses (id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       .text(l.id), .text(l.product), .text(l.feature), .int(Int64(l.seats)), .int(Int64(l.notAfterUSec)),
-                       .text(l.issuedTo.joined(separator: ",")), .text(l.keyId), .text(l.document), .int(Int64(l.activatedUSec)))
+            try db.run(
+                "INSERT INTO licenses (id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                .text(l.id), .text(l.product), .text(l.feature), .int(Int64(l.seats)), .int(Int64(l.notAfterUSec)),
+                .text(l.issuedTo.joined(separator: ",")), .text(l.keyId), .text(l.document),
+                .int(Int64(l.activatedUSec)))
             try setMeta("server_id_used", "1")
         case .licenseDeactivated(let id):
             try db.run("DELETE FROM licenses WHERE id = ?", .text(id))
         case .leaseGranted(let l):
-            try db.run("INSERT INTO leases (id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
-                       l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
-                       .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)), .int(Int64(l.epoch)))
+            try db.run(
+                "INSERT INTO leases (id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
+                l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
+                .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)), .int(Int64(l.epoch)))
         case .leaseRenewed(let id, let expires):
             try db.run("UPDATE leases SET expires_usec = ? WHERE id = ?", .int(Int64(expires)), .text(id))
         case .leaseReleased(let id), .leaseExpired(let id):
             try db.run("DELETE FROM leases WHERE id = ?", .text(id))
         case .reservationAdded(let r):
-            try db.run("INSERT INTO reservations (id, feature, holder, count) VALUES (?, ?, ?, ?)",
-                       .text(r.id), .text(r.feature), .text(r.holder), .int(Int64(r.count)))
+            try db.run(
+                "INSERT INTO reservations (id, feature, holder, count) VALUES (?, ?, ?, ?)",
+                .text(r.id), .text(r.feature), .text(r.holder), .int(Int64(r.count)))
         case .reservationRemoved(let id):
             try db.run("DELETE FROM reservations WHERE id = ?", .text(id))
         case .epochStarted(let e):
@@ -194,10 +216,15 @@ public final class Store {
     /// Change-log entries after `seq` with the time of the commit that wrote each.
     public func timedChanges(after seq: UInt64, limit: Int = 1000) throws -> [(entry: LogEntry, timeUSec: USec)] {
         let decoder = JSONDecoder()
-        return try db.query("SELECT seq, epoch, time_usec, payload FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
-                            .int(Int64(seq)), .int(Int64(limit))).map { r in
-            (LogEntry(seq: UInt64(r[0].int!), epoch: UInt64(r[1].int!),
-                      change: try decoder.decode(Change.self, from: Data(r[3].text!.utf8))), USec(r[2].int!))
+        return try db.query(
+            "SELECT seq, epoch, time_usec, payload FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            .int(Int64(seq)), .int(Int64(limit))
+        ).map { r in
+            (
+                LogEntry(
+                    seq: UInt64(r[0].int!), epoch: UInt64(r[1].int!),
+                    change: try decoder.decode(Change.self, from: Data(r[3].text!.utf8))), USec(r[2].int!)
+            )
         }
     }
 }

@@ -51,8 +51,9 @@ public final class EventLoop {
             let source = EventSource()
             source.onSignal = handler
             var s: OpaquePointer?
-            try Self.check(sd_event_add_signal(event, &s, sig | SD_EVENT_SIGNAL_PROCMASK, signalCallback, source.userdata),
-                           "add signal \(sig)")
+            try Self.check(
+                sd_event_add_signal(event, &s, sig | SD_EVENT_SIGNAL_PROCMASK, signalCallback, source.userdata),
+                "add signal \(sig)")
             source.attach(s!)
             return source
         }
@@ -63,17 +64,22 @@ public final class EventLoop {
         let source = EventSource()
         source.onFire = handler
         var s: OpaquePointer?
-        try Self.check(sd_event_add_io(event, &s, fd, UInt32(EPOLLIN.rawValue), ioCallback, source.userdata), "add io \(fd)")
+        try Self.check(
+            sd_event_add_io(event, &s, fd, UInt32(EPOLLIN.rawValue), ioCallback, source.userdata), "add io \(fd)")
         source.attach(s!)
         return source
     }
 
     /// A timer on `clock`, off until scheduled (`schedule(at:)`), firing once per scheduling.
-    public func timer(_ clock: ClockKind, accuracyUSec: UInt64 = 1000, _ handler: @escaping () -> Void = {}) throws(Failure) -> EventSource {
+    public func timer(
+        _ clock: ClockKind, accuracyUSec: UInt64 = 1000, _ handler: @escaping () -> Void = {}
+    ) throws(Failure) -> EventSource {
         let source = EventSource()
         source.onFire = handler
         var s: OpaquePointer?
-        try Self.check(sd_event_add_time(event, &s, clock.id, UInt64.max, accuracyUSec, timeCallback, source.userdata), "add timer")
+        try Self.check(
+            sd_event_add_time(event, &s, clock.id, UInt64.max, accuracyUSec, timeCallback, source.userdata), "add timer"
+        )
         source.attach(s!)
         source.enable(false)
         return source

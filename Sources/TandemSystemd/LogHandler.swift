@@ -44,17 +44,19 @@ public struct PriorityPrefixLogHandler: LogHandler {
     static func field(_ value: String) -> String {
         // Letters, digits and - _ . : / , @ + [ ] (ids, addresses, numbers); a switch, not a set:
         // every field of every log line passes here.
-        let plain = !value.isEmpty && value.utf8.allSatisfy { b in
-            switch b {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
-                 UInt8(ascii: ":"), UInt8(ascii: "/"), UInt8(ascii: ","), UInt8(ascii: "@"), UInt8(ascii: "+"),
-                 UInt8(ascii: "["), UInt8(ascii: "]"):
-                return true
-            default:
-                return false
+        let plain =
+            !value.isEmpty
+            && value.utf8.allSatisfy { b in
+                switch b {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                    UInt8(ascii: ":"), UInt8(ascii: "/"), UInt8(ascii: ","), UInt8(ascii: "@"), UInt8(ascii: "+"),
+                    UInt8(ascii: "["), UInt8(ascii: "]"):
+                    return true
+                default:
+                    return false
+                }
             }
-        }
         return plain ? value : quoted(value, limit: 512)
     }
 
@@ -98,7 +100,9 @@ public struct PriorityPrefixLogHandler: LogHandler {
         }
         var line = "<\(Self.priority(event.level))>\(message)"
         if !all.isEmpty {
-            line += " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.field("\($0.value)"))" }.joined(separator: " ")
+            line +=
+                " "
+                + all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.field("\($0.value)"))" }.joined(separator: " ")
         }
         line += "\n"
         FileHandle.standardError.write(Data(line.utf8))
@@ -117,7 +121,7 @@ public final class LogLevelControl: @unchecked Sendable {
 
     static let syslogNames: [(String, Logger.Level)] = [
         ("emerg", .critical), ("alert", .critical), ("crit", .critical), ("err", .error),
-        ("warning", .warning), ("notice", .notice), ("info", .info), ("debug", .debug),
+        ("warning", .warning), ("notice", .notice), ("info", .info), ("debug", .debug)
     ]
 
     /// The syslog name of the current level (LogControl1's LogLevel).

@@ -13,7 +13,9 @@ public struct TandemVendor: ParsableCommand {
     public init() {}
 
     static func readPrivateKey(_ path: String) throws -> VendorPrivateKey {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIFailure("cannot read \(path)") }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw CLIFailure("cannot read \(path)")
+        }
         do { return try VendorPrivateKey.parse(text) } catch { throw CLIFailure("\(path): \(error)") }
     }
 
@@ -22,7 +24,10 @@ public struct TandemVendor: ParsableCommand {
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL)
         let fd = open(path, flags, mode)
         guard fd >= 0 else {
-            throw CLIFailure(errno == EEXIST ? "\(path) already exists (use --force to replace it)" : "cannot write \(path): \(String(cString: strerror(errno)))")
+            throw CLIFailure(
+                errno == EEXIST
+                    ? "\(path) already exists (use --force to replace it)"
+                    : "cannot write \(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         fchmod(fd, mode)
@@ -33,20 +38,24 @@ public struct TandemVendor: ParsableCommand {
     }
 
     struct Keygen: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a new Ed25519 private key (mode 0600) and print its public key.")
+        static let configuration = CommandConfiguration(
+            abstract: "Write a new Ed25519 private key (mode 0600) and print its public key.")
         @Option(help: "Private key file to create.") var privateKey: String
         @Option(help: "Also write the public key to this file (for VendorKeys=).") var publicKey: String?
         @Flag(help: "Replace existing files.") var force = false
         func run() throws {
             let key = VendorPrivateKey()
             try TandemVendor.write(key.fileText, to: privateKey, mode: 0o600, force: force)
-            if let publicKey { try TandemVendor.write(key.publicKey.fileText, to: publicKey, mode: 0o644, force: force) }
+            if let publicKey {
+                try TandemVendor.write(key.publicKey.fileText, to: publicKey, mode: 0o644, force: force)
+            }
             print(key.publicKey.fileText, terminator: "")
         }
     }
 
     struct PublicKey: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "public-key", abstract: "Print the public key of a private key file.")
+        static let configuration = CommandConfiguration(
+            commandName: "public-key", abstract: "Print the public key of a private key file.")
         @Option(help: "Private key file.") var privateKey: String
         func run() throws {
             print(try TandemVendor.readPrivateKey(privateKey).publicKey.fileText, terminator: "")
@@ -54,7 +63,8 @@ public struct TandemVendor: ParsableCommand {
     }
 
     struct Issue: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a signed license for one or more License Server IDs.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a signed license for one or more License Server IDs.")
         @Option(help: "Private key file.") var privateKey: String
         @Option(help: "License Server ID the license is issued to (repeat for a pair).") var serverId: [String] = []
         @Option(help: "Product name.") var product: String
@@ -68,12 +78,17 @@ public struct TandemVendor: ParsableCommand {
             guard !serverId.isEmpty else { throw CLIFailure("at least one --server-id is needed") }
             let now = UInt64(Date().timeIntervalSince1970 * 1_000_000)
             let day = LicenseDocument.formatDay(usec: now)
-            let licenseId = id ?? "LIC-\(day.replacingOccurrences(of: "-", with: ""))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16, uppercase: true))"
+            let licenseId =
+                id
+                ?? "LIC-\(day.replacingOccurrences(of: "-", with: ""))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16, uppercase: true))"
             if let notAfter {
-                guard LicenseDocument.parseDay(notAfter) != nil else { throw CLIFailure("--not-after '\(notAfter)' is not a date YYYY-MM-DD") }
+                guard LicenseDocument.parseDay(notAfter) != nil else {
+                    throw CLIFailure("--not-after '\(notAfter)' is not a date YYYY-MM-DD")
+                }
             }
-            let doc = LicenseDocument(id: licenseId, product: product, feature: feature, seats: seats, notAfter: notAfter,
-                                      issuedTo: serverId, issuedAt: day, keyId: "")
+            let doc = LicenseDocument(
+                id: licenseId, product: product, feature: feature, seats: seats, notAfter: notAfter,
+                issuedTo: serverId, issuedAt: day, keyId: "")
             let signed = try key.sign(doc)
             // Round-trip through the parser so that nothing unparseable is ever printed.
             do { _ = try TrustedKeys([key.publicKey]).verify(signed.text) } catch { throw CLIFailure(error.message) }
@@ -87,7 +102,8 @@ public struct TandemVendor: ParsableCommand {
         @Argument(help: "License file.") var file: String
         func run() throws {
             guard let keyText = try? String(contentsOfFile: publicKey, encoding: .utf8),
-                  let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIFailure("cannot read input files") }
+                let text = try? String(contentsOfFile: file, encoding: .utf8)
+            else { throw CLIFailure("cannot read input files") }
             let key: VendorPublicKey
             do { key = try VendorPublicKey.parse(keyText) } catch { throw CLIFailure("\(publicKey): \(error)") }
             do {

@@ -7,14 +7,18 @@ import TandemSystemd
 public struct WitnessCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tandem-witness",
-        abstract: "The Tandem pair's witness: lets at most one node of a pair serve when the nodes cannot see each other.")
+        abstract:
+            "The Tandem pair's witness: lets at most one node of a pair serve when the nodes cannot see each other.")
 
     @Option(help: ArgumentHelp("UDP address to listen on.", valueName: "addr")) var listen = "0.0.0.0:7392"
     @Option(help: ArgumentHelp("The pair key.", valueName: "file")) var keyFile = "/etc/tandem/pair.key"
-    @Option(help: ArgumentHelp("Where the last vote is kept (default $STATE_DIRECTORY, else /var/lib/tandem-witness).",
-                               valueName: "dir"))
+    @Option(
+        help: ArgumentHelp(
+            "Where the last vote is kept (default $STATE_DIRECTORY, else /var/lib/tandem-witness).",
+            valueName: "dir"))
     var stateDir: String?
-    @Option(help: ArgumentHelp("How long a vote or renewal lets a node serve, in seconds.", valueName: "s")) var leaseSec = 2.5
+    @Option(help: ArgumentHelp("How long a vote or renewal lets a node serve, in seconds.", valueName: "s"))
+    var leaseSec = 2.5
 
     public init() {}
 

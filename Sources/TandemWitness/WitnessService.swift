@@ -42,16 +42,19 @@ public final class WitnessService {
         sealer = FrameSealer(key: key)
         opener = FrameOpener(key: key)
         let dir = options.resolvedStateDir
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try? FileManager.default.createDirectory(
+            atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         statePath = dir + "/witness.state"
         var voted: UInt64 = 0, recEpoch: UInt64 = 0, recSeq: UInt64 = 0
         if let data = FileManager.default.contents(atPath: statePath) {
-            let n = String(decoding: data, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { UInt64($0) }
+            let n = String(decoding: data, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap
+            { UInt64($0) }
             guard n.count == 3 else { throw WitnessError("\(statePath): damaged; expected three numbers") }
             (voted, recEpoch, recSeq) = (n[0], n[1], n[2])
         }
-        witness = PairWitness(leaseUSec: USec(options.leaseSec * 1e6), now: SystemClock.monotonicUSec(),
-                              votedEpoch: voted, recordedEpoch: recEpoch, recordedSeq: recSeq)
+        witness = PairWitness(
+            leaseUSec: USec(options.leaseSec * 1e6), now: SystemClock.monotonicUSec(),
+            votedEpoch: voted, recordedEpoch: recEpoch, recordedSeq: recSeq)
         do {
             socket = try UDPSocket(bind: SocketAddress(resolving: options.listen, defaultPort: 7392))
         } catch { throw WitnessError("Listen=\(options.listen): \(error)") }
@@ -67,7 +70,9 @@ public final class WitnessService {
         let bytes = Array(text.utf8)
         let ok = write(fd, bytes, bytes.count) == bytes.count && fsync(fd) == 0
         close(fd)
-        guard ok, rename(tmp, statePath) == 0 else { throw WitnessError("\(statePath): \(String(cString: strerror(errno)))") }
+        guard ok, rename(tmp, statePath) == 0 else {
+            throw WitnessError("\(statePath): \(String(cString: strerror(errno)))")
+        }
         let dfd = open((statePath as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
@@ -85,8 +90,10 @@ public final class WitnessService {
             }
             guard case .pair(let pm) = message else {
                 if case .probe(let nonce) = message {
-                    let info = PeerInfo(serverId: "", role: "witness", preparedFor: nil, serverIdUsed: false, licensesActive: false)
-                    socket.send(sealer.seal(.probeReply(nonce: nonce, info: info), now: SystemClock.realtimeUSec()), to: from)
+                    let info = PeerInfo(
+                        serverId: "", role: "witness", preparedFor: nil, serverIdUsed: false, licensesActive: false)
+                    socket.send(
+                        sealer.seal(.probeReply(nonce: nonce, info: info), now: SystemClock.realtimeUSec()), to: from)
                 }
                 continue
             }
@@ -97,14 +104,22 @@ public final class WitnessService {
             if (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq) != before {
                 try persist()
                 if witness.votedEpoch != before.0 {
-                    logger.notice("voted", metadata: ["epoch": "\(witness.votedEpoch)", "node": "\(PairRole(node: node))", "from": "\(from)"])
+                    logger.notice(
+                        "voted",
+                        metadata: [
+                            "epoch": "\(witness.votedEpoch)", "node": "\(PairRole(node: node))", "from": "\(from)"
+                        ])
                     ServiceNotify.status("Voted for epoch \(witness.votedEpoch) (\(PairRole(node: node)))")
                 }
             }
             for (_, reply) in out {
                 if case .voteDenied(let e, let voted) = reply {
-                    logger.info("vote denied", metadata: ["epoch": "\(e)", "voted_epoch": "\(voted)", "from": "\(from)",
-                                                          "recorded": "\(witness.recordedEpoch)/\(witness.recordedSeq)"])
+                    logger.info(
+                        "vote denied",
+                        metadata: [
+                            "epoch": "\(e)", "voted_epoch": "\(voted)", "from": "\(from)",
+                            "recorded": "\(witness.recordedEpoch)/\(witness.recordedSeq)"
+                        ])
                 }
                 socket.send(sealer.seal(.pair(reply), now: SystemClock.realtimeUSec()), to: from)
             }
@@ -128,7 +143,8 @@ public final class WitnessService {
             }
         }
         try loop.enableWatchdog()
-        logger.notice("tandem-witness started", metadata: ["listen": "\(boundAddress)", "voted_epoch": "\(witness.votedEpoch)"])
+        logger.notice(
+            "tandem-witness started", metadata: ["listen": "\(boundAddress)", "voted_epoch": "\(witness.votedEpoch)"])
         ServiceNotify.ready(status: "Listening on \(boundAddress); last vote for epoch \(witness.votedEpoch)")
         _ = try withExtendedLifetime((signals, io)) { try loop.run() }
         if let failure { throw failure }

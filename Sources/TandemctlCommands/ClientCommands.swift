@@ -9,7 +9,8 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Client configuration (default: $TANDEM_CLIENT_CONFIG, else /etc/tandem/client.conf).")
     var config: String?
     @Option(help: "Per-request timeout in seconds.") var timeout: Double = 5
-    @Option(help: "Seconds to keep trying while no server is serving (a failover in progress).") var failoverWait: Double = 8
+    @Option(help: "Seconds to keep trying while no server is serving (a failover in progress).") var failoverWait:
+        Double = 8
     @Flag(help: "Print JSON instead of text.") var json = false
 
     var path: String { ClientConfiguration.path(override: config) }
@@ -26,8 +27,10 @@ struct ClientOptions: ParsableArguments {
 }
 
 func leaseJSON(_ l: LeaseView) -> [String: Any] {
-    ["lease_id": l.leaseId, "feature": l.feature, "client": l.client, "count": l.count, "acquired_at": l.acquiredAt,
-     "expires_at": l.expiresAt, "expires_usec": l.expiresUsec, "ttl_sec": l.ttlSec, "server_id": l.serverId]
+    [
+        "lease_id": l.leaseId, "feature": l.feature, "client": l.client, "count": l.count, "acquired_at": l.acquiredAt,
+        "expires_at": l.expiresAt, "expires_usec": l.expiresUsec, "ttl_sec": l.ttlSec, "server_id": l.serverId
+    ]
 }
 
 func defaultClientId() -> String {
@@ -60,8 +63,10 @@ struct ClientCmd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client",
         abstract: "The product side: configure servers, test the connection, acquire seats over the network.",
-        subcommands: [Configure.self, TestConnection.self, ClientAcquire.self, ClientRenew.self, ClientRelease.self,
-                      ClientLeases.self, ClientUsage.self, Run.self])
+        subcommands: [
+            Configure.self, TestConnection.self, ClientAcquire.self, ClientRenew.self, ClientRelease.self,
+            ClientLeases.self, ClientUsage.self, Run.self
+        ])
 
     struct Configure: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Test a server and write the client configuration.")
@@ -82,16 +87,21 @@ struct ClientCmd: ParsableCommand {
                     if let peer = status.peerAddress {
                         config.backup = peer
                     } else if !force {
-                        throw CLIFailure("\(server) (\(status.serverId)) is not paired: it reports no backup; configure without --enable-backup or use --force")
+                        throw CLIFailure(
+                            "\(server) (\(status.serverId)) is not paired: it reports no backup; configure without --enable-backup or use --force"
+                        )
                     }
                 }
-                print("\(server): \(status.serverId), \(status.role), \(status.pairStatus)\(status.serving ? ", serving" : "")")
+                print(
+                    "\(server): \(status.serverId), \(status.role), \(status.pairStatus)\(status.serving ? ", serving" : "")"
+                )
             case .failure(let e):
                 guard force else { throw CLIFailure("cannot reach \(e.detail) (use --force to write it anyway)") }
                 print("warning: \(server) is not reachable; writing it anyway")
             }
             let path = options.path
-            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try? FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             do { try config.text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
                 throw CLIFailure("cannot write \(path): \(error.localizedDescription)")
             }
@@ -100,7 +110,8 @@ struct ClientCmd: ParsableCommand {
     }
 
     struct TestConnection: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "test-connection", abstract: "Check every configured server.")
+        static let configuration = CommandConfiguration(
+            commandName: "test-connection", abstract: "Check every configured server.")
         @OptionGroup var options: ClientOptions
         func run() async throws {
             let client = try options.client()
@@ -110,8 +121,11 @@ struct ClientCmd: ParsableCommand {
                 switch await outcome({ () async throws(ClientError) in try await client.status(of: server) }) {
                 case .success(let (s, rtt)):
                     anyServing = anyServing || s.serving
-                    rows.append(["server": server, "reachable": true, "rtt_ms": (rtt * 1000 * 10).rounded() / 10, "server_id": s.serverId,
-                                 "role": s.role, "pair_status": s.pairStatus, "serving": s.serving])
+                    rows.append([
+                        "server": server, "reachable": true, "rtt_ms": (rtt * 1000 * 10).rounded() / 10,
+                        "server_id": s.serverId,
+                        "role": s.role, "pair_status": s.pairStatus, "serving": s.serving
+                    ])
                 case .failure(let error):
                     rows.append(["server": server, "reachable": false, "error": error.detail])
                 }
@@ -119,19 +133,26 @@ struct ClientCmd: ParsableCommand {
             if options.json {
                 print(Output.json(rows))
             } else {
-                print(Output.table(["SERVER", "REACHABLE", "RTT", "SERVER ID", "ROLE", "PAIR STATUS", "SERVING"], rows.map { r in
-                    r["reachable"] as? Bool == true
-                        ? [r["server"] as! String, "yes", "\(r["rtt_ms"]!) ms", r["server_id"] as! String, r["role"] as! String,
-                           r["pair_status"] as! String, (r["serving"] as? Bool == true) ? "yes" : "no"]
-                        : [r["server"] as! String, "no", "-", "-", "-", "-", r["error"] as! String]
-                }))
+                print(
+                    Output.table(
+                        ["SERVER", "REACHABLE", "RTT", "SERVER ID", "ROLE", "PAIR STATUS", "SERVING"],
+                        rows.map { r in
+                            r["reachable"] as? Bool == true
+                                ? [
+                                    r["server"] as! String, "yes", "\(r["rtt_ms"]!) ms", r["server_id"] as! String,
+                                    r["role"] as! String,
+                                    r["pair_status"] as! String, (r["serving"] as? Bool == true) ? "yes" : "no"
+                                ]
+                                : [r["server"] as! String, "no", "-", "-", "-", "-", r["error"] as! String]
+                        }))
             }
             if !anyServing { throw CLIFailure("no configured server is serving", exitCode: RunExit.unavailable) }
         }
     }
 
     struct ClientAcquire: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "acquire", abstract: "Acquire seats over the network.")
+        static let configuration = CommandConfiguration(
+            commandName: "acquire", abstract: "Acquire seats over the network.")
         @OptionGroup var options: ClientOptions
         @Argument(help: "Feature name.") var feature: String
         @Option(help: "Number of seats.") var count: UInt32 = 1
@@ -144,7 +165,11 @@ struct ClientCmd: ParsableCommand {
             let l = try await attempt { () async throws(ClientError) in
                 try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId)
             }
-            print(options.json ? Output.json(leaseJSON(l)) : "Lease \(l.leaseId): \(l.count) seat\(l.count == 1 ? "" : "s") of \(l.feature) until \(l.expiresAt) (server \(l.serverId))")
+            print(
+                options.json
+                    ? Output.json(leaseJSON(l))
+                    : "Lease \(l.leaseId): \(l.count) seat\(l.count == 1 ? "" : "s") of \(l.feature) until \(l.expiresAt) (server \(l.serverId))"
+            )
         }
     }
 
@@ -171,7 +196,8 @@ struct ClientCmd: ParsableCommand {
     }
 
     struct ClientLeases: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "leases", abstract: "List leases (of one client with --client).")
+        static let configuration = CommandConfiguration(
+            commandName: "leases", abstract: "List leases (of one client with --client).")
         @OptionGroup var options: ClientOptions
         @Option(help: "Only this client's leases.") var client: String?
         func run() async throws {
@@ -181,7 +207,10 @@ struct ClientCmd: ParsableCommand {
             if options.json {
                 print(Output.json(list.map(leaseJSON)))
             } else {
-                print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "EXPIRES"], list.map { [$0.leaseId, $0.feature, $0.client, String($0.count), $0.expiresAt] }))
+                print(
+                    Output.table(
+                        ["LEASE", "FEATURE", "CLIENT", "COUNT", "EXPIRES"],
+                        list.map { [$0.leaseId, $0.feature, $0.client, String($0.count), $0.expiresAt] }))
             }
         }
     }
@@ -194,10 +223,24 @@ struct ClientCmd: ParsableCommand {
             let rows = try await attempt { () async throws(ClientError) in try await c.features() }
             do {
                 if options.json {
-                    print(Output.json(rows.map { ["feature": $0.feature, "seats": $0.seats, "in_use": $0.inUse, "reserved": $0.reserved, "available": $0.available, "denied": $0.denied] as [String: Any] }))
+                    print(
+                        Output.json(
+                            rows.map {
+                                [
+                                    "feature": $0.feature, "seats": $0.seats, "in_use": $0.inUse,
+                                    "reserved": $0.reserved, "available": $0.available, "denied": $0.denied
+                                ] as [String: Any]
+                            }))
                 } else {
-                    print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
-                                       rows.map { [$0.feature, String($0.seats), String($0.inUse), String($0.reserved), String($0.available), String($0.denied)] }))
+                    print(
+                        Output.table(
+                            ["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
+                            rows.map {
+                                [
+                                    $0.feature, String($0.seats), String($0.inUse), String($0.reserved),
+                                    String($0.available), String($0.denied)
+                                ]
+                            }))
                 }
             }
         }
@@ -217,16 +260,21 @@ struct ClientCmd: ParsableCommand {
         @Option(help: "Number of seats.") var count: UInt32 = 1
         @Option(help: "Client id (default: user@host).") var client: String?
         @Option(help: "Lease time in seconds (renewed at a third of it).") var ttl: UInt64?
-        @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+        @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command:
+            [String] = []
 
         func run() async throws {
             var argv = command
             if argv.first == "--" { argv.removeFirst() }
-            guard !argv.isEmpty else { throw CLIFailure("no COMMAND given (tandemctl client run --feature F -- COMMAND ...)", exitCode: 64) }
+            guard !argv.isEmpty else {
+                throw CLIFailure("no COMMAND given (tandemctl client run --feature F -- COMMAND ...)", exitCode: 64)
+            }
             let c = try options.client()
             let lease: LeaseView
             let id = client ?? defaultClientId()
-            switch await outcome({ () async throws(ClientError) in try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl) }) {
+            switch await outcome({ () async throws(ClientError) in
+                try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl)
+            }) {
             case .success(let l): lease = l
             case .failure(let e):
                 if e.name == "InsufficientSeats" { throw CLIFailure("no seat: \(e.detail)", exitCode: RunExit.noSeat) }
@@ -238,8 +286,11 @@ struct ClientCmd: ParsableCommand {
             }
             let status = ChildProcess.run(argv)
             keeper.stop()
-            if case .failure(let e) = await outcome({ () async throws(ClientError) in try await c.release(leaseId: lease.leaseId) }) {
-                FileHandle.standardError.write(Data("tandemctl: could not release \(lease.leaseId): \(e.description)\n".utf8))
+            if case .failure(let e) = await outcome({ () async throws(ClientError) in
+                try await c.release(leaseId: lease.leaseId)
+            }) {
+                FileHandle.standardError.write(
+                    Data("tandemctl: could not release \(lease.leaseId): \(e.description)\n".utf8))
             }
             throw ExitCode(status)
         }
@@ -273,7 +324,8 @@ enum ChildProcess {
         defer { for p in cargs { free(p) } }
         let rc = posix_spawnp(&pid, argv[0], nil, &attrs, cargs, environ)
         guard rc == 0 else {
-            FileHandle.standardError.write(Data("tandemctl: cannot run \(argv[0]): \(String(cString: strerror(rc)))\n".utf8))
+            FileHandle.standardError.write(
+                Data("tandemctl: cannot run \(argv[0]): \(String(cString: strerror(rc)))\n".utf8))
             return 127
         }
         ForwardTarget.pid = pid

@@ -50,7 +50,9 @@ public struct ServiceAccountPlan: Equatable {
             guard getgrnam(group) != nil else { throw CLIFailure("no such group '\(group)'") }
             groupName = group
         } else {
-            guard let gr = getgrgid(pw.pointee.pw_gid) else { throw CLIFailure("the primary group of '\(user)' does not exist") }
+            guard let gr = getgrgid(pw.pointee.pw_gid) else {
+                throw CLIFailure("the primary group of '\(user)' does not exist")
+            }
             groupName = String(cString: gr.pointee.gr_name)
         }
         return ServiceAccountPlan(user: user, group: groupName)
@@ -60,7 +62,8 @@ public struct ServiceAccountPlan: Equatable {
     public func write(root: String = "/") throws {
         for (path, text) in [(Self.dropInPath, dropIn), (Self.policyPath, policy)] {
             let full = (root as NSString).appendingPathComponent(path)
-            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try text.write(toFile: full, atomically: true, encoding: .utf8)
         }
     }
@@ -92,7 +95,9 @@ struct ServiceAccount: ParsableCommand {
             let (_, group) = runTool(["systemctl", "show", "-p", "Group", "--value", "tandemd.service"])
             let running = (try? bus.client().get(.serviceAccount).stringValue) ?? nil
             if bus.json {
-                let out: [String: Any] = ["configured_user": user, "configured_group": group, "running_as": running ?? ""]
+                let out: [String: Any] = [
+                    "configured_user": user, "configured_group": group, "running_as": running ?? ""
+                ]
                 print(Output.json(out))
             } else {
                 print("Configured: User=\(user.isEmpty ? "(none)" : user) Group=\(group.isEmpty ? "(none)" : group)")
@@ -112,12 +117,19 @@ struct ServiceAccount: ParsableCommand {
         func run() throws {
             guard geteuid() == 0 else { throw CLIFailure("only root may change the service account") }
             let plan = try ServiceAccountPlan.make(user: user, group: group)
-            do { try plan.write() } catch { throw CLIFailure("cannot write the configuration: \(error.localizedDescription)") }
+            do { try plan.write() } catch {
+                throw CLIFailure("cannot write the configuration: \(error.localizedDescription)")
+            }
             print("Wrote \(ServiceAccountPlan.dropInPath) (User=\(plan.user), Group=\(plan.group))")
             print("Wrote \(ServiceAccountPlan.policyPath) (\(plan.user) may own org.tandem.LicenseManager1)")
-            for step in [["systemctl", "daemon-reload"],
-                         ["busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig"],
-                         ["systemctl", "restart", "tandemd.service"]] {
+            for step in [
+                ["systemctl", "daemon-reload"],
+                [
+                    "busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                    "ReloadConfig"
+                ],
+                ["systemctl", "restart", "tandemd.service"]
+            ] {
                 let (status, out) = runTool(step)
                 guard status == 0 else { throw CLIFailure("\(step.joined(separator: " ")) failed: \(out)") }
                 print("Ran \(step.joined(separator: " "))")

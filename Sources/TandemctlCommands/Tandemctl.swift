@@ -45,27 +45,36 @@ public struct Tandemctl: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tandemctl",
         abstract: "Control the Tandem license server over D-Bus.",
-        subcommands: [Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
-                      Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self,
-                      ServiceAccount.self, PairCmd.self])
+        subcommands: [
+            Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
+            Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self,
+            ServiceAccount.self, PairCmd.self
+        ])
     public init() {}
 
 }
 
 struct Status: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the server's identity, role, pair status and seats.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show the server's identity, role, pair status and seats.")
     @OptionGroup var bus: BusOptions
     func run() throws {
         let props: [String: BusValue]
         do { props = try bus.client().getAll() } catch let e as BusError { throw CLIFailure(bus.describe(e)) }
-        let keys: [ManagerProperty] = [.serverId, .version, .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId,
-                                       .peerStatus, .replicatedSeq, .witnessAddress, .witnessStatus, .partitionPolicy,
-                                       .serviceAccount, .licenseCount, .seatsInUse, .seatsTotal]
+        let keys: [ManagerProperty] = [
+            .serverId, .version, .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId,
+            .peerStatus, .replicatedSeq, .witnessAddress, .witnessStatus, .partitionPolicy,
+            .serviceAccount, .licenseCount, .seatsInUse, .seatsTotal
+        ]
         if bus.json {
             var out: [String: Any] = [:]
             for k in keys {
                 guard let v = props[k.rawValue] else { continue }
-                if case .bool(let b) = v { out[k.rawValue] = b } else { out[k.rawValue] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "") }
+                if case .bool(let b) = v {
+                    out[k.rawValue] = b
+                } else {
+                    out[k.rawValue] = v.stringValue ?? (v.uint64Value.map { $0 as Any } ?? "")
+                }
             }
             print(Output.json(out))
             return
@@ -76,7 +85,8 @@ struct Status: ParsableCommand {
             return v.stringValue ?? String(v.uint64Value ?? 0)
         }
         guard p(.role) != PairRole.standalone.rawValue else {
-            print("""
+            print(
+                """
                 License Server ID: \(p(.serverId))
                            Status: running
                              Role: \(p(.role))
@@ -110,13 +120,16 @@ struct Status: ParsableCommand {
             ("Role", p(.role), q(.role)),
             ("Pair Status", p(.pairStatus), q(.pairStatus)),
             ("Serving", p(.serving), q(.serving)),
-            ("Epoch", p(.epoch), q(.epoch)),
+            ("Epoch", p(.epoch), q(.epoch))
         ]
         let w0 = rows.map(\.0.count).max()!, w1 = max(rows.map(\.1.count).max()!, 12)
         for r in rows {
-            print(r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  " + r.1.padding(toLength: w1, withPad: " ", startingAt: 0) + "  " + r.2)
+            print(
+                r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  "
+                    + r.1.padding(toLength: w1, withPad: " ", startingAt: 0) + "  " + r.2)
         }
-        print("""
+        print(
+            """
 
                    Replicated seq: \(p(.replicatedSeq))
                           Witness: \(p(.witnessAddress).isEmpty ? "none (PartitionPolicy \(p(.partitionPolicy)))" : "\(p(.witnessAddress)), \(p(.witnessStatus))")
@@ -147,7 +160,8 @@ struct LicenseCmd: ParsableCommand {
     }
 
     struct Activate: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Activate the signed license in FILE ('-' for stdin).")
+        static let configuration = CommandConfiguration(
+            abstract: "Activate the signed license in FILE ('-' for stdin).")
         @OptionGroup var bus: BusOptions
         @Argument(help: "License file.") var file: String
         func run() throws {
@@ -155,7 +169,9 @@ struct LicenseCmd: ParsableCommand {
             if file == "-" {
                 text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
             } else {
-                guard let t = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIFailure("cannot read \(file)") }
+                guard let t = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    throw CLIFailure("cannot read \(file)")
+                }
                 text = t
             }
             let r = try bus.call(.activateLicense, [.string(text)])
@@ -173,7 +189,11 @@ struct LicenseCmd: ParsableCommand {
         @Argument(help: "License id.") var id: String
         func run() throws {
             _ = try bus.call(.deactivateLicense, [.string(id)])
-            if bus.json { print(Output.json(["license_id": id, "deactivated": true])) } else { print("Deactivated \(id)") }
+            if bus.json {
+                print(Output.json(["license_id": id, "deactivated": true]))
+            } else {
+                print("Deactivated \(id)")
+            }
         }
     }
 
@@ -183,14 +203,24 @@ struct LicenseCmd: ParsableCommand {
         func run() throws {
             let list = try bus.rows(.listLicenses, as: LicenseRow.self)
             if bus.json {
-                print(Output.json(list.map { r in
-                    ["license_id": r.id, "product": r.product, "feature": r.feature, "seats": r.seats,
-                     "in_use": r.inUse, "reserved": r.reserved, "not_after_usec": r.notAfterUSec] as [String: Any]
-                }))
+                print(
+                    Output.json(
+                        list.map { r in
+                            [
+                                "license_id": r.id, "product": r.product, "feature": r.feature, "seats": r.seats,
+                                "in_use": r.inUse, "reserved": r.reserved, "not_after_usec": r.notAfterUSec
+                            ] as [String: Any]
+                        }))
             } else {
-                print(Output.table(["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"], list.map { r in
-                    [r.id, r.product, r.feature, String(r.seats), String(r.inUse), String(r.reserved), Output.time(r.notAfterUSec)]
-                }))
+                print(
+                    Output.table(
+                        ["LICENSE", "PRODUCT", "FEATURE", "SEATS", "IN USE", "RESERVED", "NOT AFTER"],
+                        list.map { r in
+                            [
+                                r.id, r.product, r.feature, String(r.seats), String(r.inUse), String(r.reserved),
+                                Output.time(r.notAfterUSec)
+                            ]
+                        }))
             }
         }
     }
@@ -208,10 +238,17 @@ struct Acquire: ParsableCommand {
         var opts: [(String, BusValue)] = []
         if let ttl { opts.append(("ttl_usec", .uint64(ttl * 1_000_000))) }
         if let requestId { opts.append(("request_id", .string(requestId))) }
-        let clientId = client ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
+        let clientId =
+            client
+            ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
         let r = try bus.call(.acquire, [.string(feature), .uint32(count), .string(clientId), .vardict(opts)])
         if bus.json {
-            print(Output.json(["lease_id": s(r[0]), "expires_usec": n(r[1]), "feature": feature, "count": count, "client": clientId] as [String: Any]))
+            print(
+                Output.json(
+                    [
+                        "lease_id": s(r[0]), "expires_usec": n(r[1]), "feature": feature, "count": count,
+                        "client": clientId
+                    ] as [String: Any]))
         } else {
             print("Lease \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) until \(Output.time(n(r[1])))")
         }
@@ -224,7 +261,11 @@ struct Renew: ParsableCommand {
     @Argument(help: "Lease id.") var id: String
     func run() throws {
         let r = try bus.call(.renew, [.string(id)])
-        if bus.json { print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any])) } else { print("Lease \(id) renewed until \(Output.time(n(r[0])))") }
+        if bus.json {
+            print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any]))
+        } else {
+            print("Lease \(id) renewed until \(Output.time(n(r[0])))")
+        }
     }
 }
 
@@ -244,14 +285,24 @@ struct Leases: ParsableCommand {
     func run() throws {
         let list = try bus.rows(.listLeases, as: LeaseRow.self)
         if bus.json {
-            print(Output.json(list.map { r in
-                ["lease_id": r.id, "feature": r.feature, "client": r.client, "count": r.count,
-                 "acquired_usec": r.acquiredUSec, "expires_usec": r.expiresUSec] as [String: Any]
-            }))
+            print(
+                Output.json(
+                    list.map { r in
+                        [
+                            "lease_id": r.id, "feature": r.feature, "client": r.client, "count": r.count,
+                            "acquired_usec": r.acquiredUSec, "expires_usec": r.expiresUSec
+                        ] as [String: Any]
+                    }))
         } else {
-            print(Output.table(["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"], list.map { r in
-                [r.id, r.feature, r.client, String(r.count), Output.time(r.acquiredUSec), Output.time(r.expiresUSec)]
-            }))
+            print(
+                Output.table(
+                    ["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"],
+                    list.map { r in
+                        [
+                            r.id, r.feature, r.client, String(r.count), Output.time(r.acquiredUSec),
+                            Output.time(r.expiresUSec)
+                        ]
+                    }))
         }
     }
 }
@@ -264,7 +315,11 @@ struct Reserve: ParsableCommand {
     @Option(help: "Client id that may use the reserved seats.") var holder: String
     func run() throws {
         let r = try bus.call(.reserve, [.string(feature), .uint32(count), .string(holder)])
-        if bus.json { print(Output.json(["reservation_id": s(r[0])])) } else { print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)") }
+        if bus.json {
+            print(Output.json(["reservation_id": s(r[0])]))
+        } else {
+            print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)")
+        }
     }
 }
 
@@ -274,7 +329,11 @@ struct Unreserve: ParsableCommand {
     @Argument(help: "Reservation id.") var id: String
     func run() throws {
         _ = try bus.call(.unreserve, [.string(id)])
-        if bus.json { print(Output.json(["reservation_id": id, "removed": true])) } else { print("Removed reservation \(id)") }
+        if bus.json {
+            print(Output.json(["reservation_id": id, "removed": true]))
+        } else {
+            print("Removed reservation \(id)")
+        }
     }
 }
 
@@ -284,11 +343,17 @@ struct Reservations: ParsableCommand {
     func run() throws {
         let list = try bus.rows(.listReservations, as: ReservationRow.self)
         if bus.json {
-            print(Output.json(list.map { r in
-                ["reservation_id": r.id, "feature": r.feature, "holder": r.holder, "count": r.count] as [String: Any]
-            }))
+            print(
+                Output.json(
+                    list.map { r in
+                        ["reservation_id": r.id, "feature": r.feature, "holder": r.holder, "count": r.count]
+                            as [String: Any]
+                    }))
         } else {
-            print(Output.table(["RESERVATION", "FEATURE", "HOLDER", "COUNT"], list.map { r in [r.id, r.feature, r.holder, String(r.count)] }))
+            print(
+                Output.table(
+                    ["RESERVATION", "FEATURE", "HOLDER", "COUNT"],
+                    list.map { r in [r.id, r.feature, r.holder, String(r.count)] }))
         }
     }
 }
@@ -299,20 +364,33 @@ struct Usage: ParsableCommand {
     func run() throws {
         let list = try bus.rows(.getUsage, as: UsageRow.self)
         if bus.json {
-            print(Output.json(list.map { r in
-                ["feature": r.feature, "seats": r.seats, "in_use": r.inUse, "reserved": r.reserved, "available": r.available,
-                 "denied": r.denied] as [String: Any]
-            }))
+            print(
+                Output.json(
+                    list.map { r in
+                        [
+                            "feature": r.feature, "seats": r.seats, "in_use": r.inUse, "reserved": r.reserved,
+                            "available": r.available,
+                            "denied": r.denied
+                        ] as [String: Any]
+                    }))
         } else {
-            print(Output.table(["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"], list.map { r in
-                [r.feature, String(r.seats), String(r.inUse), String(r.reserved), String(r.available), String(r.denied)]
-            }))
+            print(
+                Output.table(
+                    ["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
+                    list.map { r in
+                        [
+                            r.feature, String(r.seats), String(r.inUse), String(r.reserved), String(r.available),
+                            String(r.denied)
+                        ]
+                    }))
         }
     }
 }
 
 struct ResetServerId: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "reset-server-id", abstract: "Give this server a new License Server ID (no license may be active).")
+    static let configuration = CommandConfiguration(
+        commandName: "reset-server-id", abstract: "Give this server a new License Server ID (no license may be active)."
+    )
     @OptionGroup var bus: BusOptions
     func run() throws {
         let r = try bus.call(.resetServerId)
@@ -327,7 +405,8 @@ struct PairCmd: ParsableCommand {
 
     struct Keygen: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create the pair key (mode 0600); copy it to both nodes and the witness and point KeyFile= at it.")
+            abstract: "Create the pair key (mode 0600); copy it to both nodes and the witness and point KeyFile= at it."
+        )
         @Argument(help: "The key file to create (it must not exist).") var file: String
         func run() throws {
             do { try PairKey.generate().write(path: file) } catch { throw CLIFailure(error.description) }
@@ -337,12 +416,16 @@ struct PairCmd: ParsableCommand {
 
     struct PrepareBackup: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "prepare-backup", abstract: "On the backup: test the link to the primary and accept it as this node's primary.")
+            commandName: "prepare-backup",
+            abstract: "On the backup: test the link to the primary and accept it as this node's primary.")
         @OptionGroup var bus: BusOptions
-        @Option(name: .long, help: "The primary's pair link address, HOST[:PORT] (default port 7391).") var primary: String
+        @Option(name: .long, help: "The primary's pair link address, HOST[:PORT] (default port 7391).") var primary:
+            String
         func run() throws {
             _ = try bus.call(.prepareBackup, [.string(primary)])
-            print("prepared as backup of \(primary); now run 'tandemctl pair enable-backup --backup ADDRESS' on the primary")
+            print(
+                "prepared as backup of \(primary); now run 'tandemctl pair enable-backup --backup ADDRESS' on the primary"
+            )
         }
     }
 
@@ -350,7 +433,8 @@ struct PairCmd: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "enable-backup", abstract: "On the primary: form the pair with a prepared backup.")
         @OptionGroup var bus: BusOptions
-        @Option(name: .long, help: "The backup's pair link address, HOST[:PORT] (default port 7391).") var backup: String
+        @Option(name: .long, help: "The backup's pair link address, HOST[:PORT] (default port 7391).") var backup:
+            String
         func run() throws {
             _ = try bus.call(.enableBackup, [.string(backup)])
             print("paired with the backup at \(backup)")

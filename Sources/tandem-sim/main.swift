@@ -25,20 +25,29 @@ while !args.isEmpty {
         case "witness": partition = .witness
         case "takeover": partition = .takeover
         case "split": partition = .split(primaryPercent: 50)
-        default: FileHandle.standardError.write(Data("tandem-sim: --partition takes witness, takeover or split\n".utf8)); exit(2)
+        default:
+            FileHandle.standardError.write(Data("tandem-sim: --partition takes witness, takeover or split\n".utf8));
+            exit(2)
         }
         args.removeFirst()
     default:
-        FileHandle.standardError.write(Data("usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--engine] [--verbose] [--trace]\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--engine] [--verbose] [--trace]\n"
+                    .utf8))
         exit(2)
     }
 }
 var failed = 0
 let start = Date()
 for seed in from..<(from + count) {
-    let r = runSeeds(seed..<(seed + 1)) { $0.trace = trace; $0.partition = partition; $0.engine = engine }.first!
+    let r = runSeeds(seed..<(seed + 1)) {
+        $0.trace = trace; $0.partition = partition; $0.engine = engine
+    }.first!
     if !r.passed { failed += 1 }
     if verbose || !r.passed { print(r) }
 }
-print("\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), \(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+print(
+    "\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), \(String(format: "%.1f", Date().timeIntervalSince(start))) s)"
+)
 exit(failed == 0 ? 0 : 1)

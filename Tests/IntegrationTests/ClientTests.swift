@@ -6,7 +6,8 @@ import TandemTesting
 import Testing
 
 func clientctl(_ config: String, _ args: [String], bus: TestBus? = nil) throws -> RunResult {
-    try run(binary("tandemctl"), ["client"] + args, env: ["TANDEM_CLIENT_CONFIG": config].merging(bus?.env ?? [:]) { $1 })
+    try run(
+        binary("tandemctl"), ["client"] + args, env: ["TANDEM_CLIENT_CONFIG": config].merging(bus?.env ?? [:]) { $1 })
 }
 
 func leaseCount(_ f: Fixture) throws -> Int {
@@ -36,7 +37,9 @@ func leaseCount(_ f: Fixture) throws -> Int {
 
         let acq = try clientctl(config, ["acquire", "cad", "--count", "2", "--client", "mill-1", "--json"])
         #expect(acq.status == 0, "\(acq.stderr)")
-        let id = (try JSONSerialization.jsonObject(with: Data(acq.stdout.utf8)) as? [String: Any])?["lease_id"] as? String ?? ""
+        let id =
+            (try JSONSerialization.jsonObject(with: Data(acq.stdout.utf8)) as? [String: Any])?["lease_id"] as? String
+            ?? ""
         #expect(try clientctl(config, ["leases", "--client", "mill-1"]).stdout.contains(id))
         #expect(try clientctl(config, ["renew", id]).status == 0)
         #expect(try leaseCount(f) == 1)
@@ -51,9 +54,13 @@ func leaseCount(_ f: Fixture) throws -> Int {
         let config = makeTempDir("client") + "/client.conf"
         #expect(try clientctl(config, ["configure", "--server", try f.daemon.httpAddress]).status == 0)
         // The seat is held while COMMAND runs ...
-        let inside = try clientctl(config, ["run", "--feature", "cad", "--count", "2", "--",
-                                            "busctl", "call", "org.tandem.LicenseManager1", "/org/tandem/LicenseManager1",
-                                            "org.tandem.LicenseManager1.Manager", "ListLeases"], bus: f.bus)
+        let inside = try clientctl(
+            config,
+            [
+                "run", "--feature", "cad", "--count", "2", "--",
+                "busctl", "call", "org.tandem.LicenseManager1", "/org/tandem/LicenseManager1",
+                "org.tandem.LicenseManager1.Manager", "ListLeases"
+            ], bus: f.bus)
         #expect(inside.status == 0)
         #expect(inside.stdout.contains("a(sssutt) 1 "), "\(inside.stdout)")
         // ... and its exit status passes through; the seat is free afterwards.
@@ -92,7 +99,8 @@ func leaseCount(_ f: Fixture) throws -> Int {
     @Test func failsOverToTheNextServer() throws {
         let f = try Fixture()
         let config = makeTempDir("client") + "/client.conf"
-        try "[Client]\nServer=127.0.0.1:1\nBackup=\(try f.daemon.httpAddress)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try "[Client]\nServer=127.0.0.1:1\nBackup=\(try f.daemon.httpAddress)\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
         let r = try clientctl(config, ["acquire", "cad", "--client", "fo", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try leaseCount(f) == 1)
@@ -106,7 +114,9 @@ func leaseCount(_ f: Fixture) throws -> Int {
     @Test func configurationFileRoundTrips() throws {
         let c = ClientConfiguration(server: "a:1", backup: "b:2", tokenFile: "/t")
         #expect(try ClientConfiguration.parse(c.text, file: "x") == c)
-        #expect(throws: ClientConfiguration.ParseError.self) { try ClientConfiguration.parse("[Client]\nSrv=x\n", file: "x") }
+        #expect(throws: ClientConfiguration.ParseError.self) {
+            try ClientConfiguration.parse("[Client]\nSrv=x\n", file: "x")
+        }
         #expect(TandemClient.url("host", "/v1")?.absoluteString == "http://host:7390/v1")
         #expect(TandemClient.url("[::1]:80", "/v1")?.absoluteString == "http://[::1]:80/v1")
         #expect(TandemClient.url("::1", "/v1")?.absoluteString == "http://[::1]:7390/v1")

@@ -14,7 +14,8 @@ struct Fixture {
     init(activate: Bool = true, extraConfig: String = "", env: [String: String] = [:]) throws {
         bus = try TestBus()
         vendor = try Vendor()
-        daemon = try Tandemd(bus: bus, config: "[Server]\nVendorKeys=\(vendor.keysDir)\nAdminGroup=staff\n\(extraConfig)", env: env)
+        daemon = try Tandemd(
+            bus: bus, config: "[Server]\nVendorKeys=\(vendor.keysDir)\nAdminGroup=staff\n\(extraConfig)", env: env)
         try daemon.start()
         serverId = try daemon.serverId
         if activate {
@@ -34,7 +35,8 @@ struct Fixture {
         #expect(req.stdout.contains("Server-Id: \(f.serverId)"))
 
         let licensePath = f.vendor.dir + "/cad.lic"
-        try f.vendor.issue(to: [f.serverId], seats: 5, id: "LIC-CAD").write(toFile: licensePath, atomically: true, encoding: .utf8)
+        try f.vendor.issue(to: [f.serverId], seats: 5, id: "LIC-CAD").write(
+            toFile: licensePath, atomically: true, encoding: .utf8)
         let act = try tandemctl(bus, ["license", "activate", licensePath])
         #expect(act.status == 0, "\(act.stderr)")
         #expect(act.stdout.contains("LIC-CAD"))
@@ -47,8 +49,12 @@ struct Fixture {
 
         let tree = try busctl(bus, ["tree", BusNames.service])
         #expect(tree.stdout.contains("/org/tandem/LicenseManager1/license/LIC_2dCAD_2d2"))
-        let seats = try busctl(bus, ["get-property", BusNames.service, "/org/tandem/LicenseManager1/license/LIC_2dCAD",
-                                     BusNames.licenseInterface, "Seats"])
+        let seats = try busctl(
+            bus,
+            [
+                "get-property", BusNames.service, "/org/tandem/LicenseManager1/license/LIC_2dCAD",
+                BusNames.licenseInterface, "Seats"
+            ])
         #expect(seats.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "u 5")
 
         // Acquire with busctl, with tandemctl, with options.
@@ -70,7 +76,9 @@ struct Fixture {
         // Reserve 2 for "cam"; others then see only 1.
         let res = try tandemctl(bus, ["reserve", "cad", "--count", "2", "--holder", "cam", "--json"])
         #expect(res.status == 0, "\(res.stderr)")
-        let resId = (try JSONSerialization.jsonObject(with: Data(res.stdout.utf8)) as! [String: Any])["reservation_id"] as! String
+        let resId =
+            (try JSONSerialization.jsonObject(with: Data(res.stdout.utf8)) as! [String: Any])["reservation_id"]
+            as! String
         let denied = try tandemctl(bus, ["acquire", "cad", "--count", "2", "--client", "other"])
         #expect(denied.status != 0)
         #expect(denied.stderr.contains("InsufficientSeats"))
@@ -90,7 +98,9 @@ struct Fixture {
         #expect(leaseRows.count == 1)
         #expect(leaseRows[0]["client"] as? String == "cam")
 
-        let usage2 = try JSONSerialization.jsonObject(with: Data(try tandemctl(bus, ["usage", "--json"]).stdout.utf8)) as! [[String: Any]]
+        let usage2 =
+            try JSONSerialization.jsonObject(with: Data(try tandemctl(bus, ["usage", "--json"]).stdout.utf8))
+            as! [[String: Any]]
         #expect(usage2[0]["in_use"] as? Int == 2)
         #expect(usage2[0]["denied"] as? Int == 1)
 
@@ -125,7 +135,9 @@ struct Fixture {
         let text = try f.vendor.issue(to: [f.serverId], id: "LIC-SIG")
         _ = try c.call("ActivateLicense", [.string(text)])
         _ = try c.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([])])
-        expectBusError("org.tandem.LicenseManager1.LicenseInUse") { _ = try c.call("DeactivateLicense", [.string("LIC-SIG")]) }
+        expectBusError("org.tandem.LicenseManager1.LicenseInUse") {
+            _ = try c.call("DeactivateLicense", [.string("LIC-SIG")])
+        }
         signals.pump(seconds: 5) { signals.received.filter { $0.member == "PropertiesChanged" }.count >= 3 }
         let members = signals.received.map(\.member)
         #expect(members.contains("LicenseActivated"))

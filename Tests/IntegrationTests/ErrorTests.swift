@@ -8,7 +8,7 @@ let ns = "org.tandem.LicenseManager1."
 let invalidArgs = "org.freedesktop.DBus.Error.InvalidArgs"
 let accessDenied = "org.freedesktop.DBus.Error.AccessDenied"
 let nobody = 65534
-let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
+let staffGid = 50  // Debian's "staff" group; the fixture's AdminGroup=
 
 @Suite(.serialized) struct NamedErrors {
     @Test func eachBadInputGetsItsErrorAndChangesNothing() throws {
@@ -23,10 +23,26 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
         let cases: [(String, String, [BusValue])] = [
             (ns + "InvalidLicense", "ActivateLicense", [.string("not a license")]),
             (ns + "InvalidLicense", "ActivateLicense", [.string(try other.issue(to: [f.serverId], id: "UNTRUSTED"))]),
-            (ns + "InvalidLicense", "ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], seats: 5, id: "TAMPER").replacingOccurrences(of: "Seats: 5", with: "Seats: 50"))]),
-            (ns + "WrongServer", "ActivateLicense", [.string(try f.vendor.issue(to: ["TS-0000-0000-0000-0000"], id: "ELSEWHERE"))]),
-            (ns + "LicenseExpired", "ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], id: "OLD", notAfter: "2020-01-01"))]),
-            (ns + "LicenseAlreadyActive", "ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], id: "LIC-CAD"))]),
+            (
+                ns + "InvalidLicense", "ActivateLicense",
+                [
+                    .string(
+                        try f.vendor.issue(to: [f.serverId], seats: 5, id: "TAMPER").replacingOccurrences(
+                            of: "Seats: 5", with: "Seats: 50"))
+                ]
+            ),
+            (
+                ns + "WrongServer", "ActivateLicense",
+                [.string(try f.vendor.issue(to: ["TS-0000-0000-0000-0000"], id: "ELSEWHERE"))]
+            ),
+            (
+                ns + "LicenseExpired", "ActivateLicense",
+                [.string(try f.vendor.issue(to: [f.serverId], id: "OLD", notAfter: "2020-01-01"))]
+            ),
+            (
+                ns + "LicenseAlreadyActive", "ActivateLicense",
+                [.string(try f.vendor.issue(to: [f.serverId], id: "LIC-CAD"))]
+            ),
             (ns + "LicenseNotFound", "DeactivateLicense", [.string("NOPE")]),
             (ns + "LicenseInUse", "DeactivateLicense", [.string("LIC-CAD")]),
             (ns + "UnknownFeature", "Acquire", [.string("nope"), .uint32(1), .string("ws"), .vardict([])]),
@@ -40,12 +56,24 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
             (invalidArgs, "Acquire", [.string("cad"), .uint32(0), .string("ws"), .vardict([])]),
             (invalidArgs, "Acquire", [.string("cad"), .uint32(1), .string(""), .vardict([])]),
             (invalidArgs, "Acquire", [.string("c a d"), .uint32(1), .string("ws"), .vardict([])]),
-            (invalidArgs, "Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(10))])]),
-            (invalidArgs, "Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(1_000_000 * 1_000_000))])]),
-            (invalidArgs, "Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .string("soon"))])]),
-            (invalidArgs, "Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("colour", .string("red"))])]),
+            (
+                invalidArgs, "Acquire",
+                [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(10))])]
+            ),
+            (
+                invalidArgs, "Acquire",
+                [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(1_000_000 * 1_000_000))])]
+            ),
+            (
+                invalidArgs, "Acquire",
+                [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .string("soon"))])]
+            ),
+            (
+                invalidArgs, "Acquire",
+                [.string("cad"), .uint32(1), .string("ws"), .vardict([("colour", .string("red"))])]
+            ),
             (invalidArgs, "Acquire", [.string("cad"), .uint32(1)]),
-            (invalidArgs, "Reserve", [.string("cad"), .uint32(0), .string("h")]),
+            (invalidArgs, "Reserve", [.string("cad"), .uint32(0), .string("h")])
         ]
         for (name, member, args) in cases {
             expectBusError(name) { _ = try c.call(member, args) }
@@ -70,7 +98,9 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
         #expect(new != nil && new != old)
         #expect(try f.daemon.serverId == new)
         // A license issued to the old ID no longer activates.
-        expectBusError(ns + "WrongServer") { _ = try c.call("ActivateLicense", [.string(try f.vendor.issue(to: [old], id: "OLD-ID"))]) }
+        expectBusError(ns + "WrongServer") {
+            _ = try c.call("ActivateLicense", [.string(try f.vendor.issue(to: [old], id: "OLD-ID"))])
+        }
     }
 }
 
@@ -78,7 +108,8 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
     @Test func nonAdminIsDeniedEveryAdminMethod() throws {
         let f = try Fixture()
         let c = try f.bus.client()
-        let rootLease = try c.call("Acquire", [.string("cad"), .uint32(1), .string("root-ws"), .vardict([])])[0].stringValue!
+        let rootLease = try c.call("Acquire", [.string("cad"), .uint32(1), .string("root-ws"), .vardict([])])[0]
+            .stringValue!
         let resId = try c.call("Reserve", [.string("cad"), .uint32(1), .string("h")])[0].stringValue!
         let before = try snapshot(c)
         let license = try f.vendor.issue(to: [f.serverId], id: "LIC-NEW")
@@ -90,7 +121,7 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
             ("ResetServerId", []),
             // Someone else's lease.
             ("Renew", ["s", rootLease]),
-            ("Release", ["s", rootLease]),
+            ("Release", ["s", rootLease])
         ]
         for (member, args) in adminCalls {
             let r = try managerCall(f.bus, member, args, uid: nobody)
@@ -103,7 +134,11 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
         for member in ["ListLicenses", "ListLeases", "ListReservations", "GetUsage", "GetActivationRequest"] {
             #expect(try managerCall(f.bus, member, [], uid: nobody).status == 0, "\(member) refused to nobody")
         }
-        #expect(try busctl(f.bus, ["get-property", BusNames.service, BusNames.rootPath, BusNames.managerInterface, "ServerId"], uid: nobody).status == 0)
+        #expect(
+            try busctl(
+                f.bus, ["get-property", BusNames.service, BusNames.rootPath, BusNames.managerInterface, "ServerId"],
+                uid: nobody
+            ).status == 0)
 
         // nobody may acquire, and renew and release its own lease.
         let mine = try managerCall(f.bus, "Acquire", ["susa{sv}", "cad", "1", "nobody-ws", "0"], uid: nobody)
@@ -118,7 +153,8 @@ let staffGid = 50 // Debian's "staff" group; the fixture's AdminGroup=
     @Test func adminGroupMembersMayAdminister() throws {
         let f = try Fixture()
         let c = try f.bus.client()
-        let lease = try c.call("Acquire", [.string("cad"), .uint32(1), .string("root-ws"), .vardict([])])[0].stringValue!
+        let lease = try c.call("Acquire", [.string("cad"), .uint32(1), .string("root-ws"), .vardict([])])[0]
+            .stringValue!
         let res = try managerCall(f.bus, "Reserve", ["sus", "cad", "1", "h"], uid: nobody, groups: [staffGid])
         #expect(res.status == 0, "\(res.stderr)")
         #expect(try managerCall(f.bus, "Release", ["s", lease], uid: nobody, groups: [staffGid]).status == 0)

@@ -49,8 +49,9 @@ func run(_ exe: String, _ args: [String], env: [String: String] = [:], stdin: St
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     p.waitUntilExit()
-    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                     stderr: String(decoding: errData, as: UTF8.self))
+    return RunResult(
+        status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// A private dbus-daemon for one test, with a system-bus-like policy open to every uid.
@@ -133,13 +134,18 @@ struct Vendor {
     init() throws {
         dir = makeTempDir("vendor")
         try FileManager.default.createDirectory(atPath: dir + "/keys", withIntermediateDirectories: true)
-        let r = try run(binary("tandem-vendor"), ["keygen", "--private-key", privateKey, "--public-key", keysDir + "/vendor.pub"])
+        let r = try run(
+            binary("tandem-vendor"), ["keygen", "--private-key", privateKey, "--public-key", keysDir + "/vendor.pub"])
         guard r.status == 0 else { throw TestFailure("keygen failed: \(r.stderr)") }
     }
 
-    func issue(to serverIds: [String], feature: String = "cad", seats: Int = 5, id: String, notAfter: String? = nil) throws -> String {
-        var args = ["issue", "--private-key", privateKey, "--product", "Test Product", "--feature", feature,
-                    "--seats", String(seats), "--id", id]
+    func issue(
+        to serverIds: [String], feature: String = "cad", seats: Int = 5, id: String, notAfter: String? = nil
+    ) throws -> String {
+        var args = [
+            "issue", "--private-key", privateKey, "--product", "Test Product", "--feature", feature,
+            "--seats", String(seats), "--id", id
+        ]
         for s in serverIds { args += ["--server-id", s] }
         if let notAfter { args += ["--not-after", notAfter] }
         let r = try run(binary("tandem-vendor"), args)
@@ -168,7 +174,9 @@ final class Tandemd {
         extraEnv = env
         // Parallel tests must not fight over the default port: let the kernel pick one.
         var text = config
-        if text.contains("[Server]") && !text.contains("Listen=") { text += (text.hasSuffix("\n") ? "" : "\n") + "[Server]\nListen=127.0.0.1:0\n" }
+        if text.contains("[Server]") && !text.contains("Listen=") {
+            text += (text.hasSuffix("\n") ? "" : "\n") + "[Server]\nListen=127.0.0.1:0\n"
+        }
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
@@ -201,8 +209,13 @@ final class Tandemd {
         process = p
         let client = try bus.client()
         for _ in 0..<200 {
-            if (try? client.call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus", "NameHasOwner",
-                                 [.string(BusNames.service)]).first) == .bool(true) { return }
+            if (try? client.call(
+                destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
+                "NameHasOwner",
+                [.string(BusNames.service)]
+            ).first) == .bool(true) {
+                return
+            }
             if !p.isRunning { throw TestFailure("tandemd exited with \(p.terminationStatus): \(log())") }
             usleep(25_000)
         }
@@ -241,14 +254,21 @@ final class Tandemd {
 /// busctl against the test bus, optionally as another uid with chosen groups (setpriv).
 func busctl(_ bus: TestBus, _ args: [String], uid: Int? = nil, groups: [Int] = []) throws -> RunResult {
     if let uid {
-        let groupArgs = groups.isEmpty ? ["--clear-groups"] : ["--groups=" + groups.map(String.init).joined(separator: ",")]
-        return try run("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)"] + groupArgs + ["/usr/bin/busctl"] + args, env: bus.env)
+        let groupArgs =
+            groups.isEmpty ? ["--clear-groups"] : ["--groups=" + groups.map(String.init).joined(separator: ",")]
+        return try run(
+            "/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)"] + groupArgs + ["/usr/bin/busctl"] + args,
+            env: bus.env)
     }
     return try run("/usr/bin/busctl", args, env: bus.env)
 }
 
-func managerCall(_ bus: TestBus, _ member: String, _ sigArgs: [String], uid: Int? = nil, groups: [Int] = []) throws -> RunResult {
-    try busctl(bus, ["call", BusNames.service, BusNames.rootPath, BusNames.managerInterface, member] + sigArgs, uid: uid, groups: groups)
+func managerCall(
+    _ bus: TestBus, _ member: String, _ sigArgs: [String], uid: Int? = nil, groups: [Int] = []
+) throws -> RunResult {
+    try busctl(
+        bus, ["call", BusNames.service, BusNames.rootPath, BusNames.managerInterface, member] + sigArgs, uid: uid,
+        groups: groups)
 }
 
 func tandemctl(_ bus: TestBus, _ args: [String], stdin: String? = nil) throws -> RunResult {
@@ -271,10 +291,14 @@ func expectBusError(_ name: String, sourceLocation: SourceLocation = #_sourceLoc
 func snapshot(_ c: BusClient) throws -> [BusValue] {
     var usage = try c.call("GetUsage")
     if let rows = usage.first?.arrayValue {
-        usage = [.array(elementSignature: "(suuuut)", rows.map { r in
-            guard let f = r.structValue else { return r }
-            return .structure(Array(f.prefix(5)))
-        })]
+        usage = [
+            .array(
+                elementSignature: "(suuuut)",
+                rows.map { r in
+                    guard let f = r.structValue else { return r }
+                    return .structure(Array(f.prefix(5)))
+                })
+        ]
     }
     return try c.call("ListLicenses") + c.call("ListLeases") + c.call("ListReservations") + usage + [c.get("ServerId")]
 }
@@ -288,13 +312,15 @@ final class SignalCollector {
     init(_ client: BusClient, match: String = "type='signal',sender='org.tandem.LicenseManager1'") throws {
         self.client = client
         let me = Unmanaged.passUnretained(self).toOpaque()
-        let r = sd_bus_add_match(client.bus, &slot, match, { m, userdata, _ in
-            let c = Unmanaged<SignalCollector>.fromOpaque(userdata!).takeUnretainedValue()
-            let member = String(cString: sd_bus_message_get_member(m!))
-            let path = String(cString: sd_bus_message_get_path(m!))
-            c.received.append((member, path, (try? BusMessage.readAll(m!)) ?? []))
-            return 0
-        }, me)
+        let r = sd_bus_add_match(
+            client.bus, &slot, match,
+            { m, userdata, _ in
+                let c = Unmanaged<SignalCollector>.fromOpaque(userdata!).takeUnretainedValue()
+                let member = String(cString: sd_bus_message_get_member(m!))
+                let path = String(cString: sd_bus_message_get_path(m!))
+                c.received.append((member, path, (try? BusMessage.readAll(m!)) ?? []))
+                return 0
+            }, me)
         guard r >= 0 else { throw TestFailure("add match failed: \(r)") }
     }
 
@@ -324,7 +350,9 @@ final class NotifyReceiver {
             for (i, b) in path.utf8.enumerated() { buf[i] = b }
         }
         let r = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard r == 0 else { throw TestFailure("bind notify socket: \(errno)") }
     }

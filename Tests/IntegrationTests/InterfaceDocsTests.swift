@@ -22,13 +22,15 @@ func tandemInterfaces(_ xml: String) -> [String: [String]] {
     return out
 }
 
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
 
 @Suite(.serialized) struct InterfaceDocs {
     @Test func introspectionMatchesDocs() throws {
         let f = try Fixture()
         let root = try busctl(f.bus, ["introspect", "--xml-interface", BusNames.service, BusNames.rootPath])
-        let license = try busctl(f.bus, ["introspect", "--xml-interface", BusNames.service, BusNames.licensePrefix + "/LIC_2dCAD"])
+        let license = try busctl(
+            f.bus, ["introspect", "--xml-interface", BusNames.service, BusNames.licensePrefix + "/LIC_2dCAD"])
         var live = tandemInterfaces(root.stdout)
         live.merge(tandemInterfaces(license.stdout)) { a, _ in a }
         #expect(live.count == 2, "expected Manager and License interfaces, got \(live.keys)")
@@ -38,8 +40,12 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
         #expect(Set(documented.keys) == Set(live.keys))
         for (name, lines) in live {
             let doc = documented[name] ?? []
-            let firstDiff = zip(doc, lines).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(doc.count, lines.count)
-            #expect(doc == lines, """
+            let firstDiff =
+                zip(doc, lines).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                ?? min(doc.count, lines.count)
+            #expect(
+                doc == lines,
+                """
                 docs/org.tandem.LicenseManager1.xml differs from the daemon in \(name) at element \(firstDiff): \
                 docs has \(firstDiff < doc.count ? doc[firstDiff] : "nothing"), daemon has \(firstDiff < lines.count ? lines[firstDiff] : "nothing")
                 """)
@@ -49,16 +55,21 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
         let reference = try String(contentsOfFile: packageRoot + "/docs/dbus-api.md", encoding: .utf8)
         for lines in live.values {
             for line in lines {
-                guard line.hasPrefix("<method name=") || line.hasPrefix("<property name=") || line.hasPrefix("<signal name=") else { continue }
+                guard
+                    line.hasPrefix("<method name=") || line.hasPrefix("<property name=")
+                        || line.hasPrefix("<signal name=")
+                else { continue }
                 let name = line.split(separator: "\"")[1]
                 #expect(reference.contains("`\(name)"), "docs/dbus-api.md does not describe \(name)")
             }
         }
         // And every error the daemon can send is listed.
-        for code in ["InvalidLicense", "WrongServer", "LicenseExpired", "LicenseAlreadyActive", "LicenseNotFound",
-                     "UnknownFeature", "InsufficientSeats", "LeaseNotFound", "ReservationNotFound", "LicensesActive",
-                     "LicenseInUse", "InvalidArgs", "AccessDenied", "NotServing", "NotPrimary", "ServerIdUsed",
-                     "PeerNotPrepared", "PeerUnreachable", "PairState"] {
+        for code in [
+            "InvalidLicense", "WrongServer", "LicenseExpired", "LicenseAlreadyActive", "LicenseNotFound",
+            "UnknownFeature", "InsufficientSeats", "LeaseNotFound", "ReservationNotFound", "LicensesActive",
+            "LicenseInUse", "InvalidArgs", "AccessDenied", "NotServing", "NotPrimary", "ServerIdUsed",
+            "PeerNotPrepared", "PeerUnreachable", "PairState"
+        ] {
             #expect(reference.contains(".\(code)`"), "docs/dbus-api.md does not list \(code)")
         }
     }

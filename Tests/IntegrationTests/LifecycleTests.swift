@@ -8,8 +8,12 @@ import Testing
     @Test func leasesExpireAlsoWhileTheDaemonIsDown() throws {
         let f = try Fixture()
         let c = try f.bus.client()
-        let short = try c.call("Acquire", [.string("cad"), .uint32(2), .string("ws"), .vardict([("ttl_usec", .uint64(1_000_000))])])[0].stringValue!
-        let long = try c.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(600_000_000))])])[0].stringValue!
+        let short = try c.call(
+            "Acquire", [.string("cad"), .uint32(2), .string("ws"), .vardict([("ttl_usec", .uint64(1_000_000))])])[0]
+            .stringValue!
+        let long = try c.call(
+            "Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(600_000_000))])])[0]
+            .stringValue!
         #expect(f.daemon.stop() == 0)
         usleep(1_300_000)
         let listener = try f.bus.client()
@@ -28,9 +32,12 @@ import Testing
         let listener = try f.bus.client()
         let signals = try SignalCollector(listener)
         let c = try f.bus.client()
-        let id = try c.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(1_000_000))])])[0].stringValue!
+        let id = try c.call(
+            "Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([("ttl_usec", .uint64(1_000_000))])])[0]
+            .stringValue!
         signals.pump(seconds: 5) { signals.received.contains { $0.member == "LeaseExpired" } }
-        #expect(signals.received.filter { $0.member == "LeaseExpired" }.compactMap { $0.args.first?.stringValue } == [id])
+        #expect(
+            signals.received.filter { $0.member == "LeaseExpired" }.compactMap { $0.args.first?.stringValue } == [id])
         #expect(try c.call("ListLeases").first?.arrayValue?.isEmpty == true)
         expectBusError(ns + "LeaseNotFound") { _ = try c.call("Renew", [.string(id)]) }
     }
@@ -55,8 +62,15 @@ import Testing
                 guard let client = try? BusClient(.address(address)) else { return }
                 client.timeoutUSec = 2_000_000
                 for i in 0..<100_000 {
-                    guard let r = try? client.call("Acquire", [.string("cad"), .uint32(1), .string("c\(t)-\(i)"), .vardict([("ttl_usec", .uint64(3_600_000_000))])]),
-                          let id = r.first?.stringValue else { return }
+                    guard
+                        let r = try? client.call(
+                            "Acquire",
+                            [
+                                .string("cad"), .uint32(1), .string("c\(t)-\(i)"),
+                                .vardict([("ttl_usec", .uint64(3_600_000_000))])
+                            ]),
+                        let id = r.first?.stringValue
+                    else { return }
                     acked.add(id)
                 }
             }
@@ -73,7 +87,8 @@ import Testing
         let acknowledged = Set(acked.ids)
         #expect(acknowledged.count >= 300)
         try f.daemon.start()
-        let stored = Set(try c.call("ListLeases").first?.arrayValue?.compactMap { $0.structValue?.first?.stringValue } ?? [])
+        let stored = Set(
+            try c.call("ListLeases").first?.arrayValue?.compactMap { $0.structValue?.first?.stringValue } ?? [])
         let lost = acknowledged.subtracting(stored)
         #expect(lost.isEmpty, "\(lost.count) acknowledged leases lost after kill -9")
         #expect(try c.get("SeatsInUse").uint64Value == UInt64(stored.count))
@@ -83,10 +98,13 @@ import Testing
         let notify = try NotifyReceiver()
         let bus = try TestBus()
         let vendor = try Vendor()
-        let d = try Tandemd(bus: bus, config: "[Server]\nVendorKeys=\(vendor.keysDir)\n",
-                            env: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000"])
+        let d = try Tandemd(
+            bus: bus, config: "[Server]\nVendorKeys=\(vendor.keysDir)\n",
+            env: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000"])
         try d.start()
-        var messages = notify.receive(seconds: 5) { m in m.contains { $0.contains("READY=1") } && m.filter { $0.contains("WATCHDOG=1") }.count >= 2 }
+        var messages = notify.receive(seconds: 5) { m in
+            m.contains { $0.contains("READY=1") } && m.filter { $0.contains("WATCHDOG=1") }.count >= 2
+        }
         let ready = messages.first { $0.contains("READY=1") }
         #expect(ready?.contains("STATUS=0 licenses, 0/0 seats in use, unpaired") == true, "\(messages)")
         #expect(messages.filter { $0.contains("WATCHDOG=1") }.count >= 2, "\(messages)")
@@ -95,7 +113,9 @@ import Testing
         let c = try bus.client()
         _ = try c.call("ActivateLicense", [.string(try vendor.issue(to: [try d.serverId], seats: 7, id: "N1"))])
         _ = try c.call("Acquire", [.string("cad"), .uint32(3), .string("ws"), .vardict([])])
-        messages = notify.receive(seconds: 5) { m in m.contains { $0.contains("STATUS=1 license, 3/7 seats in use, unpaired") } }
+        messages = notify.receive(seconds: 5) { m in
+            m.contains { $0.contains("STATUS=1 license, 3/7 seats in use, unpaired") }
+        }
         #expect(messages.contains { $0.contains("STATUS=1 license, 3/7 seats in use, unpaired") }, "\(messages)")
 
         // SIGHUP reloads (RELOADING=1 then READY=1); SIGTERM stops (STOPPING=1, exit 0).
@@ -123,7 +143,8 @@ import Testing
         let second = try Vendor()
         let text = try second.issue(to: [f.serverId], id: "FROM-SECOND")
         expectBusError(ns + "InvalidLicense") { _ = try c.call("ActivateLicense", [.string(text)]) }
-        try FileManager.default.copyItem(atPath: second.keysDir + "/vendor.pub", toPath: f.vendor.keysDir + "/second.pub")
+        try FileManager.default.copyItem(
+            atPath: second.keysDir + "/vendor.pub", toPath: f.vendor.keysDir + "/second.pub")
         f.daemon.signal(SIGHUP)
         var activated = false
         for _ in 0..<100 where !activated {
@@ -172,7 +193,8 @@ import Testing
     @Test func stateSurvivesRestart() throws {
         let f = try Fixture()
         let c = try f.bus.client()
-        _ = try c.call("Acquire", [.string("cad"), .uint32(2), .string("ws"), .vardict([("request_id", .string("r1"))])])
+        _ = try c.call(
+            "Acquire", [.string("cad"), .uint32(2), .string("ws"), .vardict([("request_id", .string("r1"))])])
         _ = try c.call("Reserve", [.string("cad"), .uint32(1), .string("h")])
         let before = try snapshot(c)
         let sid = try f.daemon.serverId
@@ -181,7 +203,8 @@ import Testing
         #expect(try snapshot(c) == before)
         #expect(try f.daemon.serverId == sid)
         // The request id still maps to the same lease after the restart.
-        let again = try c.call("Acquire", [.string("cad"), .uint32(2), .string("ws"), .vardict([("request_id", .string("r1"))])])
+        let again = try c.call(
+            "Acquire", [.string("cad"), .uint32(2), .string("ws"), .vardict([("request_id", .string("r1"))])])
         #expect(try c.call("ListLeases").first?.arrayValue?.count == 1)
         #expect(again.first == (try c.call("ListLeases").first?.arrayValue?.first?.structValue?.first))
     }

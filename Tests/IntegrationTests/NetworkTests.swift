@@ -16,8 +16,10 @@ struct HTTPResult {
 }
 
 /// One request with curl (a real HTTP client on loopback).
-func http(_ method: String, _ url: String, body: String? = nil, token: String? = nil, bodyFile: String? = nil,
-          extraArgs: [String] = []) throws -> HTTPResult {
+func http(
+    _ method: String, _ url: String, body: String? = nil, token: String? = nil, bodyFile: String? = nil,
+    extraArgs: [String] = []
+) throws -> HTTPResult {
     var args = ["-s", "-S", "-X", method, "-D", "-", "--max-time", "10", "-H", "Content-Type: application/json"]
     if let token { args += ["-H", "Authorization: Bearer \(token)"] }
     if let body { args += ["--data-binary", body] }
@@ -45,18 +47,25 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
         #expect(server.object["serving"] as? Bool == true)
 
         // Acquire: 201, a retry with the same request id: 200 and the same lease.
-        let created = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":2,"client":"ws-1","request_id":"job-1","ttl_sec":120}"#)
+        let created = try http(
+            "POST", base + "/v1/leases",
+            body: #"{"feature":"cad","count":2,"client":"ws-1","request_id":"job-1","ttl_sec":120}"#)
         #expect(created.status == 201, "\(created.body)")
         let id = created.object["lease_id"] as? String ?? ""
         #expect(created.object["server_id"] as? String == f.serverId)
         #expect(created.object["ttl_sec"] as? Int == 120)
         #expect((created.object["expires_at"] as? String)?.hasSuffix("Z") == true)
-        let retry = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":2,"client":"ws-1","request_id":"job-1","ttl_sec":120}"#)
+        let retry = try http(
+            "POST", base + "/v1/leases",
+            body: #"{"feature":"cad","count":2,"client":"ws-1","request_id":"job-1","ttl_sec":120}"#)
         #expect(retry.status == 200)
         #expect(retry.object["lease_id"] as? String == id)
 
         #expect(try http("GET", base + "/v1/leases/\(id)").object["count"] as? Int == 2)
-        #expect((try http("GET", base + "/v1/leases?client=ws-1").json as? [[String: Any]])?.map { $0["lease_id"] as? String } == [id])
+        #expect(
+            (try http("GET", base + "/v1/leases?client=ws-1").json as? [[String: Any]])?.map {
+                $0["lease_id"] as? String
+            } == [id])
         #expect((try http("GET", base + "/v1/leases?client=other").json as? [[String: Any]])?.isEmpty == true)
         #expect(try http("POST", base + "/v1/leases/\(id)/renew").status == 200)
         let features = try http("GET", base + "/v1/features")
@@ -68,7 +77,9 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
         #expect(noSeats.status == 409)
         #expect(noSeats.headers.lowercased().contains("content-type: application/problem+json"))
         #expect(noSeats.object["type"] as? String == "urn:tandem:problem:InsufficientSeats")
-        #expect(try http("POST", base + "/v1/leases", body: #"{"feature":"nope","client":"ws-2"}"#).object["type"] as? String == "urn:tandem:problem:UnknownFeature")
+        #expect(
+            try http("POST", base + "/v1/leases", body: #"{"feature":"nope","client":"ws-2"}"#).object["type"]
+                as? String == "urn:tandem:problem:UnknownFeature")
         #expect(try http("POST", base + "/v1/leases", body: #"{"feature":"nope","client":"ws-2"}"#).status == 404)
         #expect(try http("GET", base + "/v1/leases/lease-nope").status == 404)
         #expect(try http("POST", base + "/v1/leases/lease-nope/renew").status == 404)
@@ -92,7 +103,7 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
             #"{"feature":"cad","client":"ws","count":0}"#, #"{"feature":"cad","client":"ws","count":1.5}"#,
             #"{"feature":"cad","client":"ws","count":"2"}"#, #"{"feature":"cad","client":"ws","count":true}"#,
             #"{"feature":"cad","client":"ws","ttl_sec":0}"#, #"{"feature":"cad","client":"ws","colour":"red"}"#,
-            #"{"feature":"c a d","client":"ws"}"#, #"{"feature":"cad","client":""}"#, "",
+            #"{"feature":"c a d","client":"ws"}"#, #"{"feature":"cad","client":""}"#, ""
         ]
         for body in bad {
             let r = try http("POST", base + "/v1/leases", body: body)
@@ -100,7 +111,8 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
             #expect(r.object["type"] as? String == "urn:tandem:problem:InvalidArgs", "\(body)")
         }
         let big = makeTempDir("big") + "/body.json"
-        try (#"{"feature":"cad","client":""# + String(repeating: "x", count: 100_000) + #""}"#).write(toFile: big, atomically: true, encoding: .utf8)
+        try (#"{"feature":"cad","client":""# + String(repeating: "x", count: 100_000) + #""}"#).write(
+            toFile: big, atomically: true, encoding: .utf8)
         #expect(try http("POST", base + "/v1/leases", bodyFile: big).status == 413)
         #expect(try snapshot(c) == before)
     }
@@ -109,9 +121,12 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
         let f = try Fixture()
         let base = "http://" + (try f.daemon.httpAddress)
         let c = try f.bus.client()
-        let viaHTTP = try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":1,"client":"net"}"#).object["lease_id"] as? String
+        let viaHTTP =
+            try http("POST", base + "/v1/leases", body: #"{"feature":"cad","count":1,"client":"net"}"#).object[
+                "lease_id"] as? String
         let viaBus = try c.call("Acquire", [.string("cad"), .uint32(1), .string("bus"), .vardict([])])[0].stringValue
-        let ids = Set(try c.call("ListLeases").first?.arrayValue?.compactMap { $0.structValue?.first?.stringValue } ?? [])
+        let ids = Set(
+            try c.call("ListLeases").first?.arrayValue?.compactMap { $0.structValue?.first?.stringValue } ?? [])
         #expect(viaHTTP != nil && ids.contains(viaHTTP!))
         #expect(try http("GET", base + "/v1/leases/\(viaBus!)").object["client"] as? String == "bus")
         // A network client may not end a local user's lease; root over D-Bus may end any.
@@ -161,16 +176,21 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
 
     @Test func openAPISpecIsValidAndMatchesTheRoutes() throws {
         let path = packageRoot + "/docs/openapi.yaml"
-        let check = try run("/usr/bin/env", ["python3", "-c", """
-            import sys, yaml
-            from openapi_spec_validator import validate
-            spec = yaml.safe_load(open(sys.argv[1]))
-            validate(spec)
-            for p, item in spec["paths"].items():
-                for m in item:
-                    if m in ("get", "post", "put", "delete", "patch", "head"):
-                        print(m.upper(), p)
-            """, path])
+        let check = try run(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import sys, yaml
+                from openapi_spec_validator import validate
+                spec = yaml.safe_load(open(sys.argv[1]))
+                validate(spec)
+                for p, item in spec["paths"].items():
+                    for m in item:
+                        if m in ("get", "post", "put", "delete", "patch", "head"):
+                            print(m.upper(), p)
+                """, path
+            ])
         #expect(check.status == 0, "invalid OpenAPI: \(check.stderr)")
         let specOps = Set(check.stdout.split(separator: "\n").map(String.init))
         let api = NetworkAPI(backend: NullBackend())
@@ -181,8 +201,12 @@ func http(_ method: String, _ url: String, body: String? = nil, token: String? =
 
 /// A backend for listing routes only.
 struct NullBackend: LicenseBackend {
-    func serverStatus() async -> ServerStatus { ServerStatus(serverId: "", version: "", role: "", pairStatus: "", serving: false, epoch: 0) }
-    func acquire(_ request: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> { .failure(TandemError(.failed, "")) }
+    func serverStatus() async -> ServerStatus {
+        ServerStatus(serverId: "", version: "", role: "", pairStatus: "", serving: false, epoch: 0)
+    }
+    func acquire(_ request: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> {
+        .failure(TandemError(.failed, ""))
+    }
     func renew(leaseId: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
     func release(leaseId: String) async -> Result<Void, TandemError> { .failure(TandemError(.failed, "")) }
     func lease(id: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
@@ -193,18 +217,25 @@ struct NullBackend: LicenseBackend {
 @Suite(.serialized) struct NetworkTLS {
     @Test func servesHTTPSWithTheConfiguredCertificate() throws {
         let dir = makeTempDir("tls")
-        let gen = try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                                               "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "2",
-                                               "-subj", "/CN=tandem-test", "-addext", "subjectAltName=IP:127.0.0.1"])
+        let gen = try run(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "2",
+                "-subj", "/CN=tandem-test", "-addext", "subjectAltName=IP:127.0.0.1"
+            ])
         #expect(gen.status == 0, "\(gen.stderr)")
         let f = try Fixture(extraConfig: "TLSCertificate=\(dir)/cert.pem\nTLSKey=\(dir)/key.pem\n")
         let address = try f.daemon.httpAddress
-        let trusted = try run("/usr/bin/curl", ["-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "https://\(address)/v1/server"])
+        let trusted = try run(
+            "/usr/bin/curl", ["-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "https://\(address)/v1/server"])
         #expect(trusted.status == 0, "\(trusted.stderr)")
         #expect(trusted.stdout.contains(f.serverId))
         // Not trusted without the certificate; no plain HTTP on a TLS listener.
         #expect(try run("/usr/bin/curl", ["-s", "--max-time", "5", "https://\(address)/v1/server"]).status == 60)
-        #expect(try run("/usr/bin/curl", ["-s", "--max-time", "5", "http://\(address)/v1/server"]).stdout.contains(f.serverId) == false)
+        #expect(
+            try run("/usr/bin/curl", ["-s", "--max-time", "5", "http://\(address)/v1/server"]).stdout.contains(
+                f.serverId) == false)
         // The client verifies the server against the system's CAs: an unknown self-signed
         // certificate is refused with a clear reason, and nothing is written.
         let config = makeTempDir("client") + "/client.conf"
@@ -213,8 +244,12 @@ struct NullBackend: LicenseBackend {
         #expect(conf.stderr.contains("certificate"), "\(conf.stderr)")
         #expect(!FileManager.default.fileExists(atPath: config))
         // Leases over TLS work (curl trusting the certificate).
-        let acquired = try run("/usr/bin/curl", ["-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "-X", "POST",
-                                                 "-d", #"{"feature":"cad","client":"tls"}"#, "https://\(address)/v1/leases"])
+        let acquired = try run(
+            "/usr/bin/curl",
+            [
+                "-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "-X", "POST",
+                "-d", #"{"feature":"cad","client":"tls"}"#, "https://\(address)/v1/leases"
+            ])
         #expect(acquired.stdout.contains("lease_id"), "\(acquired.stdout)")
         #expect(try leaseCount(f) == 1)
     }

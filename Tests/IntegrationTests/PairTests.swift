@@ -18,7 +18,9 @@ final class Witness {
         logPath = dir + "/witness.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: binary("tandem-witness"))
-        process.arguments = ["--listen", "127.0.0.1:\(port)", "--key-file", keyFile, "--state-dir", dir, "--lease-sec", "0.8"]
+        process.arguments = [
+            "--listen", "127.0.0.1:\(port)", "--key-file", keyFile, "--state-dir", dir, "--lease-sec", "0.8"
+        ]
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
     }
@@ -87,10 +89,16 @@ final class PairFixture: @unchecked Sendable {
         ports = pairPorts()
         witness = try Witness(keyFile: keyFile, port: ports.2)
         let timing = "HeartbeatSec=\(heartbeat)\nFailoverTimeoutSec=\(failover)\n\(extra)"
-        a = try Tandemd(bus: busA, config: pairConfig(vendor: vendor, keyFile: keyFile, link: "127.0.0.1:\(ports.0)",
-                                                      witness: "127.0.0.1:\(ports.2)", extra: timing))
-        b = try Tandemd(bus: busB, config: pairConfig(vendor: vendor, keyFile: keyFile, link: "127.0.0.1:\(ports.1)",
-                                                      witness: "127.0.0.1:\(ports.2)", extra: timing))
+        a = try Tandemd(
+            bus: busA,
+            config: pairConfig(
+                vendor: vendor, keyFile: keyFile, link: "127.0.0.1:\(ports.0)",
+                witness: "127.0.0.1:\(ports.2)", extra: timing))
+        b = try Tandemd(
+            bus: busB,
+            config: pairConfig(
+                vendor: vendor, keyFile: keyFile, link: "127.0.0.1:\(ports.1)",
+                witness: "127.0.0.1:\(ports.2)", extra: timing))
         try a.start()
         try b.start()
     }
@@ -100,10 +108,13 @@ final class PairFixture: @unchecked Sendable {
         _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(ports.0)")])
         _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(ports.1)")])
         try waitFor("paired-and-available", seconds: 10) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
                 && ca.get("Serving") == .bool(true)
         }
-        _ = try ca.call("ActivateLicense", [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "PAIR-LIC"))])
+        _ = try ca.call(
+            "ActivateLicense",
+            [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "PAIR-LIC"))])
         return self
     }
 
@@ -174,7 +185,9 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         do {
             try waitFor("the backup serving", seconds: 15) { try cb.get("Serving") == .bool(true) }
         } catch {
-            Issue.record("\(error)\n--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(5000))\n--- witness:\n\(f.witness.log().suffix(3000))")
+            Issue.record(
+                "\(error)\n--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(5000))\n--- witness:\n\(f.witness.log().suffix(3000))"
+            )
             return
         }
         let onB = try leaseIds(cb)
@@ -195,7 +208,9 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         let ca = try f.a.client(), cb = try f.b.client()
         f.b.signal(SIGSTOP)
         let started = Date()
-        let lease = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("critical"), .vardict([])]).first?.stringValue ?? ""
+        let lease =
+            try ca.call("Acquire", [.string("cad"), .uint32(1), .string("critical"), .vardict([])]).first?.stringValue
+            ?? ""
         let waited = Date().timeIntervalSince(started)
         f.a.stop(SIGKILL)
         f.b.stop(SIGKILL)
@@ -231,7 +246,9 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
                         && cb.get("PairStatus") == .string("paired-and-available")
                 }
             } catch {
-                Issue.record("cycle \(cycle): \(error)\n--- a:\n\(f.a.log().suffix(4000))\n--- b:\n\(f.b.log().suffix(4000))\n--- witness:\n\(f.witness.log().suffix(3000))")
+                Issue.record(
+                    "cycle \(cycle): \(error)\n--- a:\n\(f.a.log().suffix(4000))\n--- b:\n\(f.b.log().suffix(4000))\n--- witness:\n\(f.witness.log().suffix(3000))"
+                )
                 return
             }
         }
@@ -251,7 +268,7 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
             let r = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("c-\(i)"), .vardict([])])
             granted.insert(r.first?.stringValue ?? "")
         }
-        usleep(300_000) // a few ticks: compaction
+        usleep(300_000)  // a few ticks: compaction
         try f.b.start()
         let cb = try f.b.client()
         try waitFor("pair-not-synced", seconds: 10) { try ca.get("PairStatus") == .string("pair-not-synced") }
@@ -260,18 +277,22 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         let sync = try tandemctl(f.busA, ["pair", "sync"])
         #expect(sync.status == 0, "\(sync.stderr)")
         try waitFor("paired-and-available after Sync", seconds: 10) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
         }
         #expect(try granted.isSubset(of: leaseIds(cb)))
         // More changes replicate normally after the snapshot; then both restart from disk.
-        let more = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("after"), .vardict([])]).first?.stringValue ?? ""
+        let more =
+            try ca.call("Acquire", [.string("cad"), .uint32(1), .string("after"), .vardict([])]).first?.stringValue
+            ?? ""
         try waitFor("the new lease on the backup", seconds: 5) { try leaseIds(cb).contains(more) }
         f.a.stop(SIGTERM)
         f.b.stop(SIGTERM)
         try f.a.start()
         try f.b.start()
         try waitFor("paired-and-available after restarting both", seconds: 15) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
                 && ca.get("Serving") == .bool(true)
         }
         #expect(try leaseIds(ca) == granted.union([more]) && leaseIds(cb) == granted.union([more]))
@@ -284,24 +305,33 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         let f = try PairFixture().formed()
         let ca = try f.a.client(), cb = try f.b.client()
         let httpA = try f.a.httpAddress, httpB = try f.b.httpAddress
-        try waitFor("the peer's report", seconds: 5) { try cb.call("GetPeerStatus").first?.dictValue?["Serving"] == .bool(true) }
-        let post = try run("/usr/bin/curl", ["-s", "-i", "-X", "POST", "http://\(httpB)/v1/leases", "-d", #"{"feature":"cad","client":"p"}"#])
+        try waitFor("the peer's report", seconds: 5) {
+            try cb.call("GetPeerStatus").first?.dictValue?["Serving"] == .bool(true)
+        }
+        let post = try run(
+            "/usr/bin/curl",
+            ["-s", "-i", "-X", "POST", "http://\(httpB)/v1/leases", "-d", #"{"feature":"cad","client":"p"}"#])
         #expect(post.stdout.hasPrefix("HTTP/1.1 503"), "\(post.stdout)")
-        #expect(post.stdout.contains("urn:tandem:problem:NotServing") && post.stdout.contains("\"serving_address\":\"\(httpA)\""), "\(post.stdout)")
+        #expect(
+            post.stdout.contains("urn:tandem:problem:NotServing")
+                && post.stdout.contains("\"serving_address\":\"\(httpA)\""), "\(post.stdout)")
         let ready = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(httpB)/readyz"])
         #expect(ready.stdout == "503")
         #expect(try leaseIds(cb).isEmpty && leaseIds(ca).isEmpty)
 
         // The Configurator: --enable-backup fills Backup= from the primary's report of its peer.
         let dir = makeTempDir("client")
-        let configured = try tandemctl(f.busA, ["client", "configure", "--config", dir + "/client.conf", "--server", httpA, "--enable-backup"])
+        let configured = try tandemctl(
+            f.busA, ["client", "configure", "--config", dir + "/client.conf", "--server", httpA, "--enable-backup"])
         #expect(configured.status == 0, "\(configured.stderr)")
         let written = (try? String(contentsOfFile: dir + "/client.conf", encoding: .utf8)) ?? ""
         #expect(written.contains("Server=\(httpA)") && written.contains("Backup=\(httpB)"), "\(written)")
         let job = Process()
         job.executableURL = URL(fileURLWithPath: binary("tandemctl"))
-        job.arguments = ["client", "run", "--config", dir + "/client.conf", "--feature", "cad", "--ttl", "3", "--client", "job",
-                         "--", "/bin/sh", "-c", "sleep 7; exit 3"]
+        job.arguments = [
+            "client", "run", "--config", dir + "/client.conf", "--feature", "cad", "--ttl", "3", "--client", "job",
+            "--", "/bin/sh", "-c", "sleep 7; exit 3"
+        ]
         job.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try job.run()
         try waitFor("the job's lease", seconds: 5) { try leaseIds(ca).count == 1 }
@@ -331,9 +361,13 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
                     && sig.args[1].dictValue?[name] == value
             }
         }
-        signals.pump(seconds: 10) { announced("PairStatus", .string("backup-not-available")) && announced("PeerStatus", .string("disconnected")) }
-        #expect(announced("PairStatus", .string("backup-not-available")) && announced("PeerStatus", .string("disconnected")),
-                "\(signals.received.map { "\($0.member) \($0.args)" })")
+        signals.pump(seconds: 10) {
+            announced("PairStatus", .string("backup-not-available")) && announced("PeerStatus", .string("disconnected"))
+        }
+        #expect(
+            announced("PairStatus", .string("backup-not-available"))
+                && announced("PeerStatus", .string("disconnected")),
+            "\(signals.received.map { "\($0.member) \($0.args)" })")
         try waitFor("backup-not-available", seconds: 10) { try ca.get("PairStatus") == .string("backup-not-available") }
         #expect(try ca.get("Serving") == .bool(true))
         #expect(try ca.get("PeerStatus") == .string("disconnected"))
@@ -345,7 +379,8 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         try f.b.start()
         let cb = try f.b.client()
         try waitFor("paired-and-available after catch-up", seconds: 15) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
         }
         #expect(try granted.isSubset(of: leaseIds(cb)))
         #expect(try cb.get("Serving") == .bool(false) && ca.get("Serving") == .bool(true))
@@ -363,8 +398,12 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         let idA = try a.serverId, idB = try b.serverId
 
         // Refusals before the pair exists.
-        expectBusError("org.tandem.LicenseManager1.PeerNotPrepared") { _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(pb)")]) }
-        expectBusError("org.tandem.LicenseManager1.PeerUnreachable") { _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(pw + 7)")]) }
+        expectBusError("org.tandem.LicenseManager1.PeerNotPrepared") {
+            _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(pb)")])
+        }
+        expectBusError("org.tandem.LicenseManager1.PeerUnreachable") {
+            _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(pw + 7)")])
+        }
         expectBusError("org.tandem.LicenseManager1.PairState") { _ = try ca.call("DisableBackup") }
 
         // The tech note's workflow through tandemctl.
@@ -376,16 +415,20 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         #expect(try cb.get("Role") == .string("backup"))
         #expect(try ca.get("PeerServerId") == .string(idB))
         try waitFor("paired-and-available on both", seconds: 10) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
                 && ca.get("Serving") == .bool(true)
         }
         #expect(try cb.get("Serving") == .bool(false))
         // tandemctl status shows both servers side by side.
-        try waitFor("the peer's report", seconds: 5) { try ca.call("GetPeerStatus").first?.dictValue?["Role"] == .string("backup") }
+        try waitFor("the peer's report", seconds: 5) {
+            try ca.call("GetPeerStatus").first?.dictValue?["Role"] == .string("backup")
+        }
         let status = try tandemctl(busA, ["status"])
         let roleLine = status.stdout.split(separator: "\n").first { $0.hasPrefix("Role") }.map(String.init) ?? ""
         #expect(roleLine.contains("primary") && roleLine.contains("backup"), "\(status.stdout)")
-        let idLine = status.stdout.split(separator: "\n").first { $0.hasPrefix("License Server ID") }.map(String.init) ?? ""
+        let idLine =
+            status.stdout.split(separator: "\n").first { $0.hasPrefix("License Server ID") }.map(String.init) ?? ""
         #expect(idLine.contains(idA) && idLine.contains(idB), "\(status.stdout)")
         let request = try ca.call("GetActivationRequest").first?.stringValue ?? ""
         #expect(request.contains(idA) && request.contains(idB), "\(request)")
@@ -419,16 +462,18 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         let target = try SocketAddress(resolving: "127.0.0.1:\(pb)", defaultPort: 0)
         var frame = sealer.seal(.probe(nonce: 1), now: USec(Date().timeIntervalSince1970 * 1e6))
         udp.send(frame, to: target)
-        udp.send(frame, to: target) // replay
+        udp.send(frame, to: target)  // replay
         frame[frame.count / 2] ^= 0x40
-        udp.send(frame, to: target) // altered
+        udp.send(frame, to: target)  // altered
         func rejected(_ reason: String) throws -> UInt64 {
             for e in try cb.get("RejectedFrames").arrayValue ?? [] {
                 if case .dictEntry(.string(reason), .uint64(let n)) = e { return n }
             }
             return 0
         }
-        try waitFor("rejected frames counted", seconds: 5) { try rejected("replayed") >= 1 && rejected("unauthenticated") >= 1 }
+        try waitFor("rejected frames counted", seconds: 5) {
+            try rejected("replayed") >= 1 && rejected("unauthenticated") >= 1
+        }
 
         // kill -9 of the primary: the backup takes over in a new epoch; the lease stays valid there.
         let epochBefore = try cb.get("Epoch").uint64Value ?? 0
@@ -444,8 +489,10 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         do {
             var stale = FrameSealer(key: key)
             let fake = try UDPSocket(bind: SocketAddress(resolving: "127.0.0.1:\(pa)", defaultPort: 0))
-            fake.send(stale.seal(.pair(.append(epoch: epochBefore, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0)),
-                                 now: USec(Date().timeIntervalSince1970 * 1e6)), to: target)
+            fake.send(
+                stale.seal(
+                    .pair(.append(epoch: epochBefore, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0)),
+                    now: USec(Date().timeIntervalSince1970 * 1e6)), to: target)
             try waitFor("the stale frame counted", seconds: 5) { try rejected("stale-epoch") >= 1 }
         }
         #expect(try cb.get("Serving") == .bool(true))

@@ -70,15 +70,17 @@ final class TestNetwork {
         // The witness runs in its own namespace.
         let witness = Process()
         witness.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        witness.arguments = ["netns", "exec", net.name("w"), binary("tandem-witness"), "--listen", "\(addrW):7392",
-                             "--key-file", keyFile, "--state-dir", makeTempDir("witness"), "--lease-sec", "0.8"]
+        witness.arguments = [
+            "netns", "exec", net.name("w"), binary("tandem-witness"), "--listen", "\(addrW):7392",
+            "--key-file", keyFile, "--state-dir", makeTempDir("witness"), "--lease-sec", "0.8"
+        ]
         witness.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try witness.run()
         defer { kill(witness.processIdentifier, SIGKILL); witness.waitUntilExit() }
         let seats = 4
         let (a, b, ca, cb) = try formPair(net, keyFile: keyFile, witness: "\(addrW):7392", seats: seats)
 
-        var granted: [String: String] = [:] // lease id -> node
+        var granted: [String: String] = [:]  // lease id -> node
         var errors: [String] = []
         func tryAcquire(_ c: BusClient, _ node: String, _ n: Int) {
             switch acquire(c, "\(node)-\(n)") {
@@ -117,14 +119,18 @@ final class TestNetwork {
 
     /// Two nodes in namespaces `a` and `b`, paired (with `witness`, or without one under
     /// `policy`), with a license of `seats` seats issued to both.
-    func formPair(_ net: TestNetwork, keyFile: String, witness: String?, policy: String? = nil, seats: Int) throws -> (Tandemd, Tandemd, BusClient, BusClient) {
+    func formPair(
+        _ net: TestNetwork, keyFile: String, witness: String?, policy: String? = nil, seats: Int
+    ) throws -> (Tandemd, Tandemd, BusClient, BusClient) {
         let vendor = try Vendor()
         let (addrA, addrB) = (net.address(0), net.address(1))
         func conf(_ addr: String) -> String {
-            pairConfig(vendor: vendor, keyFile: keyFile, link: "\(addr):7391", witness: witness,
-                       extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1\n" + (policy.map { "PartitionPolicy=\($0)" } ?? ""))
+            pairConfig(
+                vendor: vendor, keyFile: keyFile, link: "\(addr):7391", witness: witness,
+                extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1\n" + (policy.map { "PartitionPolicy=\($0)" } ?? ""))
         }
-        let a = try Tandemd(bus: try TestBus(), config: conf(addrA)), b = try Tandemd(bus: try TestBus(), config: conf(addrB))
+        let a = try Tandemd(bus: try TestBus(), config: conf(addrA)),
+            b = try Tandemd(bus: try TestBus(), config: conf(addrB))
         a.netns = net.name("a")
         b.netns = net.name("b")
         try a.start()
@@ -133,15 +139,20 @@ final class TestNetwork {
         _ = try cb.call("PrepareBackup", [.string(addrA)])
         _ = try ca.call("EnableBackup", [.string(addrB)])
         try waitFor("paired-and-available", seconds: 10) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
                 && ca.get("Serving") == .bool(true)
         }
-        _ = try ca.call("ActivateLicense", [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "NET"))])
+        _ = try ca.call(
+            "ActivateLicense",
+            [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "NET"))])
         return (a, b, ca, cb)
     }
 
     /// Without a witness, and with two seats taken on the primary.
-    func pairWithoutWitness(_ net: TestNetwork, policy: String, seats: Int) throws -> (Tandemd, Tandemd, BusClient, BusClient, [String]) {
+    func pairWithoutWitness(
+        _ net: TestNetwork, policy: String, seats: Int
+    ) throws -> (Tandemd, Tandemd, BusClient, BusClient, [String]) {
         let keyFile = makeTempDir("pairkey") + "/pair.key"
         try PairKey.generate().write(path: keyFile)
         let (a, b, ca, cb) = try formPair(net, keyFile: keyFile, witness: nil, policy: policy, seats: seats)
@@ -154,13 +165,18 @@ final class TestNetwork {
     func heal(_ net: TestNetwork, _ ca: BusClient, _ cb: BusClient) throws {
         try net.heal("a")
         try waitFor("both nodes paired with the same leases after the heal", seconds: 20) {
-            try ca.get("PairStatus") == .string("paired-and-available") && cb.get("PairStatus") == .string("paired-and-available")
+            try ca.get("PairStatus") == .string("paired-and-available")
+                && cb.get("PairStatus") == .string("paired-and-available")
                 && leaseIds(ca) == leaseIds(cb)
         }
     }
 
     func acquire(_ c: BusClient, _ client: String) -> Result<String, Error> {
-        Result { try c.call("Acquire", [.string("cad"), .uint32(1), .string(client), .vardict([("ttl_usec", .uint64(600_000_000))])]).first?.stringValue ?? "" }
+        Result {
+            try c.call(
+                "Acquire", [.string("cad"), .uint32(1), .string(client), .vardict([("ttl_usec", .uint64(600_000_000))])]
+            ).first?.stringValue ?? ""
+        }
     }
 
     /// PartitionPolicy=takeover (no witness): both sides serve while the link is cut and may
@@ -176,7 +192,8 @@ final class TestNetwork {
         try waitFor("the backup serving on its own", seconds: 8) { try cb.get("Serving") == .bool(true) }
         #expect(try ca.get("Serving") == .bool(true), "the primary goes on alone")
         try waitFor("both sides see the peer gone", seconds: 5) {
-            try ca.get("PairStatus") == .string("backup-not-available") && cb.get("PairStatus") == .string("primary-not-available")
+            try ca.get("PairStatus") == .string("backup-not-available")
+                && cb.get("PairStatus") == .string("primary-not-available")
         }
         // Each side grants the two seats it sees free: six leases on four seats.
         var granted = Set(first)
@@ -219,7 +236,9 @@ final class TestNetwork {
         #expect(try cb.get("PartitionPolicy") == .string("split:50"))
         try net.cut("a")
         try waitFor("the backup serving on its own", seconds: 8) { try cb.get("Serving") == .bool(true) }
-        try waitFor("the primary sees the backup gone", seconds: 5) { try ca.get("PairStatus") == .string("backup-not-available") }
+        try waitFor("the primary sees the backup gone", seconds: 5) {
+            try ca.get("PairStatus") == .string("backup-not-available")
+        }
         var granted: [String: String] = Dictionary(uniqueKeysWithValues: first.map { ($0, "a") })
         var refusals: [String] = []
         for n in 0..<4 {
@@ -231,8 +250,13 @@ final class TestNetwork {
             }
             #expect(granted.count <= seats, "over-allocation while cut off: \(granted)")
         }
-        #expect(granted.values.filter { $0 == "a" }.count == 4 && granted.values.filter { $0 == "b" }.count == 2, "\(granted)")
-        #expect(refusals.count == 4 && refusals.allSatisfy { $0.contains("InsufficientSeats") && $0.contains("PartitionPolicy=split") }, "\(refusals)")
+        #expect(
+            granted.values.filter { $0 == "a" }.count == 4 && granted.values.filter { $0 == "b" }.count == 2,
+            "\(granted)")
+        #expect(
+            refusals.count == 4
+                && refusals.allSatisfy { $0.contains("InsufficientSeats") && $0.contains("PartitionPolicy=split") },
+            "\(refusals)")
         // kill -9 of the cut-off primary and a restart, still cut off: it takes over again from
         // its stored log and split base, and its share stays spent.
         a.stop(SIGKILL)

@@ -56,12 +56,17 @@ import Testing
                 var i = 0
                 while !calls.stopped {
                     let started = Date()
-                    let r = try? run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-X", "POST",
-                                                       "-H", "Content-Type: application/json", "--data-binary",
-                                                       #"{"feature":"cad","count":1,"client":"h\#(t)-\#(i)"}"#, base + "/v1/leases"])
-                    let outcome = r.map { $0.status == 0 ? "http \($0.stdout)" : "curl exit \($0.status)" } ?? "curl did not run"
+                    let r = try? run(
+                        "/usr/bin/curl",
+                        [
+                            "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-X", "POST",
+                            "-H", "Content-Type: application/json", "--data-binary",
+                            #"{"feature":"cad","count":1,"client":"h\#(t)-\#(i)"}"#, base + "/v1/leases"
+                        ])
+                    let outcome =
+                        r.map { $0.status == 0 ? "http \($0.stdout)" : "curl exit \($0.status)" } ?? "curl did not run"
                     calls.add(Call(started: started, ended: Date(), outcome: outcome, viaHTTP: true))
-                    if outcome == "curl exit 7" { return } // nothing listens any more
+                    if outcome == "curl exit 7" { return }  // nothing listens any more
                     i += 1
                 }
             }
@@ -93,13 +98,16 @@ import Testing
             if c.viaHTTP {
                 // A request that had not reached tandemd yet may find the listener closed (7);
                 // one that was sent is answered: granted (201) or refused (503).
-                #expect(["http 201", "http 503", "curl exit 7"].contains(c.outcome), "HTTP call ended with \(c.outcome)")
+                #expect(
+                    ["http 201", "http 503", "curl exit 7"].contains(c.outcome), "HTTP call ended with \(c.outcome)")
             } else {
                 #expect(c.outcome == "ok" || c.outcome == ns + "NotServing", "D-Bus call ended with \(c.outcome)")
             }
         }
         let refused = inFlight.filter { $0.outcome.hasSuffix("NotServing") || $0.outcome == "http 503" }.count
-        print("shutdown: \(inFlight.count) calls in flight at SIGTERM (\(refused) refused), stopped in \(exited.timeIntervalSince(term)) s")
+        print(
+            "shutdown: \(inFlight.count) calls in flight at SIGTERM (\(refused) refused), stopped in \(exited.timeIntervalSince(term)) s"
+        )
         #expect(f.a.log().contains("stopping on signal"))
     }
 }

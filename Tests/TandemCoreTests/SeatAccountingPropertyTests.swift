@@ -228,7 +228,7 @@ struct SeatRun {
                     if lease.id != want.id || existing != (expectExisting != nil) || lease.expiresUSec != want.expires {
                         return
                             "granted \(lease.id) (existing \(existing), expires \(lease.expiresUSec));"
-                                + " the model says \(want.id) until \(want.expires)"
+                            + " the model says \(want.id) until \(want.expires)"
                     }
                 }
             }
@@ -287,13 +287,13 @@ struct SeatRun {
             if (Int(u.seats), Int(u.inUse), Int(u.reserved), Int(u.available)) != want {
                 return
                     "\(f): seats/in use/reserved/available \(u.seats)/\(u.inUse)/\(u.reserved)/\(u.available),"
-                        + " the model says \(want)"
+                    + " the model says \(want)"
             }
             for client in ["a", "b", "c", "d"]
             where Int(state.available(f, for: client, at: now)) != model.free(f, for: client) {
                 return
                     "\(f): \(client) may acquire \(state.available(f, for: client, at: now)),"
-                        + " the model says \(model.free(f, for: client))"
+                    + " the model says \(model.free(f, for: client))"
             }
         }
         if Set(state.leases.keys) != Set(model.leases.map(\.id)) {

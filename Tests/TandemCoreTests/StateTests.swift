@@ -6,8 +6,12 @@ let alice = Caller(uid: 1000, isAdmin: false)
 let bob = Caller(uid: 1001, isAdmin: false)
 let t0: USec = 1_800_000_000 * usecPerSecond
 
-func license(_ id: String, feature: String = "cad", seats: UInt32 = 10, notAfter: USec = 0, to: [String] = ["SID-1"]) -> License {
-    License(id: id, product: "P", feature: feature, seats: seats, notAfterUSec: notAfter, issuedTo: to, keyId: "k", document: "doc")
+func license(
+    _ id: String, feature: String = "cad", seats: UInt32 = 10, notAfter: USec = 0, to: [String] = ["SID-1"]
+) -> License {
+    License(
+        id: id, product: "P", feature: feature, seats: seats, notAfterUSec: notAfter, issuedTo: to, keyId: "k",
+        document: "doc")
 }
 
 func state(seats: UInt32 = 10) -> LicenseState {
@@ -17,10 +21,15 @@ func state(seats: UInt32 = 10) -> LicenseState {
     return s
 }
 
-func acquire(_ s: inout LicenseState, count: UInt32, client: String = "c", caller: Caller = alice, id: String,
-             requestId: String? = nil, ttl: USec = 60 * usecPerSecond, now: USec = t0) -> Result<Outcome, TandemError> {
-    let r = s.decide(.acquire(AcquireRequest(feature: "cad", count: count, client: client, ttlUSec: ttl, requestId: requestId, newLeaseId: id)),
-                     caller: caller, now: now)
+func acquire(
+    _ s: inout LicenseState, count: UInt32, client: String = "c", caller: Caller = alice, id: String,
+    requestId: String? = nil, ttl: USec = 60 * usecPerSecond, now: USec = t0
+) -> Result<Outcome, TandemError> {
+    let r = s.decide(
+        .acquire(
+            AcquireRequest(
+                feature: "cad", count: count, client: client, ttlUSec: ttl, requestId: requestId, newLeaseId: id)),
+        caller: caller, now: now)
     if case .success(let d) = r { s.apply(d.changes); return .success(d.outcome) }
     if case .failure(let e) = r { return .failure(e) }
     fatalError()
@@ -42,7 +51,10 @@ extension Result {
 
     @Test func unknownFeatureIsRefused() {
         var s = state()
-        let r = s.decide(.acquire(AcquireRequest(feature: "nope", count: 1, client: "c", ttlUSec: 1, requestId: nil, newLeaseId: "x")), caller: alice, now: t0)
+        let r = s.decide(
+            .acquire(
+                AcquireRequest(feature: "nope", count: 1, client: "c", ttlUSec: 1, requestId: nil, newLeaseId: "x")),
+            caller: alice, now: t0)
         #expect(r.error?.code == .unknownFeature)
         _ = acquire(&s, count: 1, id: "ok")
         #expect(s.leases.count == 1)
@@ -70,7 +82,8 @@ extension Result {
         let first = acquire(&s, count: 2, id: "a", requestId: "r1")
         let again = acquire(&s, count: 2, id: "b", requestId: "r1")
         guard case .success(.leaseGranted(let l1, existing: false)) = first,
-              case .success(.leaseGranted(let l2, existing: true)) = again else {
+            case .success(.leaseGranted(let l2, existing: true)) = again
+        else {
             Issue.record("unexpected \(first) \(again)")
             return
         }
@@ -86,7 +99,9 @@ extension Result {
         _ = acquire(&s, count: 1, caller: alice, id: "a")
         #expect(s.decide(.renew(leaseId: "a"), caller: bob, now: t0).error?.code == .accessDenied)
         #expect(s.decide(.release(leaseId: "a"), caller: bob, now: t0).error?.code == .accessDenied)
-        #expect(s.decide(.release(leaseId: "a"), caller: Caller(uid: nil, isAdmin: false), now: t0).error?.code == .accessDenied)
+        #expect(
+            s.decide(.release(leaseId: "a"), caller: Caller(uid: nil, isAdmin: false), now: t0).error?.code
+                == .accessDenied)
         #expect(s.decide(.renew(leaseId: "a"), caller: alice, now: t0).error == nil)
         #expect(s.decide(.release(leaseId: "a"), caller: admin, now: t0).error == nil)
     }
@@ -112,7 +127,8 @@ extension Result {
     @Test func anExpiredButUnreapedLeaseCannotBeRenewed() {
         var s = state()
         _ = acquire(&s, count: 1, id: "a", ttl: 10 * usecPerSecond)
-        #expect(s.decide(.renew(leaseId: "a"), caller: alice, now: t0 + 10 * usecPerSecond).error?.code == .leaseNotFound)
+        #expect(
+            s.decide(.renew(leaseId: "a"), caller: alice, now: t0 + 10 * usecPerSecond).error?.code == .leaseNotFound)
     }
 }
 
@@ -144,7 +160,8 @@ extension Result {
 @Suite struct Reservations {
     @Test func reservedSeatsOnlyForTheirHolder() throws {
         var s = state(seats: 5)
-        let d = try s.decide(.reserve(feature: "cad", count: 3, holder: "bob", newId: "r"), caller: admin, now: t0).get()
+        let d = try s.decide(.reserve(feature: "cad", count: 3, holder: "bob", newId: "r"), caller: admin, now: t0)
+            .get()
         s.apply(d.changes)
         #expect(s.available("cad", for: "anyone", at: t0) == 2)
         #expect(s.available("cad", for: "bob", at: t0) == 5)
@@ -163,7 +180,9 @@ extension Result {
     @Test func viewsOfAReservationInUseAgree() throws {
         var s = state(seats: 3)
         s.apply(.licenseActivated(license("L2", seats: 2)))
-        s.apply(try s.decide(.reserve(feature: "cad", count: 2, holder: "H", newId: "r"), caller: admin, now: t0).get().changes)
+        s.apply(
+            try s.decide(.reserve(feature: "cad", count: 2, holder: "H", newId: "r"), caller: admin, now: t0).get()
+                .changes)
         #expect(acquire(&s, count: 3, client: "X", id: "x").error == nil)
         #expect(acquire(&s, count: 2, client: "H", id: "h").error == nil)
         let u = s.usage("cad", at: t0)
@@ -182,12 +201,16 @@ extension Result {
         var s = state(seats: 3)
         s.apply(.licenseActivated(license("L2", seats: 2)))
         for (id, holder) in [("r1", "H"), ("r2", "H2")] {
-            s.apply(try s.decide(.reserve(feature: "cad", count: 2, holder: holder, newId: id), caller: admin, now: t0).get().changes)
+            s.apply(
+                try s.decide(.reserve(feature: "cad", count: 2, holder: holder, newId: id), caller: admin, now: t0)
+                    .get().changes)
         }
         #expect(s.decide(.deactivate(licenseId: "L1"), caller: admin, now: t0).error?.code == .seatsReserved)
         #expect(s.decide(.deactivate(licenseId: "L2"), caller: admin, now: t0).error?.code == .seatsReserved)
         // Reservations beyond the seats are refused.
-        #expect(s.decide(.reserve(feature: "cad", count: 2, holder: "H3", newId: "r3"), caller: admin, now: t0).error?.code == .insufficientSeats)
+        #expect(
+            s.decide(.reserve(feature: "cad", count: 2, holder: "H3", newId: "r3"), caller: admin, now: t0).error?.code
+                == .insufficientSeats)
         s.apply(.reservationRemoved(id: "r2"))
         // Use by others plus the idle reservation must fit what would remain.
         #expect(acquire(&s, count: 2, client: "X", id: "x").error == nil)
@@ -221,10 +244,18 @@ extension Result {
     @Test func reservationMustFit() throws {
         var s = state(seats: 5)
         _ = acquire(&s, count: 4, client: "x", id: "a")
-        #expect(s.decide(.reserve(feature: "cad", count: 2, holder: "bob", newId: "r"), caller: admin, now: t0).error?.code == .insufficientSeats)
-        #expect(s.decide(.reserve(feature: "cad", count: 1, holder: "bob", newId: "r"), caller: admin, now: t0).error == nil)
-        #expect(s.decide(.reserve(feature: "nope", count: 1, holder: "bob", newId: "r"), caller: admin, now: t0).error?.code == .unknownFeature)
-        #expect(s.decide(.reserve(feature: "cad", count: 1, holder: "bob", newId: "r"), caller: alice, now: t0).error?.code == .accessDenied)
+        #expect(
+            s.decide(.reserve(feature: "cad", count: 2, holder: "bob", newId: "r"), caller: admin, now: t0).error?.code
+                == .insufficientSeats)
+        #expect(
+            s.decide(.reserve(feature: "cad", count: 1, holder: "bob", newId: "r"), caller: admin, now: t0).error == nil
+        )
+        #expect(
+            s.decide(.reserve(feature: "nope", count: 1, holder: "bob", newId: "r"), caller: admin, now: t0).error?.code
+                == .unknownFeature)
+        #expect(
+            s.decide(.reserve(feature: "cad", count: 1, holder: "bob", newId: "r"), caller: alice, now: t0).error?.code
+                == .accessDenied)
         #expect(s.decide(.unreserve(reservationId: "zz"), caller: admin, now: t0).error?.code == .reservationNotFound)
     }
 }
@@ -233,7 +264,8 @@ extension Result {
     @Test func activationChecks() {
         let s = state()
         #expect(s.decide(.activate(license("L9", to: ["OTHER"])), caller: admin, now: t0).error?.code == .wrongServer)
-        #expect(s.decide(.activate(license("L9", notAfter: t0 - 1)), caller: admin, now: t0).error?.code == .licenseExpired)
+        #expect(
+            s.decide(.activate(license("L9", notAfter: t0 - 1)), caller: admin, now: t0).error?.code == .licenseExpired)
         #expect(s.decide(.activate(license("L1")), caller: admin, now: t0).error?.code == .licenseAlreadyActive)
         #expect(s.decide(.activate(license("L9")), caller: alice, now: t0).error?.code == .accessDenied)
         #expect(s.decide(.activate(license("L9")), caller: admin, now: t0).error == nil)
@@ -274,7 +306,11 @@ extension Result {
         var s = state(seats: 5)
         var log: [Change] = [.serverIdSet(id: "SID-1"), .licenseActivated(license("L1", seats: 5))]
         for (i, n) in [1, 2].enumerated() {
-            let r = s.decide(.acquire(AcquireRequest(feature: "cad", count: UInt32(n), client: "c", ttlUSec: 10, requestId: "q\(i)", newLeaseId: "l\(i)")), caller: alice, now: t0)
+            let r = s.decide(
+                .acquire(
+                    AcquireRequest(
+                        feature: "cad", count: UInt32(n), client: "c", ttlUSec: 10, requestId: "q\(i)",
+                        newLeaseId: "l\(i)")), caller: alice, now: t0)
             let d = try! r.get()
             s.apply(d.changes)
             log += d.changes

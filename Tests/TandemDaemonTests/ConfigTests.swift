@@ -20,15 +20,19 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
     }
 
     @Test func keysAreRead() throws {
-        let c = try parse("# comment\n[Server]\nVendorKeys=/etc/tandem/keys\nAdminGroup=wheel\nDefaultLeaseSec=60\nMaxLeaseSec=600s\n")
-        #expect(c == {
-            var d = DaemonConfig()
-            d.vendorKeys = "/etc/tandem/keys"
-            d.adminGroup = "wheel"
-            d.defaultLeaseSec = 60
-            d.maxLeaseSec = 600
-            return d
-        }())
+        let c = try parse(
+            "# comment\n[Server]\nVendorKeys=/etc/tandem/keys\nAdminGroup=wheel\nDefaultLeaseSec=60\nMaxLeaseSec=600s\n"
+        )
+        #expect(
+            c
+                == {
+                    var d = DaemonConfig()
+                    d.vendorKeys = "/etc/tandem/keys"
+                    d.adminGroup = "wheel"
+                    d.defaultLeaseSec = 60
+                    d.maxLeaseSec = 600
+                    return d
+                }())
     }
 
     @Test(arguments: [
@@ -42,7 +46,7 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         ("[Server]\nVendorKeys=relative/path\n", 2, "absolute"),
         ("[Server]\nDefaultLeaseSec=100\nMaxLeaseSec=50\n", 3, "larger than"),
         ("[Pair]\nPartitionPolicy=majority\n", 2, "'takeover' or 'split'"),
-        ("[Pair]\nSplitPrimaryPercent=101\n", 2, "from 0 to 100"),
+        ("[Pair]\nSplitPrimaryPercent=101\n", 2, "from 0 to 100")
     ])
     func badConfigNamesFileLineAndReason(_ input: (String, Int, String)) {
         do {
@@ -58,7 +62,9 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
 
     @Test func partitionModeFollowsWitnessAndPolicy() throws {
         #expect(try parse("").pair.partitionMode == .takeover)
-        #expect(try parse("[Pair]\nPartitionPolicy=split\nSplitPrimaryPercent=70\n").pair.partitionMode == .split(primaryPercent: 70))
+        #expect(
+            try parse("[Pair]\nPartitionPolicy=split\nSplitPrimaryPercent=70\n").pair.partitionMode
+                == .split(primaryPercent: 70))
         #expect(try parse("[Pair]\nPartitionPolicy=split\n").pair.partitionMode == .split(primaryPercent: 50))
         #expect(try parse("[Pair]\nPartitionPolicy=split\nWitness=w.example:7392\n").pair.partitionMode == .witness)
     }
@@ -67,15 +73,20 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         let dir = makeTempDir("conf")
         try FileManager.default.createDirectory(atPath: dir + "/tandemd.conf.d", withIntermediateDirectories: true)
         try "[Server]\nDefaultLeaseSec=10\n".write(toFile: dir + "/tandemd.conf", atomically: true, encoding: .utf8)
-        try "[Server]\nDefaultLeaseSec=20\n".write(toFile: dir + "/tandemd.conf.d/10-a.conf", atomically: true, encoding: .utf8)
-        try "[Server]\nDefaultLeaseSec=30\n".write(toFile: dir + "/tandemd.conf.d/20-b.conf", atomically: true, encoding: .utf8)
-        try "[Server]\nDefaultLeaseSec=99\n".write(toFile: dir + "/tandemd.conf.d/30-ignored.txt", atomically: true, encoding: .utf8)
+        try "[Server]\nDefaultLeaseSec=20\n".write(
+            toFile: dir + "/tandemd.conf.d/10-a.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nDefaultLeaseSec=30\n".write(
+            toFile: dir + "/tandemd.conf.d/20-b.conf", atomically: true, encoding: .utf8)
+        try "[Server]\nDefaultLeaseSec=99\n".write(
+            toFile: dir + "/tandemd.conf.d/30-ignored.txt", atomically: true, encoding: .utf8)
         #expect(try DaemonConfig.load(path: dir + "/tandemd.conf", required: true).defaultLeaseSec == 30)
         #expect(throws: ConfigError.self) { try DaemonConfig.load(path: dir + "/missing.conf", required: true) }
     }
 
     @Test func commandLine() throws {
-        let command = try TandemdCommand.parse(["--config", "/x.conf", "--state-dir", "/s", "--user", "--log-level", "debug"])
+        let command = try TandemdCommand.parse([
+            "--config", "/x.conf", "--state-dir", "/s", "--user", "--log-level", "debug"
+        ])
         let o = command.options, level = command.logLevel
         #expect(o.configPath == "/x.conf" && o.configGiven && o.stateDir == "/s" && o.userBus && level == .debug)
         #expect(throws: (any Error).self) { try TandemdCommand.parse(["--bogus"]) }

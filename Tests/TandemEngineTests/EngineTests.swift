@@ -17,14 +17,17 @@ func makeEngine(dir: String? = nil, clock: FakeClock = FakeClock()) throws -> (E
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
     let key = VendorPrivateKey()
     let store = try Store(path: d + "/t.db", logger: Logger(label: "test"))
-    let engine = try Engine(store: store, settings: EngineSettings(trustedKeys: TrustedKeys([key.publicKey])),
-                            logger: Logger(label: "test"), clock: { clock.now })
+    let engine = try Engine(
+        store: store, settings: EngineSettings(trustedKeys: TrustedKeys([key.publicKey])),
+        logger: Logger(label: "test"), clock: { clock.now })
     return (engine, d, key)
 }
 
 func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
-    let doc = try key.sign(LicenseDocument(id: "L1", product: "P", feature: "cad", seats: seats, notAfter: nil,
-                                           issuedTo: [e.state.serverId], issuedAt: "2026-01-01", keyId: ""))
+    let doc = try key.sign(
+        LicenseDocument(
+            id: "L1", product: "P", feature: "cad", seats: seats, notAfter: nil,
+            issuedTo: [e.state.serverId], issuedAt: "2026-01-01", keyId: ""))
     _ = try e.activate(document: doc.text, caller: .root).decision.get()
     try e.flush()
 }
@@ -36,7 +39,8 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         let seqBefore = e.store.lastSeq
         var answered: [Int] = []
         for i in 0..<5 {
-            let ticket = e.acquire(feature: "cad", count: 1, client: "c\(i)", ttlUSec: nil, requestId: nil, caller: .root)
+            let ticket = e.acquire(
+                feature: "cad", count: 1, client: "c\(i)", ttlUSec: nil, requestId: nil, caller: .root)
             _ = try ticket.decision.get()
             ticket.whenAnswered { _ in answered.append(i) }
         }
@@ -54,7 +58,7 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         var (e, dir, _): (Engine?, String, VendorPrivateKey) = try makeEngine()
         let id = e!.state.serverId
         #expect(id.hasPrefix("TS-") && id.count == 22)
-        e = nil // the database is locked while its engine is open
+        e = nil  // the database is locked while its engine is open
         let (again, _, _) = try makeEngine(dir: dir)
         #expect(again.state.serverId == id)
     }
@@ -62,9 +66,16 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
     @Test func leaseTimeLimits() throws {
         let (e, _, key) = try makeEngine()
         try activate(e, key)
-        #expect(e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: 999_999, requestId: nil, caller: .root).decision.error?.code == .invalidArgs)
-        #expect(e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: e.settings.maxLeaseUSec + 1, requestId: nil, caller: .root).decision.error?.code == .invalidArgs)
-        let l = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: nil, requestId: nil, caller: .root).decision.get()
+        #expect(
+            e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: 999_999, requestId: nil, caller: .root).decision
+                .error?.code == .invalidArgs)
+        #expect(
+            e.acquire(
+                feature: "cad", count: 1, client: "c", ttlUSec: e.settings.maxLeaseUSec + 1, requestId: nil,
+                caller: .root
+            ).decision.error?.code == .invalidArgs)
+        let l = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: nil, requestId: nil, caller: .root)
+            .decision.get()
         guard case .leaseGranted(let lease, _) = l else { Issue.record("no lease"); return }
         #expect(lease.ttlUSec == e.settings.defaultLeaseUSec)
     }
@@ -73,12 +84,16 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
         let clock = FakeClock()
         let (e, _, key) = try makeEngine(clock: clock)
         try activate(e, key, seats: 1)
-        _ = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: usecPerSecond, requestId: nil, caller: .root).decision.get()
+        _ = try e.acquire(feature: "cad", count: 1, client: "c", ttlUSec: usecPerSecond, requestId: nil, caller: .root)
+            .decision.get()
         try e.flush()
-        #expect(e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).decision.error?.code == .insufficientSeats)
+        #expect(
+            e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).decision
+                .error?.code == .insufficientSeats)
         clock.now += usecPerSecond
         // The expired lease goes first, so the seat is free again.
-        _ = try e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).decision.get()
+        _ = try e.acquire(feature: "cad", count: 1, client: "d", ttlUSec: nil, requestId: nil, caller: .root).decision
+            .get()
         var committed: [Change] = []
         e.onCommit = { committed += $0.map(\.change) }
         try e.flush()
@@ -104,10 +119,14 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
     @Test func untrustedOrMalformedLicensesAreRefusedBeforeTheCore() throws {
         let (e, _, _) = try makeEngine()
         let stranger = VendorPrivateKey()
-        let doc = try stranger.sign(LicenseDocument(id: "X", product: "P", feature: "cad", seats: 1, notAfter: nil,
-                                                    issuedTo: [e.state.serverId], issuedAt: "2026-01-01", keyId: ""))
+        let doc = try stranger.sign(
+            LicenseDocument(
+                id: "X", product: "P", feature: "cad", seats: 1, notAfter: nil,
+                issuedTo: [e.state.serverId], issuedAt: "2026-01-01", keyId: ""))
         #expect(e.activate(document: doc.text, caller: .root).decision.error?.code == .invalidLicense)
-        #expect(e.activate(document: doc.text, caller: Caller(uid: 5, isAdmin: false)).decision.error?.code == .accessDenied)
+        #expect(
+            e.activate(document: doc.text, caller: Caller(uid: 5, isAdmin: false)).decision.error?.code == .accessDenied
+        )
         #expect(!e.hasStaged)
     }
 }
@@ -124,20 +143,27 @@ extension Result {
         let (e, _, _) = try makeEngine(clock: clock)
         try e.flush()
         var base = e.state
-        base.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: 4, notAfterUSec: 0, issuedTo: [base.serverId, "TS-B"],
-                                             keyId: "k", document: "", activatedUSec: 1)))
+        base.apply(
+            .licenseActivated(
+                License(
+                    id: "L", product: "P", feature: "cad", seats: 4, notAfterUSec: 0, issuedTo: [base.serverId, "TS-B"],
+                    keyId: "k", document: "", activatedUSec: 1)))
         var settings = PairSettings()
         settings.partition = .split(primaryPercent: 50)
         let at = e.store.lastSeq
-        e.startPair(PairNode(index: 0, baseState: base, base: at, baseEpoch: 0, log: [], promisedEpoch: 0, settings: settings, now: clock.now),
-                    peerServerId: "TS-B")
+        e.startPair(
+            PairNode(
+                index: 0, baseState: base, base: at, baseEpoch: 0, log: [], promisedEpoch: 0, settings: settings,
+                now: clock.now),
+            peerServerId: "TS-B")
         // The peer never answers: the primary takes over alone after FailoverTimeoutSec.
         clock.now += 3_100_000
         e.tick()
         try e.flush()
         #expect(e.pair?.node.isServing(now: clock.now) == true)
         var answered: TandemError??
-        let ticket = e.acquire(feature: "cad", count: 2, client: "c", ttlUSec: 60_000_000, requestId: nil, caller: .root)
+        let ticket = e.acquire(
+            feature: "cad", count: 2, client: "c", ttlUSec: 60_000_000, requestId: nil, caller: .root)
         guard case .leaseGranted(let lease, _) = try ticket.decision.get() else {
             Issue.record("no lease")
             return
@@ -148,13 +174,20 @@ extension Result {
         #expect(try e.store.pairProgress().splitBase == at)
         // A leader of a newer epoch turns up with a log that lacks that grant: it is cut from
         // the log and kept, durably, until merged.
-        e.pairReceive(from: .node(1), .append(epoch: 3, prevSeq: at, prevEpoch: 0,
-                                              entries: [LogEntry(seq: at + 1, epoch: 3, change: .epochStarted(epoch: 3))], leaderLastSeq: at + 1))
+        e.pairReceive(
+            from: .node(1),
+            .append(
+                epoch: 3, prevSeq: at, prevEpoch: 0,
+                entries: [LogEntry(seq: at + 1, epoch: 3, change: .epochStarted(epoch: 3))], leaderLastSeq: at + 1))
         try e.flush()
         #expect(e.state.leases[lease.id] == nil)
         let stored = try e.store.pairProgress()
         #expect(stored.unmerged.map(\.change) == e.pair?.node.unmerged.map(\.change))
-        if case .leaseGranted(let l)? = stored.unmerged.first?.change { #expect(l.id == lease.id) } else { Issue.record("\(stored.unmerged)") }
+        if case .leaseGranted(let l)? = stored.unmerged.first?.change {
+            #expect(l.id == lease.id)
+        } else {
+            Issue.record("\(stored.unmerged)")
+        }
         #expect(stored.splitBase == at)
     }
 }

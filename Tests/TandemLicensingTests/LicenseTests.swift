@@ -4,8 +4,10 @@ import TandemCore
 @testable import TandemLicensing
 
 func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "2030-01-31") throws -> LicenseDocument {
-    try key.sign(LicenseDocument(id: "LIC-1", product: "Demo Suite", feature: "demo", seats: seats, notAfter: notAfter,
-                                 issuedTo: ["TS-A", "TS-B"], issuedAt: "2026-11-29", keyId: ""))
+    try key.sign(
+        LicenseDocument(
+            id: "LIC-1", product: "Demo Suite", feature: "demo", seats: seats, notAfter: notAfter,
+            issuedTo: ["TS-A", "TS-B"], issuedAt: "2026-11-29", keyId: ""))
 }
 
 @Suite struct Licensing {
@@ -33,8 +35,10 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
         } catch { #expect(error.code == .invalidLicense) }
     }
 
-    @Test(arguments: ["", "garbage", "Tandem-License: 2\n", "Tandem-License: 1\nId: X\n",
-                      "Tandem-License: 1\nId: X\nProduct: P\nFeature: f\nSeats: 0\nIssued-To: S\nIssued-At: d\nKey-Id: k\nSignature: AAAA\n"])
+    @Test(arguments: [
+        "", "garbage", "Tandem-License: 2\n", "Tandem-License: 1\nId: X\n",
+        "Tandem-License: 1\nId: X\nProduct: P\nFeature: f\nSeats: 0\nIssued-To: S\nIssued-At: d\nKey-Id: k\nSignature: AAAA\n"
+    ])
     func malformedDocumentsAreInvalid(_ text: String) {
         do {
             _ = try LicenseDocument.parse(text)

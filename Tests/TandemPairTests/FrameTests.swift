@@ -38,7 +38,8 @@ import TandemPair
         let captured = old.seal(.probe(nonce: 1), now: now - 60_000_000)
         #expect(opener.open(captured, now: now) == .failure(.replayed))
         var fresh = FrameSealer(key: key, bootId: 2)
-        #expect(opener.open(fresh.seal(.probe(nonce: 2), now: now + 10_000_000), now: now) == .success(.probe(nonce: 2)))
+        #expect(
+            opener.open(fresh.seal(.probe(nonce: 2), now: now + 10_000_000), now: now) == .success(.probe(nonce: 2)))
     }
 
     @Test func keyFilesAreWrittenPrivateAndLooseOnesRefused() throws {
@@ -47,7 +48,7 @@ import TandemPair
         try key.write(path: path)
         let attrs = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attrs[.posixPermissions] as? Int) == 0o600)
-        #expect(throws: PairKeyError.self) { try key.write(path: path) } // never overwrites
+        #expect(throws: PairKeyError.self) { try key.write(path: path) }  // never overwrites
         let loaded = try PairKey.load(path: path)
         var s = FrameSealer(key: loaded)
         var o = FrameOpener(key: key)
@@ -67,43 +68,65 @@ import TandemPair
         let a1 = PairMessage.append(epoch: 2, prevSeq: 4, prevEpoch: 2, entries: [entry(5)], leaderLastSeq: 5)
         let a2 = PairMessage.append(epoch: 2, prevSeq: 5, prevEpoch: 2, entries: [entry(6), entry(7)], leaderLastSeq: 7)
         let gap = PairMessage.append(epoch: 2, prevSeq: 9, prevEpoch: 2, entries: [entry(10)], leaderLastSeq: 10)
-        let out = PairMessage.coalesced([(.node(1), a1), (.node(1), a2), (.node(1), gap), (.witness, .releaseLease(epoch: 2))])
+        let out = PairMessage.coalesced([
+            (.node(1), a1), (.node(1), a2), (.node(1), gap), (.witness, .releaseLease(epoch: 2))
+        ])
         #expect(out.count == 3)
-        #expect(out[0].1 == .append(epoch: 2, prevSeq: 4, prevEpoch: 2, entries: [entry(5), entry(6), entry(7)], leaderLastSeq: 7))
+        #expect(
+            out[0].1
+                == .append(
+                    epoch: 2, prevSeq: 4, prevEpoch: 2, entries: [entry(5), entry(6), entry(7)], leaderLastSeq: 7))
         #expect(out[1].1 == gap)
-        let acks = PairMessage.coalesced([(.node(0), .ack(epoch: 2, matchSeq: 5, caughtUp: false)),
-                                          (.node(0), .ack(epoch: 2, matchSeq: 9, caughtUp: true)),
-                                          (.node(0), .ack(epoch: 2, matchSeq: 7, caughtUp: false)),
-                                          (.node(0), .ack(epoch: 4, matchSeq: 3, caughtUp: false))])
-        #expect(acks.map(\.1) == [.ack(epoch: 2, matchSeq: 9, caughtUp: true), .ack(epoch: 4, matchSeq: 3, caughtUp: false)])
+        let acks = PairMessage.coalesced([
+            (.node(0), .ack(epoch: 2, matchSeq: 5, caughtUp: false)),
+            (.node(0), .ack(epoch: 2, matchSeq: 9, caughtUp: true)),
+            (.node(0), .ack(epoch: 2, matchSeq: 7, caughtUp: false)),
+            (.node(0), .ack(epoch: 4, matchSeq: 3, caughtUp: false))
+        ])
+        #expect(
+            acks.map(\.1) == [.ack(epoch: 2, matchSeq: 9, caughtUp: true), .ack(epoch: 4, matchSeq: 3, caughtUp: false)]
+        )
     }
 }
 
 @Suite struct WireFormat {
-    static let lease = Lease(id: "lease-1", feature: "cad", client: "ws-1", count: 2, uid: 1000, requestId: "r1",
-                             acquiredUSec: 1, expiresUSec: 1 << 40, ttlUSec: 300_000_000, epoch: 7)
+    static let lease = Lease(
+        id: "lease-1", feature: "cad", client: "ws-1", count: 2, uid: 1000, requestId: "r1",
+        acquiredUSec: 1, expiresUSec: 1 << 40, ttlUSec: 300_000_000, epoch: 7)
     static let changes: [Change] = [
         .serverIdSet(id: "TS-1"),
-        .licenseActivated(License(id: "L1", product: "P", feature: "cad", seats: 40, notAfterUSec: 0, issuedTo: ["TS-1", "TS-2"],
-                                  keyId: "k", document: "doc\nwith ünïcode", activatedUSec: 99)),
+        .licenseActivated(
+            License(
+                id: "L1", product: "P", feature: "cad", seats: 40, notAfterUSec: 0, issuedTo: ["TS-1", "TS-2"],
+                keyId: "k", document: "doc\nwith ünïcode", activatedUSec: 99)),
         .licenseDeactivated(id: "L1"), .leaseGranted(lease),
-        .leaseGranted(Lease(id: "l2", feature: "f", client: "", count: 1, uid: nil, requestId: nil, acquiredUSec: 0, expiresUSec: 0, ttlUSec: 0, epoch: 0)),
+        .leaseGranted(
+            Lease(
+                id: "l2", feature: "f", client: "", count: 1, uid: nil, requestId: nil, acquiredUSec: 0, expiresUSec: 0,
+                ttlUSec: 0, epoch: 0)),
         .leaseRenewed(id: "lease-1", expiresUSec: UInt64.max), .leaseReleased(id: "lease-1"), .leaseExpired(id: "x"),
-        .reservationAdded(Reservation(id: "res", feature: "cad", holder: "h", count: 3)), .reservationRemoved(id: "res"),
-        .epochStarted(epoch: 12), .leasesMerged(epoch: 5, through: 99),
+        .reservationAdded(Reservation(id: "res", feature: "cad", holder: "h", count: 3)),
+        .reservationRemoved(id: "res"),
+        .epochStarted(epoch: 12), .leasesMerged(epoch: 5, through: 99)
     ]
     static let messages: [PairMessage] = [
-        .append(epoch: 4, prevSeq: 10, prevEpoch: 3, entries: changes.enumerated().map { LogEntry(seq: UInt64(11 + $0.offset), epoch: 4, change: $0.element) }, leaderLastSeq: 30),
+        .append(
+            epoch: 4, prevSeq: 10, prevEpoch: 3,
+            entries: changes.enumerated().map { LogEntry(seq: UInt64(11 + $0.offset), epoch: 4, change: $0.element) },
+            leaderLastSeq: 30),
         .append(epoch: 4, prevSeq: 10, prevEpoch: 3, entries: [], leaderLastSeq: 10),
         .ack(epoch: 4, matchSeq: 22, caughtUp: true), .ack(epoch: 4, matchSeq: 0, caughtUp: false),
-        .mismatch(epoch: 4, lastSeq: 9, epochTable: [EpochRange(epoch: 2, lastSeq: 5), EpochRange(epoch: 3, lastSeq: 9)]),
+        .mismatch(
+            epoch: 4, lastSeq: 9, epochTable: [EpochRange(epoch: 2, lastSeq: 5), EpochRange(epoch: 3, lastSeq: 9)]),
         .stale(epoch: 8), .handoverRequest(epoch: 8), .handoverReady(epoch: 8, lastSeq: 100),
         .snapshot(epoch: 6, seq: 70, seqEpoch: 5, part: 1, parts: 3, changes: changes),
         .merge(epoch: 6, entries: [LogEntry(seq: 3, epoch: 5, change: .leaseGranted(lease))]),
-        .voteRequest(epoch: 6, lastSeq: 3, lastEpoch: 5), .voteGranted(epoch: 6, leaseUSec: 2_500_000), .voteDenied(epoch: 6, votedEpoch: 7),
-        .renew(epoch: 6, recordSeq: 9, recordEpoch: 6, sentAt: 1), .renew(epoch: 6, recordSeq: nil, recordEpoch: nil, sentAt: 2),
+        .voteRequest(epoch: 6, lastSeq: 3, lastEpoch: 5), .voteGranted(epoch: 6, leaseUSec: 2_500_000),
+        .voteDenied(epoch: 6, votedEpoch: 7),
+        .renew(epoch: 6, recordSeq: 9, recordEpoch: 6, sentAt: 1),
+        .renew(epoch: 6, recordSeq: nil, recordEpoch: nil, sentAt: 2),
         .renewed(epoch: 6, recordedSeq: 9, sentAt: 1), .renewed(epoch: 6, recordedSeq: nil, sentAt: 1),
-        .deposed(votedEpoch: 9), .releaseLease(epoch: 6),
+        .deposed(votedEpoch: 9), .releaseLease(epoch: 6)
     ]
 
     @Test func everyMessageRoundTripsThroughTheBinaryFormAndTheFrame() throws {
@@ -131,8 +154,9 @@ import TandemPair
         // Authenticated but undecodable: malformed (a key holder sending garbage).
         var sealer = FrameSealer(key: PairKey.generate(), bootId: 4)
         var opener = FrameOpener(key: sealer.key)
-        var frame = Array(sealer.seal(.pair(.ack(epoch: 1, matchSeq: 1, caughtUp: true)), now: 1_800_000_000_000_000).dropLast(32))
-        frame[29] = 250 // unknown message tag
+        var frame = Array(
+            sealer.seal(.pair(.ack(epoch: 1, matchSeq: 1, caughtUp: true)), now: 1_800_000_000_000_000).dropLast(32))
+        frame[29] = 250  // unknown message tag
         frame += sealer.key.tag(frame)
         #expect(opener.open(frame, now: 1_800_000_000_000_000) == .failure(.malformed))
     }

@@ -27,16 +27,22 @@ import TandemCore
     }
 
     @Test func anEngineSeedReplaysExactly() async {
-        let (a, b) = await onOwnThread { (runSeeds(9..<10) { $0.engine = true }.first!, runSeeds(9..<10) { $0.engine = true }.first!) }
+        let (a, b) = await onOwnThread {
+            (runSeeds(9..<10) { $0.engine = true }.first!, runSeeds(9..<10) { $0.engine = true }.first!)
+        }
         #expect(a.passed, "\(a)")
-        #expect(a.events == b.events && a.granted == b.granted && a.faults == b.faults && a.convergedAfterUSec == b.convergedAfterUSec)
+        #expect(
+            a.events == b.events && a.granted == b.granted && a.faults == b.faults
+                && a.convergedAfterUSec == b.convergedAfterUSec)
     }
 
     @Test func aSeedReplaysExactly() {
         let a = runSeeds(7..<8).first!
         let b = runSeeds(7..<8).first!
         #expect(a.passed)
-        #expect(a.events == b.events && a.granted == b.granted && a.faults == b.faults && a.convergedAfterUSec == b.convergedAfterUSec)
+        #expect(
+            a.events == b.events && a.granted == b.granted && a.faults == b.faults
+                && a.convergedAfterUSec == b.convergedAfterUSec)
         let c = runSeeds(8..<9).first!
         #expect(c.events != a.events, "different seeds should differ")
     }
@@ -55,13 +61,15 @@ import TandemCore
 
     @Test func heavierFaultsStillKeepTheInvariants() async {
         let results = await onOwnThread {
-            runSeeds(5000..<5050, configure: { cfg in
-                cfg.meanFaultIntervalUSec = 1_500_000
-                cfg.dropRate = 0.2
-                cfg.duplicateRate = 0.1
-                cfg.clients = 8
-                cfg.seats = 4
-            })
+            runSeeds(
+                5000..<5050,
+                configure: { cfg in
+                    cfg.meanFaultIntervalUSec = 1_500_000
+                    cfg.dropRate = 0.2
+                    cfg.duplicateRate = 0.1
+                    cfg.clients = 8
+                    cfg.seats = 4
+                })
         }
         for r in results where !r.passed {
             Issue.record("\(r)")
@@ -73,20 +81,38 @@ import TandemCore
     @Test func votesOncePerEpochAndNotDuringALiveLease() {
         var w = PairWitness(leaseUSec: 1000, now: 0)
         // Just restarted: waits out a lease it may have forgotten.
-        #expect(w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 500).first?.1 == .voteDenied(epoch: 2, votedEpoch: 0))
-        #expect(w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 1000).first?.1 == .voteGranted(epoch: 2, leaseUSec: 1000))
+        #expect(
+            w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 500).first?.1
+                == .voteDenied(epoch: 2, votedEpoch: 0))
+        #expect(
+            w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 1000).first?.1
+                == .voteGranted(epoch: 2, leaseUSec: 1000))
         // The other node may not take over while node 0's lease lives...
-        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 1, lastEpoch: 2), now: 1500).first?.1 == .voteDenied(epoch: 3, votedEpoch: 2))
+        #expect(
+            w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 1, lastEpoch: 2), now: 1500).first?.1
+                == .voteDenied(epoch: 3, votedEpoch: 2))
         // ... renewals extend it ...
-        #expect(w.receive(from: 0, .renew(epoch: 2, recordSeq: 5, recordEpoch: 2, sentAt: 1), now: 1900).first?.1 == .renewed(epoch: 2, recordedSeq: 5, sentAt: 1))
-        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 5, lastEpoch: 2), now: 2800).first?.1 == .voteDenied(epoch: 3, votedEpoch: 2))
+        #expect(
+            w.receive(from: 0, .renew(epoch: 2, recordSeq: 5, recordEpoch: 2, sentAt: 1), now: 1900).first?.1
+                == .renewed(epoch: 2, recordedSeq: 5, sentAt: 1))
+        #expect(
+            w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 5, lastEpoch: 2), now: 2800).first?.1
+                == .voteDenied(epoch: 3, votedEpoch: 2))
         // ... and once it ran out, a candidate behind the recorded position is refused,
-        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 4, lastEpoch: 2), now: 3000).first?.1 == .voteDenied(epoch: 3, votedEpoch: 2))
+        #expect(
+            w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 4, lastEpoch: 2), now: 3000).first?.1
+                == .voteDenied(epoch: 3, votedEpoch: 2))
         // one that has it is elected, and the old leader is deposed.
-        #expect(w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 5, lastEpoch: 2), now: 3000).first?.1 == .voteGranted(epoch: 3, leaseUSec: 1000))
-        #expect(w.receive(from: 0, .renew(epoch: 2, recordSeq: nil, recordEpoch: nil, sentAt: 2), now: 3100).first?.1 == .deposed(votedEpoch: 3))
+        #expect(
+            w.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 5, lastEpoch: 2), now: 3000).first?.1
+                == .voteGranted(epoch: 3, leaseUSec: 1000))
+        #expect(
+            w.receive(from: 0, .renew(epoch: 2, recordSeq: nil, recordEpoch: nil, sentAt: 2), now: 3100).first?.1
+                == .deposed(votedEpoch: 3))
         // An epoch is never voted twice.
-        #expect(w.receive(from: 0, .voteRequest(epoch: 3, lastSeq: 9, lastEpoch: 3), now: 9000).first?.1 == .voteDenied(epoch: 3, votedEpoch: 3))
+        #expect(
+            w.receive(from: 0, .voteRequest(epoch: 3, lastSeq: 9, lastEpoch: 3), now: 9000).first?.1
+                == .voteDenied(epoch: 3, votedEpoch: 3))
     }
 }
 
@@ -94,7 +120,11 @@ import TandemCore
 func licensedState(seats: UInt32) -> LicenseState {
     var s = LicenseState()
     s.apply(.serverIdSet(id: "S"))
-    s.apply(.licenseActivated(License(id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k", document: "")))
+    s.apply(
+        .licenseActivated(
+            License(
+                id: "L", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["S"], keyId: "k",
+                document: "")))
     return s
 }
 
@@ -115,8 +145,9 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(primary.isServing(now: 3_000_200))
         #expect(primary.log.first?.change == .epochStarted(epoch: epoch))
         // A client request is held until the backup has the change.
-        let out = primary.request(ref: 1, .acquire(feature: "cad", count: 1, client: "c", ttlUSec: 10_000_000, requestId: "r"),
-                                  now: 3_000_300, newLeaseId: "lease-1")
+        let out = primary.request(
+            ref: 1, .acquire(feature: "cad", count: 1, client: "c", ttlUSec: 10_000_000, requestId: "r"),
+            now: 3_000_300, newLeaseId: "lease-1")
         #expect(!out.contains { if case .reply = $0 { true } else { false } })
         // Deliver both appends to the backup and its acks back.
         var answers: [ClientReply] = []
@@ -126,17 +157,26 @@ func licensedState(seats: UInt32) -> LicenseState {
             }
         }
         #expect(answers.count == 1)
-        if case .granted(let id, _)? = answers.first?.normalized { #expect(id == "lease-1") } else { Issue.record("\(answers)") }
+        if case .granted(let id, _)? = answers.first?.normalized {
+            #expect(id == "lease-1")
+        } else {
+            Issue.record("\(answers)")
+        }
         #expect(backup.state.leases["lease-1"] != nil)
         #expect(backup.pairStatus(now: 3_000_600) == .pairedAndAvailable)
         // The backup refuses clients and names the leader.
-        #expect(backup.request(ref: 2, .release(leaseId: "lease-1"), now: 3_000_700, newLeaseId: "x") == [.reply(ref: 2, .notServing(leader: 0))])
+        #expect(
+            backup.request(ref: 2, .release(leaseId: "lease-1"), now: 3_000_700, newLeaseId: "x") == [
+                .reply(ref: 2, .notServing(leader: 0))
+            ])
     }
 
     @Test func aStaleLeaderIsTurnedAway() {
         var backup = PairNode(index: 1, initial: initial(), now: 0)
-        _ = backup.receive(from: .node(0), .append(epoch: 4, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0), now: 10)
-        let reply = backup.receive(from: .node(0), .append(epoch: 2, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0), now: 20)
+        _ = backup.receive(
+            from: .node(0), .append(epoch: 4, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0), now: 10)
+        let reply = backup.receive(
+            from: .node(0), .append(epoch: 2, prevSeq: 0, prevEpoch: 0, entries: [], leaderLastSeq: 0), now: 20)
         #expect(reply == [.send(.node(0), .stale(epoch: 4))])
     }
 }
@@ -145,7 +185,9 @@ func licensedState(seats: UInt32) -> LicenseState {
     @Test(arguments: [PartitionMode.takeover, .split(primaryPercent: 50)])
     func seedsWithoutAWitnessKeepTheirInvariants(mode: PartitionMode) async {
         for r in await onOwnThread({ runSeeds(1..<41, configure: { $0.partition = mode }) }) where !r.passed {
-            Issue.record("\(r) — replay with: swift run tandem-sim --partition \(mode == .takeover ? "takeover" : "split") --seed \(r.seed)")
+            Issue.record(
+                "\(r) — replay with: swift run tandem-sim --partition \(mode == .takeover ? "takeover" : "split") --seed \(r.seed)"
+            )
         }
     }
 
@@ -158,8 +200,11 @@ func licensedState(seats: UInt32) -> LicenseState {
         init(_ mode: PartitionMode, seats: UInt32) {
             var settings = PairSettings()
             settings.partition = mode
-            nodes = (0..<2).map { PairNode(index: $0, baseState: licensedState(seats: seats), base: 0, baseEpoch: 0, log: [], promisedEpoch: 0,
-                                           settings: settings, now: 0) }
+            nodes = (0..<2).map {
+                PairNode(
+                    index: $0, baseState: licensedState(seats: seats), base: 0, baseEpoch: 0, log: [], promisedEpoch: 0,
+                    settings: settings, now: 0)
+            }
         }
         mutating func deliver(_ effects: [NodeEffect], from i: Int) {
             var queue = effects.map { (i, $0) }
@@ -167,7 +212,8 @@ func licensedState(seats: UInt32) -> LicenseState {
                 let (src, e) = queue.removeFirst()
                 switch e {
                 case .reply(let ref, let r): answers[ref] = r.normalized
-                case .send(.node(let j), let m) where linked: queue += nodes[j].receive(from: .node(src), m, now: now).map { (j, $0) }
+                case .send(.node(let j), let m) where linked:
+                    queue += nodes[j].receive(from: .node(src), m, now: now).map { (j, $0) }
                 default: break
                 }
             }
@@ -181,8 +227,12 @@ func licensedState(seats: UInt32) -> LicenseState {
             }
         }
         mutating func acquire(on i: Int, ref: Int, count: UInt32 = 1) -> SimReply? {
-            deliver(nodes[i].request(ref: ref, .acquire(feature: "cad", count: count, client: "c\(ref)", ttlUSec: 600_000_000, requestId: "r\(ref)"),
-                                     now: now, newLeaseId: "lease-\(ref)"), from: i)
+            deliver(
+                nodes[i].request(
+                    ref: ref,
+                    .acquire(
+                        feature: "cad", count: count, client: "c\(ref)", ttlUSec: 600_000_000, requestId: "r\(ref)"),
+                    now: now, newLeaseId: "lease-\(ref)"), from: i)
             return answers[ref]
         }
         func inUse(_ i: Int) -> UInt32 { nodes[i].state.leases.values.reduce(0) { $0 + $1.count } }
@@ -202,8 +252,14 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(p.acquire(on: 0, ref: 2).map { if case .granted = $0 { true } else { false } } == true)
         #expect(p.acquire(on: 1, ref: 3).map { if case .granted = $0 { true } else { false } } == true)
         // Administrative changes wait for the pair.
-        let (decision, _) = p.nodes[0].perform(ref: 9, .reserve(feature: "cad", count: 1, holder: "h", newId: "res-1"), caller: .root, now: p.now)
-        #expect(decision == .refused(TandemError(.peerUnreachable, "the peer is out of reach: administrative changes wait until the pair is back together")))
+        let (decision, _) = p.nodes[0].perform(
+            ref: 9, .reserve(feature: "cad", count: 1, holder: "h", newId: "res-1"), caller: .root, now: p.now)
+        #expect(
+            decision
+                == .refused(
+                    TandemError(
+                        .peerUnreachable,
+                        "the peer is out of reach: administrative changes wait until the pair is back together")))
         // Heal: one node leads, the other's lease changes are merged; three seats of two are in use.
         p.linked = true
         p.run(seconds: 5)
@@ -214,7 +270,9 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(p.nodes[0].unmerged.isEmpty && p.nodes[1].unmerged.isEmpty)
         #expect(p.nodes[leader].pairStatus(now: p.now) == .pairedAndAvailable)
         // No new grant until usage is back under the seat count.
-        #expect(p.acquire(on: leader, ref: 4).map { if case .refused(.insufficientSeats, _) = $0 { true } else { false } } == true)
+        #expect(
+            p.acquire(on: leader, ref: 4).map { if case .refused(.insufficientSeats, _) = $0 { true } else { false } }
+                == true)
     }
 
     @Test func splitGrantsOnlyEachSidesShareWhileCutOff() {
@@ -243,7 +301,8 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(p.nodes[0].state.leases == p.nodes[1].state.leases)
         #expect(p.inUse(leader) == 5)
         #expect(p.nodes[leader].splitBasePos == nil && p.nodes[1 - leader].splitBasePos == nil)
-        p.deliver(p.nodes[leader].request(ref: 50, .release(leaseId: "lease-1"), now: p.now, newLeaseId: "x"), from: leader)
+        p.deliver(
+            p.nodes[leader].request(ref: 50, .release(leaseId: "lease-1"), now: p.now, newLeaseId: "x"), from: leader)
         #expect(p.acquire(on: leader, ref: 51).map { if case .granted = $0 { true } else { false } } == true)
     }
 }

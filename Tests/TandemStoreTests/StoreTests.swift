@@ -7,14 +7,16 @@ import TandemTesting
 
 func tempDir() -> String { makeTempDir("store") }
 
-let lic = License(id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec: 0, issuedTo: ["S1", "S2"], keyId: "k", document: "doc\ntext", activatedUSec: 7)
+let lic = License(
+    id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec: 0, issuedTo: ["S1", "S2"], keyId: "k",
+    document: "doc\ntext", activatedUSec: 7)
 
 @Suite struct StoreTests {
     @Test func durabilitySettingsReadBack() throws {
         let dir = tempDir()
         let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
         #expect(try store.db.pragma("journal_mode") == "wal")
-        #expect(try store.db.pragma("synchronous") == "2") // FULL
+        #expect(try store.db.pragma("synchronous") == "2")  // FULL
         #expect(store.schemaVersion == Store.migrations.count)
     }
 
@@ -23,11 +25,17 @@ let lic = License(id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec
         var expected = LicenseState()
         let changes: [Change] = [
             .serverIdSet(id: "S1"), .licenseActivated(lic),
-            .leaseGranted(Lease(id: "a", feature: "cad", client: "c", count: 2, uid: 1000, requestId: "r", acquiredUSec: 1, expiresUSec: 99, ttlUSec: 98, epoch: 1)),
-            .leaseGranted(Lease(id: "b", feature: "cad", client: "d", count: 1, uid: nil, requestId: nil, acquiredUSec: 1, expiresUSec: 50, ttlUSec: 49, epoch: 1)),
+            .leaseGranted(
+                Lease(
+                    id: "a", feature: "cad", client: "c", count: 2, uid: 1000, requestId: "r", acquiredUSec: 1,
+                    expiresUSec: 99, ttlUSec: 98, epoch: 1)),
+            .leaseGranted(
+                Lease(
+                    id: "b", feature: "cad", client: "d", count: 1, uid: nil, requestId: nil, acquiredUSec: 1,
+                    expiresUSec: 50, ttlUSec: 49, epoch: 1)),
             .leaseRenewed(id: "a", expiresUSec: 200),
             .leaseReleased(id: "b"),
-            .reservationAdded(Reservation(id: "r1", feature: "cad", holder: "h", count: 1)),
+            .reservationAdded(Reservation(id: "r1", feature: "cad", holder: "h", count: 1))
         ]
         expected.apply(changes)
         expected.denied = ["cad": 3]
@@ -53,7 +61,11 @@ let lic = License(id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec
         try store.commit([.licenseActivated(lic)], epoch: 1, now: 1)
         // The second activation of the same id violates the primary key: all of the batch is rolled back.
         #expect(throws: SQLiteError.self) {
-            try store.commit([.reservationAdded(Reservation(id: "r", feature: "cad", holder: "h", count: 1)), .licenseActivated(lic)], epoch: 1, now: 2)
+            try store.commit(
+                [
+                    .reservationAdded(Reservation(id: "r", feature: "cad", holder: "h", count: 1)),
+                    .licenseActivated(lic)
+                ], epoch: 1, now: 2)
         }
         #expect(try store.load().reservations.isEmpty)
         #expect(store.lastSeq == 1)
@@ -75,7 +87,8 @@ let lic = License(id: "L1", product: "P", feature: "cad", seats: 5, notAfterUSec
         let dir = tempDir()
         var base = LicenseState()
         base.apply(.licenseActivated(lic))
-        let record = PairRecord(node: 1, peerAddress: "10.0.0.1", peerServerId: "S1", progress: PairProgress(promisedEpoch: 3))
+        let record = PairRecord(
+            node: 1, peerAddress: "10.0.0.1", peerServerId: "S1", progress: PairProgress(promisedEpoch: 3))
         do {
             let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
             try store.formPair(record, base: LogBase(seq: 7, epoch: 3, state: base), now: 1)
