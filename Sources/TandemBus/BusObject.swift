@@ -19,7 +19,6 @@ public enum BusAnswer {
     case now(Result<[BusValue], TandemError>)
     case later((@escaping (Result<[BusValue], TandemError>) -> Void) -> Void)
 
-    public static func values(_ v: [BusValue]) -> BusAnswer { .now(.success(v)) }
     public static func error(_ e: TandemError) -> BusAnswer { .now(.failure(e)) }
 }
 

@@ -7,7 +7,7 @@ import TandemEngine
 import TandemPair
 
 /// How the pair stands, as the Manager's properties report it.
-public struct PairReport: Sendable, Equatable {
+public struct PairReport: Sendable {
     public var serving: Bool
     public var peerAddress: String
     public var peerServerId: String
@@ -37,15 +37,6 @@ public struct PairReport: Sendable, Equatable {
         serving: true, peerAddress: "", peerServerId: "", peerStatus: .notAvailable,
         replicatedSeq: 0, witnessAddress: "", witnessStatus: "", rejectedFrames: [],
         partitionPolicy: "")
-
-    public static func == (a: PairReport, b: PairReport) -> Bool {
-        a.serving == b.serving && a.peerAddress == b.peerAddress && a.peerServerId == b.peerServerId
-            && a.peerStatus == b.peerStatus
-            && a.replicatedSeq == b.replicatedSeq && a.witnessAddress == b.witnessAddress
-            && a.witnessStatus == b.witnessStatus
-            && a.rejectedFrames.map(\.reason) == b.rejectedFrames.map(\.reason)
-            && a.rejectedFrames.map(\.count) == b.rejectedFrames.map(\.count) && a.partitionPolicy == b.partitionPolicy
-    }
 }
 
 /// The pair's administration and status, implemented by the daemon's pair host.
@@ -157,9 +148,11 @@ public final class LicenseManagerServer {
 
     // MARK: - Properties
 
-    func managerValue(_ p: ManagerProperty) -> BusValue {
+    /// A Manager property's value. The pair's report is built only for the pair's properties
+    /// (the seat counters are read far more often), once per caller when given.
+    func managerValue(_ p: ManagerProperty, report: PairReport? = nil) -> BusValue {
         let state = engine.state
-        let pair = pairControl?.report ?? .unpaired
+        var pair: PairReport { report ?? pairControl?.report ?? .unpaired }
         switch p {
         case .version: return .string(info.version)
         case .serverId: return .string(state.serverId)

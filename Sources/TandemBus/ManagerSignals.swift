@@ -107,8 +107,9 @@ extension LicenseManagerServer {
     /// Announces the pair's status properties that changed since the last call; returns whether any did.
     @discardableResult
     public func announcePairStatus() -> Bool {
+        let report = pairControl?.report ?? .unpaired
         var now: [ManagerProperty: BusValue] = [:]
-        for p in ManagerProperty.pairStatusProperties { now[p] = managerValue(p) }
+        for p in ManagerProperty.pairStatusProperties { now[p] = managerValue(p, report: report) }
         let changed = Set(ManagerProperty.pairStatusProperties.filter { now[$0] != lastPairStatus[$0] })
         lastPairStatus = now
         emitManagerChanged(changed)

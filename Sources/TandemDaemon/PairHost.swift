@@ -226,7 +226,7 @@ final class PairHost: PairControl {
         guard role != .standalone else { return [] }
         var out: [(PeerStatusField, BusValue)] = [
             (.address, .string(peerAddressText)),
-            (.status, .string(report.peerStatus.rawValue)),
+            (.status, .string((node?.peerStatus(now: now) ?? .notAvailable).rawValue)),
             (.serverId, .string(engine.pair?.peerServerId ?? ""))
         ]
         if let i = peerInfo, let at = peerInfoAt {
