@@ -25,7 +25,10 @@ public struct TandemBench: ParsableCommand {
 
     @Flag(
         help:
-            "Measure the pair instead: failover time after kill -9 of the serving node, and paired Acquire+Release throughput against the same node standalone."
+            """
+            Measure the pair instead: failover time after kill -9 of the serving node, and paired \
+            Acquire+Release throughput against the same node standalone.
+            """
     )
     var pair = false
     @Option(help: "Failovers to measure with --pair.") var runs: Int = 20
@@ -93,8 +96,10 @@ public struct TandemBench: ParsableCommand {
         let totalMany = perPair(cpu1.0, cpu2.0, many) + perPair(cpu1.1, cpu2.1, many) + perPair(cpu1.2, cpu2.2, many)
         let cpuLines = String(
             format: """
-                  CPU per pair, 1 client:  tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
-                  CPU per pair, %d clients: tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
+                  CPU per pair, 1 client:  tandemd %.0f µs, dbus-daemon %.0f µs, \
+                bench clients %.0f µs; machine %.0f%% busy
+                  CPU per pair, %d clients: tandemd %.0f µs, dbus-daemon %.0f µs, \
+                bench clients %.0f µs; machine %.0f%% busy
                   ceiling, 1 client (a Ping round trip + a raw commit per call): %.0f/s = %.2fx raw commit rate
                   ceiling, %d clients (%.0f cores / %.0f µs of CPU per pair):     %.0f/s = %.2fx raw commit rate
 
@@ -165,8 +170,10 @@ public struct TandemBench: ParsableCommand {
               Tandem store commits of one lease, no bus (same disk):  \(f(storeRate))/s  = \(r(storeRate / raw))x raw
               raw D-Bus Peer.Ping round trips to tandemd, 1 client:  \(f(ping))/s
               raw D-Bus Peer.Ping round trips to tandemd, \(clients) clients: \(f(pingMany))/s
-              Acquire+Release pairs, 1 client:                     \(f(one))/s  = \(r(one / raw))x raw commit rate, \(r(one / ping))x Ping rate
-              Acquire+Release pairs, \(clients) clients:                    \(f(many))/s  = \(r(many / raw))x raw commit rate, \(r(many / pingMany))x \(clients)-client Ping rate
+              Acquire+Release pairs, 1 client:                     \(f(one))/s  = \(r(one / raw))x raw commit rate, \
+            \(r(one / ping))x Ping rate
+              Acquire+Release pairs, \(clients) clients:                    \(f(many))/s  = \(r(many / raw))x \
+            raw commit rate, \(r(many / pingMany))x \(clients)-client Ping rate
               group commit speed-up (\(clients) clients / 1 client):         \(r(many / one))x
             """)
         print(cpuLines + httpLines + batching, terminator: "")
@@ -281,7 +288,8 @@ public struct TandemBench: ParsableCommand {
         <policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/>
         <allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
         <allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
-        <allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/></policy></busconfig>
+        <allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/>
+        </policy></busconfig>
         """.write(toFile: busConf, atomically: true, encoding: .utf8)
         let bus = Process()
         bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")

@@ -147,7 +147,8 @@ extension TandemBench {
                       Acquire+Release pairs on the primary, standalone, %d clients:  %.0f/s
                       Acquire+Release pairs on the primary, paired, 1 client:       %.0f/s  = %.2fx standalone
                       Acquire+Release pairs on the primary, paired, %d clients:      %.0f/s  = %.2fx standalone
-                        CPU per pair: primary %.0f µs, backup %.0f µs, primary's dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
+                        CPU per pair: primary %.0f µs, backup %.0f µs, primary's dbus-daemon %.0f µs, \
+                    bench clients %.0f µs; machine %.0f%% busy
                       failover, kill -9 of the primary to the first Acquire granted by the backup, %d runs:
                         median %.2f s, min %.2f s, max %.2f s (target: under FailoverTimeoutSec + 1 s = 4 s)
                     """, seconds, solo1, clients, soloN, paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,

@@ -95,7 +95,8 @@ extension LicenseState {
             guard license.issuedTo.contains(serverId) else {
                 throw TandemError(
                     .wrongServer,
-                    "license \(quoted(license.id)) is issued to \(license.issuedTo.joined(separator: ", ")), not to this server (\(serverId))"
+                    "license \(quoted(license.id)) is issued to \(license.issuedTo.joined(separator: ", ")), "
+                        + "not to this server (\(serverId))"
                 )
             }
             guard !license.isExpired(at: now) else {

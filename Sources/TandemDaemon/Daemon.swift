@@ -26,11 +26,6 @@ public struct DaemonOptions: Sendable {
     public var resolvedStateDir: String { stateDirectory(given: stateDir, fallback: "/var/lib/tandem") }
 }
 
-public struct StartupError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ d: String) { description = d }
-}
-
 /// tandemd: loads config and state, serves the D-Bus API and the network API on an sd-event
 /// loop, talks to systemd (READY/STATUS/WATCHDOG/STOPPING), commits in batches. `init` starts
 /// everything in named steps; `run` serves until SIGTERM/SIGINT, then stops as designed: the
@@ -85,11 +80,11 @@ public final class Daemon {
         for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, sig) }
         pthread_sigmask(SIG_BLOCK, &mask, nil)
         do { config = try DaemonConfig.load(path: options.configPath, required: options.configGiven) } catch {
-            throw StartupError("bad configuration: \(error)")
+            throw ServiceError("bad configuration: \(error)")
         }
         engine = try Self.openEngine(
             stateDir: options.resolvedStateDir, settings: try Self.loadSettings(config), logger: logger)
-        do { loop = try EventLoop() } catch { throw StartupError("\(error)") }
+        do { loop = try EventLoop() } catch { throw ServiceError("\(error)") }
         bus = try Self.connectBus(user: options.userBus)
         do {
             server = try LicenseManagerServer(
@@ -103,7 +98,7 @@ public final class Daemon {
                     logger.notice("log level changed", metadata: ["level": "\(name)"])
                     return true
                 })
-        } catch { throw StartupError("cannot export D-Bus objects: \(error)") }
+        } catch { throw ServiceError("cannot export D-Bus objects: \(error)") }
         mailbox = try LoopMailbox()
         do {
             flushSource = try loop.deferred(priority: 100)
@@ -111,12 +106,12 @@ public final class Daemon {
             propertiesTimer = try loop.timer(.monotonic, accuracyUSec: 0)
             stopTimer = try loop.timer(.monotonic)
             finishSource = try loop.deferred(priority: 200)
-        } catch { throw StartupError("\(error)") }
+        } catch { throw ServiceError("\(error)") }
         try wire()
         try check(sd_bus_attach_event(bus, loop.event, 0), "attach bus")
         let rn = sd_bus_request_name(bus, BusNames.service, 0)
         guard rn >= 0 else {
-            throw StartupError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))")
+            throw ServiceError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))")
         }
         if config.pair.keyFile != nil { try startPair() }
         try startNetwork()
@@ -128,7 +123,7 @@ public final class Daemon {
         var keys = TrustedKeys()
         if let path = config.vendorKeys {
             do { keys = try TrustedKeys.load(path: path) } catch {
-                throw StartupError("VendorKeys=\(path): \(error)")
+                throw ServiceError("VendorKeys=\(path): \(error)")
             }
         }
         return EngineSettings(
@@ -141,10 +136,10 @@ public final class Daemon {
             try FileManager.default.createDirectory(
                 atPath: stateDir, withIntermediateDirectories: true,
                 attributes: [.posixPermissions: 0o700])
-        } catch { throw StartupError("cannot create state directory \(stateDir): \(error.localizedDescription)") }
+        } catch { throw ServiceError("cannot create state directory \(stateDir): \(error.localizedDescription)") }
         let store: Store
         do { store = try Store(path: stateDir + "/tandem.db", logger: logger) } catch {
-            throw StartupError("cannot open state database in \(stateDir): \(error)")
+            throw ServiceError("cannot open state database in \(stateDir): \(error)")
         }
         return try Engine(store: store, settings: settings, logger: logger)
     }
@@ -153,7 +148,7 @@ public final class Daemon {
         var bus: OpaquePointer?
         let r = user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus)
         guard r >= 0, let bus else {
-            throw StartupError(
+            throw ServiceError(
                 "cannot connect to the \(user ? "session" : "system") bus: \(String(cString: strerror(-r)))")
         }
         return bus
@@ -179,7 +174,7 @@ public final class Daemon {
             sources += try loop.onSignals([SIGTERM, SIGINT, SIGHUP]) { [unowned self] in onSignal($0) }
             sources.append(try loop.onReadable(mailbox.fd) { [unowned self] in mailbox.drain() })
             try loop.enableWatchdog()
-        } catch { throw StartupError("\(error)") }
+        } catch { throw ServiceError("\(error)") }
         flushSource.onFire = { [unowned self] in flushOrDie() }
         expiryTimer.onFire = { [unowned self] in
             engine.tick()
@@ -211,7 +206,7 @@ public final class Daemon {
             }
             sources.append(tick)
             tick.schedule(at: loop.now(.monotonic) + Self.pairTickUSec)
-        } catch { throw StartupError("\(error)") }
+        } catch { throw ServiceError("\(error)") }
         logger.notice(
             "pair link open",
             metadata: [
@@ -224,14 +219,14 @@ public final class Daemon {
     static func clientTokens(_ config: DaemonConfig) throws -> [String] {
         guard let path = config.clientTokenFile else { return [] }
         do { return try NetworkAPI.readTokens(path: path) } catch {
-            throw StartupError("ClientTokenFile=\(path): cannot read a token from it")
+            throw ServiceError("ClientTokenFile=\(path): cannot read a token from it")
         }
     }
 
     /// Starts the network API on the `Listen=` addresses (none: no network API).
     func startNetwork() throws {
         let addresses = try config.listen.map { raw -> ListenAddress in
-            guard let a = ListenAddress(parsing: raw) else { throw StartupError("bad Listen= address '\(raw)'") }
+            guard let a = ListenAddress(parsing: raw) else { throw ServiceError("bad Listen= address '\(raw)'") }
             return a
         }
         guard !addresses.isEmpty else { return }
@@ -244,7 +239,7 @@ public final class Daemon {
         do {
             http = try HTTPServer(api: api, addresses: addresses, tls: tls, logger: netLogger)
             try http.start()
-        } catch { throw StartupError("network API: \(error)") }
+        } catch { throw ServiceError("network API: \(error)") }
         network = (api, http)
         server.info.listenAddresses = http.boundAddresses
         if let port = http.firstPort { pairHost?.apiPort = port }
@@ -273,7 +268,7 @@ public final class Daemon {
                 "bus": "\(options.userBus ? "session" : "system")", "version": "\(TandemVersion.string)"
             ])
         let status: Int32
-        do { status = try loop.run() } catch { throw StartupError("\(error)") }
+        do { status = try loop.run() } catch { throw ServiceError("\(error)") }
         // After a fatal error the network API may still hold calls: they end with the process.
         if stopping == nil { network?.http.cancel() }
         if let fatal { throw fatal }
@@ -307,7 +302,7 @@ public final class Daemon {
         guard fatal == nil else { return }
         do { try engine.flush() } catch {
             logger.critical("fatal: cannot commit to the state database: \(error)")
-            fatal = StartupError("cannot commit to the state database: \(error)")
+            fatal = ServiceError("cannot commit to the state database: \(error)")
             loop.exit(1)
             return
         }
@@ -323,7 +318,8 @@ public final class Daemon {
         if stopping != nil { return "Stopping" }
         let s = engine.state
         var line =
-            "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), \(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
+            "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), "
+            + "\(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
         if let p = pairHost, p.role != .standalone {
             line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus), epoch \(s.epoch)"
         } else {
@@ -440,5 +436,5 @@ public final class Daemon {
 }
 
 @inline(__always) func check(_ r: Int32, _ what: String) throws {
-    if r < 0 { throw StartupError("\(what): \(String(cString: strerror(-r)))") }
+    if r < 0 { throw ServiceError("\(what): \(String(cString: strerror(-r)))") }
 }

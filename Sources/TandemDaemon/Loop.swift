@@ -1,5 +1,6 @@
 import CSystemd
 import Foundation
+import TandemSystemd
 
 /// Hands closures from any thread to the event-loop thread: a locked queue plus an eventfd
 /// that the loop watches. This is how the network API's threads reach the single owner of
@@ -11,7 +12,7 @@ final class LoopMailbox: @unchecked Sendable {
 
     init() throws {
         fd = eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK))
-        guard fd >= 0 else { throw StartupError("eventfd: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ServiceError("eventfd: \(String(cString: strerror(errno)))") }
     }
 
     deinit { close(fd) }

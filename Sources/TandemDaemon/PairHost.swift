@@ -4,6 +4,7 @@ import Logging
 import TandemBus
 import TandemBusClient
 import TandemCore
+import TandemSystemd
 import TandemEngine
 import TandemPair
 import TandemPeer
@@ -41,13 +42,13 @@ final class PairHost: PairControl {
         self.config = config
         self.engine = engine
         self.logger = logger
-        guard let keyFile = config.keyFile else { throw StartupError("[Pair] needs KeyFile=") }
+        guard let keyFile = config.keyFile else { throw ServiceError("[Pair] needs KeyFile=") }
         do {
             link = try PairLink(
                 keyFile: keyFile, listen: SocketAddress(resolving: config.listen, defaultPort: PairConfig.defaultPort),
                 clock: { [unowned engine] in engine.now }, logger: logger)
             witness = try config.witness.map { try SocketAddress(resolving: $0, defaultPort: PairConfig.witnessPort) }
-        } catch let e as StartupError { throw e } catch { throw StartupError("[Pair]: \(error)") }
+        } catch let e as ServiceError { throw e } catch { throw ServiceError("[Pair]: \(error)") }
         settings = PairSettings()
         settings.heartbeatUSec = config.heartbeatUSec
         settings.failoverTimeoutUSec = config.failoverTimeoutUSec
@@ -72,7 +73,7 @@ final class PairHost: PairControl {
         }
         guard let record = try engine.restorePair(settings: settings) else { return }
         do { peer = try SocketAddress(resolving: record.peerAddress, defaultPort: PairConfig.defaultPort) } catch {
-            throw StartupError("stored peer address '\(record.peerAddress)': \(error)")
+            throw ServiceError("stored peer address '\(record.peerAddress)': \(error)")
         }
         role = PairRole(node: record.node)
         peerAddressText = record.peerAddress
@@ -135,7 +136,9 @@ final class PairHost: PairControl {
                     from: from, primaryId: primaryId, baseSeq: baseSeq, baseEpoch: baseEpoch, baseState: baseState)
                 : TandemError(
                     .pairState,
-                    "the nodes handle partitions differently: the primary '\(partition)', the backup '\(settings.partition.description)' (set Witness=, PartitionPolicy= and SplitPrimaryPercent= alike on both)"
+                    "the nodes handle partitions differently: the primary '\(partition)', the backup "
+                        + "'\(settings.partition.description)' (set Witness=, PartitionPolicy= and "
+                        + "SplitPrimaryPercent= alike on both)"
                 )
             send(
                 .pairReply(

@@ -1,19 +1,16 @@
 import Foundation
 import Logging
 import TandemCore
+import TandemSystemd
 import TandemPeer
 
 /// The pair link: one UDP socket carrying frames sealed with the pair key to the peer and the
 /// witness, and the requests that wait for an answer (probes, pairing) with their timeouts.
 /// It runs on the event-loop thread.
 final class PairLink {
-    let socket: UDPSocket
-    private var sealer: FrameSealer
-    private var opener: FrameOpener
+    let socket: SealedSocket
     private let clock: () -> USec
     private let logger: Logger
-    /// Frames refused, by reason (RejectedFrames).
-    private(set) var rejected: [FrameRejection: UInt64] = [:]
     /// Requests waiting for their answer, by nonce.
     private var waiting: [UInt64: (deadline: USec, handler: (LinkMessage?) -> Void)] = [:]
 
@@ -21,19 +18,17 @@ final class PairLink {
 
     init(keyFile: String, listen: SocketAddress, clock: @escaping () -> USec, logger: Logger) throws {
         let key: PairKey
-        do { key = try PairKey.load(path: keyFile) } catch { throw StartupError("KeyFile=\(keyFile): \(error)") }
-        sealer = FrameSealer(key: key)
-        opener = FrameOpener(key: key)
-        socket = try UDPSocket(bind: listen)
+        do { key = try PairKey.load(path: keyFile) } catch { throw ServiceError("KeyFile=\(keyFile): \(error)") }
+        socket = try SealedSocket(key: key, bind: listen, clock: clock)
         self.clock = clock
         self.logger = logger
     }
 
-    var boundAddress: String { socket.local.description }
+    var boundAddress: String { socket.boundAddress }
+    /// Frames refused, by reason (RejectedFrames).
+    var rejected: [FrameRejection: UInt64] { socket.rejected }
 
-    func send(_ message: LinkMessage, to address: SocketAddress) {
-        socket.send(sealer.seal(message, now: clock()), to: address)
-    }
+    func send(_ message: LinkMessage, to address: SocketAddress) { socket.send(message, to: address) }
 
     /// Sends `message` and calls `done` with the answer, or nil after the timeout.
     func ask(_ make: (UInt64) -> LinkMessage, to address: SocketAddress, done: @escaping (LinkMessage?) -> Void) {
@@ -45,18 +40,15 @@ final class PairLink {
     /// Reads every frame waiting on the socket: answers go to their requests, other messages to
     /// `deliver`; frames that do not open are counted and logged.
     func drain(_ deliver: (LinkMessage, SocketAddress) -> Void) {
-        while let (bytes, from) = socket.receive() {
-            switch opener.open(bytes, now: clock()) {
-            case .failure(let why):
-                count(why)
-                logger.warning("pair frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
-            case .success(let m):
-                switch m {
-                case .probeReply(let nonce, _), .pairReply(let nonce, _, _, _), .unpairReply(let nonce):
-                    waiting.removeValue(forKey: nonce)?.handler(m)
-                default:
-                    deliver(m, from)
-                }
+        let refused = { [logger] (why: FrameRejection, from: SocketAddress) in
+            logger.warning("pair frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
+        }
+        while let (m, from) = socket.receive(refused: refused) {
+            switch m {
+            case .probeReply(let nonce, _), .pairReply(let nonce, _, _, _), .unpairReply(let nonce):
+                waiting.removeValue(forKey: nonce)?.handler(m)
+            default:
+                deliver(m, from)
             }
         }
     }
@@ -70,5 +62,5 @@ final class PairLink {
         }
     }
 
-    func count(_ rejection: FrameRejection) { rejected[rejection, default: 0] += 1 }
+    func count(_ rejection: FrameRejection) { socket.count(rejection) }
 }

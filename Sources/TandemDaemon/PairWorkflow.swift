@@ -1,5 +1,6 @@
 import Foundation
 import TandemCore
+import TandemSystemd
 import TandemPair
 import TandemPeer
 import TandemStore
@@ -53,7 +54,8 @@ extension PairHost {
         switch unpairedTarget(
             backup,
             licensesActive:
-                "licenses are activated on this server; deactivate them, pair, then activate licenses issued to both servers"
+                "licenses are activated on this server; deactivate them, pair, then activate licenses issued "
+                + "to both servers"
         ) {
         case .success(let a): address = a
         case .failure(let e): return done(e)
@@ -127,7 +129,7 @@ extension PairHost {
     ) throws {
         // What the standalone server decided is committed first: the pair starts from the disk.
         try engine.flush()
-        guard !engine.hasStaged else { throw StartupError("changes are still being committed") }
+        guard !engine.hasStaged else { throw ServiceError("changes are still being committed") }
         let r = PairRole(node: index)
         let record = PairRecord(
             node: index, peerAddress: peerText, peerServerId: peerId,

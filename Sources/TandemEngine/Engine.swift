@@ -141,7 +141,8 @@ public final class Engine {
                     decision: .failure(
                         TandemError(
                             .wrongServer,
-                            "a paired server activates only licenses issued to both servers of the pair (\(state.serverId) and \(pair.peerServerId))"
+                            "a paired server activates only licenses issued to both servers of the pair "
+                                + "(\(state.serverId) and \(pair.peerServerId))"
                         )))
             }
             return submit(.activate(doc.license()), caller: caller)
@@ -218,7 +219,7 @@ public final class Engine {
     /// Writes the refused-acquisition counters if they changed (on shutdown).
     public func persistCounters() throws {
         if deniedDirty {
-            try store.commit([], epoch: state.epoch, now: clock(), denied: state.denied)
+            try store.saveDenied(state.denied)
             deniedDirty = false
         }
     }
@@ -245,13 +246,12 @@ public final class Engine {
     /// restart). Returns its record.
     @discardableResult
     public func restorePair(settings: PairSettings) throws -> PairRecord? {
-        guard let record = try store.pairRecord(), let base = try store.pairBase(serverId: state.serverId) else {
-            return nil
-        }
+        guard let record = try store.pairRecord() else { return nil }
+        let (base, log) = try store.pairLog(serverId: state.serverId)
         let progress = record.progress
         let node = PairNode(
             index: record.node, baseState: base.state, base: base.seq, baseEpoch: base.epoch,
-            log: try store.changes(after: base.seq, limit: Int.max), promisedEpoch: progress.promisedEpoch,
+            log: log, promisedEpoch: progress.promisedEpoch,
             unmerged: progress.unmerged, splitBasePos: progress.splitBase, settings: settings, now: clock())
         startPair(node, peerServerId: record.peerServerId)
         return record

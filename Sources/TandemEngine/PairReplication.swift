@@ -156,16 +156,18 @@ public final class PairReplication: Replication {
             promisedEpoch: node.promisedEpoch, unmerged: node.unmerged, splitBase: node.splitBasePos)
         let base = LogBase(seq: node.logBase, epoch: node.logBaseEpoch, state: node.baseState)
         var written: [LogEntry]?
-        if unstored.contains(.rewritten) {
+        // Entries the node compacted before they were stored are in its base only: the base
+        // and the log are then written whole.
+        if unstored.contains(.rewritten) || node.logBase > store.lastSeq {
+            let compactedFirst = !unstored.contains(.rewritten)
             try store.replace(
                 state: node.state, base: base, log: node.log, now: now, progress: progress, denied: denied)
-            written = []
+            written = compactedFirst ? node.log : []
         } else if node.lastSeq > store.lastSeq || !unstored.isEmpty || denied != nil {
-            // Entries compacted before they were stored come from the base snapshot instead.
-            let entries = Array(node.entries(from: max(store.lastSeq, node.logBase) + 1, through: node.lastSeq))
+            let entries = Array(node.entries(from: store.lastSeq + 1, through: node.lastSeq))
             try store.append(
                 entries, now: now, progress: unstored.contains(.progress) ? progress : nil, denied: denied,
-                compactTo: unstored.contains(.base) ? base : nil)
+                compactTo: unstored.contains(.base) ? node.logBase : nil)
             written = entries
         }
         node.markStored()

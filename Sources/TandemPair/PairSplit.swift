@@ -100,7 +100,8 @@ extension PairNode {
     }
 
     func splitRefusal(_ feature: String, at now: USec) -> String {
-        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature, at: now)) of the seats of \(quoted(feature)) that were free, and granted \(splitHeld(feature))"
+        "cut off from the peer (PartitionPolicy=split): this node may grant \(splitShare(feature, at: now)) of "
+            + "the seats of \(quoted(feature)) that were free, and granted \(splitHeld(feature))"
     }
 
     /// `split`: the refusal of a decided outcome that this node may not give while not in step.

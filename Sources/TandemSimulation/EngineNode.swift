@@ -53,6 +53,10 @@ final class EngineNode {
         guard try e.restorePair(settings: settings) != nil else {
             throw EngineNodeError("node \(index): no pair in the store")
         }
+        // The server's own identity lives beside the pair's base: a restart keeps it.
+        guard e.state.serverId == "TS-SIM-\(index)" else {
+            throw EngineNodeError("node \(index): restarted with the License Server ID '\(e.state.serverId)'")
+        }
         e.onSend = { [unowned self] peer, m in effects.append(.send(peer, m)) }
         engine = e
     }

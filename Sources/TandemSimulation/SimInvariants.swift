@@ -30,7 +30,8 @@ extension Simulation {
         if inUse > UInt64(cfg.seats), cfg.settings.partition != .takeover {
             let holding = held.filter { $0.value.untilGlobal > now }.keys.sorted()
             return
-                "over-allocation: clients hold \(inUse) seats of \(cfg.seats): \(holding); node leases: \(nodes.map { $0.state.leases.keys.sorted() })"
+                "over-allocation: clients hold \(inUse) seats of \(cfg.seats): \(holding); node leases: "
+                + "\(nodes.map { $0.state.leases.keys.sorted() })"
         }
         // Each node's own accounting keeps the core's invariants (a takeover heal may leave
         // more in use than there are seats, by design).

@@ -47,7 +47,9 @@ public struct SimResult: Sendable, CustomStringConvertible {
     public var description: String {
         if let failure { return "seed \(seed): FAILED after \(events) events: \(failure)" }
         return
-            "seed \(seed): ok (\(partition), \(events) events, \(faults) faults, \(leaderChanges) leader changes, \(granted) grants, \(released) releases, converged in \(Double(convergedAfterUSec ?? 0) / 1e6) s)"
+            "seed \(seed): ok (\(partition), \(events) events, \(faults) faults, \(leaderChanges) leader "
+            + "changes, \(granted) grants, \(released) releases, converged in "
+            + "\(Double(convergedAfterUSec ?? 0) / 1e6) s)"
     }
 }
 
@@ -340,7 +342,9 @@ public final class Simulation {
             result.events += 1
             if cfg.trace {
                 let n = nodes.map {
-                    "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) tr\($0.truncations) L\($0.state.leases.keys.sorted().map { $0.dropFirst(6) }) U\($0.unmerged.count)"
+                    "\($0.mode) seq \($0.logBase)..\($0.lastSeq)@\($0.lastEpoch) p\($0.promisedEpoch) "
+                        + "tr\($0.truncations) L\($0.state.leases.keys.sorted().map { $0.dropFirst(6) }) "
+                        + "U\($0.unmerged.count)"
                 }
                 var ev = "\(item.event)"
                 if ev.count > 600 { ev = String(ev.prefix(600)) + "..." }
@@ -461,8 +465,10 @@ public final class Simulation {
                 if now > s + cfg.convergeWithinUSec {
                     result.failure =
                         "no convergence within \(cfg.convergeWithinUSec / 1_000_000) s after the faults stopped: "
-                        + "node0 \(nodes[0].mode) seq \(nodes[0].lastSeq) \(nodes[0].pairStatus(now: local(.node(0))).rawValue), "
-                        + "node1 \(nodes[1].mode) seq \(nodes[1].lastSeq) \(nodes[1].pairStatus(now: local(.node(1))).rawValue), "
+                        + "node0 \(nodes[0].mode) seq \(nodes[0].lastSeq) "
+                        + "\(nodes[0].pairStatus(now: local(.node(0))).rawValue), "
+                        + "node1 \(nodes[1].mode) seq \(nodes[1].lastSeq) "
+                        + "\(nodes[1].pairStatus(now: local(.node(1))).rawValue), "
                         + "witness voted \(witness.votedEpoch), clients \(clients.map { "\($0.phase)" })"
                     return result
                 }

@@ -2,8 +2,8 @@ import Foundation
 import TandemCore
 
 /// The pair's persistent state as one record: who this server is in the pair, who its peer is,
-/// and the protocol's durable bookkeeping. The pair's log is the change log after `base`.
-/// Stored in the meta table (keys `pair_*`, the format of earlier versions).
+/// and the protocol's durable bookkeeping. The pair's log is the store's log, its base the
+/// store's tables. Stored in the meta table (keys `pair_*`, the format of earlier versions).
 public struct PairRecord: Sendable, Equatable {
     /// 0: this server is the configured primary, 1: the backup.
     public var node: Int
@@ -54,7 +54,7 @@ extension Store {
     private enum PairKey: String, CaseIterable {
         case role = "pair_role", peerAddress = "pair_peer_address", peerServerId = "pair_peer_server_id"
         case promisedEpoch = "pair_promised_epoch", unmerged = "pair_unmerged", splitBase = "pair_split_base"
-        case base = "pair_base", baseState = "pair_base_state", preparedFor = "pair_prepared_for"
+        case preparedFor = "pair_prepared_for"
     }
 
     private static let roleNames = ["primary", "backup"]
@@ -80,21 +80,14 @@ extension Store {
             splitBase: try meta(PairKey.splitBase.rawValue).flatMap { UInt64($0) })
     }
 
-    /// The position of the stored base of the pair's log, if there is one.
-    func pairBaseSeq() throws -> UInt64? {
-        try meta(PairKey.base.rawValue).flatMap { $0.split(separator: " ").first.flatMap { UInt64($0) } }
-    }
-
-    /// The stored base of the pair's log, with this server's own ID.
-    public func pairBase(serverId: String) throws -> LogBase? {
-        guard let b = try meta(PairKey.base.rawValue), let text = try meta(PairKey.baseState.rawValue) else {
-            return nil
-        }
-        let parts = b.split(separator: " ").compactMap { UInt64($0) }
-        guard parts.count == 2 else { throw SQLiteError(code: 0, message: "bad pair_base '\(b)'") }
-        var state = LicenseState(changes: try JSONDecoder().decode([Change].self, from: Data(text.utf8)))
-        state.serverId = serverId
-        return LogBase(seq: parts[0], epoch: parts[1], state: state)
+    /// The base of the pair's log (the state the tables hold, without this server's own
+    /// identity: what both nodes share) and the log after it.
+    public func pairLog(serverId: String) throws -> (base: LogBase, log: [LogEntry]) {
+        var (base, log) = try loadLog()
+        var shared = LicenseState(changes: base.state.sharedChanges)
+        shared.serverId = serverId
+        base.state = shared
+        return (base, log)
     }
 
     /// The primary this standalone server was prepared for (PrepareBackup), if any.
@@ -103,26 +96,22 @@ extension Store {
     public func setPreparedPrimary(_ address: String) throws { try setMeta(PairKey.preparedFor.rawValue, address) }
 
     /// Writes entries decided by a pair (their own sequence numbers and epochs), and the pair's
-    /// progress if given, in one durable transaction. With `compactTo`, the log up to that
-    /// position is dropped and the state there kept as the log's base, in the same transaction.
+    /// progress if given, in one durable transaction. With `compactTo`, the log through that
+    /// position is folded into the tables (the pair's node compacted its log), in the same
+    /// transaction.
     public func append(
         _ entries: some Collection<LogEntry>, now: USec, progress: PairProgress? = nil,
-        denied: [String: UInt64]? = nil, compactTo: LogBase? = nil
+        denied: [String: UInt64]? = nil, compactTo: UInt64? = nil
     ) throws {
-        // The position moves only once the transaction is durable.
+        // The positions move only once the transaction is durable.
         var seq = lastSeq
-        try db.transaction {
-            if let c = compactTo {
-                try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(c.seq)))
-                try writeBase(c)
-                seq = max(seq, c.seq)
-            }
+        try transaction {
             for e in entries {
                 precondition(e.seq == seq + 1, "pair log entries must follow the stored log")
-                try write(e.change)
                 try insertLog(e, now: now)
                 seq = e.seq
             }
+            if let compactTo { try compact(through: compactTo) }
             if let progress { try writeProgress(progress) }
             if let denied { try writeDenied(denied) }
         }
@@ -135,7 +124,7 @@ extension Store {
         state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
         progress: PairProgress, denied: [String: UInt64]? = nil
     ) throws {
-        try db.transaction {
+        try transaction {
             try replaceState(state, base: base, log: log, now: now, progress: progress)
             if let denied { try writeDenied(denied) }
         }
@@ -144,7 +133,10 @@ extension Store {
 
     /// Forms a pair: the state becomes `base` with an empty log, and the record is stored.
     public func formPair(_ record: PairRecord, base: LogBase, now: USec) throws {
-        try db.transaction {
+        try transaction {
+            // What the standalone server logged goes into its tables first: its own identity
+            // (License Server ID, whether it was used) is kept there, not in the pair's base.
+            try compact(through: lastSeq)
             try replaceState(base.state, base: base, log: [], now: now, progress: record.progress)
             try setMeta(PairKey.role.rawValue, Self.roleNames[record.node])
             try setMeta(PairKey.peerAddress.rawValue, record.peerAddress)
@@ -153,7 +145,8 @@ extension Store {
         lastSeq = base.seq
     }
 
-    /// Drops the pair's record and log base (the pair was dissolved); the state stays.
+    /// Drops the pair's record (the pair was dissolved); the state and the log stay, the log
+    /// going on as the standalone server's.
     public func dissolvePair() throws {
         try db.transaction {
             for k in PairKey.allCases { try db.run("DELETE FROM meta WHERE key = ?", .text(k.rawValue)) }
@@ -164,19 +157,16 @@ extension Store {
         _ state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
         progress: PairProgress
     ) throws {
-        try db.exec("DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;")
-        let used = state.serverIdUsed
-        for c in state.sharedChanges { try write(c) }
-        try setMeta("server_id_used", used ? "1" : "0")
+        // The tables get the base; `state` (the state now) only says whether this server's ID
+        // was used for activations.
+        try db.exec(
+            "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;"
+                + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")
+        for c in base.state.sharedChanges { try write(c) }
+        try setMeta("server_id_used", state.serverIdUsed ? "1" : "0")
         for e in log { try insertLog(e, now: now) }
-        try writeBase(base)
+        try writeBase(LogPosition(seq: base.seq, epoch: base.epoch))
         try writeProgress(progress)
-    }
-
-    private func writeBase(_ base: LogBase) throws {
-        try setMeta(PairKey.base.rawValue, "\(base.seq) \(base.epoch)")
-        try setMeta(
-            PairKey.baseState.rawValue, String(decoding: try encoder.encode(base.state.sharedChanges), as: UTF8.self))
     }
 
     private func writeProgress(_ p: PairProgress) throws {

@@ -2,34 +2,48 @@ import Foundation
 import Logging
 import TandemCore
 
-/// Durable state: SQLite in WAL mode with synchronous=FULL. Tables hold the current
-/// state; `change_log` holds every change in order (sequence number, epoch), which feeds
-/// replication and catch-up. Each `commit` is one transaction.
+/// Durable state: SQLite in WAL mode with synchronous=FULL, one transaction per commit.
+///
+/// One truth on disk: the state tables hold the state at the log's *base* position
+/// (`log_base`), and `change_log` holds every change after it, in order (sequence number,
+/// epoch). The state now is the tables with the log applied. A commit only appends to the log;
+/// compaction folds the log's oldest entries into the tables. A pair's log is this log: its
+/// base is the tables, so a snapshot or a truncation rewrites them, and the pair protocol says
+/// how far to compact (its standby may still need entries); standalone, the store compacts by
+/// itself, keeping the latest `compactKeep` entries.
 public final class Store {
     public let db: SQLiteDatabase
     let logger: Logger
     public internal(set) var lastSeq: UInt64 = 0
+    /// The position of the state the tables hold.
+    public internal(set) var base = LogPosition(seq: 0, epoch: 0)
+    /// Standalone, compaction keeps this many entries (and starts at twice as many).
+    public var compactKeep = 10_000
     let encoder = JSONEncoder()
 
     /// Append-only list of migrations; index + 1 is the schema version.
-    static let migrations: [String] = [
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE licenses (
-            id TEXT PRIMARY KEY, product TEXT NOT NULL, feature TEXT NOT NULL, seats INTEGER NOT NULL,
-            not_after_usec INTEGER NOT NULL, issued_to TEXT NOT NULL, key_id TEXT NOT NULL,
-            document TEXT NOT NULL, activated_usec INTEGER NOT NULL);
-        CREATE TABLE leases (
-            id TEXT PRIMARY KEY, feature TEXT NOT NULL, client TEXT NOT NULL, count INTEGER NOT NULL,
-            uid INTEGER, request_id TEXT, acquired_usec INTEGER NOT NULL, expires_usec INTEGER NOT NULL,
-            ttl_usec INTEGER NOT NULL, epoch INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE TABLE reservations (
-            id TEXT PRIMARY KEY, feature TEXT NOT NULL, holder TEXT NOT NULL, count INTEGER NOT NULL);
-        CREATE TABLE denied (feature TEXT PRIMARY KEY, count INTEGER NOT NULL);
-        CREATE TABLE change_log (
-            seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, time_usec INTEGER NOT NULL,
-            kind TEXT NOT NULL, payload TEXT NOT NULL);
-        """
+    static let migrations: [Migration] = [
+        Migration(
+            sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE licenses (
+                    id TEXT PRIMARY KEY, product TEXT NOT NULL, feature TEXT NOT NULL, seats INTEGER NOT NULL,
+                    not_after_usec INTEGER NOT NULL, issued_to TEXT NOT NULL, key_id TEXT NOT NULL,
+                    document TEXT NOT NULL, activated_usec INTEGER NOT NULL);
+                CREATE TABLE leases (
+                    id TEXT PRIMARY KEY, feature TEXT NOT NULL, client TEXT NOT NULL, count INTEGER NOT NULL,
+                    uid INTEGER, request_id TEXT, acquired_usec INTEGER NOT NULL, expires_usec INTEGER NOT NULL,
+                    ttl_usec INTEGER NOT NULL, epoch INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE reservations (
+                    id TEXT PRIMARY KEY, feature TEXT NOT NULL, holder TEXT NOT NULL, count INTEGER NOT NULL);
+                CREATE TABLE denied (feature TEXT PRIMARY KEY, count INTEGER NOT NULL);
+                CREATE TABLE change_log (
+                    seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, time_usec INTEGER NOT NULL,
+                    kind TEXT NOT NULL, payload TEXT NOT NULL);
+                """),
+        // Version 1 kept the state twice: the tables held the state now, and a paired server
+        // also kept its log's base as a snapshot in `pair_base_state`.
+        Migration(sql: "", code: { try $0.foldTablesToLogBase() })
     ]
 
     public init(path: String, logger: Logger) throws {
@@ -52,10 +66,11 @@ public final class Store {
             throw SQLiteError(code: 0, message: "\(path): cannot set synchronous=FULL")
         }
         try migrate()
-        // A pair's log may be empty after its base (just formed, a snapshot installed): the
-        // position is then the base's.
+        base = try storedBase() ?? base
+        // The log may be empty after its base (a pair just formed, a snapshot installed, all of
+        // it compacted): the position is then the base's.
         let logged = UInt64(try db.query("SELECT COALESCE(MAX(seq), 0) FROM change_log").first?.first?.int ?? 0)
-        lastSeq = max(logged, try pairBaseSeq() ?? 0)
+        lastSeq = max(logged, base.seq)
     }
 
     public var schemaVersion: Int { Int((try? db.pragma("user_version")).flatMap { Int($0) } ?? 0) }
@@ -68,8 +83,10 @@ public final class Store {
                 message: "\(db.path): schema version \(current) is newer than this tandemd (\(Self.migrations.count))")
         }
         for version in current..<Self.migrations.count {
+            let migration = Self.migrations[version]
             try db.transaction {
-                try db.exec(Self.migrations[version])
+                if !migration.sql.isEmpty { try db.exec(migration.sql) }
+                try migration.code?(self)
                 try db.exec("PRAGMA user_version=\(version + 1)")
             }
             logger.info("migrated state database", metadata: ["schema": "\(version + 1)"])
@@ -82,11 +99,27 @@ public final class Store {
         try db.query("SELECT value FROM meta WHERE key = ?", .text(key)).first?.first?.text
     }
 
+    /// The state now: the tables with the log applied.
     public func load() throws -> LicenseState {
+        var state = try loadTables()
+        for e in try changes(after: base.seq, limit: Int.max) { state.apply(e.change) }
+        return state
+    }
+
+    /// The log's base (the state the tables hold, at `base`) and every entry after it.
+    public func loadLog() throws -> (base: LogBase, log: [LogEntry]) {
+        (
+            LogBase(seq: base.seq, epoch: base.epoch, state: try loadTables()),
+            try changes(after: base.seq, limit: Int.max)
+        )
+    }
+
+    private func loadTables() throws -> LicenseState {
         var state = LicenseState()
         if let id = try meta("server_id") { state.apply(.serverIdSet(id: id)) }
         for r in try db.query(
-            "SELECT id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec FROM licenses"
+            "SELECT id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec"
+                + " FROM licenses"
         ) {
             state.apply(
                 .licenseActivated(
@@ -96,7 +129,8 @@ public final class Store {
                         keyId: r[6].text!, document: r[7].text!, activatedUSec: USec(r[8].int!))))
         }
         for r in try db.query(
-            "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch FROM leases"
+            "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch"
+                + " FROM leases"
         ) {
             state.apply(
                 .leaseGranted(
@@ -125,29 +159,63 @@ public final class Store {
 
     // MARK: - Committing
 
-    /// Writes `changes` and their change-log entries in one durable transaction.
-    /// Returns the log entries written.
+    /// Appends `changes` to the log in one durable transaction (a standalone server's commit),
+    /// compacting when the log has grown past twice `compactKeep`. Returns the entries written.
     @discardableResult
     public func commit(
         _ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil
     ) throws -> [LogEntry] {
-        let logged = try db.transaction {
-            var logged: [LogEntry] = []
-            var seq = lastSeq
-            for change in changes {
-                seq += 1
-                let entry = LogEntry(seq: seq, epoch: epoch, change: change)
-                try write(change)
-                try insertLog(entry, now: now)
-                logged.append(entry)
-            }
+        var seq = lastSeq
+        let logged = changes.map { change in
+            seq += 1
+            return LogEntry(seq: seq, epoch: epoch, change: change)
+        }
+        let keep = UInt64(compactKeep)
+        let compactTo = seq - base.seq > 2 * keep ? seq - keep : nil
+        try transaction {
+            for entry in logged { try insertLog(entry, now: now) }
             if let denied { try writeDenied(denied) }
-            return logged
+            if let compactTo { try compact(through: compactTo) }
         }
         // Only once the transaction is durable: a failed one leaves the position where it was.
-        if let last = logged.last { lastSeq = last.seq }
+        lastSeq = seq
         return logged
     }
+
+    /// One durable transaction; if it fails, the base in memory moves back with the disk.
+    func transaction(_ body: () throws -> Void) throws {
+        let before = base
+        do { try db.transaction(body) } catch {
+            base = before
+            throw error
+        }
+    }
+
+    /// Folds the log through `seq` into the tables: the base moves there. Inside a transaction.
+    func compact(through seq: UInt64) throws {
+        guard seq > base.seq else { return }
+        let folded = try changes(after: base.seq, limit: Int(seq - base.seq))
+        guard let last = folded.last, last.seq == seq else {
+            throw SQLiteError(code: 0, message: "cannot compact the log through \(seq): it ends at \(lastSeq)")
+        }
+        for e in folded { try write(e.change) }
+        try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(seq)))
+        try writeBase(LogPosition(seq: seq, epoch: last.epoch))
+    }
+
+    func storedBase() throws -> LogPosition? {
+        guard let text = try meta(Self.logBaseKey) else { return nil }
+        let parts = text.split(separator: " ").compactMap { UInt64($0) }
+        guard parts.count == 2 else { throw SQLiteError(code: 0, message: "bad \(Self.logBaseKey) '\(text)'") }
+        return LogPosition(seq: parts[0], epoch: parts[1])
+    }
+
+    func writeBase(_ position: LogPosition) throws {
+        try setMeta(Self.logBaseKey, "\(position.seq) \(position.epoch)")
+        base = position
+    }
+
+    static let logBaseKey = "log_base"
 
     func insertLog(_ entry: LogEntry, now: USec) throws {
         let payload = String(decoding: try encoder.encode(entry.change), as: UTF8.self)
@@ -157,10 +225,16 @@ public final class Store {
         )
     }
 
+    /// Writes the refused-acquisition counters alone (they are this server's, not logged).
+    public func saveDenied(_ denied: [String: UInt64]) throws {
+        try transaction { try writeDenied(denied) }
+    }
+
     func writeDenied(_ denied: [String: UInt64]) throws {
         for (f, n) in denied {
             try db.run(
-                "INSERT INTO denied (feature, count) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
+                "INSERT INTO denied (feature, count) VALUES (?, ?)"
+                    + " ON CONFLICT(feature) DO UPDATE SET count = excluded.count",
                 .text(f), .int(Int64(n)))
         }
     }
@@ -171,6 +245,9 @@ public final class Store {
             .text(key), .text(value))
     }
 
+    /// Writes one change into the tables, exactly as `LicenseState.apply` applies it (a row
+    /// written again replaces the one of that id): the tables with the log folded in are the
+    /// state the log replays to, and a compaction never fails on what a commit accepted.
     func write(_ change: Change) throws {
         switch change {
         case .serverIdSet(let id):
@@ -178,7 +255,8 @@ public final class Store {
             try setMeta("server_id_used", "0")
         case .licenseActivated(let l):
             try db.run(
-                "INSERT INTO licenses (id, product, feature, seats, not_after_usec, issued_to, key_id, document, activated_usec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO licenses (id, product, feature, seats, not_after_usec, issued_to, key_id,"
+                    + " document, activated_usec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 .text(l.id), .text(l.product), .text(l.feature), .int(Int64(l.seats)), .int(Int64(l.notAfterUSec)),
                 .text(l.issuedTo.joined(separator: ",")), .text(l.keyId), .text(l.document),
                 .int(Int64(l.activatedUSec)))
@@ -187,7 +265,8 @@ public final class Store {
             try db.run("DELETE FROM licenses WHERE id = ?", .text(id))
         case .leaseGranted(let l):
             try db.run(
-                "INSERT INTO leases (id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO leases (id, feature, client, count, uid, request_id, acquired_usec,"
+                    + " expires_usec, ttl_usec, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
                 l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
                 .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)), .int(Int64(l.epoch)))
@@ -197,14 +276,17 @@ public final class Store {
             try db.run("DELETE FROM leases WHERE id = ?", .text(id))
         case .reservationAdded(let r):
             try db.run(
-                "INSERT INTO reservations (id, feature, holder, count) VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO reservations (id, feature, holder, count) VALUES (?, ?, ?, ?)",
                 .text(r.id), .text(r.feature), .text(r.holder), .int(Int64(r.count)))
         case .reservationRemoved(let id):
             try db.run("DELETE FROM reservations WHERE id = ?", .text(id))
         case .epochStarted(let e):
             try setMeta("epoch", String(e))
         case .leasesMerged(let e, let through):
-            try setMeta("leases_merged_\(e)", String(through))
+            try db.run(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                    + " SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+                .text("leases_merged_\(e)"), .text(String(through)))
         }
     }
 
@@ -214,7 +296,9 @@ public final class Store {
     }
 
     /// Change-log entries after `seq` with the time of the commit that wrote each.
-    public func timedChanges(after seq: UInt64, limit: Int = 1000) throws -> [(entry: LogEntry, timeUSec: USec)] {
+    public func timedChanges(
+        after seq: UInt64, limit: Int = 1000
+    ) throws -> [(entry: LogEntry, timeUSec: USec)] {
         let decoder = JSONDecoder()
         return try db.query(
             "SELECT seq, epoch, time_usec, payload FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -226,5 +310,45 @@ public final class Store {
                     change: try decoder.decode(Change.self, from: Data(r[3].text!.utf8))), USec(r[2].int!)
             )
         }
+    }
+}
+
+/// A position in the log: a sequence number and the epoch of the entry there.
+public struct LogPosition: Sendable, Equatable {
+    public var seq: UInt64
+    public var epoch: UInt64
+
+    public init(seq: UInt64, epoch: UInt64) {
+        self.seq = seq
+        self.epoch = epoch
+    }
+}
+
+/// A schema step: SQL, and code for what SQL cannot do, in one transaction.
+struct Migration: Sendable {
+    var sql: String
+    var code: (@Sendable (Store) throws -> Void)? = nil
+}
+
+extension Store {
+    /// Migration 2: the tables come to hold the state at the log's base. A paired server's
+    /// tables get its stored base snapshot (its log after the base stays); a standalone
+    /// server's log is all in its tables already, so the base moves to its end.
+    func foldTablesToLogBase() throws {
+        if let position = try meta("pair_base"), let text = try meta("pair_base_state") {
+            let changes = try JSONDecoder().decode([Change].self, from: Data(text.utf8))
+            let used = try meta("server_id_used") ?? "0"
+            try db.exec(
+                "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations;"
+                    + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")
+            for c in changes { try write(c) }
+            try setMeta("server_id_used", used)
+            try setMeta(Self.logBaseKey, position)
+        } else {
+            let last = try db.query("SELECT seq, epoch FROM change_log ORDER BY seq DESC LIMIT 1").first
+            try setMeta(Self.logBaseKey, "\(last?[0].int ?? 0) \(last?[1].int ?? 0)")
+            try db.exec("DELETE FROM change_log")
+        }
+        try db.exec("DELETE FROM meta WHERE key IN ('pair_base', 'pair_base_state')")
     }
 }

@@ -30,3 +30,10 @@ public enum SystemClock {
         return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec / 1000)
     }
 }
+
+/// Why a service cannot start or go on (its configuration, its key, its state files), in one
+/// line: the daemons log it and exit non-zero.
+public struct ServiceError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

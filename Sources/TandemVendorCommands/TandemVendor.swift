@@ -78,9 +78,8 @@ public struct TandemVendor: ParsableCommand {
             guard !serverId.isEmpty else { throw CLIFailure("at least one --server-id is needed") }
             let now = UInt64(Date().timeIntervalSince1970 * 1_000_000)
             let day = LicenseDocument.formatDay(usec: now)
-            let licenseId =
-                id
-                ?? "LIC-\(day.replacingOccurrences(of: "-", with: ""))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16, uppercase: true))"
+            let serial = String(UInt32.random(in: 0...UInt32.max), radix: 16, uppercase: true)
+            let licenseId = id ?? "LIC-\(day.replacingOccurrences(of: "-", with: ""))-\(serial)"
             if let notAfter {
                 guard LicenseDocument.parseDay(notAfter) != nil else {
                     throw CLIFailure("--not-after '\(notAfter)' is not a date YYYY-MM-DD")

@@ -15,11 +15,6 @@ public struct WitnessOptions: Sendable {
     public var resolvedStateDir: String { stateDirectory(given: stateDir, fallback: "/var/lib/tandem-witness") }
 }
 
-public struct WitnessError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ d: String) { description = d }
-}
-
 /// tandem-witness: the pair's tie-breaker on a third machine. It answers vote and renewal
 /// frames (authenticated with the pair key) and keeps durably only the last epoch it voted
 /// for and the last log position a leader recorded with it (`witness.state`, written and
@@ -28,19 +23,16 @@ public final class WitnessService {
     let options: WitnessOptions
     let logger: Logger
     var witness: PairWitness
-    let socket: UDPSocket
-    var sealer: FrameSealer
-    var opener: FrameOpener
+    let socket: SealedSocket
     let statePath: String
-    public private(set) var rejected: [FrameRejection: UInt64] = [:]
+    /// Frames refused, by reason.
+    public var rejected: [FrameRejection: UInt64] { socket.rejected }
 
     public init(options: WitnessOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
         let key: PairKey
-        do { key = try PairKey.load(path: options.keyFile) } catch { throw WitnessError("KeyFile: \(error)") }
-        sealer = FrameSealer(key: key)
-        opener = FrameOpener(key: key)
+        do { key = try PairKey.load(path: options.keyFile) } catch { throw ServiceError("KeyFile: \(error)") }
         let dir = options.resolvedStateDir
         try? FileManager.default.createDirectory(
             atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -49,29 +41,31 @@ public final class WitnessService {
         if let data = FileManager.default.contents(atPath: statePath) {
             let n = String(decoding: data, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap
             { UInt64($0) }
-            guard n.count == 3 else { throw WitnessError("\(statePath): damaged; expected three numbers") }
+            guard n.count == 3 else { throw ServiceError("\(statePath): damaged; expected three numbers") }
             (voted, recEpoch, recSeq) = (n[0], n[1], n[2])
         }
         witness = PairWitness(
             leaseUSec: USec(options.leaseSec * 1e6), now: SystemClock.monotonicUSec(),
             votedEpoch: voted, recordedEpoch: recEpoch, recordedSeq: recSeq)
         do {
-            socket = try UDPSocket(bind: SocketAddress(resolving: options.listen, defaultPort: 7392))
-        } catch { throw WitnessError("Listen=\(options.listen): \(error)") }
+            socket = try SealedSocket(
+                key: key, bind: SocketAddress(resolving: options.listen, defaultPort: 7392),
+                clock: SystemClock.realtimeUSec)
+        } catch { throw ServiceError("Listen=\(options.listen): \(error)") }
     }
 
-    public var boundAddress: String { socket.local.description }
+    public var boundAddress: String { socket.boundAddress }
 
     func persist() throws {
         let tmp = statePath + ".tmp"
         let text = "\(witness.votedEpoch) \(witness.recordedEpoch) \(witness.recordedSeq)\n"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw WitnessError("\(tmp): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ServiceError("\(tmp): \(String(cString: strerror(errno)))") }
         let bytes = Array(text.utf8)
         let ok = write(fd, bytes, bytes.count) == bytes.count && fsync(fd) == 0
         close(fd)
         guard ok, rename(tmp, statePath) == 0 else {
-            throw WitnessError("\(statePath): \(String(cString: strerror(errno)))")
+            throw ServiceError("\(statePath): \(String(cString: strerror(errno)))")
         }
         let dfd = open((statePath as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { fsync(dfd); close(dfd) }
@@ -79,21 +73,15 @@ public final class WitnessService {
 
     /// Handles every waiting datagram.
     public func drain() throws {
-        while let (bytes, from) = socket.receive() {
-            let message: LinkMessage
-            switch opener.open(bytes, now: SystemClock.realtimeUSec()) {
-            case .failure(let why):
-                rejected[why, default: 0] += 1
-                logger.debug("frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
-                continue
-            case .success(let m): message = m
-            }
+        let refused = { [logger] (why: FrameRejection, from: SocketAddress) in
+            logger.debug("frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
+        }
+        while let (message, from) = socket.receive(refused: refused) {
             guard case .pair(let pm) = message else {
                 if case .probe(let nonce) = message {
                     let info = PeerInfo(
                         serverId: "", role: "witness", preparedFor: nil, serverIdUsed: false, licensesActive: false)
-                    socket.send(
-                        sealer.seal(.probeReply(nonce: nonce, info: info), now: SystemClock.realtimeUSec()), to: from)
+                    socket.send(.probeReply(nonce: nonce, info: info), to: from)
                 }
                 continue
             }
@@ -121,7 +109,7 @@ public final class WitnessService {
                             "recorded": "\(witness.recordedEpoch)/\(witness.recordedSeq)"
                         ])
                 }
-                socket.send(sealer.seal(.pair(reply), now: SystemClock.realtimeUSec()), to: from)
+                socket.send(.pair(reply), to: from)
             }
         }
     }

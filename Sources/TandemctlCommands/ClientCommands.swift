@@ -88,12 +88,14 @@ struct ClientCmd: ParsableCommand {
                         config.backup = peer
                     } else if !force {
                         throw CLIFailure(
-                            "\(server) (\(status.serverId)) is not paired: it reports no backup; configure without --enable-backup or use --force"
+                            "\(server) (\(status.serverId)) is not paired: it reports no backup; configure "
+                                + "without --enable-backup or use --force"
                         )
                     }
                 }
                 print(
-                    "\(server): \(status.serverId), \(status.role), \(status.pairStatus)\(status.serving ? ", serving" : "")"
+                    "\(server): \(status.serverId), \(status.role), "
+                        + "\(status.pairStatus)\(status.serving ? ", serving" : "")"
                 )
             case .failure(let e):
                 guard force else { throw CLIFailure("cannot reach \(e.detail) (use --force to write it anyway)") }
@@ -168,7 +170,8 @@ struct ClientCmd: ParsableCommand {
             print(
                 options.json
                     ? Output.json(leaseJSON(l))
-                    : "Lease \(l.leaseId): \(l.count) seat\(l.count == 1 ? "" : "s") of \(l.feature) until \(l.expiresAt) (server \(l.serverId))"
+                    : "Lease \(l.leaseId): \(l.count) seat\(l.count == 1 ? "" : "s") of \(l.feature) until "
+                        + "\(l.expiresAt) (server \(l.serverId))"
             )
         }
     }

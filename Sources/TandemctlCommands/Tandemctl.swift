@@ -128,11 +128,14 @@ struct Status: ParsableCommand {
                 r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  "
                     + r.1.padding(toLength: w1, withPad: " ", startingAt: 0) + "  " + r.2)
         }
+        let witness =
+            p(.witnessAddress).isEmpty
+            ? "none (PartitionPolicy \(p(.partitionPolicy)))" : "\(p(.witnessAddress)), \(p(.witnessStatus))"
         print(
             """
 
                    Replicated seq: \(p(.replicatedSeq))
-                          Witness: \(p(.witnessAddress).isEmpty ? "none (PartitionPolicy \(p(.partitionPolicy)))" : "\(p(.witnessAddress)), \(p(.witnessStatus))")
+                          Witness: \(witness)
                          Licenses: \(p(.licenseCount))
                             Seats: \(p(.seatsInUse))/\(p(.seatsTotal)) in use
                   Service account: \(p(.serviceAccount))
@@ -424,7 +427,8 @@ struct PairCmd: ParsableCommand {
         func run() throws {
             _ = try bus.call(.prepareBackup, [.string(primary)])
             print(
-                "prepared as backup of \(primary); now run 'tandemctl pair enable-backup --backup ADDRESS' on the primary"
+                "prepared as backup of \(primary); now run 'tandemctl pair enable-backup --backup ADDRESS' on "
+                    + "the primary"
             )
         }
     }

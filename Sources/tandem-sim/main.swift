@@ -31,10 +31,10 @@ while !args.isEmpty {
         }
         args.removeFirst()
     default:
-        FileHandle.standardError.write(
-            Data(
-                "usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] [--engine] [--verbose] [--trace]\n"
-                    .utf8))
+        let usage =
+            "usage: tandem-sim [--seeds N] [--from S] [--seed S] [--partition witness|takeover|split] "
+            + "[--engine] [--verbose] [--trace]\n"
+        FileHandle.standardError.write(Data(usage.utf8))
         exit(2)
     }
 }
@@ -48,6 +48,7 @@ for seed in from..<(from + count) {
     if verbose || !r.passed { print(r) }
 }
 print(
-    "\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), \(String(format: "%.1f", Date().timeIntervalSince(start))) s)"
+    "\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), "
+        + "\(String(format: "%.1f", Date().timeIntervalSince(start))) s)"
 )
 exit(failed == 0 ? 0 : 1)

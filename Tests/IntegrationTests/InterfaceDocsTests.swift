@@ -47,7 +47,8 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
                 doc == lines,
                 """
                 docs/org.tandem.LicenseManager1.xml differs from the daemon in \(name) at element \(firstDiff): \
-                docs has \(firstDiff < doc.count ? doc[firstDiff] : "nothing"), daemon has \(firstDiff < lines.count ? lines[firstDiff] : "nothing")
+                docs has \(firstDiff < doc.count ? doc[firstDiff] : "nothing"), \
+                daemon has \(firstDiff < lines.count ? lines[firstDiff] : "nothing")
                 """)
         }
 

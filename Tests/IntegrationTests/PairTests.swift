@@ -186,7 +186,10 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
             try waitFor("the backup serving", seconds: 15) { try cb.get("Serving") == .bool(true) }
         } catch {
             Issue.record(
-                "\(error)\n--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(5000))\n--- witness:\n\(f.witness.log().suffix(3000))"
+                Comment(
+                    rawValue:
+                        "\(error)\n--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(5000))\n--- "
+                        + "witness:\n\(f.witness.log().suffix(3000))")
             )
             return
         }
@@ -247,7 +250,10 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
                 }
             } catch {
                 Issue.record(
-                    "cycle \(cycle): \(error)\n--- a:\n\(f.a.log().suffix(4000))\n--- b:\n\(f.b.log().suffix(4000))\n--- witness:\n\(f.witness.log().suffix(3000))"
+                    Comment(
+                        rawValue:
+                            "cycle \(cycle): \(error)\n--- a:\n\(f.a.log().suffix(4000))\n--- "
+                            + "b:\n\(f.b.log().suffix(4000))\n--- witness:\n\(f.witness.log().suffix(3000))")
                 )
                 return
             }

@@ -106,7 +106,8 @@ import Testing
         }
         let refused = inFlight.filter { $0.outcome.hasSuffix("NotServing") || $0.outcome == "http 503" }.count
         print(
-            "shutdown: \(inFlight.count) calls in flight at SIGTERM (\(refused) refused), stopped in \(exited.timeIntervalSince(term)) s"
+            "shutdown: \(inFlight.count) calls in flight at SIGTERM (\(refused) refused), stopped in "
+                + "\(exited.timeIntervalSince(term)) s"
         )
         #expect(f.a.log().contains("stopping on signal"))
     }

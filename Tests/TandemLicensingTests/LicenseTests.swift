@@ -37,7 +37,8 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
 
     @Test(arguments: [
         "", "garbage", "Tandem-License: 2\n", "Tandem-License: 1\nId: X\n",
-        "Tandem-License: 1\nId: X\nProduct: P\nFeature: f\nSeats: 0\nIssued-To: S\nIssued-At: d\nKey-Id: k\nSignature: AAAA\n"
+        "Tandem-License: 1\nId: X\nProduct: P\nFeature: f\nSeats: 0\nIssued-To: S\nIssued-At: d\nKey-Id: "
+            + "k\nSignature: AAAA\n"
     ])
     func malformedDocumentsAreInvalid(_ text: String) {
         do {

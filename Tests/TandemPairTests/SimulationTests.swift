@@ -184,10 +184,9 @@ func licensedState(seats: UInt32) -> LicenseState {
 @Suite struct PartitionPolicies {
     @Test(arguments: [PartitionMode.takeover, .split(primaryPercent: 50)])
     func seedsWithoutAWitnessKeepTheirInvariants(mode: PartitionMode) async {
+        let name = mode == .takeover ? "takeover" : "split"
         for r in await onOwnThread({ runSeeds(1..<41, configure: { $0.partition = mode }) }) where !r.passed {
-            Issue.record(
-                "\(r) — replay with: swift run tandem-sim --partition \(mode == .takeover ? "takeover" : "split") --seed \(r.seed)"
-            )
+            Issue.record("\(r) — replay with: swift run tandem-sim --partition \(name) --seed \(r.seed)")
         }
     }
 

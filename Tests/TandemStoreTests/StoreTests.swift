@@ -59,7 +59,10 @@ let lic = License(
         let dir = tempDir()
         let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
         try store.commit([.licenseActivated(lic)], epoch: 1, now: 1)
-        // The second activation of the same id violates the primary key: all of the batch is rolled back.
+        // The batch's second entry is refused (a trigger standing in for a full disk): all of the
+        // batch is rolled back.
+        try store.db.exec(
+            "CREATE TRIGGER refuse BEFORE INSERT ON change_log WHEN NEW.seq = 3 BEGIN SELECT RAISE(ABORT, 'full'); END")
         #expect(throws: SQLiteError.self) {
             try store.commit(
                 [
@@ -99,5 +102,133 @@ let lic = License(
         #expect(try reopened.pairRecord() == record)
         try reopened.append([LogEntry(seq: 8, epoch: 3, change: .epochStarted(epoch: 3))], now: 2)
         #expect(try reopened.changes(after: 7).map(\.seq) == [8])
+    }
+
+    func lease(_ id: String, expires: USec = 99) -> Lease {
+        Lease(
+            id: id, feature: "cad", client: "c", count: 1, uid: nil, requestId: nil, acquiredUSec: 1,
+            expiresUSec: expires, ttlUSec: 98, epoch: 1)
+    }
+
+    func count(_ store: Store, _ table: String) throws -> Int64 {
+        try store.db.query("SELECT COUNT(*) FROM \(table)").first?.first?.int ?? -1
+    }
+
+    /// One truth on disk: a commit appends to the log only; the tables hold the state at the
+    /// log's base, and compaction folds the oldest entries into them, keeping `compactKeep`.
+    @Test func aStandaloneLogIsFoldedIntoTheTablesKeepingTheLatestEntries() throws {
+        let dir = tempDir()
+        var expected = LicenseState()
+        do {
+            let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+            store.compactKeep = 3
+            try store.commit([.serverIdSet(id: "S1"), .licenseActivated(lic)], epoch: 1, now: 1)
+            expected.apply([.serverIdSet(id: "S1"), .licenseActivated(lic)])
+            #expect(try count(store, "licenses") == 0 && store.base.seq == 0)
+            for i in 0..<6 {
+                let changes: [Change] =
+                    [.leaseGranted(lease("l\(i)")), .leaseRenewed(id: "l\(i)", expiresUSec: 500)]
+                    + (i % 2 == 0 ? [.leaseReleased(id: "l\(i)")] : [])
+                try store.commit(changes, epoch: 1, now: 2)
+                expected.apply(changes)
+                #expect(store.lastSeq - store.base.seq <= 2 * 3 + 3)
+            }
+            #expect(store.lastSeq == 17)
+            #expect(store.base == LogPosition(seq: 14, epoch: 1))
+            #expect(try store.changes(after: 0).map(\.seq) == [15, 16, 17])
+            // Folded through 14: l1, l3 and l4 (released at 15, still in the log) are in the tables.
+            #expect(try count(store, "licenses") == 1 && count(store, "leases") == 3)
+            #expect(try store.load() == expected)
+        }
+        let reopened = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+        #expect(reopened.lastSeq == 17 && reopened.base.seq == 14)
+        #expect(try reopened.load() == expected)
+        #expect(try reopened.load().serverIdUsed)
+    }
+
+    /// A pair's tables are its log's base: appends leave them alone, a compaction the pair's
+    /// node asked for folds the log into them, and the base reads back with the log after it.
+    @Test func aPairsTablesHoldItsLogsBase() throws {
+        let dir = tempDir()
+        var base = LicenseState()
+        base.apply(.licenseActivated(lic))
+        base.serverId = "S2"
+        let record = PairRecord(
+            node: 1, peerAddress: "10.0.0.1", peerServerId: "S1", progress: PairProgress(promisedEpoch: 3))
+        let entries = (1...4).map { LogEntry(seq: 7 + UInt64($0), epoch: 3, change: .leaseGranted(lease("p\($0)"))) }
+        var head = base
+        head.apply(entries.map(\.change))
+        do {
+            let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+            // The standalone server's own identity, logged before it paired, is kept.
+            try store.commit([.serverIdSet(id: "S2")], epoch: 0, now: 0)
+            try store.formPair(record, base: LogBase(seq: 7, epoch: 3, state: base), now: 1)
+            try store.append(entries.prefix(2), now: 2)
+            #expect(try count(store, "leases") == 0, "the log is not also written into the tables")
+            try store.append(entries.dropFirst(2), now: 3, compactTo: 9)
+            #expect(try count(store, "leases") == 2 && store.base == LogPosition(seq: 9, epoch: 3))
+            #expect(throws: SQLiteError.self) { try store.append([], now: 4, compactTo: 12) }
+            #expect(store.base.seq == 9, "a failed compaction leaves the base where it was")
+        }
+        let reopened = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+        let (storedBase, log) = try reopened.pairLog(serverId: "S2")
+        var expectedBase = base
+        expectedBase.apply(entries.prefix(2).map(\.change))
+        #expect(storedBase == LogBase(seq: 9, epoch: 3, state: expectedBase))
+        #expect(log == Array(entries.dropFirst(2)))
+        #expect(try reopened.load().leases == head.leases && reopened.load().serverId == "S2")
+        // Dissolved, the log goes on as the standalone server's, after the same base.
+        try reopened.dissolvePair()
+        #expect(try reopened.pairRecord() == nil)
+        try reopened.commit([.leaseReleased(id: "p1")], epoch: 3, now: 5)
+        head.apply(.leaseReleased(id: "p1"))
+        #expect(try Store(path: dir + "/t2.db", logger: Logger(label: "test")).lastSeq == 0)
+        #expect(try reopened.load().leases == head.leases && reopened.lastSeq == 12)
+    }
+
+    /// Version 1 kept a paired server's state twice (tables holding the state now, the base
+    /// as a snapshot); opened by this version, the tables hold the base and nothing is lost.
+    @Test func aVersionOneDatabaseMigratesToOneTruth() throws {
+        let encoder = JSONEncoder()
+        func json(_ value: some Encodable) throws -> String {
+            String(decoding: try encoder.encode(value), as: UTF8.self)
+        }
+        func v1(_ path: String, paired: Bool) throws {
+            let db = try SQLiteDatabase(path: path)
+            try db.exec(Store.migrations[0].sql + "; PRAGMA user_version=1;")
+            let baseChanges: [Change] = [.epochStarted(epoch: 2), .licenseActivated(lic)]
+            let logged: [Change] = [.leaseGranted(lease("a")), .leaseGranted(lease("b")), .leaseReleased(id: "a")]
+            try db.exec(
+                "INSERT INTO meta VALUES ('server_id', 'S2'), ('server_id_used', '0'), ('epoch', '2');"
+                    + "INSERT INTO licenses VALUES ('L1', 'P', 'cad', 5, 0, 'S1,S2', 'k', 'doc', 7);"
+                    + "INSERT INTO leases VALUES ('b', 'cad', 'c', 1, NULL, NULL, 1, 99, 98, 1);")
+            for (i, c) in logged.enumerated() {
+                try db.run(
+                    "INSERT INTO change_log VALUES (?, 2, 1, ?, "
+                        + "?)", .int(Int64(5 + i)), .text(c.kind), .text(try json(c)))
+            }
+            if paired {
+                try db.exec(
+                    "INSERT INTO meta VALUES ('pair_role', 'backup'), ('pair_peer_address', '10.0.0.1'),"
+                        + " ('pair_peer_server_id', 'S1'), ('pair_promised_epoch', '2'), ('pair_base', '4 2')")
+                try db.run("INSERT INTO meta VALUES ('pair_base_state', ?)", .text(try json(baseChanges)))
+            }
+        }
+        let dir = tempDir()
+        try v1(dir + "/paired.db", paired: true)
+        try v1(dir + "/standalone.db", paired: false)
+        let paired = try Store(path: dir + "/paired.db", logger: Logger(label: "test"))
+        #expect(paired.schemaVersion == Store.migrations.count)
+        #expect(paired.base == LogPosition(seq: 4, epoch: 2) && paired.lastSeq == 7)
+        #expect(try count(paired, "leases") == 0 && count(paired, "licenses") == 1)
+        #expect(try paired.pairLog(serverId: "S2").log.map(\.seq) == [5, 6, 7])
+        #expect(try paired.pairRecord()?.peerServerId == "S1")
+        #expect(try paired.meta("pair_base_state") == nil)
+        let state = try paired.load()
+        #expect(state.leases.keys.sorted() == ["b"] && state.licenses.count == 1 && state.serverId == "S2")
+        let standalone = try Store(path: dir + "/standalone.db", logger: Logger(label: "test"))
+        #expect(standalone.base == LogPosition(seq: 7, epoch: 2) && standalone.lastSeq == 7)
+        #expect(try standalone.changes(after: 0).isEmpty)
+        #expect(try standalone.load().leases.keys.sorted() == ["b"])
     }
 }
