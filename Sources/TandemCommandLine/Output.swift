@@ -16,6 +16,11 @@ package enum Output {
         return ([line(header)] + rows.map(line)).joined(separator: "\n")
     }
 
+    /// Prints `json` as JSON when the user asked for JSON (`--json`), else `text`.
+    package static func report(asJSON: Bool, json: @autoclosure () -> Any, text: @autoclosure () -> String) {
+        print(asJSON ? Self.json(json()) : text())
+    }
+
     package static func json(_ value: Any) -> String {
         guard
             let data = try? JSONSerialization.data(

@@ -178,11 +178,9 @@ struct LicenseCmd: ParsableCommand {
                 text = t
             }
             let r = try bus.call(.activateLicense, [.string(text)])
-            if bus.json {
-                print(Output.json(["license_id": s(r[0]), "path": s(r[1])]))
-            } else {
-                print("Activated \(s(r[0])) (\(s(r[1])))")
-            }
+            Output.report(
+                asJSON: bus.json, json: ["license_id": s(r[0]), "path": s(r[1])],
+                text: "Activated \(s(r[0])) (\(s(r[1])))")
         }
     }
 
@@ -192,11 +190,7 @@ struct LicenseCmd: ParsableCommand {
         @Argument(help: "License id.") var id: String
         func run() throws {
             _ = try bus.call(.deactivateLicense, [.string(id)])
-            if bus.json {
-                print(Output.json(["license_id": id, "deactivated": true]))
-            } else {
-                print("Deactivated \(id)")
-            }
+            Output.report(asJSON: bus.json, json: ["license_id": id, "deactivated": true], text: "Deactivated \(id)")
         }
     }
 
@@ -264,11 +258,9 @@ struct Renew: ParsableCommand {
     @Argument(help: "Lease id.") var id: String
     func run() throws {
         let r = try bus.call(.renew, [.string(id)])
-        if bus.json {
-            print(Output.json(["lease_id": id, "expires_usec": n(r[0])] as [String: Any]))
-        } else {
-            print("Lease \(id) renewed until \(Output.time(n(r[0])))")
-        }
+        Output.report(
+            asJSON: bus.json, json: ["lease_id": id, "expires_usec": n(r[0])] as [String: Any],
+            text: "Lease \(id) renewed until \(Output.time(n(r[0])))")
     }
 }
 
@@ -278,7 +270,7 @@ struct Release: ParsableCommand {
     @Argument(help: "Lease id.") var id: String
     func run() throws {
         _ = try bus.call(.release, [.string(id)])
-        if bus.json { print(Output.json(["lease_id": id, "released": true])) } else { print("Released \(id)") }
+        Output.report(asJSON: bus.json, json: ["lease_id": id, "released": true], text: "Released \(id)")
     }
 }
 
@@ -318,11 +310,9 @@ struct Reserve: ParsableCommand {
     @Option(help: "Client id that may use the reserved seats.") var holder: String
     func run() throws {
         let r = try bus.call(.reserve, [.string(feature), .uint32(count), .string(holder)])
-        if bus.json {
-            print(Output.json(["reservation_id": s(r[0])]))
-        } else {
-            print("Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)")
-        }
+        Output.report(
+            asJSON: bus.json, json: ["reservation_id": s(r[0])],
+            text: "Reservation \(s(r[0])): \(count) seat\(count == 1 ? "" : "s") of \(feature) for \(holder)")
     }
 }
 
@@ -332,11 +322,8 @@ struct Unreserve: ParsableCommand {
     @Argument(help: "Reservation id.") var id: String
     func run() throws {
         _ = try bus.call(.unreserve, [.string(id)])
-        if bus.json {
-            print(Output.json(["reservation_id": id, "removed": true]))
-        } else {
-            print("Removed reservation \(id)")
-        }
+        Output.report(
+            asJSON: bus.json, json: ["reservation_id": id, "removed": true], text: "Removed reservation \(id)")
     }
 }
 
