@@ -103,19 +103,21 @@ extension Store {
         _ entries: some Collection<LogEntry>, now: USec, progress: PairProgress? = nil,
         denied: [String: UInt64]? = nil, compactTo: UInt64? = nil
     ) throws {
-        // The positions move only once the transaction is durable.
+        let entries = Array(entries)
         var seq = lastSeq
-        try transaction {
-            for e in entries {
-                precondition(e.seq == seq + 1, "pair log entries must follow the stored log")
-                try insertLog(e, now: now)
-                seq = e.seq
-            }
-            if let compactTo { try compact(through: compactTo) }
+        for e in entries {
+            precondition(e.seq == seq + 1, "pair log entries must follow the stored log")
+            seq = e.seq
+        }
+        let folded = try compactTo.flatMap { try compaction(through: $0, appended: entries) }
+        try db.transaction {
+            for e in entries { try insertLog(e, now: now) }
+            if let folded { try write(folded) }
             if let progress { try writeProgress(progress) }
             if let denied { try writeDenied(denied) }
         }
-        lastSeq = seq
+        // The positions move only once the transaction is durable.
+        extend(with: entries, compacted: folded)
     }
 
     /// Replaces the stored state and the log after `base` (a truncated pair log, a snapshot
@@ -124,24 +126,29 @@ extension Store {
         state: LicenseState, base: LogBase, log: some Collection<LogEntry>, now: USec,
         progress: PairProgress, denied: [String: UInt64]? = nil
     ) throws {
-        try transaction {
+        try db.transaction {
             try replaceState(state, base: base, log: log, now: now, progress: progress)
             if let denied { try writeDenied(denied) }
         }
-        lastSeq = log.reversed().first?.seq ?? base.seq
+        tail = Array(log)
+        self.base = LogPosition(seq: base.seq, epoch: base.epoch)
+        lastSeq = tail.last?.seq ?? base.seq
     }
 
     /// Forms a pair: the state becomes `base` with an empty log, and the record is stored.
     public func formPair(_ record: PairRecord, base: LogBase, now: USec) throws {
-        try transaction {
-            // What the standalone server logged goes into its tables first: its own identity
-            // (License Server ID, whether it was used) is kept there, not in the pair's base.
-            try compact(through: lastSeq)
+        // What the standalone server logged goes into its tables first: its own identity
+        // (License Server ID, whether it was used) is kept there, not in the pair's base.
+        let own = try compaction(through: lastSeq, appended: [])
+        try db.transaction {
+            if let own { try write(own) }
             try replaceState(base.state, base: base, log: [], now: now, progress: record.progress)
             try setMeta(PairKey.role.rawValue, Self.roleNames[record.node])
             try setMeta(PairKey.peerAddress.rawValue, record.peerAddress)
             try setMeta(PairKey.peerServerId.rawValue, record.peerServerId)
         }
+        tail = []
+        self.base = LogPosition(seq: base.seq, epoch: base.epoch)
         lastSeq = base.seq
     }
 
@@ -162,7 +169,7 @@ extension Store {
         try db.exec(
             "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;"
                 + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")
-        for c in base.state.sharedChanges { try write(c) }
+        try write(TableFold(base.state.sharedChanges))
         try setMeta("server_id_used", state.serverIdUsed ? "1" : "0")
         for e in log { try insertLog(e, now: now) }
         try writeBase(LogPosition(seq: base.seq, epoch: base.epoch))

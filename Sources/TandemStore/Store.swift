@@ -17,6 +17,9 @@ public final class Store {
     public internal(set) var lastSeq: UInt64 = 0
     /// The position of the state the tables hold.
     public internal(set) var base = LogPosition(seq: 0, epoch: 0)
+    /// The log after the base, as it is on disk: kept in memory so that compaction folds
+    /// without reading the log back, and loading replays it once.
+    public internal(set) var tail: [LogEntry] = []
     /// Standalone, compaction keeps this many entries (and starts at twice as many).
     public var compactKeep = 10_000
     let encoder = JSONEncoder()
@@ -67,10 +70,10 @@ public final class Store {
         }
         try migrate()
         base = try storedBase() ?? base
+        tail = try changes(after: base.seq, limit: Int.max)
         // The log may be empty after its base (a pair just formed, a snapshot installed, all of
         // it compacted): the position is then the base's.
-        let logged = UInt64(try db.query("SELECT COALESCE(MAX(seq), 0) FROM change_log").first?.first?.int ?? 0)
-        lastSeq = max(logged, base.seq)
+        lastSeq = tail.last?.seq ?? base.seq
     }
 
     public var schemaVersion: Int { Int((try? db.pragma("user_version")).flatMap { Int($0) } ?? 0) }
@@ -102,16 +105,13 @@ public final class Store {
     /// The state now: the tables with the log applied.
     public func load() throws -> LicenseState {
         var state = try loadTables()
-        for e in try changes(after: base.seq, limit: Int.max) { state.apply(e.change) }
+        for e in tail { state.apply(e.change) }
         return state
     }
 
     /// The log's base (the state the tables hold, at `base`) and every entry after it.
     public func loadLog() throws -> (base: LogBase, log: [LogEntry]) {
-        (
-            LogBase(seq: base.seq, epoch: base.epoch, state: try loadTables()),
-            try changes(after: base.seq, limit: Int.max)
-        )
+        (LogBase(seq: base.seq, epoch: base.epoch, state: try loadTables()), tail)
     }
 
     private func loadTables() throws -> LicenseState {
@@ -171,36 +171,60 @@ public final class Store {
             return LogEntry(seq: seq, epoch: epoch, change: change)
         }
         let keep = UInt64(compactKeep)
-        let compactTo = seq - base.seq > 2 * keep ? seq - keep : nil
-        try transaction {
+        let folded = seq - base.seq > 2 * keep ? try compaction(through: seq - keep, appended: logged) : nil
+        try db.transaction {
             for entry in logged { try insertLog(entry, now: now) }
             if let denied { try writeDenied(denied) }
-            if let compactTo { try compact(through: compactTo) }
+            if let folded { try write(folded) }
         }
-        // Only once the transaction is durable: a failed one leaves the position where it was.
-        lastSeq = seq
+        // Only once the transaction is durable: a failed one leaves everything where it was.
+        extend(with: logged, compacted: folded)
         return logged
     }
 
-    /// One durable transaction; if it fails, the base in memory moves back with the disk.
-    func transaction(_ body: () throws -> Void) throws {
-        let before = base
-        do { try db.transaction(body) } catch {
-            base = before
-            throw error
-        }
+    /// Folding the log through a position into the tables.
+    struct Compaction {
+        var fold: TableFold
+        /// Entries folded (they leave the tail).
+        var count: Int
+        var position: LogPosition
     }
 
-    /// Folds the log through `seq` into the tables: the base moves there. Inside a transaction.
-    func compact(through seq: UInt64) throws {
-        guard seq > base.seq else { return }
-        let folded = try changes(after: base.seq, limit: Int(seq - base.seq))
-        guard let last = folded.last, last.seq == seq else {
-            throw SQLiteError(code: 0, message: "cannot compact the log through \(seq): it ends at \(lastSeq)")
+    /// The compaction through `seq` of the tail followed by `appended` (entries being written
+    /// in the same transaction); nil when the base is there already.
+    func compaction(through seq: UInt64, appended: [LogEntry]) throws -> Compaction? {
+        guard seq > base.seq else { return nil }
+        var fold = TableFold()
+        var count = 0
+        var position: LogPosition?
+        for e in [tail, appended].joined() {
+            guard e.seq <= seq else { break }
+            fold.add(e.change)
+            count += 1
+            position = LogPosition(seq: e.seq, epoch: e.epoch)
         }
-        for e in folded { try write(e.change) }
-        try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(seq)))
-        try writeBase(LogPosition(seq: seq, epoch: last.epoch))
+        guard let position, position.seq == seq else {
+            throw SQLiteError(
+                code: 0, message: "cannot compact the log through \(seq): it ends at \(appended.last?.seq ?? lastSeq)")
+        }
+        return Compaction(fold: fold, count: count, position: position)
+    }
+
+    /// Writes a compaction (inside a transaction).
+    func write(_ c: Compaction) throws {
+        try write(c.fold)
+        try db.run("DELETE FROM change_log WHERE seq <= ?", .int(Int64(c.position.seq)))
+        try writeBase(c.position)
+    }
+
+    /// After a durable transaction: the tail and the position as they now are on disk.
+    func extend(with appended: [LogEntry], compacted: Compaction?) {
+        tail.append(contentsOf: appended)
+        if let compacted {
+            tail.removeFirst(compacted.count)
+            base = compacted.position
+        }
+        lastSeq = tail.last?.seq ?? base.seq
     }
 
     func storedBase() throws -> LogPosition? {
@@ -212,7 +236,6 @@ public final class Store {
 
     func writeBase(_ position: LogPosition) throws {
         try setMeta(Self.logBaseKey, "\(position.seq) \(position.epoch)")
-        base = position
     }
 
     static let logBaseKey = "log_base"
@@ -227,7 +250,7 @@ public final class Store {
 
     /// Writes the refused-acquisition counters alone (they are this server's, not logged).
     public func saveDenied(_ denied: [String: UInt64]) throws {
-        try transaction { try writeDenied(denied) }
+        try db.transaction { try writeDenied(denied) }
     }
 
     func writeDenied(_ denied: [String: UInt64]) throws {
@@ -243,51 +266,6 @@ public final class Store {
         try db.run(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             .text(key), .text(value))
-    }
-
-    /// Writes one change into the tables, exactly as `LicenseState.apply` applies it (a row
-    /// written again replaces the one of that id): the tables with the log folded in are the
-    /// state the log replays to, and a compaction never fails on what a commit accepted.
-    func write(_ change: Change) throws {
-        switch change {
-        case .serverIdSet(let id):
-            try setMeta("server_id", id)
-            try setMeta("server_id_used", "0")
-        case .licenseActivated(let l):
-            try db.run(
-                "INSERT OR REPLACE INTO licenses (id, product, feature, seats, not_after_usec, issued_to, key_id,"
-                    + " document, activated_usec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                .text(l.id), .text(l.product), .text(l.feature), .int(Int64(l.seats)), .int(Int64(l.notAfterUSec)),
-                .text(l.issuedTo.joined(separator: ",")), .text(l.keyId), .text(l.document),
-                .int(Int64(l.activatedUSec)))
-            try setMeta("server_id_used", "1")
-        case .licenseDeactivated(let id):
-            try db.run("DELETE FROM licenses WHERE id = ?", .text(id))
-        case .leaseGranted(let l):
-            try db.run(
-                "INSERT OR REPLACE INTO leases (id, feature, client, count, uid, request_id, acquired_usec,"
-                    + " expires_usec, ttl_usec, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
-                l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
-                .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)), .int(Int64(l.epoch)))
-        case .leaseRenewed(let id, let expires):
-            try db.run("UPDATE leases SET expires_usec = ? WHERE id = ?", .int(Int64(expires)), .text(id))
-        case .leaseReleased(let id), .leaseExpired(let id):
-            try db.run("DELETE FROM leases WHERE id = ?", .text(id))
-        case .reservationAdded(let r):
-            try db.run(
-                "INSERT OR REPLACE INTO reservations (id, feature, holder, count) VALUES (?, ?, ?, ?)",
-                .text(r.id), .text(r.feature), .text(r.holder), .int(Int64(r.count)))
-        case .reservationRemoved(let id):
-            try db.run("DELETE FROM reservations WHERE id = ?", .text(id))
-        case .epochStarted(let e):
-            try setMeta("epoch", String(e))
-        case .leasesMerged(let e, let through):
-            try db.run(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                    + " SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
-                .text("leases_merged_\(e)"), .text(String(through)))
-        }
     }
 
     /// Change-log entries after `seq`, oldest first.
@@ -341,7 +319,7 @@ extension Store {
             try db.exec(
                 "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations;"
                     + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")
-            for c in changes { try write(c) }
+            try write(TableFold(changes))
             try setMeta("server_id_used", used)
             try setMeta(Self.logBaseKey, position)
         } else {
