@@ -161,6 +161,10 @@ public struct NetworkAPI: Sendable {
             Route(
                 method: .post, path: "/v1/leases",
                 handler: authorized { request, _ in
+                    // A JSON body only: a browser cannot send one cross-origin without asking
+                    // first (a CORS preflight, which this server never grants), so a web page
+                    // cannot take seats behind an administrator's back.
+                    guard Self.isJSON(request) else { return Problem.notJSON.response() }
                     let body: ByteBuffer
                     do { body = try await request.body.collect(upTo: Self.maxBodyBytes) } catch {
                         return Problem.tooLarge.response()
@@ -207,13 +211,39 @@ public struct NetworkAPI: Sendable {
         ]
     }
 
+    /// Whether the request says its body is JSON (`application/json`, parameters allowed).
+    static func isJSON(_ request: Request) -> Bool {
+        guard let type = request.headers[.contentType] else { return false }
+        let media = type.split(separator: ";", maxSplits: 1).first ?? ""
+        return media.trimmingCharacters(in: .whitespaces).lowercased() == "application/json"
+    }
+
+    /// The methods the router answers on a path that has routes with other ones: 405 with
+    /// `Allow`. HEAD is answered wherever GET is (without a body).
+    static let checkedMethods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete]
+
     public func router() -> Router<BasicRequestContext> {
-        let router = Router()
-        for r in routes() {
-            let path = RouterPath(stringLiteral: r.path.replacingOccurrences(of: "{id}", with: ":id"))
-            router.on(path, method: r.method, use: r.handler)
+        let router = Router(options: .autoGenerateHeadEndpoints)
+        router.add(middleware: ProblemMiddleware())
+        let table = routes()
+        for r in table {
+            router.on(Self.routerPath(r.path), method: r.method, use: r.handler)
+        }
+        for (path, routes) in Dictionary(grouping: table, by: \.path) {
+            let served = routes.map(\.method)
+            let allowed = served.contains(.get) ? served + [.head] : served
+            let allow = allowed.map(\.rawValue).joined(separator: ", ")
+            for method in Self.checkedMethods where !allowed.contains(method) {
+                router.on(Self.routerPath(path), method: method) { _, _ in
+                    Problem.methodNotAllowed(method, allow: allow)
+                }
+            }
         }
         return router
+    }
+
+    static func routerPath(_ openAPIPath: String) -> RouterPath {
+        RouterPath(stringLiteral: openAPIPath.replacingOccurrences(of: "{id}", with: ":id"))
     }
 
     /// Every operation the router serves, as "METHOD path".

@@ -12,6 +12,11 @@ info:
     and `GET /v1/openapi.yaml` needs `Authorization: Bearer <token>`. Errors are RFC 9457 problem
     details (`application/problem+json`) whose `type` ends in the same name as the D-Bus error
     (`urn:tandem:problem:InsufficientSeats`). A request that fails changes nothing.
+    `POST /v1/leases` needs `Content-Type: application/json` (415 otherwise), so that a web
+    page cannot send it from a browser without a CORS preflight, which this server never
+    grants; renewals and releases carry no body and name an unguessable lease id. `HEAD` is
+    answered wherever `GET` is, another method on a known path gets 405 with `Allow`, and an
+    unknown path 404 `NotFound`, all as problem details.
   license:
     name: MIT
     identifier: MIT
@@ -273,6 +278,8 @@ paths:
         "409":
           $ref: "#/components/responses/Problem"
         "413":
+          $ref: "#/components/responses/Problem"
+        "415":
           $ref: "#/components/responses/Problem"
         "503":
           $ref: "#/components/responses/NotServing"

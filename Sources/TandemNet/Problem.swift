@@ -28,12 +28,41 @@ extension ProblemBody {
     static let unauthorized = Problem(
         name: "Unauthorized", status: 401, detail: "a valid 'Authorization: Bearer <token>' header is required")
     static let tooLarge = Problem(name: "PayloadTooLarge", status: 413, detail: "request body is larger than 64 KiB")
+    static let notJSON = Problem(
+        name: "UnsupportedMediaType", status: 415, detail: "the request body must be JSON (Content-Type: application/json)")
 
-    func response() -> Response {
+    /// 405, with the `Allow` header RFC 9110 requires.
+    static func methodNotAllowed(_ method: HTTPRequest.Method, allow: String) -> Response {
+        Problem(name: "MethodNotAllowed", status: 405, detail: "\(method.rawValue) is not served here (allowed: \(allow))")
+            .response(allow: allow)
+    }
+
+    func response(allow: String? = nil) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/problem+json"
         if status == 401 { headers[.wwwAuthenticate] = "Bearer" }
+        if let allow { headers[.allow] = allow }
         let data = (try? NetworkAPI.encoder.encode(self)) ?? Data()
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Every error the router or a handler throws leaves as a problem document: a path that does
+/// not exist (404), an error of the HTTP layer, or anything unexpected (500, logged).
+struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            let status = error.status
+            let name = status == .notFound ? "NotFound" : "HTTP\(status.code)"
+            let detail = status == .notFound ? "no such resource: \(request.uri.path)" : status.reasonPhrase
+            return Problem(name: name, status: status.code, detail: detail).response()
+        } catch {
+            context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Problem(name: "Failed", status: 500, detail: "the request failed on the server").response()
+        }
     }
 }

@@ -18,9 +18,12 @@ struct HTTPResult {
 /// One request with curl (a real HTTP client on loopback).
 func http(
     _ method: String, _ url: String, body: String? = nil, token: String? = nil, bodyFile: String? = nil,
-    extraArgs: [String] = []
+    contentType: String? = "application/json", extraArgs: [String] = []
 ) throws -> HTTPResult {
-    var args = ["-s", "-S", "-X", method, "-D", "-", "--max-time", "10", "-H", "Content-Type: application/json"]
+    // HEAD with -I (which prints the head): curl would wait for a body after `-X HEAD`.
+    // "Content-Type:" sends none.
+    var args = ["-s", "-S"] + (method == "HEAD" ? ["-I"] : ["-X", method, "-D", "-"]) + ["--max-time", "10"]
+    args += ["-H", "Content-Type:" + (contentType.map { " " + $0 } ?? "")]
     if let token { args += ["-H", "Authorization: Bearer \(token)"] }
     if let body { args += ["--data-binary", body] }
     if let bodyFile { args += ["--data-binary", "@" + bodyFile] }
@@ -115,6 +118,48 @@ func http(
             toFile: big, atomically: true, encoding: .utf8)
         #expect(try http("POST", base + "/v1/leases", bodyFile: big).status == 413)
         #expect(try snapshot(c) == before)
+    }
+
+    /// A web page cannot take seats (a state-changing request needs a JSON body, which a browser
+    /// sends cross-origin only after a preflight that is never granted); HEAD where GET is;
+    /// 405 with Allow; every error a problem document.
+    @Test func theHTTPEdges() throws {
+        let f = try Fixture()
+        let base = "http://" + (try f.daemon.httpAddress)
+        let c = try f.bus.client()
+        let before = try snapshot(c)
+        let acquire = #"{"feature":"cad","client":"page"}"#
+        for type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", nil] {
+            let r = try http("POST", base + "/v1/leases", body: acquire, contentType: type)
+            #expect(r.status == 415, "\(type ?? "none") -> \(r.status) \(r.body)")
+            #expect(r.object["type"] as? String == "urn:tandem:problem:UnsupportedMediaType")
+            #expect(r.headers.lowercased().contains("content-type: application/problem+json"))
+        }
+        #expect(try snapshot(c) == before)
+        let json = try http("POST", base + "/v1/leases", body: acquire, contentType: "Application/JSON; charset=utf-8")
+        #expect(json.status == 201, "\(json.body)")
+
+        for path in ["/healthz", "/v1/server", "/v1/features", "/v1/leases", "/v1/openapi.yaml"] {
+            let head = try http("HEAD", base + path)
+            #expect(head.status == 200, "HEAD \(path) -> \(head.status)")
+            #expect(head.body.isEmpty)
+        }
+        let wrong: [(String, String, String)] = [
+            ("PUT", "/v1/leases", "GET, POST, HEAD"), ("DELETE", "/v1/server", "GET, HEAD"),
+            ("GET", "/v1/leases/x/renew", "POST"), ("PATCH", "/v1/leases/x", "GET, DELETE, HEAD"),
+        ]
+        for (method, path, allow) in wrong {
+            let r = try http(method, base + path)
+            #expect(r.status == 405, "\(method) \(path) -> \(r.status)")
+            let allowed = r.headers.split(separator: "\r\n").first { $0.lowercased().hasPrefix("allow:") }
+            #expect(
+                Set((allowed?.dropFirst(6) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+                    == Set(allow.components(separatedBy: ", ")), "\(method) \(path): \(allowed ?? "no Allow")")
+            #expect(r.object["type"] as? String == "urn:tandem:problem:MethodNotAllowed")
+        }
+        let missing = try http("GET", base + "/v2/nothing")
+        #expect(missing.status == 404 && missing.object["type"] as? String == "urn:tandem:problem:NotFound")
+        #expect(missing.headers.lowercased().contains("content-type: application/problem+json"))
     }
 
     @Test func httpAndDBusSeeTheSameLeases() throws {
@@ -248,7 +293,8 @@ struct NullBackend: LicenseBackend {
             "/usr/bin/curl",
             [
                 "-s", "--max-time", "5", "--cacert", dir + "/cert.pem", "-X", "POST",
-                "-d", #"{"feature":"cad","client":"tls"}"#, "https://\(address)/v1/leases"
+                "-H", "Content-Type: application/json", "-d", #"{"feature":"cad","client":"tls"}"#,
+                "https://\(address)/v1/leases"
             ])
         #expect(acquired.stdout.contains("lease_id"), "\(acquired.stdout)")
         #expect(try leaseCount(f) == 1)

@@ -316,7 +316,10 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         }
         let post = try run(
             "/usr/bin/curl",
-            ["-s", "-i", "-X", "POST", "http://\(httpB)/v1/leases", "-d", #"{"feature":"cad","client":"p"}"#])
+            [
+                "-s", "-i", "-X", "POST", "http://\(httpB)/v1/leases", "-H", "Content-Type: application/json", "-d",
+                #"{"feature":"cad","client":"p"}"#
+            ])
         #expect(post.stdout.hasPrefix("HTTP/1.1 503"), "\(post.stdout)")
         #expect(
             post.stdout.contains("urn:tandem:problem:NotServing")
