@@ -79,6 +79,10 @@ public final class Daemon {
         sigemptyset(&mask)
         for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, sig) }
         pthread_sigmask(SIG_BLOCK, &mask, nil)
+        // Before any connection: the network API may hold many (the limit is the unit's).
+        if let files = FileLimit.raiseToHard() {
+            logger.info("open files limit", metadata: ["soft": "\(files.soft)", "hard": "\(files.hard)"])
+        }
         do { config = try DaemonConfig.load(path: options.configPath, required: options.configGiven) } catch {
             throw ServiceError("bad configuration: \(error)")
         }

@@ -72,15 +72,25 @@ public struct LicenseDocument: Sendable, Equatable {
 
     static func invalid(_ why: String) -> TandemError { TandemError(.invalidLicense, why) }
 
-    /// Parses a license document. Surrounding blank lines and CRLF line ends are tolerated;
-    /// anything else that is not exactly the format is refused with `InvalidLicense`.
+    /// Parses a license document in its one canonical form. Two things are forgiven, because
+    /// licenses travel by mail and through editors and neither touches what is signed: CRLF
+    /// line ends (read as LF) and blank lines before the first line or after the last. Anything
+    /// else that is not exactly the format is refused with `InvalidLicense`: a blank line
+    /// between fields, spaces a rendering would not write, a signature in any base64 but the
+    /// canonical one (padding as written, unused bits zero).
     public static func parse(_ raw: String) throws(TandemError) -> LicenseDocument {
         guard raw.utf8.count <= maxDocumentBytes else { throw invalid("license text is larger than 64 KiB") }
-        let lines = raw.replacingOccurrences(of: "\r\n", with: "\n").split(
+        var lines = raw.replacingOccurrences(of: "\r\n", with: "\n").split(
             separator: "\n", omittingEmptySubsequences: false
         )
-        .map { String($0) }.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        .map { String($0) }
+        func blank(_ line: String) -> Bool { line.trimmingCharacters(in: .whitespaces).isEmpty }
+        while let first = lines.first, blank(first) { lines.removeFirst() }
+        while let last = lines.last, blank(last) { lines.removeLast() }
         guard !lines.isEmpty else { throw invalid("license text is empty") }
+        if let n = lines.firstIndex(where: blank) {
+            throw invalid("line \(n + 1) is blank: a license has no blank lines between its fields")
+        }
         var fields: [(String, String)] = []
         for line in lines {
             guard let colon = line.firstIndex(of: ":") else {
@@ -132,8 +142,13 @@ public struct LicenseDocument: Sendable, Equatable {
         }
         let issuedAt = try need("Issued-At")
         let keyId = try need("Key-Id")
-        guard let sig = Data(base64Encoded: try need("Signature")), sig.count == 64 else {
+        let signatureText = try need("Signature")
+        guard let sig = Data(base64Encoded: signatureText), sig.count == 64 else {
             throw invalid("Signature is not a base64 Ed25519 signature")
+        }
+        // One text per signature: a decoder forgives unused bits and some padding, this does not.
+        guard sig.base64EncodedString() == signatureText else {
+            throw invalid("Signature is not in canonical base64 (as tandem-vendor writes it)")
         }
         let doc = LicenseDocument(
             id: id, product: product, feature: feature, seats: seats, notAfter: single["Not-After"],

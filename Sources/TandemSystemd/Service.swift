@@ -37,3 +37,24 @@ public struct ServiceError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// The open-file limit a service runs with.
+public enum FileLimit {
+    /// Raises the soft limit to the hard one, as systemd recommends for services that never use
+    /// `select()` (tandemd's loops are epoll: sd-event and SwiftNIO). Returns the limits now, or
+    /// nil (and leaves them) when they cannot be read or set.
+    @discardableResult
+    public static func raiseToHard() -> (soft: UInt64, hard: UInt64)? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 else {
+                return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
+            }
+            limit = raised
+        }
+        return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
+    }
+}

@@ -26,6 +26,19 @@ struct Fixture {
 }
 
 @Suite(.serialized) struct DaemonCycle {
+    /// A thousand idle connections must not exhaust a soft limit of 1024 (issue 15): tandemd
+    /// raises its soft open-files limit to the hard one at start.
+    @Test func raisesItsOpenFilesLimitToTheHardOne() throws {
+        let vendor = try Vendor()
+        let daemon = try Tandemd(bus: try TestBus(), config: "[Server]\nVendorKeys=\(vendor.keysDir)\n")
+        daemon.fileLimit = (512, 8192)
+        try daemon.start()
+        let pid = try #require(daemon.process?.processIdentifier)
+        let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
+        let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        #expect(line.split(separator: " ").dropFirst(3).prefix(2).map(String.init) == ["8192", "8192"], "\(line)")
+    }
+
     @Test func fullCycleThroughBusctlAndTandemctl() throws {
         let f = try Fixture(activate: false)
         let bus = f.bus

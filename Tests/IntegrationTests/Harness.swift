@@ -164,6 +164,8 @@ final class Tandemd {
     var extraEnv: [String: String]
     /// A network namespace to run in (`ip netns exec`).
     var netns: String?
+    /// Open-file limits to start with (`prlimit`, which execs tandemd: the pid stays tandemd's).
+    var fileLimit: (soft: Int, hard: Int)?
 
     init(bus: TestBus, config: String, stateDir: String? = nil, env: [String: String] = [:]) throws {
         self.bus = bus
@@ -184,14 +186,12 @@ final class Tandemd {
     func start() throws {
         let p = Process()
         let args = ["--config", configPath, "--state-dir", stateDir, "--log-level", "debug"]
-        if let netns {
-            // `ip netns exec` execs tandemd in the namespace: the pid stays tandemd's.
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            p.arguments = ["netns", "exec", netns, binary("tandemd")] + args
-        } else {
-            p.executableURL = URL(fileURLWithPath: binary("tandemd"))
-            p.arguments = args
-        }
+        var command = [binary("tandemd")] + args
+        if let fileLimit { command = ["/usr/bin/prlimit", "--nofile=\(fileLimit.soft):\(fileLimit.hard)"] + command }
+        // `ip netns exec` execs tandemd in the namespace: the pid stays tandemd's.
+        if let netns { command = ["/usr/sbin/ip", "netns", "exec", netns] + command }
+        p.executableURL = URL(fileURLWithPath: command[0])
+        p.arguments = Array(command.dropFirst())
         var environment = ProcessInfo.processInfo.environment
         environment["DBUS_SYSTEM_BUS_ADDRESS"] = bus.address
         environment["NOTIFY_SOCKET"] = nil

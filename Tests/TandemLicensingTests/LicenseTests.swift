@@ -53,6 +53,35 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
         #expect(try TrustedKeys([key.publicKey]).verify(text).id == "LIC-1")
     }
 
+    /// One canonical form: a signature that decodes to the same bytes from another text (unused
+    /// bits set, padding changed), a blank line between fields, or a space too many is refused.
+    @Test func onlyTheCanonicalFormIsAccepted() throws {
+        let key = VendorPrivateKey()
+        let text = try sample(key).text
+        let trusted = TrustedKeys([key.publicKey])
+        #expect(try trusted.verify(text).id == "LIC-1")
+        let signature = String(text.split(separator: "\n").last!.dropFirst("Signature: ".count))
+        // 64 bytes are 86 base64 digits and "==": the last digit carries 4 unused bits.
+        let digits = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+        let last = signature.index(signature.endIndex, offsetBy: -3)
+        let value = digits.firstIndex(of: signature[last])!
+        var unusedBits = signature
+        unusedBits.replaceSubrange(last...last, with: String(digits[value ^ 1]))
+        #expect(Data(base64Encoded: unusedBits) == Data(base64Encoded: signature), "the decoder forgives it")
+        let variants = [
+            text.replacingOccurrences(of: signature, with: unusedBits),
+            text.replacingOccurrences(of: "Feature: demo\n", with: "Feature: demo\n\n"),
+            text.replacingOccurrences(of: "Seats: ", with: "Seats:  "),
+            text.replacingOccurrences(of: "Demo Suite\n", with: "Demo Suite \n"),
+        ]
+        for variant in variants {
+            do {
+                _ = try trusted.verify(variant)
+                Issue.record("accepted \(variant)")
+            } catch { #expect(error.code == .invalidLicense, "\(variant)") }
+        }
+    }
+
     @Test func notAfterIsTheEndOfThatDayUTC() throws {
         let doc = try sample(VendorPrivateKey(), notAfter: "1970-01-02")
         #expect(doc.notAfterUSec == 2 * 86_400 * 1_000_000 - 1)
