@@ -85,8 +85,8 @@ let package = Package(
         ]),
         // tandemctl: D-Bus client and network client; no engine, no store, no SQLite.
         .target(name: "TandemctlCommands", dependencies: [
-            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemPair", "TandemClient", "TandemAPI",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemPair", "TandemClient",
+            "TandemAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // tandem-vendor: licensing only; no D-Bus, no SQLite.
         .target(name: "TandemVendorCommands", dependencies: [
@@ -120,7 +120,8 @@ let package = Package(
             "TandemTesting", "TandemEngine", "TandemPair", "TandemCore", "TandemLicensing", "TandemStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "TandemDaemonTests", dependencies: ["TandemTesting", "TandemDaemon", "TandemPair"]),
+        .testTarget(
+            name: "TandemDaemonTests", dependencies: ["TandemTesting", "TandemDaemon", "TandemPair", "TandemNet"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
             "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands",

@@ -85,6 +85,10 @@ public struct DaemonConfig: Sendable, Equatable {
     public var clientTokenFile: String? = nil
     public var tlsCertificate: String? = nil
     public var tlsKey: String? = nil
+    /// What clients may hold of the network API (connections, idle time).
+    public var connectionLimits = ConnectionLimits()
+    /// How long a request's body may take to arrive after its head.
+    public var requestTimeoutSec: UInt64 = 10
     /// `[Pair]`: the pair link and the protocol's timing.
     public var pair = PairConfig()
 
@@ -158,11 +162,26 @@ public struct DaemonConfig: Sendable, Equatable {
                 } else {
                     c.tlsKey = e.value.isEmpty ? nil : e.value
                 }
+            case "MaxConnections", "MaxConnectionsPerAddress":
+                guard let n = Int(e.value), n >= 1, n <= 1_000_000 else {
+                    throw ConfigError(
+                        file: e.file, line: e.line,
+                        reason: "\(e.key)= must be a whole number from 1 to 1000000, got '\(e.value)'")
+                }
+                if e.key == "MaxConnections" { c.connectionLimits.total = n } else { c.connectionLimits.perAddress = n }
+            case "IdleTimeoutSec": c.connectionLimits.idleTimeoutSec = Double(try seconds(e))
+            case "RequestTimeoutSec": c.requestTimeoutSec = try seconds(e)
             case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
             case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
             default:
                 throw ConfigError(file: e.file, line: e.line, reason: "unknown key '\(e.key)' in [\(e.section)]")
             }
+        }
+        if c.connectionLimits.perAddress > c.connectionLimits.total {
+            throw ConfigError(
+                file: place.0, line: place.1,
+                reason:
+                    "MaxConnectionsPerAddress= must not exceed MaxConnections= (one address would lock out the rest)")
         }
         if (c.tlsCertificate == nil) != (c.tlsKey == nil) {
             throw ConfigError(file: place.0, line: place.1, reason: "TLSCertificate= and TLSKey= must be set together")

@@ -235,13 +235,16 @@ public final class Daemon {
         }
         guard !addresses.isEmpty else { return }
         let tokens = try Self.clientTokens(config)
-        let api = NetworkAPI(backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens)
+        let api = NetworkAPI(
+            backend: EngineBackend(mailbox: mailbox, daemon: self), tokens: tokens,
+            requestTimeoutSec: Double(config.requestTimeoutSec))
         var netLogger = logger
         netLogger.logLevel = max(logger.logLevel, .notice)
         let tls = config.tlsCertificate.flatMap { cert in config.tlsKey.map { TLSFiles(certificate: cert, key: $0) } }
         let http: HTTPServer
         do {
-            http = try HTTPServer(api: api, addresses: addresses, tls: tls, logger: netLogger)
+            http = try HTTPServer(
+                api: api, addresses: addresses, tls: tls, limits: config.connectionLimits, logger: netLogger)
             try http.start()
         } catch { throw ServiceError("network API: \(error)") }
         network = (api, http)
@@ -420,8 +423,11 @@ public final class Daemon {
             let c = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
             let settings = try Self.loadSettings(c)
             let tokens = try Self.clientTokens(c)
-            if c.listen != config.listen || c.tlsCertificate != config.tlsCertificate || c.tlsKey != config.tlsKey {
-                logger.warning("Listen=, TLSCertificate= and TLSKey= changes take effect when tandemd restarts")
+            if c.listen != config.listen || c.tlsCertificate != config.tlsCertificate || c.tlsKey != config.tlsKey
+                || c.connectionLimits != config.connectionLimits || c.requestTimeoutSec != config.requestTimeoutSec
+            {
+                logger.warning(
+                    "Listen=, TLS, connection limit and timeout changes take effect when tandemd restarts")
             }
             config = c
             engine.settings = settings

@@ -58,10 +58,17 @@ public final class HTTPServer: @unchecked Sendable {
 
     let tls: TLSConfiguration?
 
-    public init(api: NetworkAPI, addresses: [ListenAddress], tls: TLSFiles? = nil, logger: Logger) throws {
+    let limiter: ConnectionLimiter
+
+    public init(
+        api: NetworkAPI, addresses: [ListenAddress], tls: TLSFiles? = nil,
+        limits: ConnectionLimits = ConnectionLimits(),
+        logger: Logger
+    ) throws {
         self.api = api
         self.addresses = addresses
         self.logger = logger
+        limiter = ConnectionLimiter(limits: limits, logger: logger)
         if let tls {
             do {
                 let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map {
@@ -86,6 +93,10 @@ public final class HTTPServer: @unchecked Sendable {
         lock.withLock { bound }
     }
 
+    /// Connections refused for a limit since start, and connections open now.
+    public var refusedConnections: UInt64 { limiter.refused }
+    public var openConnections: Int { limiter.open }
+
     /// The port of the first address bound (what the pair's peer tells clients to use here).
     public var firstPort: Int? { lock.withLock { ports.first } }
 
@@ -96,12 +107,20 @@ public final class HTTPServer: @unchecked Sendable {
         let started = DispatchSemaphore(value: 0)
         var apps: [any Service] = []
         for address in addresses {
-            let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+            let limiter = limiter
+            let http1 = HTTP1Channel.Configuration(
+                additionalChannelHandlers: [ConnectionLimitHandler(limiter: limiter)],
+                idleTimeout: .milliseconds(Int64(limiter.limits.idleTimeoutSec * 1000)))
+            let server: HTTPServerBuilder =
+                try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0) }
+                ?? .http1(configuration: http1)
             apps.append(
                 Application(
                     router: router,
                     server: server,
-                    configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tandemd"),
+                    // A deep accept queue: after a failover every product reconnects at once.
+                    configuration: .init(
+                        address: .hostname(address.host, port: address.port), serverName: "tandemd", backlog: 1024),
                     onServerRunning: { [self] channel in
                         let local =
                             channel.localAddress.map { a -> String in

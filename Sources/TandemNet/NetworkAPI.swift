@@ -12,9 +12,13 @@ public struct NetworkAPI: Sendable {
     var tokens: [[UInt8]] { tokenStore.tokens }
     public static let maxBodyBytes = 64 * 1024
 
-    public init(backend: any LicenseBackend, tokens: [String] = []) {
+    /// How long a request's body may take to arrive (`RequestTimeoutSec=`).
+    public var requestTimeoutSec: Double
+
+    public init(backend: any LicenseBackend, tokens: [String] = [], requestTimeoutSec: Double = 10) {
         self.backend = backend
         tokenStore = TokenStore(tokens)
+        self.requestTimeoutSec = requestTimeoutSec
     }
 
     /// Replaces the accepted tokens (e.g. after the token file changed).
@@ -165,9 +169,15 @@ public struct NetworkAPI: Sendable {
                     // first (a CORS preflight, which this server never grants), so a web page
                     // cannot take seats behind an administrator's back.
                     guard Self.isJSON(request) else { return Problem.notJSON.response() }
-                    let body: ByteBuffer
-                    do { body = try await request.body.collect(upTo: Self.maxBodyBytes) } catch {
+                    // Announced too large: refused before a byte of it is read.
+                    if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
                         return Problem.tooLarge.response()
+                    }
+                    let body: ByteBuffer
+                    switch await Self.collect(request, within: api.requestTimeoutSec) {
+                    case .some(.success(let b)): body = b
+                    case .some(.failure): return Problem.tooLarge.response()
+                    case nil: return Problem.requestTimeout.response()
                     }
                     let parsed: AcquireBody
                     do throws(TandemError) { parsed = try Self.parseAcquire(Data(buffer: body)) } catch {
@@ -209,6 +219,25 @@ public struct NetworkAPI: Sendable {
                     }
                 })
         ]
+    }
+
+    /// The request's body, at most `maxBodyBytes` of it, if it arrives within `seconds` (nil
+    /// when it does not: a client announcing a body and sending nothing holds no handler).
+    static func collect(_ request: Request, within seconds: Double) async -> Result<ByteBuffer, any Error>? {
+        await withTaskGroup(of: Result<ByteBuffer, any Error>?.self) { group in
+            group.addTask {
+                do { return .success(try await request.body.collect(upTo: maxBodyBytes)) } catch {
+                    return .failure(error)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 
     /// Whether the request says its body is JSON (`application/json`, parameters allowed).

@@ -277,6 +277,8 @@ paths:
           $ref: "#/components/responses/Problem"
         "409":
           $ref: "#/components/responses/Problem"
+        "408":
+          $ref: "#/components/responses/Problem"
         "413":
           $ref: "#/components/responses/Problem"
         "415":

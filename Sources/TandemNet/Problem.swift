@@ -28,13 +28,18 @@ extension ProblemBody {
     static let unauthorized = Problem(
         name: "Unauthorized", status: 401, detail: "a valid 'Authorization: Bearer <token>' header is required")
     static let tooLarge = Problem(name: "PayloadTooLarge", status: 413, detail: "request body is larger than 64 KiB")
+    static let requestTimeout = Problem(
+        name: "RequestTimeout", status: 408, detail: "the request's body did not arrive in time")
     static let notJSON = Problem(
-        name: "UnsupportedMediaType", status: 415, detail: "the request body must be JSON (Content-Type: application/json)")
+        name: "UnsupportedMediaType", status: 415,
+        detail: "the request body must be JSON (Content-Type: application/json)")
 
     /// 405, with the `Allow` header RFC 9110 requires.
     static func methodNotAllowed(_ method: HTTPRequest.Method, allow: String) -> Response {
-        Problem(name: "MethodNotAllowed", status: 405, detail: "\(method.rawValue) is not served here (allowed: \(allow))")
-            .response(allow: allow)
+        Problem(
+            name: "MethodNotAllowed", status: 405, detail: "\(method.rawValue) is not served here (allowed: \(allow))"
+        )
+        .response(allow: allow)
     }
 
     func response(allow: String? = nil) -> Response {

@@ -3,6 +3,7 @@ import TandemTesting
 import Testing
 @testable import TandemDaemon
 import TandemPair
+import TandemNet
 
 func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
     var ini = IniFile()
@@ -17,6 +18,14 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         #expect(c.defaultLeaseSec == 300)
         #expect(c.maxLeaseSec == 86_400)
         #expect(c.vendorKeys == nil)
+    }
+
+    @Test func connectionLimitsAreRead() throws {
+        let c = try parse(
+            "[Server]\nMaxConnections=500\nMaxConnectionsPerAddress=50\nIdleTimeoutSec=5\nRequestTimeoutSec=3s\n")
+        #expect(c.connectionLimits == ConnectionLimits(total: 500, perAddress: 50, idleTimeoutSec: 5))
+        #expect(c.requestTimeoutSec == 3)
+        #expect(try parse("").connectionLimits == ConnectionLimits(total: 4096, perAddress: 1024, idleTimeoutSec: 30))
     }
 
     @Test func keysAreRead() throws {
@@ -46,7 +55,10 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         ("[Server]\nVendorKeys=relative/path\n", 2, "absolute"),
         ("[Server]\nDefaultLeaseSec=100\nMaxLeaseSec=50\n", 3, "larger than"),
         ("[Pair]\nPartitionPolicy=majority\n", 2, "'takeover' or 'split'"),
-        ("[Pair]\nSplitPrimaryPercent=101\n", 2, "from 0 to 100")
+        ("[Pair]\nSplitPrimaryPercent=101\n", 2, "from 0 to 100"),
+        ("[Server]\nMaxConnections=0\n", 2, "MaxConnections="),
+        ("[Server]\nMaxConnections=100\nMaxConnectionsPerAddress=200\n", 3, "must not exceed"),
+        ("[Server]\nIdleTimeoutSec=never\n", 2, "IdleTimeoutSec=")
     ])
     func badConfigNamesFileLineAndReason(_ input: (String, Int, String)) {
         do {

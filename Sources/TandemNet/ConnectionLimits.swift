@@ -1,0 +1,121 @@
+import Foundation
+import Logging
+import NIOCore
+
+/// What one client, and all of them, may hold of the network API (`MaxConnections=`,
+/// `MaxConnectionsPerAddress=`, `IdleTimeoutSec=`).
+public struct ConnectionLimits: Sendable, Equatable {
+    /// Connections open at once, in all. Below tandemd's open-files limit, so that the bus,
+    /// the pair link and the database always have descriptors.
+    public var total: Int
+    /// Connections open at once from one client address: below `total`, so that one machine
+    /// cannot lock the others out.
+    public var perAddress: Int
+    /// A connection that sends no request for this long is closed (also one whose request's
+    /// head does not arrive: a slow head is an idle connection).
+    public var idleTimeoutSec: Double
+
+    public init(total: Int = 4096, perAddress: Int = 1024, idleTimeoutSec: Double = 30) {
+        self.total = total
+        self.perAddress = perAddress
+        self.idleTimeoutSec = idleTimeoutSec
+    }
+}
+
+/// Counts the network API's open connections, in all and per client address. A connection
+/// over either limit is closed as soon as it is accepted, before it is read: refusing costs an
+/// accept and a close, and is logged once per address and minute.
+final class ConnectionLimiter: @unchecked Sendable {
+    let limits: ConnectionLimits
+    let logger: Logger
+    private let lock = NSLock()
+    private var total = 0
+    private var byAddress: [String: Int] = [:]
+    private var lastLogged: [String: ContinuousClock.Instant] = [:]
+    private var refusedCount: UInt64 = 0
+
+    init(limits: ConnectionLimits, logger: Logger) {
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// Connections refused since start.
+    var refused: UInt64 { lock.withLock { refusedCount } }
+    var open: Int { lock.withLock { total } }
+
+    /// Takes a place for a connection from `address`, or says why there is none.
+    func admit(_ address: String) -> String? {
+        let now = ContinuousClock.now
+        let (why, log) = lock.withLock { () -> (String?, Bool) in
+            let mine = byAddress[address, default: 0]
+            let why =
+                total >= limits.total
+                ? "MaxConnections=\(limits.total) reached"
+                : mine >= limits.perAddress ? "MaxConnectionsPerAddress=\(limits.perAddress) reached" : nil
+            guard let why else {
+                total += 1
+                byAddress[address] = mine + 1
+                return (nil, false)
+            }
+            refusedCount += 1
+            if let last = lastLogged[address], now - last < .seconds(60) { return (why, false) }
+            if lastLogged.count > 10_000 { lastLogged = [:] }
+            lastLogged[address] = now
+            return (why, true)
+        }
+        if let why, log {
+            logger.warning("connection refused", metadata: ["address": "\(address)", "reason": "\(why)"])
+        }
+        return why
+    }
+
+    func release(_ address: String) {
+        lock.withLock {
+            total -= 1
+            let left = byAddress[address, default: 1] - 1
+            byAddress[address] = left > 0 ? left : nil
+        }
+    }
+}
+
+/// The limiter's place in each connection's pipeline: admits the connection when it becomes
+/// active (closing it when there is no room) and releases it when it closes. It passes every
+/// message on untouched.
+final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = Any  // never unwrapped
+
+    let limiter: ConnectionLimiter
+    private var address: String?
+
+    init(limiter: ConnectionLimiter) { self.limiter = limiter }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { admit(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if address == nil { admit(context) }
+        context.fireChannelActive()
+    }
+
+    private func admit(_ context: ChannelHandlerContext) {
+        let from = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        if limiter.admit(from) != nil {
+            context.close(promise: nil)
+        } else {
+            address = from
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        release()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { release() }
+
+    private func release() {
+        if let address { limiter.release(address) }
+        address = nil
+    }
+}
