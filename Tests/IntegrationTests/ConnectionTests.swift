@@ -50,12 +50,15 @@ func readSome(_ fd: Int32, seconds: Double) -> (text: String, closed: Bool) {
 }
 
 @Suite(.serialized) struct ConnectionExhaustion {
-    /// The attack of issue 15: thousands of connections from one address, idle or sending their
+    /// The attack of issue 15: many connections from one address, idle or sending their
     /// requests slowly. tandemd holds what `MaxConnectionsPerAddress=` allows, closes the rest
     /// at once, times the slow ones out, stays near idle, and a product from another address
-    /// still acquires within a second while D-Bus answers.
+    /// still acquires within a second while D-Bus answers. The test process holds at most 700
+    /// (its descriptors stay under 1024: Foundation's `Process.run`, which the tests beside this
+    /// one call, crashes when a process has descriptors above that), so the limit is scaled
+    /// down with them.
     @Test func idleAndHalfSentConnectionsLockNobodyOut() throws {
-        let f = try Fixture(extraConfig: "IdleTimeoutSec=8\nRequestTimeoutSec=2\nMaxConnectionsPerAddress=1000\n")
+        let f = try Fixture(extraConfig: "IdleTimeoutSec=8\nRequestTimeoutSec=2\nMaxConnectionsPerAddress=200\n")
         let pid = try #require(f.daemon.process?.processIdentifier)
         let address = try f.daemon.httpAddress
         let port = Int(address.split(separator: ":").last!)!
@@ -64,26 +67,32 @@ func readSome(_ fd: Int32, seconds: Double) -> (text: String, closed: Bool) {
         // In bursts the accept queue takes (a script would do the same, or retry). This takes
         // about 3 s here, so the idle timeout is longer than that.
         let connecting = Date()
-        for i in 0..<3000 {
+        for i in 0..<700 {
             let fd = connectTCP("127.0.0.1", port)
-            if fd >= 0 { held.append(fd) }
+            guard fd >= 0, fd < 1000 else {
+                if fd >= 0 { close(fd) }
+                break
+            }
+            held.append(fd)
             if i % 250 == 249 { Thread.sleep(forTimeInterval: 0.05) }
         }
-        #expect(held.count == 3000, "connections the kernel accepted: \(held.count)")
+        #expect(held.count == 700, "connections the kernel accepted: \(held.count)")
         Thread.sleep(forTimeInterval: 0.5)
         // Those over MaxConnectionsPerAddress= were closed at once.
-        let closedAt = held.indices.filter { readSome(held[$0], seconds: 0).closed }
-        let refused = closedAt.count
-        #expect(refused >= 1900 && refused <= 2000, "\(refused) closed at once")
+        let refused = held.filter { readSome($0, seconds: 0).closed }
+        #expect(refused.count >= 480 && refused.count <= 500, "\(refused.count) closed at once")
+        for fd in refused { close(fd) }
+        held.removeAll { refused.contains($0) }
         // Half-sent requests: a head that never ends, and bodies announced and not sent.
-        for fd in held[0..<100] { _ = send(fd, "POST /v1/leases HTTP/1.1\r\nHost: x\r\n", 35, Int32(MSG_NOSIGNAL)) }
+        try #require(held.count >= 200, "\(held.count) held")
+        for fd in held[0..<50] { _ = send(fd, "POST /v1/leases HTTP/1.1\r\nHost: x\r\n", 35, Int32(MSG_NOSIGNAL)) }
         let announce = { (length: String) in
             "POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(length)\r\n\r\n"
         }
-        for fd in held[100..<150] {
+        for fd in held[50..<75] {
             _ = send(fd, announce("99999999999"), announce("99999999999").utf8.count, Int32(MSG_NOSIGNAL))
         }
-        for fd in held[150..<200] { _ = send(fd, announce("1000"), announce("1000").utf8.count, Int32(MSG_NOSIGNAL)) }
+        for fd in held[75..<100] { _ = send(fd, announce("1000"), announce("1000").utf8.count, Int32(MSG_NOSIGNAL)) }
 
         let cpuBefore = try cpuSeconds(pid)
         let started = Date()
@@ -100,14 +109,14 @@ func readSome(_ fd: Int32, seconds: Double) -> (text: String, closed: Bool) {
         #expect(try f.bus.client().call("GetUsage").isEmpty == false, "D-Bus answers")
         // The announced-too-large bodies were refused before they were read, the missing ones
         // time out after RequestTimeoutSec=.
-        #expect(readSome(held[100], seconds: 1).text.hasPrefix("HTTP/1.1 413"))
-        #expect(readSome(held[150], seconds: 4).text.hasPrefix("HTTP/1.1 408"))
+        #expect(readSome(held[50], seconds: 1).text.hasPrefix("HTTP/1.1 413"))
+        #expect(readSome(held[75], seconds: 4).text.hasPrefix("HTTP/1.1 408"))
         Thread.sleep(forTimeInterval: 1)
         let busy = (try cpuSeconds(pid) - cpuBefore) / Date().timeIntervalSince(started)
         #expect(busy < 0.2, "tandemd used \(busy * 100)% of a core while the connections were held")
         // Idle connections and the never-ending head are closed after IdleTimeoutSec=.
         Thread.sleep(forTimeInterval: max(0, 9 - Date().timeIntervalSince(connecting)))
-        for fd in [held[0], held[50], held[500], held[held.count - 1]] {
+        for fd in [held[0], held[25], held[150], held[held.count - 1]] {
             #expect(readSome(fd, seconds: 2).closed, "connection \(fd) still open after the idle timeout")
         }
         let log = f.daemon.log()
