@@ -124,7 +124,7 @@ let package = Package(
             name: "TandemDaemonTests", dependencies: ["TandemTesting", "TandemDaemon", "TandemPair", "TandemNet"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
-            "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands",
+            "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine",
         ]),
     ],
     swiftLanguageModes: [.v6]

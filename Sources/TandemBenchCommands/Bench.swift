@@ -82,11 +82,18 @@ public struct TandemBench: ParsableCommand {
             _ = try c.call(.release, [r[0]])
         }
         let dpid = daemon.processIdentifier, bpid = bus.processIdentifier
-        let cpu0 = (cpuSeconds(dpid), cpuSeconds(bpid), cpuSeconds(getpid()), machineCPU())
+        // CPU of tandemd, dbus-daemon, these clients, and the machine.
+        func cpuSample() -> (Double, Double, Double, (busy: Double, total: Double)) {
+            (
+                ProcessTimes.cpuSeconds(dpid), ProcessTimes.cpuSeconds(bpid), ProcessTimes.cpuSeconds(getpid()),
+                ProcessTimes.machine()
+            )
+        }
+        let cpu0 = cpuSample()
         let one = try measure(address: address, clients: 1, seconds: seconds, pair)
-        let cpu1 = (cpuSeconds(dpid), cpuSeconds(bpid), cpuSeconds(getpid()), machineCPU())
+        let cpu1 = cpuSample()
         let many = try measure(address: address, clients: clients, seconds: seconds, pair)
-        let cpu2 = (cpuSeconds(dpid), cpuSeconds(bpid), cpuSeconds(getpid()), machineCPU())
+        let cpu2 = cpuSample()
         // What the machine allows, from the same run's baselines: one client waits for a bus
         // round trip and a durable commit per call, so it cannot beat 1 / (2 × (Ping + commit))
         // pairs per second; many clients are bounded by the CPU all processes spend per pair.
@@ -223,27 +230,6 @@ public struct TandemBench: ParsableCommand {
         return rate
     }
 
-    /// User + system CPU seconds a process has used (all its threads).
-    func cpuSeconds(_ pid: Int32) -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return 0 }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3; utime and stime are fields 14 and 15.
-        guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
-        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    /// Machine-wide (busy, total) CPU time from /proc/stat, in clock ticks.
-    func machineCPU() -> (busy: Double, total: Double) {
-        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-            let line = stat.split(separator: "\n").first
-        else { return (0, 0) }
-        let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
-        guard v.count >= 5 else { return (0, 0) }
-        let total = v.prefix(8).reduce(0, +)
-        return (total - v[3] - v[4], total)  // idle and iowait are not busy
-    }
 
     func busyPercent(_ a: (busy: Double, total: Double), _ b: (busy: Double, total: Double)) -> Double {
         b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) * 100 : 0

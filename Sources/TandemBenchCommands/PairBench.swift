@@ -100,9 +100,9 @@ extension TandemBench {
         _ = try ca.call(.activateLicense, [.string(both.text)])
         let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
         let pids = [daemons[0].processIdentifier, daemons[1].processIdentifier, buses[0].processIdentifier, getpid()]
-        let cpu0 = pids.map(cpuSeconds), machine0 = machineCPU()
+        let cpu0 = pids.map(ProcessTimes.cpuSeconds), machine0 = ProcessTimes.machine()
         let pairedN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
-        let cpu1 = pids.map(cpuSeconds), machine1 = machineCPU()
+        let cpu1 = pids.map(ProcessTimes.cpuSeconds), machine1 = ProcessTimes.machine()
         let perPair = (0..<pids.count).map { (cpu1[$0] - cpu0[$0]) / (pairedN * seconds) * 1e6 }
 
         // Failovers: kill -9 the serving primary, time the first Acquire the backup grants,

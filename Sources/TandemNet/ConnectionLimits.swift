@@ -85,6 +85,9 @@ final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandl
     typealias InboundIn = Any  // never unwrapped
 
     let limiter: ConnectionLimiter
+    /// Decided once per connection (whichever of handlerAdded and channelActive sees it active).
+    private var decided = false
+    /// The address whose place this connection holds, while it holds one.
     private var address: String?
 
     init(limiter: ConnectionLimiter) { self.limiter = limiter }
@@ -94,11 +97,13 @@ final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if address == nil { admit(context) }
+        admit(context)
         context.fireChannelActive()
     }
 
     private func admit(_ context: ChannelHandlerContext) {
+        guard !decided else { return }
+        decided = true
         let from = context.channel.remoteAddress?.ipAddress ?? "unknown"
         if limiter.admit(from) != nil {
             context.close(promise: nil)

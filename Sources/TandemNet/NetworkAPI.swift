@@ -47,6 +47,14 @@ public struct NetworkAPI: Sendable {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// A lease, or the problem that stood in its way.
+    static func reply(_ result: Result<LeaseView, TandemError>) -> Response {
+        switch result {
+        case .success(let lease): return json(lease)
+        case .failure(let e): return Problem(e).response()
+        }
+    }
+
     /// Constant-time comparison against every accepted token.
     func authorized(_ request: Request) -> Bool {
         guard !tokens.isEmpty else { return true }
@@ -197,18 +205,12 @@ public struct NetworkAPI: Sendable {
             Route(
                 method: .get, path: "/v1/leases/{id}",
                 handler: authorized { _, context in
-                    switch await api.backend.lease(id: context.parameters.get("id") ?? "") {
-                    case .success(let lease): return Self.json(lease)
-                    case .failure(let e): return Problem(e).response()
-                    }
+                    Self.reply(await api.backend.lease(id: context.parameters.get("id") ?? ""))
                 }),
             Route(
                 method: .post, path: "/v1/leases/{id}/renew",
                 handler: authorized { _, context in
-                    switch await api.backend.renew(leaseId: context.parameters.get("id") ?? "") {
-                    case .success(let lease): return Self.json(lease)
-                    case .failure(let e): return Problem(e).response()
-                    }
+                    Self.reply(await api.backend.renew(leaseId: context.parameters.get("id") ?? ""))
                 }),
             Route(
                 method: .delete, path: "/v1/leases/{id}",

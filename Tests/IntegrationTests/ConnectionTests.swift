@@ -1,5 +1,6 @@
 import Foundation
 import TandemBusClient
+import TandemCommandLine
 import TandemTesting
 import Testing
 
@@ -31,13 +32,6 @@ func connectTCP(_ host: String, _ port: Int, from source: String? = nil) -> Int3
         return -1
     }
     return fd
-}
-
-/// CPU seconds a process has used (user + system).
-func cpuSeconds(_ pid: Int32) throws -> Double {
-    let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-    let fields = stat[stat.range(of: ") ")!.upperBound...].split(separator: " ")
-    return (Double(fields[11])! + Double(fields[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 /// What arrives on `fd` within `seconds` ("" at end of file or when nothing came).
@@ -94,7 +88,7 @@ func readSome(_ fd: Int32, seconds: Double) -> (text: String, closed: Bool) {
         }
         for fd in held[75..<100] { _ = send(fd, announce("1000"), announce("1000").utf8.count, Int32(MSG_NOSIGNAL)) }
 
-        let cpuBefore = try cpuSeconds(pid)
+        let cpuBefore = ProcessTimes.cpuSeconds(pid)
         let started = Date()
         let product = try run(
             "/usr/bin/curl",
@@ -112,7 +106,7 @@ func readSome(_ fd: Int32, seconds: Double) -> (text: String, closed: Bool) {
         #expect(readSome(held[50], seconds: 1).text.hasPrefix("HTTP/1.1 413"))
         #expect(readSome(held[75], seconds: 4).text.hasPrefix("HTTP/1.1 408"))
         Thread.sleep(forTimeInterval: 1)
-        let busy = (try cpuSeconds(pid) - cpuBefore) / Date().timeIntervalSince(started)
+        let busy = (ProcessTimes.cpuSeconds(pid) - cpuBefore) / Date().timeIntervalSince(started)
         #expect(busy < 0.2, "tandemd used \(busy * 100)% of a core while the connections were held")
         // Idle connections and the never-ending head are closed after IdleTimeoutSec=.
         Thread.sleep(forTimeInterval: max(0, 9 - Date().timeIntervalSince(connecting)))
