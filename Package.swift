@@ -121,7 +121,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(
-            name: "TandemDaemonTests", dependencies: ["TandemTesting", "TandemDaemon", "TandemPair", "TandemNet"]),
+            name: "TandemDaemonTests",
+            dependencies: ["TandemTesting", "TandemDaemon", "TandemPair", "TandemNet", "TandemSystemd"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
             "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine",

@@ -113,12 +113,14 @@ public final class Daemon {
         } catch { throw ServiceError("\(error)") }
         try wire()
         try check(sd_bus_attach_event(bus, loop.event, 0), "attach bus")
+        // The name last: whoever sees it owned may rely on the pair link and the network API
+        // (a loose secret file or a busy port ends the start before anyone could call).
+        if config.pair.keyFile != nil { try startPair() }
+        try startNetwork()
         let rn = sd_bus_request_name(bus, BusNames.service, 0)
         guard rn >= 0 else {
             throw ServiceError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))")
         }
-        if config.pair.keyFile != nil { try startPair() }
-        try startNetwork()
     }
 
     // MARK: - Start-up steps
@@ -222,6 +224,7 @@ public final class Daemon {
     /// The tokens network clients must present (`ClientTokenFile=`; none: no token needed).
     static func clientTokens(_ config: DaemonConfig) throws -> [String] {
         guard let path = config.clientTokenFile else { return [] }
+        try SecretFile.check(path, setting: "ClientTokenFile")
         do { return try NetworkAPI.readTokens(path: path) } catch {
             throw ServiceError("ClientTokenFile=\(path): cannot read a token from it")
         }
@@ -241,6 +244,7 @@ public final class Daemon {
         var netLogger = logger
         netLogger.logLevel = max(logger.logLevel, .notice)
         let tls = config.tlsCertificate.flatMap { cert in config.tlsKey.map { TLSFiles(certificate: cert, key: $0) } }
+        if let key = tls?.key { try SecretFile.check(key, setting: "TLSKey") }
         let http: HTTPServer
         do {
             http = try HTTPServer(

@@ -17,6 +17,7 @@ final class PairLink {
     static let answerTimeoutUSec: USec = 2_000_000
 
     init(keyFile: String, listen: SocketAddress, clock: @escaping () -> USec, logger: Logger) throws {
+        try SecretFile.check(keyFile, setting: "KeyFile")
         let key: PairKey
         do { key = try PairKey.load(path: keyFile) } catch { throw ServiceError("KeyFile=\(keyFile): \(error)") }
         socket = try SealedSocket(key: key, bind: listen, clock: clock)

@@ -8,8 +8,8 @@ public struct PairKeyError: Error, CustomStringConvertible, Equatable {
 
 /// The pair's shared secret: 32 random bytes that authenticate every frame on the pair link
 /// (HMAC-SHA256). Both nodes and the witness read the same file (`KeyFile=` in `[Pair]`).
-/// The file holds one line, `tandem-pair-key-v1 <base64>`, and must not be readable by
-/// group or others.
+/// The file holds one line, `tandem-pair-key-v1 <base64>`, and must be private to the service
+/// (`SecretFile`).
 public struct PairKey: Sendable {
     public static let header = "tandem-pair-key-v1"
     let bytes: [UInt8]
@@ -39,14 +39,9 @@ public struct PairKey: Sendable {
         try self.init(bytes: Array(data))
     }
 
-    /// Reads a key file, refusing one that group or others may read or write.
+    /// Reads a key file. The programs that use the key check first that it is private
+    /// (`SecretFile.check` in TandemSystemd): its owner, group and mode are theirs to judge.
     public static func load(path: String) throws(PairKeyError) -> PairKey {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw PairKeyError("\(path): \(String(cString: strerror(errno)))") }
-        guard st.st_mode & 0o077 == 0 else {
-            throw PairKeyError(
-                "\(path): mode \(String(st.st_mode & 0o777, radix: 8)) lets group or others read it; chmod 600 it")
-        }
         guard let data = FileManager.default.contents(atPath: path) else { throw PairKeyError("\(path): cannot read") }
         do { return try PairKey(text: String(decoding: data, as: UTF8.self)) } catch {
             throw PairKeyError("\(path): \(error.description)")

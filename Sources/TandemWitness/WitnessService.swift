@@ -31,6 +31,7 @@ public final class WitnessService {
     public init(options: WitnessOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        try SecretFile.check(options.keyFile, setting: "--key-file")
         let key: PairKey
         do { key = try PairKey.load(path: options.keyFile) } catch { throw ServiceError("KeyFile: \(error)") }
         let dir = options.resolvedStateDir

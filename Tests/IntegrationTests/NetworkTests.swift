@@ -183,6 +183,7 @@ func http(
     @Test func tokensAreEnforced() throws {
         let dir = makeTempDir("token")
         try "# clients\ns3cret-token-1\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o600)
         let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
         let base = "http://" + (try f.daemon.httpAddress)
         let body = #"{"feature":"cad","client":"ws"}"#
@@ -200,10 +201,12 @@ func http(
     @Test func tokensAreReloadedOnSIGHUP() throws {
         let dir = makeTempDir("token")
         try "old-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o600)
         let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
         let base = "http://" + (try f.daemon.httpAddress)
         #expect(try http("GET", base + "/v1/features", token: "old-token").status == 200)
         try "new-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o600)
         f.daemon.signal(SIGHUP)
         var switched = false
         for _ in 0..<100 where !switched {
@@ -212,11 +215,47 @@ func http(
         }
         #expect(switched)
         #expect(try http("GET", base + "/v1/features", token: "old-token").status == 401)
-        // An unreadable token file keeps the tokens in force.
+        // An unreadable token file, or one other users may read, keeps the tokens in force.
         try "".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o600)
         f.daemon.signal(SIGHUP)
         usleep(300_000)
         #expect(try http("GET", base + "/v1/features", token: "new-token").status == 200)
+        try "newer-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o644)
+        f.daemon.signal(SIGHUP)
+        var refused = false
+        for _ in 0..<100 where !refused {
+            refused = f.daemon.log().contains("ClientTokenFile=\(dir)/tokens: mode 644")
+            if !refused { usleep(20_000) }
+        }
+        #expect(refused, "\(f.daemon.log())")
+        #expect(try http("GET", base + "/v1/features", token: "new-token").status == 200)
+        #expect(try http("GET", base + "/v1/features", token: "newer-token").status == 401)
+    }
+
+    @Test func secretFilesOtherUsersMayReadAreRefusedAtStart() throws {
+        let dir = makeTempDir("secrets")
+        try "a-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        let key = try run(binary("tandemctl"), ["pair", "keygen", dir + "/pair.key"])
+        #expect(key.status == 0, "\(key.stderr)")
+        let bus = try TestBus()
+        for (mode, setting, path, config) in [
+            (0o644, "ClientTokenFile", dir + "/tokens", "[Server]\nClientTokenFile=\(dir)/tokens\n"),
+            (0o620, "ClientTokenFile", dir + "/tokens", "[Server]\nClientTokenFile=\(dir)/tokens\n"),
+            (0o604, "KeyFile", dir + "/pair.key", "[Pair]\nKeyFile=\(dir)/pair.key\nListen=127.0.0.1:0\n"),
+        ] {
+            chmod(path, mode_t(mode))
+            let d = try Tandemd(bus: bus, config: config)
+            #expect(throws: TestFailure.self) { try d.start() }
+            let line = "\(setting)=\(path): mode \(String(mode, radix: 8))"
+            #expect(d.log().contains(line), "\(d.log())")
+        }
+        // The same token file, private, is taken.
+        chmod(dir + "/tokens", 0o600)
+        let d = try Tandemd(bus: bus, config: "[Server]\nClientTokenFile=\(dir)/tokens\n")
+        try d.start()
+        #expect(try http("GET", "http://" + d.httpAddress + "/v1/features", token: "a-token").status == 200)
     }
 
     @Test func openAPISpecIsValidAndMatchesTheRoutes() throws {
