@@ -31,6 +31,7 @@ let package = Package(
         .target(name: "TandemPair", dependencies: ["TandemCore"]),
         .target(name: "TandemPeer", dependencies: [
             "TandemPair", "TandemCore", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemSystemd", dependencies: [
             "CSystemd", "TandemCore", .product(name: "Logging", package: "swift-log"),
@@ -53,11 +54,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemAPI", dependencies: ["TandemCore"]),
+        // tandemd.conf: the INI reader, every setting and its checks (no network, no bus).
+        .target(name: "TandemConfig", dependencies: ["TandemCore", "TandemPair"]),
         .target(name: "TandemClient", dependencies: [
             "TandemAPI", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemNet", dependencies: [
-            "TandemCore", "TandemAPI",
+            "TandemCore", "TandemAPI", "TandemConfig",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -75,7 +78,7 @@ let package = Package(
         ]),
         .target(name: "TandemDaemon", dependencies: [
             "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemBusClient",
-            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer", "TandemSystemd",
+            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer", "TandemSystemd", "TandemConfig",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -122,7 +125,7 @@ let package = Package(
         ]),
         .testTarget(
             name: "TandemDaemonTests",
-            dependencies: ["TandemTesting", "TandemDaemon", "TandemPair", "TandemNet", "TandemSystemd"]),
+            dependencies: ["TandemTesting", "TandemDaemon", "TandemConfig", "TandemPair", "TandemSystemd"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
             "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine",
@@ -130,3 +133,26 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzzing (scripts/fuzz): TANDEM_FUZZ_RUNTIME, the path of libFuzzer's no-main runtime
+// (libclang_rt.fuzzer_no_main-x86_64.a of the toolchain), adds the tandem-fuzz program and
+// compiles the modules that read outside input with libFuzzer's coverage instrumentation and
+// AddressSanitizer. tandem-fuzz has its own main (LLVMFuzzerRunDriver), hence the no-main runtime.
+// Build it in its own scratch path (.build-fuzz): these flags must never reach what ships.
+if let runtime = Context.environment["TANDEM_FUZZ_RUNTIME"] {
+    let fuzzed: Set = [
+        "TandemCore", "TandemLicensing", "TandemPair", "TandemPeer", "TandemAPI", "TandemConfig", "tandem-fuzz",
+    ]
+    package.targets += [
+        .target(name: "CTandemFuzz", path: "Fuzz/CTandemFuzz"),
+        .executableTarget(name: "tandem-fuzz", dependencies: [
+            "CTandemFuzz", "TandemCore", "TandemLicensing", "TandemPair", "TandemPeer", "TandemAPI", "TandemConfig",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], path: "Fuzz/tandem-fuzz",
+            linkerSettings: [.unsafeFlags(["-sanitize=address", "-Xlinker", runtime, "-Xlinker", "-lstdc++"])]),
+    ]
+    package.products.append(.executable(name: "tandem-fuzz", targets: ["tandem-fuzz"]))
+    for target in package.targets where fuzzed.contains(target.name) {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-sanitize=fuzzer,address"])]
+    }
+}

@@ -230,7 +230,6 @@ public struct TandemBench: ParsableCommand {
         return rate
     }
 
-
     func busyPercent(_ a: (busy: Double, total: Double), _ b: (busy: Double, total: Double)) -> Double {
         b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) * 100 : 0
     }

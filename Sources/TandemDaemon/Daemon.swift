@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TandemBus
 import TandemBusClient
+import TandemConfig
 import TandemCore
 import TandemEngine
 import TandemLicensing

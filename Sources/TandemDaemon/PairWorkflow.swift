@@ -1,4 +1,5 @@
 import Foundation
+import TandemConfig
 import TandemCore
 import TandemSystemd
 import TandemPair

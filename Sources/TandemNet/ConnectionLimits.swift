@@ -1,26 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
-
-/// What one client, and all of them, may hold of the network API (`MaxConnections=`,
-/// `MaxConnectionsPerAddress=`, `IdleTimeoutSec=`).
-public struct ConnectionLimits: Sendable, Equatable {
-    /// Connections open at once, in all. Below tandemd's open-files limit, so that the bus,
-    /// the pair link and the database always have descriptors.
-    public var total: Int
-    /// Connections open at once from one client address: below `total`, so that one machine
-    /// cannot lock the others out.
-    public var perAddress: Int
-    /// A connection that sends no request for this long is closed (also one whose request's
-    /// head does not arrive: a slow head is an idle connection).
-    public var idleTimeoutSec: Double
-
-    public init(total: Int = 4096, perAddress: Int = 1024, idleTimeoutSec: Double = 30) {
-        self.total = total
-        self.perAddress = perAddress
-        self.idleTimeoutSec = idleTimeoutSec
-    }
-}
+import TandemConfig
 
 /// Counts the network API's open connections, in all and per client address. A connection
 /// over either limit is closed as soon as it is accepted, before it is read: refusing costs an

@@ -6,42 +6,7 @@ import NIOSSL
 import Logging
 import NIOCore
 import ServiceLifecycle
-
-/// Parses `Listen=` values: `HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (all addresses).
-public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-    public static let defaultPort = 7390
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    public init?(parsing raw: String) {
-        let s = raw.trimmingCharacters(in: .whitespaces)
-        var host = "0.0.0.0"
-        var portText = s
-        if s.hasPrefix("[") {
-            guard let close = s.firstIndex(of: "]") else { return nil }
-            host = String(s[s.index(after: s.startIndex)..<close])
-            let rest = s[s.index(after: close)...]
-            guard rest.hasPrefix(":") else { return nil }
-            portText = String(rest.dropFirst())
-        } else if let colon = s.lastIndex(of: ":") {
-            let h = String(s[..<colon])
-            if !h.isEmpty { host = h }
-            portText = String(s[s.index(after: colon)...])
-        }
-        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty, !host.contains(" ") else {
-            return nil
-        }
-        self.host = host
-        self.port = port
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-}
+import TandemConfig
 
 /// Runs the network API on one or more addresses, on SwiftNIO's threads: one service group
 /// runs an application per address (`Listeners`), so that they start, fail and stop together.

@@ -69,63 +69,6 @@ public struct NetworkAPI: Sendable {
         return ok
     }
 
-    /// A JSON value, to check types and keys strictly.
-    enum JSONValue: Decodable {
-        case bool(Bool), int(Int64), double(Double), string(String), null, other
-        init(from decoder: Decoder) throws {
-            let c = try decoder.singleValueContainer()
-            if c.decodeNil() {
-                self = .null
-            } else if let b = try? c.decode(Bool.self) {
-                self = .bool(b)
-            } else if let i = try? c.decode(Int64.self) {
-                self = .int(i)
-            } else if let d = try? c.decode(Double.self) {
-                self = .double(d)
-            } else if let s = try? c.decode(String.self) {
-                self = .string(s)
-            } else {
-                self = .other
-            }
-        }
-    }
-
-    /// Parses the acquisition body strictly: a JSON object with only the known keys.
-    static func parseAcquire(_ data: Data) throws(TandemError) -> AcquireBody {
-        guard let dict = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
-            throw TandemError(.invalidArgs, "the body must be a JSON object")
-        }
-        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec"]
-        if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
-            throw TandemError(.invalidArgs, "unknown field \(quoted(unknown))")
-        }
-        func string(_ k: String) throws(TandemError) -> String? {
-            switch dict[k] {
-            case nil: return nil
-            case .string(let s)?: return s
-            default: throw TandemError(.invalidArgs, "\(quoted(k)) must be a string")
-            }
-        }
-        func integer(_ k: String) throws(TandemError) -> Int64? {
-            switch dict[k] {
-            case nil: return nil
-            case .int(let i)?: return i
-            default: throw TandemError(.invalidArgs, "\(quoted(k)) must be a whole number")
-            }
-        }
-        guard let feature = try string("feature") else { throw TandemError(.invalidArgs, "'feature' is required") }
-        guard let client = try string("client") else { throw TandemError(.invalidArgs, "'client' is required") }
-        let count = try integer("count") ?? 1
-        guard count >= 1 && count <= Int64(Validate.maxCount) else {
-            throw TandemError(.invalidArgs, "'count' must be from 1 to \(Validate.maxCount)")
-        }
-        let ttl = try integer("ttl_sec")
-        if let ttl, ttl < 1 || ttl > 100 * 365 * 86_400 { throw TandemError(.invalidArgs, "'ttl_sec' is out of range") }
-        return AcquireBody(
-            feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
-            ttlSec: ttl.map { UInt64($0) })
-    }
-
     typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
 
     struct Route: Sendable {
@@ -188,7 +131,7 @@ public struct NetworkAPI: Sendable {
                     case nil: return Problem.requestTimeout.response()
                     }
                     let parsed: AcquireBody
-                    do throws(TandemError) { parsed = try Self.parseAcquire(Data(buffer: body)) } catch {
+                    do throws(TandemError) { parsed = try AcquireBody(json: Data(buffer: body)) } catch {
                         return Problem(error).response()
                     }
                     switch await api.backend.acquire(parsed) {

@@ -53,8 +53,9 @@ import Testing
     @Test func everyImportIsDeclared() throws {
         let declared = try Self.declaredDependencies()
         #expect(declared["TandemctlCommands"] != nil && declared["TandemCore"] == [])
+        #expect(declared["tandem-fuzz"]?.contains("TandemLicensing") == true)
         var missing: [String] = []
-        for dir in ["Sources", "Tests"] {
+        for dir in ["Sources", "Tests", "Fuzz"] {
             for target in try FileManager.default.contentsOfDirectory(atPath: packageRoot + "/" + dir) {
                 guard let deps = declared[target] else { continue }
                 let files =

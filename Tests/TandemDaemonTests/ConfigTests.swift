@@ -1,9 +1,9 @@
 import Foundation
 import TandemTesting
 import Testing
+@testable import TandemConfig
 @testable import TandemDaemon
 import TandemPair
-import TandemNet
 
 func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
     var ini = IniFile()

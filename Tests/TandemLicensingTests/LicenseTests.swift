@@ -72,7 +72,7 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
             text.replacingOccurrences(of: signature, with: unusedBits),
             text.replacingOccurrences(of: "Feature: demo\n", with: "Feature: demo\n\n"),
             text.replacingOccurrences(of: "Seats: ", with: "Seats:  "),
-            text.replacingOccurrences(of: "Demo Suite\n", with: "Demo Suite \n"),
+            text.replacingOccurrences(of: "Demo Suite\n", with: "Demo Suite \n")
         ]
         for variant in variants {
             do {

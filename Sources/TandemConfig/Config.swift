@@ -1,7 +1,6 @@
 import Foundation
 import TandemPair
 import TandemCore
-import TandemNet
 
 /// A problem in a configuration file, with its place.
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
