@@ -131,6 +131,7 @@ public final class BusInterface {
         do { args = try BusMessage.readAll(m) } catch {
             return sd_bus_error_set(err, TandemErrorCode.invalidArgs.dbusName, error.message)
         }
+        if let e = ArgumentBounds.check(args) { return sd_bus_error_set(err, e.code.dbusName, e.message) }
         switch method.handle(BusCall(message: m, member: member, args: args)) {
         case .now(let result):
             Self.send(m, result)

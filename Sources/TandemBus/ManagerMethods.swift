@@ -85,8 +85,12 @@ extension LicenseManagerServer {
     private func acquire(_ call: BusCall) -> BusAnswer {
         var ttl: USec?
         var requestId: String?
+        var given: Set<String> = []
         for entry in call.args.count > 3 ? call.args[3].arrayValue ?? [] : [] {
             guard case .dictEntry(let k, .variant(let v)) = entry, let key = k.stringValue else { continue }
+            guard given.insert(key).inserted else {
+                return .error(TandemError(.invalidArgs, "option \(quoted(key)) is given twice"))
+            }
             switch (key, v) {
             case ("ttl_usec", .uint64(let t)): ttl = t
             case ("request_id", .string(let s)): requestId = s

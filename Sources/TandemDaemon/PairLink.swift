@@ -20,7 +20,7 @@ final class PairLink {
         try SecretFile.check(keyFile, setting: "KeyFile")
         let key: PairKey
         do { key = try PairKey.load(path: keyFile) } catch { throw ServiceError("KeyFile=\(keyFile): \(error)") }
-        socket = try SealedSocket(key: key, bind: listen, clock: clock)
+        socket = try SealedSocket(key: key, bind: listen, clock: clock, logger: logger, refusalLevel: .warning)
         self.clock = clock
         self.logger = logger
     }
@@ -38,13 +38,11 @@ final class PairLink {
         send(make(nonce), to: address)
     }
 
-    /// Reads every frame waiting on the socket: answers go to their requests, other messages to
-    /// `deliver`; frames that do not open are counted and logged.
+    /// Reads the frames waiting on the socket (up to `SealedSocket.readsPerWakeup`): answers go
+    /// to their requests, other messages to `deliver`; frames that do not open are counted, and
+    /// logged at most once a minute per sender.
     func drain(_ deliver: (LinkMessage, SocketAddress) -> Void) {
-        let refused = { [logger] (why: FrameRejection, from: SocketAddress) in
-            logger.warning("pair frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
-        }
-        while let (m, from) = socket.receive(refused: refused) {
+        for (m, from) in socket.waitingFrames() {
             switch m {
             case .probeReply(let nonce, _), .pairReply(let nonce, _, _, _), .unpairReply(let nonce):
                 waiting.removeValue(forKey: nonce)?.handler(m)

@@ -1,3 +1,4 @@
+import Logging
 import TandemCore
 
 /// A UDP socket that carries frames sealed with the pair key: what is sent is sealed, what is
@@ -8,15 +9,23 @@ public final class SealedSocket {
     private var sealer: FrameSealer
     private var opener: FrameOpener
     private let clock: () -> USec
+    private let logger: Logger
+    private let refusalLevel: Logger.Level
     /// Frames refused, by reason.
     public private(set) var rejected: [FrameRejection: UInt64] = [:]
 
-    /// `clock` gives the wall-clock time that frames carry and are checked against.
-    public init(key: PairKey, bind address: SocketAddress, clock: @escaping () -> USec) throws {
+    /// `clock` gives the wall-clock time that frames carry and are checked against; refused
+    /// frames are logged at `refusalLevel` (see `reportIntervalUSec`).
+    public init(
+        key: PairKey, bind address: SocketAddress, clock: @escaping () -> USec, logger: Logger,
+        refusalLevel: Logger.Level
+    ) throws {
         sealer = FrameSealer(key: key)
         opener = FrameOpener(key: key)
         socket = try UDPSocket(bind: address)
         self.clock = clock
+        self.logger = logger
+        self.refusalLevel = refusalLevel
     }
 
     public var fd: Int32 { socket.fd }
@@ -26,18 +35,59 @@ public final class SealedSocket {
         socket.send(sealer.seal(message, now: clock()), to: address)
     }
 
-    /// The next waiting frame that opens, or nil when none is left; each one refused on the way
-    /// is counted and given to `refused`.
-    public func receive(refused: (FrameRejection, SocketAddress) -> Void) -> (LinkMessage, SocketAddress)? {
-        while let (bytes, from) = socket.receive() {
-            switch opener.open(bytes, now: clock()) {
+    /// Datagrams read per turn of the event loop at most: a flood on the pair port cannot hold
+    /// the loop (the bus, the timers, the watchdog). The socket stays readable and is read on.
+    public static let readsPerWakeup = 256
+    /// A refused frame is reported at most once per sending address in this interval; the
+    /// others are counted (`rejected`) and summed into the next report.
+    public static let reportIntervalUSec: USec = 60 * usecPerSecond
+    /// Sending addresses remembered for reports at most (a flood may forge its source).
+    static let maxReportedAddresses = 1024
+    private var reports: [String: (lastUSec: USec, suppressed: UInt64)] = [:]
+
+    /// The frames waiting that open, as one turn of the event loop reads them: at most
+    /// `readsPerWakeup` datagrams. Each one refused on the way is counted, and logged with how
+    /// many from the same address went unlogged since, at most once per address and
+    /// `reportIntervalUSec`.
+    public func waitingFrames() -> WaitingFrames { WaitingFrames(socket: self) }
+
+    public struct WaitingFrames: Sequence, IteratorProtocol {
+        let socket: SealedSocket
+        var budget = SealedSocket.readsPerWakeup
+        public mutating func next() -> (LinkMessage, SocketAddress)? { socket.receive(within: &budget) }
+    }
+
+    private func receive(within budget: inout Int) -> (LinkMessage, SocketAddress)? {
+        while budget > 0, let (bytes, from) = socket.receive() {
+            budget -= 1
+            let now = clock()
+            switch opener.open(bytes, now: now) {
             case .success(let message): return (message, from)
             case .failure(let why):
                 count(why)
-                refused(why, from)
+                guard let unreported = shouldReport(from, now: now) else { continue }
+                logger.log(
+                    level: refusalLevel, "pair frame rejected",
+                    metadata: ["from": "\(from)", "reason": "\(why.rawValue)", "unreported_before": "\(unreported)"])
             }
         }
         return nil
+    }
+
+    /// Whether a refusal from `from` is reported now, and how many went unreported before it.
+    private func shouldReport(_ from: SocketAddress, now: USec) -> UInt64? {
+        let key = from.description
+        if let r = reports[key], now < r.lastUSec + Self.reportIntervalUSec {
+            reports[key] = (r.lastUSec, r.suppressed + 1)
+            return nil
+        }
+        if reports[key] == nil && reports.count >= Self.maxReportedAddresses {
+            reports = reports.filter { now < $0.value.lastUSec + Self.reportIntervalUSec }
+            if reports.count >= Self.maxReportedAddresses { return nil }
+        }
+        let unreported = reports[key]?.suppressed ?? 0
+        reports[key] = (now, 0)
+        return unreported
     }
 
     /// Counts a frame that opened but is refused all the same (an epoch gone by).

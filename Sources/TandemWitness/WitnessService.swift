@@ -51,7 +51,7 @@ public final class WitnessService {
         do {
             socket = try SealedSocket(
                 key: key, bind: SocketAddress(resolving: options.listen, defaultPort: 7392),
-                clock: SystemClock.realtimeUSec)
+                clock: SystemClock.realtimeUSec, logger: logger, refusalLevel: .debug)
         } catch { throw ServiceError("Listen=\(options.listen): \(error)") }
     }
 
@@ -72,12 +72,9 @@ public final class WitnessService {
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 
-    /// Handles every waiting datagram.
+    /// Handles the waiting datagrams (up to `SealedSocket.readsPerWakeup`; the loop calls again).
     public func drain() throws {
-        let refused = { [logger] (why: FrameRejection, from: SocketAddress) in
-            logger.debug("frame rejected", metadata: ["from": "\(from)", "reason": "\(why.rawValue)"])
-        }
-        while let (message, from) = socket.receive(refused: refused) {
+        for (message, from) in socket.waitingFrames() {
             guard case .pair(let pm) = message else {
                 if case .probe(let nonce) = message {
                     let info = PeerInfo(

@@ -73,13 +73,46 @@ let staffGid = 50  // Debian's "staff" group; the fixture's AdminGroup=
                 [.string("cad"), .uint32(1), .string("ws"), .vardict([("colour", .string("red"))])]
             ),
             (invalidArgs, "Acquire", [.string("cad"), .uint32(1)]),
-            (invalidArgs, "Reserve", [.string("cad"), .uint32(0), .string("h")])
+            (invalidArgs, "Reserve", [.string("cad"), .uint32(0), .string("h")]),
+            // The bounds every call is held to before its method runs (ArgumentBounds).
+            (
+                invalidArgs, "Acquire",
+                [
+                    .string("cad"), .uint32(1), .string("ws"),
+                    .vardict([("request_id", .string("a")), ("request_id", .string("b"))])
+                ]
+            ),
+            (
+                invalidArgs, "Acquire",
+                [.string("cad"), .uint32(1), .string("ws"), .vardict((0..<33).map { ("k\($0)", .string("v")) })]
+            ),
+            (
+                invalidArgs, "Acquire",
+                [
+                    .string("cad"), .uint32(1), .string("ws"),
+                    .vardict([("ttl_usec", .variant(.variant(.variant(.variant(.uint64(9))))))])
+                ]
+            ),
+            (
+                invalidArgs, "Acquire",
+                [
+                    .string("cad"), .uint32(1), .string(String(repeating: "x", count: 70_000)),
+                    .vardict([])
+                ]
+            ),
+            (invalidArgs, "ActivateLicense", [.string(String(repeating: "A", count: 70_000))]),
+            (invalidArgs, "Release", [.string(String(repeating: "l", count: 70_000))])
         ]
         for (name, member, args) in cases {
             expectBusError(name) { _ = try c.call(member, args) }
             #expect(try snapshot(c) == before, "\(member) -> \(name) changed the state")
         }
         _ = (lease, reservation)
+        // The bound is named, before any option is looked at.
+        let many: BusValue = .vardict((0..<33).map { ("ttl_usec", .uint64(UInt64($0))) })
+        #expect {
+            _ = try c.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), many])
+        } throws: { "\($0)".contains("argument 4: an array of 33 entries (at most 32)") }
 
         // The CLI reports the error's name and reason on one line and exits non-zero.
         let r = try tandemctl(f.bus, ["release", "lease-nope"])

@@ -146,7 +146,7 @@ func http(
         }
         let wrong: [(String, String, String)] = [
             ("PUT", "/v1/leases", "GET, POST, HEAD"), ("DELETE", "/v1/server", "GET, HEAD"),
-            ("GET", "/v1/leases/x/renew", "POST"), ("PATCH", "/v1/leases/x", "GET, DELETE, HEAD"),
+            ("GET", "/v1/leases/x/renew", "POST"), ("PATCH", "/v1/leases/x", "GET, DELETE, HEAD")
         ]
         for (method, path, allow) in wrong {
             let r = try http(method, base + path)
@@ -243,7 +243,7 @@ func http(
         for (mode, setting, path, config) in [
             (0o644, "ClientTokenFile", dir + "/tokens", "[Server]\nClientTokenFile=\(dir)/tokens\n"),
             (0o620, "ClientTokenFile", dir + "/tokens", "[Server]\nClientTokenFile=\(dir)/tokens\n"),
-            (0o604, "KeyFile", dir + "/pair.key", "[Pair]\nKeyFile=\(dir)/pair.key\nListen=127.0.0.1:0\n"),
+            (0o604, "KeyFile", dir + "/pair.key", "[Pair]\nKeyFile=\(dir)/pair.key\nListen=127.0.0.1:0\n")
         ] {
             chmod(path, mode_t(mode))
             let d = try Tandemd(bus: bus, config: config)

@@ -483,6 +483,19 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         try waitFor("rejected frames counted", seconds: 5) {
             try rejected("replayed") >= 1 && rejected("unauthenticated") >= 1
         }
+        // A flood of junk from one address is counted frame by frame but logged once a minute,
+        // and the loop goes on answering the bus meanwhile.
+        let before = try rejected("unauthenticated")
+        for i in 0..<5000 {
+            udp.send(Array(repeating: UInt8(i % 251), count: 200), to: target)
+            if i % 100 == 99 { usleep(5_000) }  // within the socket's receive buffer
+        }
+        try waitFor("the flood counted", seconds: 10) { try rejected("unauthenticated") >= before + 4000 }
+        #expect(try cb.get("Role") == .string("backup"))
+        let reports = b.log().split(separator: "\n").filter {
+            $0.contains("pair frame rejected") && $0.contains(udp.local.description)
+        }
+        #expect(reports.count == 1, "\(reports)")
 
         // kill -9 of the primary: the backup takes over in a new epoch; the lease stays valid there.
         let epochBefore = try cb.get("Epoch").uint64Value ?? 0
