@@ -105,7 +105,7 @@ public final class Simulation {
     }
 
     let cfg: SimConfig
-    var rng: SimRandom
+    var rng: SplitMix64
     var now: USec = 0
     var queue: [(time: USec, order: UInt64, event: Event)] = []
     var order: UInt64 = 0
@@ -154,7 +154,7 @@ public final class Simulation {
     }
 
     public init(_ cfg: SimConfig) {
-        rng = SimRandom(seed: cfg.seed)
+        rng = SplitMix64(seed: cfg.seed)
         var initial = LicenseState()
         initial.apply(.serverIdSet(id: "TS-SIM"))
         initial.apply(

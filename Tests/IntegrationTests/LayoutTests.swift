@@ -7,7 +7,7 @@ import Testing
     /// Modules that come with the toolchain and need no declaration.
     static let toolchain: Set = [
         "Foundation", "FoundationNetworking", "FoundationEssentials", "Glibc", "Dispatch",
-        "Testing", "XCTest", "Synchronization"
+        "Testing", "XCTest", "Synchronization", "FoundationXML"
     ]
 
     /// Package.swift's targets and the modules each may import (its dependencies).

@@ -306,45 +306,31 @@ struct SeatRun {
     }
 }
 
-/// A small seeded generator (SplitMix64), so that every sequence replays from its seed.
-struct SeededRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    mutating func pick<T>(_ xs: [T]) -> T { xs[below(xs.count)] }
-}
-
 enum SeatSequences {
     static let features = ["cad", "cam"]
     static let names = ["a", "b", "c", "d"]
 
     static func generate(seed: UInt64, length: Int) -> [SeatStep] {
-        var rng = SeededRandom(state: seed)
+        var rng = SplitMix64(state: seed)
         return (0..<length).map { _ in
-            let pick: Int? = rng.below(8) == 0 ? nil : rng.below(16)
+            let pick: Int? = rng.index(below: 8) == 0 ? nil : rng.index(below: 16)
             let count = UInt32(rng.pick([0, 1, 1, 1, 2, 2, 3]))
-            switch rng.below(20) {
+            switch rng.index(below: 20) {
             case 0...1: return .advance(seconds: UInt64(rng.pick([1, 5, 20, 40])))
             case 2...3:
                 return .activate(
-                    id: "L\(rng.below(5))", feature: rng.pick(features), seats: UInt32(1 + rng.below(4)),
+                    id: "L\(rng.index(below: 5))", feature: rng.pick(features), seats: UInt32(1 + rng.index(below: 4)),
                     lastsSeconds: rng.pick([nil, nil, nil, 30, 90]))
-            case 4...5: return .deactivate(id: "L\(rng.below(5))")
+            case 4...5: return .deactivate(id: "L\(rng.index(below: 5))")
             case 6...8: return .reserve(feature: rng.pick(features), count: count, holder: rng.pick(names))
             case 9: return .unreserve(pick: pick)
             case 10...14:
                 return .acquire(
                     feature: rng.pick(features), count: count, client: rng.pick(names),
                     requestId: rng.pick([nil, nil, "q1", "q2"]), ttlSeconds: UInt64(rng.pick([10, 30, 60])),
-                    caller: rng.below(SeatModel.callers.count))
-            case 15...16: return .renew(pick: pick, caller: rng.below(SeatModel.callers.count))
-            case 17...18: return .release(pick: pick, caller: rng.below(SeatModel.callers.count))
+                    caller: rng.index(below: SeatModel.callers.count))
+            case 15...16: return .renew(pick: pick, caller: rng.index(below: SeatModel.callers.count))
+            case 17...18: return .release(pick: pick, caller: rng.index(below: SeatModel.callers.count))
             default: return .resetServerId
             }
         }
