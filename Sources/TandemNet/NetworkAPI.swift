@@ -192,26 +192,18 @@ public struct NetworkAPI: Sendable {
         return media.trimmingCharacters(in: .whitespaces).lowercased() == "application/json"
     }
 
-    /// The methods the router answers on a path that has routes with other ones: 405 with
-    /// `Allow`. HEAD is answered wherever GET is (without a body).
-    static let checkedMethods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete]
-
     public func router() -> Router<BasicRequestContext> {
         let router = Router(options: .autoGenerateHeadEndpoints)
-        router.add(middleware: ProblemMiddleware())
         let table = routes()
+        // A known path asked with a method it does not serve (any method, TRACE too) is 405 with
+        // `Allow`; HEAD is answered wherever GET is (without a body).
+        let allowed = Dictionary(grouping: table, by: \.path).map { path, routes in
+            let served = routes.map(\.method)
+            return (path, (served.contains(.get) ? served + [.head] : served).map(\.rawValue).joined(separator: ", "))
+        }
+        router.add(middleware: ProblemMiddleware(allowed: allowed))
         for r in table {
             router.on(Self.routerPath(r.path), method: r.method, use: r.handler)
-        }
-        for (path, routes) in Dictionary(grouping: table, by: \.path) {
-            let served = routes.map(\.method)
-            let allowed = served.contains(.get) ? served + [.head] : served
-            let allow = allowed.map(\.rawValue).joined(separator: ", ")
-            for method in Self.checkedMethods where !allowed.contains(method) {
-                router.on(Self.routerPath(path), method: method) { _, _ in
-                    Problem.methodNotAllowed(method, allow: allow)
-                }
-            }
         }
         return router
     }

@@ -75,6 +75,9 @@ components:
       properties:
         feature:
           type: string
+          minLength: 1
+          maxLength: 128
+          pattern: "^[A-Za-z0-9._:-]+$"
         count:
           type: integer
           minimum: 1
@@ -82,15 +85,23 @@ components:
           default: 1
         client:
           type: string
-          description: The client's id (a reservation's holder must match it).
+          minLength: 1
+          maxLength: 256
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
+          description: The client's id, printable (a reservation's holder must match it).
         request_id:
           type: string
+          minLength: 1
           maxLength: 128
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
           description: A retry with the same request_id and client returns the same lease (200), renewed.
         ttl_sec:
           type: integer
           minimum: 1
-          description: Lease time; at most the server's MaxLeaseSec. Default DefaultLeaseSec.
+          maximum: 86400
+          description: >-
+            Lease time; at most the server's MaxLeaseSec (86400 unless configured otherwise: a server
+            with a larger MaxLeaseSec accepts up to it). Default DefaultLeaseSec.
     Lease:
       type: object
       required: [lease_id, feature, client, count, acquired_at, expires_at, expires_usec, ttl_sec, server_id]
@@ -198,7 +209,7 @@ paths:
           content:
             application/yaml:
               schema:
-                type: string
+                type: object
   /v1/server:
     get:
       operationId: getServer
@@ -263,6 +274,19 @@ paths:
             application/json:
               schema:
                 $ref: "#/components/schemas/Lease"
+          links:
+            GetLease:
+              operationId: getLease
+              parameters:
+                id: "$response.body#/lease_id"
+            Renew:
+              operationId: renew
+              parameters:
+                id: "$response.body#/lease_id"
+            Release:
+              operationId: release
+              parameters:
+                id: "$response.body#/lease_id"
         "200":
           description: The lease granted earlier to the same request_id (renewed).
           content:

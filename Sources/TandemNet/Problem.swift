@@ -52,9 +52,23 @@ extension ProblemBody {
     }
 }
 
-/// Every error the router or a handler throws leaves as a problem document: a path that does
-/// not exist (404), an error of the HTTP layer, or anything unexpected (500, logged).
+/// Every error the router or a handler throws leaves as a problem document: a known path asked
+/// with a method it does not serve (405 with `Allow`), a path that does not exist (404), an error
+/// of the HTTP layer, or anything unexpected (500, logged).
 struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Each path of the API (OpenAPI style, `{id}` one segment) and the methods it allows.
+    let allowed: [(path: String, allow: String)]
+
+    /// The `Allow` value of the API path that `path` is, if it is one.
+    func allow(for path: String) -> String? {
+        let given = path.split(separator: "/", omittingEmptySubsequences: false)
+        return allowed.first { known in
+            let pattern = known.path.split(separator: "/", omittingEmptySubsequences: false)
+            return pattern.count == given.count
+                && zip(pattern, given).allSatisfy { p, g in p == g || (p.hasPrefix("{") && !g.isEmpty) }
+        }?.allow
+    }
+
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
@@ -62,6 +76,9 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as any HTTPResponseError {
             let status = error.status
+            if status == .notFound, let allow = allow(for: request.uri.path) {
+                return Problem.methodNotAllowed(request.method, allow: allow)
+            }
             let name = status == .notFound ? "NotFound" : "HTTP\(status.code)"
             let detail = status == .notFound ? "no such resource: \(request.uri.path)" : status.reasonPhrase
             return Problem(name: name, status: status.code, detail: detail).response()

@@ -281,6 +281,22 @@ func http(
         #expect(specOps == Set(api.operations), "spec \(specOps.sorted()) vs routes \(api.operations.sorted())")
         #expect(try String(contentsOfFile: path, encoding: .utf8) == OpenAPISpec.yaml, "run scripts/gen-openapi")
     }
+
+    /// schemathesis (PyPI) checks the live server against docs/openapi.yaml: generated requests,
+    /// valid and not, every check it has (status codes, schemas of responses, content types,
+    /// 405 for undeclared methods, ...), and stateful sequences along the spec's links.
+    @Test func schemathesisFindsNoFailure() throws {
+        let f = try Fixture()
+        let r = try run(
+            "/usr/bin/env",
+            [
+                "schemathesis", "run", packageRoot + "/docs/openapi.yaml", "--url", "http://" + f.daemon.httpAddress,
+                "--checks", "all", "--request-timeout", "10", "--no-color"
+            ])
+        let summary = r.stdout.split(separator: "\n").filter { $0.contains("generated") || $0.contains("failure") }
+        #expect(r.status == 0, "\(r.stdout.suffix(6000))\n\(r.stderr.suffix(2000))")
+        #expect(summary.contains { $0.contains("passed") }, "\(summary)")
+    }
 }
 
 /// A backend for listing routes only.
