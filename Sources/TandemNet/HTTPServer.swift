@@ -74,7 +74,7 @@ public final class HTTPServer: @unchecked Sendable {
         for address in addresses {
             let limiter = limiter
             let http1 = HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionLimitHandler(limiter: limiter)],
+                additionalChannelHandlers: [ConnectionLimitHandler(limiter: limiter), ParserErrorHandler()],
                 idleTimeout: .milliseconds(Int64(limiter.limits.idleTimeoutSec * 1000)))
             let server: HTTPServerBuilder =
                 try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0) }

@@ -16,7 +16,8 @@ info:
     page cannot send it from a browser without a CORS preflight, which this server never
     grants; renewals and releases carry no body and name an unguessable lease id. `HEAD` is
     answered wherever `GET` is, another method on a known path gets 405 with `Allow`, and an
-    unknown path 404 `NotFound`, all as problem details.
+    unknown path 404 `NotFound`, and a first request that is not valid HTTP/1.1 400 `BadRequest`
+    (431 `RequestHeaderFieldsTooLarge` for headers over the limits), all as problem details.
   license:
     name: MIT
     identifier: MIT

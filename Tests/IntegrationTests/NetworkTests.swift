@@ -282,6 +282,37 @@ func http(
         #expect(try String(contentsOfFile: path, encoding: .utf8) == OpenAPISpec.yaml, "run scripts/gen-openapi")
     }
 
+    /// What the HTTP parser refuses is a problem document too (a malformed first request;
+    /// after a response the HTTP layer's own bare 400 stands, see ParserErrorHandler).
+    @Test func requestsTheParserRefusesGetProblemDocuments() throws {
+        let f = try Fixture()
+        let port = Int(try f.daemon.httpAddress.split(separator: ":").last!)!
+        let cases: [(String, String)] = [
+            ("GARBAGE\r\n\r\n", "400"),
+            ("GET /v1/server HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", "400"),
+            ("GET /v1/server HTTP/9.9\r\nHost: x\r\n\r\n", "400"),
+            ("POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nabcde", "400"),
+            ("GET /v1/server HTTP/1.1\r\nHost: x\r\nX: " + String(repeating: "a", count: 90_000) + "\r\n\r\n", "431")
+        ]
+        for (request, status) in cases {
+            let fd = connectTCP("127.0.0.1", port)
+            try #require(fd >= 0)
+            defer { close(fd) }
+            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            var answer = ""
+            for _ in 0..<20 where !answer.contains("}") {
+                let (text, closed) = readSome(fd, seconds: 1)
+                answer += text
+                if closed { break }
+            }
+            let head = String(request.prefix(30)).debugDescription
+            #expect(answer.hasPrefix("HTTP/1.1 \(status) "), "\(head): \(answer.prefix(200))")
+            #expect(answer.contains("Content-Type: application/problem+json"), "\(head): \(answer.prefix(200))")
+            #expect(answer.contains(#""type":"urn:tandem:problem:"#), "\(head): \(answer.prefix(300))")
+        }
+        #expect(try http("GET", "http://" + f.daemon.httpAddress + "/v1/server").status == 200)
+    }
+
     /// schemathesis (PyPI) checks the live server against docs/openapi.yaml: generated requests,
     /// valid and not, every check it has (status codes, schemas of responses, content types,
     /// 405 for undeclared methods, ...), and stateful sequences along the spec's links.
