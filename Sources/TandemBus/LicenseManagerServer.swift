@@ -60,6 +60,8 @@ public struct ServerInfo: Sendable {
     public var serviceAccount: String
     /// Where the network API listens (bound addresses, with real ports).
     public var listenAddresses: [String] = []
+    /// The network API's connections now: `open`, and `refused` for a limit since start.
+    public var networkConnections: @Sendable () -> [(String, UInt64)] = { [] }
     public init(version: String, serviceAccount: String) {
         self.version = version
         self.serviceAccount = serviceAccount
@@ -175,6 +177,9 @@ public final class LicenseManagerServer {
             return .array(
                 elementSignature: "{st}", pair.rejectedFrames.map { .dictEntry(.string($0.reason), .uint64($0.count)) })
         case .partitionPolicy: return .string(pair.partitionPolicy)
+        case .networkConnections:
+            return .array(
+                elementSignature: "{st}", info.networkConnections().map { .dictEntry(.string($0.0), .uint64($0.1)) })
         }
     }
 

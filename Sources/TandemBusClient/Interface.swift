@@ -105,6 +105,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
     case witnessStatus = "WitnessStatus"
     case rejectedFrames = "RejectedFrames"
     case partitionPolicy = "PartitionPolicy"
+    case networkConnections = "NetworkConnections"
 
     public var type: String {
         switch self {
@@ -112,7 +113,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
         case .licenseCount, .seatsTotal, .seatsInUse: return "u"
         case .listenAddresses: return "as"
         case .serving: return "b"
-        case .rejectedFrames: return "a{st}"
+        case .rejectedFrames, .networkConnections: return "a{st}"
         default: return "s"
         }
     }
@@ -120,6 +121,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
     public var change: BusPropertyChange {
         switch self {
         case .version, .serviceAccount, .listenAddresses, .partitionPolicy: return .constant
+        case .networkConnections: return .unannounced
         default: return .emitsChange
         }
     }

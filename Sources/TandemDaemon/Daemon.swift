@@ -254,6 +254,9 @@ public final class Daemon {
         } catch { throw ServiceError("network API: \(error)") }
         network = (api, http)
         server.info.listenAddresses = http.boundAddresses
+        server.info.networkConnections = { [http] in
+            [("open", UInt64(http.openConnections)), ("refused", http.refusedConnections)]
+        }
         if let port = http.firstPort { pairHost?.apiPort = port }
         logger.notice(
             "network API listening",

@@ -131,6 +131,10 @@ let connectionHolder = #"""
         #expect(opened["connected"] as? Int == 3000, "\(opened)")
         let held = opened["held"] as? Int ?? 0
         #expect(held >= 2500 && held <= 2520, "connections held: \(opened)")
+        // The Manager counts them (NetworkConnections).
+        let counts = try f.bus.client().get("NetworkConnections").dictValue ?? [:]
+        #expect(counts["open"]?.uint64Value == UInt64(held), "\(counts)")
+        #expect(counts["refused"]?.uint64Value == UInt64(3000 - held), "\(counts)")
         _ = try step()  // half-sent requests are out
 
         let cpuBefore = ProcessTimes.cpuSeconds(pid)
