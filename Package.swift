@@ -126,7 +126,7 @@ let package = Package(
         ]),
         .testTarget(
             name: "TandemDaemonTests",
-            dependencies: ["TandemTesting", "TandemDaemon", "TandemConfig", "TandemPair", "TandemSystemd"]),
+            dependencies: ["TandemTesting", "TandemDaemon", "TandemConfig", "TandemPair", "TandemSystemd", "CSystemd"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
             "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine",

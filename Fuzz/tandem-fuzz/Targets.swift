@@ -72,7 +72,7 @@ enum FuzzTargets {
     // MARK: - Configuration
 
     /// tandemd.conf: the INI reader and every setting's parser. Property: no crash, and a
-    /// refusal always names a line of the file.
+    /// refusal always names the file it is about.
     static let config = FuzzTarget(
         name: "config", what: "tandemd.conf reader and settings",
         run: { input in
@@ -178,7 +178,9 @@ enum FuzzTargets {
             if body.count < 1 || body.count > Validate.maxCount {
                 violated("an acquisition of \(body.count) seats was accepted", input)
             }
-            if let ttl = body.ttlSec, ttl < 1 { violated("a lease time of 0 was accepted", input) }
+            if let ttl = body.ttlSec, ttl < 1 || ttl > 100 * 365 * 86_400 {
+                violated("a lease time of \(ttl) s was accepted", input)
+            }
         },
         seeds: {
             [

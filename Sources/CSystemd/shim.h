@@ -7,4 +7,5 @@
 #include <systemd/sd-journal.h>
 #include <sys/uio.h>
 #include <sys/eventfd.h>
+#include <sys/xattr.h>
 #endif

@@ -1,12 +1,12 @@
 import TandemBusClient
 import TandemCore
 
-/// What one method call may carry, checked before any method runs: each string at most
+/// What one method call or property write may carry, checked before the method or setter runs
+/// (on the values as read; the bus's own message size limit bounds the reading): each string at most
 /// `maxStringBytes` (the largest license document), each array at most `maxEntries` entries
 /// (the options of `Acquire` are the only array argument, with two known keys), nesting at most
 /// `maxDepth` (an option's variant holding containers is refused by its method anyway). A call
-/// over a bound is `InvalidArgs` naming the argument, and nothing of it is looked at further.
-/// The bus's own message size limit still applies first.
+/// over a bound is `InvalidArgs` naming the argument, and the method never sees it.
 enum ArgumentBounds {
     static let maxStringBytes = 64 * 1024
     static let maxEntries = 32

@@ -183,9 +183,12 @@ public final class BusInterface {
         }
         let v: BusValue
         do {
-            guard let read = try BusMessage.readAll(value).first else { return -EINVAL }
+            guard let read = try BusMessage.readAll(value).first else {
+                return sd_bus_error_set(err, TandemErrorCode.invalidArgs.dbusName, "no value")
+            }
             v = read
         } catch { return sd_bus_error_set(err, TandemErrorCode.invalidArgs.dbusName, error.message) }
+        if let e = ArgumentBounds.check([v]) { return sd_bus_error_set(err, e.code.dbusName, e.message) }
         if let e = setter(v) { return sd_bus_error_set(err, e.name, e.message) }
         return 1
     }

@@ -430,7 +430,8 @@ public final class Daemon {
         do {
             let c = try DaemonConfig.load(path: options.configPath, required: options.configGiven)
             let settings = try Self.loadSettings(c)
-            let tokens = try Self.clientTokens(c)
+            // The token file is the one secret re-read on reload, and only with the network API up.
+            let tokens = network == nil ? [] : try Self.clientTokens(c)
             if c.listen != config.listen || c.tlsCertificate != config.tlsCertificate || c.tlsKey != config.tlsKey
                 || c.connectionLimits != config.connectionLimits || c.requestTimeoutSec != config.requestTimeoutSec
             {

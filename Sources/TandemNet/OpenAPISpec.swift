@@ -87,15 +87,19 @@ components:
         client:
           type: string
           minLength: 1
-          maxLength: 256
+          maxLength: 64
           pattern: "^[^\\u0000-\\u001f\\u007f]+$"
-          description: The client's id, printable (a reservation's holder must match it).
+          description: >-
+            The client's id, printable, up to 256 bytes of UTF-8 (64 characters always fit; a
+            reservation's holder must match it).
         request_id:
           type: string
           minLength: 1
-          maxLength: 128
+          maxLength: 32
           pattern: "^[^\\u0000-\\u001f\\u007f]+$"
-          description: A retry with the same request_id and client returns the same lease (200), renewed.
+          description: >-
+            Up to 128 bytes of UTF-8 (32 characters always fit). A retry with the same request_id and
+            client returns the same lease (200), renewed.
         ttl_sec:
           type: integer
           minimum: 1

@@ -44,6 +44,9 @@ public final class SealedSocket {
     /// Sending addresses remembered for reports at most (a flood may forge its source).
     static let maxReportedAddresses = 1024
     private var reports: [String: (lastUSec: USec, suppressed: UInt64)] = [:]
+    /// When the full table of addresses was last pruned (pruned at most once an interval: a flood
+    /// from forged addresses must not make every refused frame walk the table).
+    private var prunedUSec: USec = 0
 
     /// The frames waiting that open, as one turn of the event loop reads them: at most
     /// `readsPerWakeup` datagrams. Each one refused on the way is counted, and logged with how
@@ -82,6 +85,8 @@ public final class SealedSocket {
             return nil
         }
         if reports[key] == nil && reports.count >= Self.maxReportedAddresses {
+            guard now >= prunedUSec + Self.reportIntervalUSec else { return nil }
+            prunedUSec = now
             reports = reports.filter { now < $0.value.lastUSec + Self.reportIntervalUSec }
             if reports.count >= Self.maxReportedAddresses { return nil }
         }

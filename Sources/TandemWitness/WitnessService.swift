@@ -33,7 +33,9 @@ public final class WitnessService {
         self.logger = logger
         try SecretFile.check(options.keyFile, setting: "--key-file")
         let key: PairKey
-        do { key = try PairKey.load(path: options.keyFile) } catch { throw ServiceError("KeyFile: \(error)") }
+        do { key = try PairKey.load(path: options.keyFile) } catch {
+            throw ServiceError("--key-file=\(options.keyFile): \(error)")
+        }
         let dir = options.resolvedStateDir
         try? FileManager.default.createDirectory(
             atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -164,6 +164,7 @@ import Testing
         let usage = listRows(try c.call("GetUsage"))
         let leases = listRows(try c.call("ListLeases"))
         let licenses = listRows(try c.call("ListLicenses"))
+        #expect(!usage.isEmpty && !licenses.isEmpty, "nothing left to compare")
         for row in usage {
             let feature = row[0].stringValue ?? ""
             let inUse = row[2].uint64Value ?? 0, reserved = row[3].uint64Value ?? 0
@@ -181,7 +182,8 @@ import Testing
         let c = try f.bus.client()
         let lease = try c.call("Acquire", [.string("cad"), .uint32(2), .string("ws-1"), .vardict([])])
         let reservation = try c.call("Reserve", [.string("cad"), .uint32(1), .string("ws-9")])
-        let known = [lease[0].stringValue ?? "", reservation[0].stringValue ?? "", "LIC-CAD", "ws-9", f.serverId]
+        // Real ids, so that calls reach them; not the license's, so that usage stays to compare.
+        let known = [lease[0].stringValue ?? "", reservation[0].stringValue ?? "", "ws-9", f.serverId]
 
         let members = try Self.introspect(c)
         let interfaces = Set(members.map(\.interface))
@@ -212,10 +214,12 @@ import Testing
                     _ = try c.call(path: member.path, interface: interface, name, args)
                 } catch {
                     refusals += 1
-                    // Every refusal is a named D-Bus error, never a dropped connection or a timeout
-                    // (sd-bus refusing to build a message here, EINVAL, is the client's own).
+                    // Every refusal is a named D-Bus error: never a bare errno from the server
+                    // ("System.Error.EINVAL"), a dropped connection or a timeout. A numeric
+                    // "System.Error.22" is this client's sd-bus refusing to build the message.
                     let lost = [ETIMEDOUT, ECONNRESET, ENOTCONN, EPIPE].map { "System.Error.\($0)" }
-                    if lost.contains(error.name) || error.name.contains("NoReply")
+                    let errno = error.name.hasPrefix("System.Error.E")
+                    if errno || lost.contains(error.name) || error.name.contains("NoReply")
                         || error.name.contains("Disconnected")
                     {
                         unnamed.append("\(member.interface).\(name) on \(member.path): \(error)")
