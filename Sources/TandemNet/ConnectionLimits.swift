@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import TandemConfig
+import TandemCore
 
 /// Counts the network API's open connections, in all and per client address. A connection
 /// over either limit is closed as soon as it is accepted, before it is read: refusing costs an
@@ -12,7 +13,9 @@ final class ConnectionLimiter: @unchecked Sendable {
     private let lock = NSLock()
     private var total = 0
     private var byAddress: [String: Int] = [:]
-    private var lastLogged: [String: ContinuousClock.Instant] = [:]
+    /// Refusals are logged once a minute per address.
+    private var reports = ReportThrottle(intervalUSec: 60_000_000)
+    private let started = ContinuousClock.now
     private var refusedCount: UInt64 = 0
 
     init(limits: ConnectionLimits, logger: Logger) {
@@ -26,8 +29,8 @@ final class ConnectionLimiter: @unchecked Sendable {
 
     /// Takes a place for a connection from `address`, or says why there is none.
     func admit(_ address: String) -> String? {
-        let now = ContinuousClock.now
-        let (why, log) = lock.withLock { () -> (String?, Bool) in
+        let now = UInt64((ContinuousClock.now - started) / .microseconds(1))
+        let (why, unreported) = lock.withLock { () -> (String?, UInt64?) in
             let mine = byAddress[address, default: 0]
             let why =
                 total >= limits.total
@@ -36,16 +39,15 @@ final class ConnectionLimiter: @unchecked Sendable {
             guard let why else {
                 total += 1
                 byAddress[address] = mine + 1
-                return (nil, false)
+                return (nil, nil)
             }
             refusedCount += 1
-            if let last = lastLogged[address], now - last < .seconds(60) { return (why, false) }
-            if lastLogged.count > 10_000 { lastLogged = [:] }
-            lastLogged[address] = now
-            return (why, true)
+            return (why, reports.report(address, now: now))
         }
-        if let why, log {
-            logger.warning("connection refused", metadata: ["address": "\(address)", "reason": "\(why)"])
+        if let why, let unreported {
+            logger.warning(
+                "connection refused",
+                metadata: ["address": "\(address)", "reason": "\(why)", "unreported_before": "\(unreported)"])
         }
         return why
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import TandemCore
 
@@ -41,12 +42,7 @@ public final class SealedSocket {
     /// A refused frame is reported at most once per sending address in this interval; the
     /// others are counted (`rejected`) and summed into the next report.
     public static let reportIntervalUSec: USec = 60 * usecPerSecond
-    /// Sending addresses remembered for reports at most (a flood may forge its source).
-    static let maxReportedAddresses = 1024
-    private var reports: [String: (lastUSec: USec, suppressed: UInt64)] = [:]
-    /// When the full table of addresses was last pruned (pruned at most once an interval: a flood
-    /// from forged addresses must not make every refused frame walk the table).
-    private var prunedUSec: USec = 0
+    private var reports = ReportThrottle(intervalUSec: reportIntervalUSec)
 
     /// The frames waiting that open, as one turn of the event loop reads them: at most
     /// `readsPerWakeup` datagrams. Each one refused on the way is counted, and logged with how
@@ -68,31 +64,14 @@ public final class SealedSocket {
             case .success(let message): return (message, from)
             case .failure(let why):
                 count(why)
-                guard let unreported = shouldReport(from, now: now) else { continue }
+                let uptimeUSec = DispatchTime.now().uptimeNanoseconds / 1000
+                guard let unreported = reports.report(from.description, now: uptimeUSec) else { continue }
                 logger.log(
                     level: refusalLevel, "pair frame rejected",
                     metadata: ["from": "\(from)", "reason": "\(why.rawValue)", "unreported_before": "\(unreported)"])
             }
         }
         return nil
-    }
-
-    /// Whether a refusal from `from` is reported now, and how many went unreported before it.
-    private func shouldReport(_ from: SocketAddress, now: USec) -> UInt64? {
-        let key = from.description
-        if let r = reports[key], now < r.lastUSec + Self.reportIntervalUSec {
-            reports[key] = (r.lastUSec, r.suppressed + 1)
-            return nil
-        }
-        if reports[key] == nil && reports.count >= Self.maxReportedAddresses {
-            guard now >= prunedUSec + Self.reportIntervalUSec else { return nil }
-            prunedUSec = now
-            reports = reports.filter { now < $0.value.lastUSec + Self.reportIntervalUSec }
-            if reports.count >= Self.maxReportedAddresses { return nil }
-        }
-        let unreported = reports[key]?.suppressed ?? 0
-        reports[key] = (now, 0)
-        return unreported
     }
 
     /// Counts a frame that opened but is refused all the same (an epoch gone by).
