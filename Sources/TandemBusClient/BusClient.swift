@@ -32,8 +32,22 @@ public final class BusClient {
             }
             throw BusError(errno: -r, "cannot connect to the \(which)")
         }
+        // sd_bus_start only begins the handshake; it completes when the connection is next
+        // used. A client that waits longer than the bus's auth_timeout (30 s on a system bus)
+        // before its first call finds itself disconnected, so finish it here: the unique name
+        // is known once the Hello is answered.
+        var unique: UnsafePointer<CChar>?
+        let hello = sd_bus_get_unique_name(b, &unique)
+        guard hello >= 0, let unique else {
+            sd_bus_unref(b)
+            throw BusError(errno: hello < 0 ? -hello : EPROTO, "cannot complete the handshake with the bus")
+        }
+        uniqueName = String(cString: unique)
         bus = b
     }
+
+    /// The connection's unique name on the bus (":1.42").
+    public let uniqueName: String
 
     deinit { sd_bus_flush_close_unref(bus) }
 

@@ -159,3 +159,17 @@ struct Fixture {
         #expect(!members.contains("LicenseDeactivated"), "deactivation must be refused while a seat is in use")
     }
 }
+
+@Suite struct BusClientConnection {
+    /// A client is on the bus once made, before its first call: a bus daemon closes connections
+    /// that have not finished their handshake within auth_timeout (30 s), which once cut off a
+    /// test's client made before a long load.
+    @Test func aClientIsOnTheBusBeforeItsFirstCall() throws {
+        let bus = try TestBus()
+        let idle = try bus.client()
+        let names = try bus.client().call(
+            destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
+            "ListNames")
+        #expect(names.first?.arrayValue?.contains(.string(idle.uniqueName)) == true, "\(names)")
+    }
+}

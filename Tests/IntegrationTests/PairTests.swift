@@ -47,11 +47,34 @@ func pairPorts() -> (Int, Int, Int) {
 
 func waitFor(_ what: String, seconds: Double, _ cond: () throws -> Bool) throws {
     let end = Date().addingTimeInterval(seconds)
+    var lastError: (any Error)?
     while Date() < end {
-        if (try? cond()) == true { return }
+        do {
+            if try cond() { return }
+            lastError = nil
+        } catch {
+            lastError = error
+        }
         usleep(50_000)
     }
-    throw TestFailure("timed out waiting for \(what)")
+    throw TestFailure("timed out waiting for \(what)" + (lastError.map { " (the last check threw: \($0))" } ?? ""))
+}
+
+/// What a process's threads are doing, from /proc (state and kernel wait channel): says whether
+/// a daemon that does not answer is blocked in the kernel, busy, or gone.
+func threadStates(_ pid: Int32?) -> String {
+    guard let pid else { return "no process" }
+    let dir = "/proc/\(pid)/task"
+    guard let tids = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return "pid \(pid) gone" }
+    return tids.sorted().map { tid -> String in
+        func read(_ name: String) -> String {
+            ((try? String(contentsOfFile: "\(dir)/\(tid)/\(name)", encoding: .utf8)) ?? "?")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let stat = read("stat").split(separator: " ")
+        let state = stat.count > 2 ? String(stat[2]) : "?"
+        return "\(tid) \(read("comm")) state=\(state) wchan=\(read("wchan"))"
+    }.joined(separator: "\n")
 }
 
 /// tandemd.conf for one node of a test pair (network API on a kernel-chosen loopback port).
@@ -142,6 +165,8 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
             var released: Set<String> = []
             var errors: [String] = []
             var acquiredAfterKill = 0
+            var killedAt: Date?
+            var firstAfterKill: Date?
         }
         let ledger = Ledger()
         let killed = ManagedAtomicFlag()
@@ -156,7 +181,10 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
                             let l = try await client.acquire(feature: "cad", count: 1, client: "w\(w)", ttlSec: 120)
                             ledger.lock.withLock {
                                 ledger.held.insert(l.leaseId)
-                                if killed.isSet { ledger.acquiredAfterKill += 1 }
+                                if killed.isSet {
+                                    ledger.acquiredAfterKill += 1
+                                    if ledger.firstAfterKill == nil { ledger.firstAfterKill = Date() }
+                                }
                             }
                             if i % 2 == 0 {
                                 // A release that fails may still have happened (answered by a node
@@ -170,25 +198,43 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
                             ledger.lock.withLock { ledger.errors.append("\(error)") }
                             try await Task.sleep(nanoseconds: 50_000_000)
                         }
-                        if ledger.lock.withLock({ ledger.errors.count }) > 5000 { return }
+                        // Bounded in time too: a backup that never serves fails below, not by a hang.
+                        if ledger.lock.withLock({
+                            ledger.errors.count > 5000
+                                || (ledger.killedAt.map { Date().timeIntervalSince($0) > 40 } ?? false)
+                        }) {
+                            return
+                        }
                     }
                 }
             }
             group.addTask {
                 try await Task.sleep(nanoseconds: 1_500_000_000)
                 f.a.stop(SIGKILL)
+                ledger.lock.withLock { ledger.killedAt = Date() }
                 killed.set()
             }
             try await group.waitForAll()
         }
-        #expect(ledger.acquiredAfterKill >= 20, "the backup did not serve after the kill: \(ledger.errors.suffix(5))")
+        let timeline = ledger.lock.withLock { () -> String in
+            let killedAt = ledger.killedAt ?? Date()
+            let first =
+                ledger.firstAfterKill.map { String(format: "%.2f s", $0.timeIntervalSince(killedAt)) } ?? "never"
+            return String(format: "workers stopped %.2f s after the kill; ", Date().timeIntervalSince(killedAt))
+                + "first acquisition after it at \(first); \(ledger.acquiredAfterKill) after it, "
+                + "\(ledger.held.count) held, \(ledger.errors.count) errors, the last: \(ledger.errors.suffix(3))"
+        }
+        #expect(ledger.acquiredAfterKill >= 20, "the backup did not serve after the kill: \(timeline)")
         do {
-            try waitFor("the backup serving", seconds: 15) { try cb.get("Serving") == .bool(true) }
+            // A short timeout per try: one unanswered call must not use up the whole wait.
+            cb.timeoutUSec = 2_000_000
+            try waitFor("the backup serving", seconds: 20) { try cb.get("Serving") == .bool(true) }
         } catch {
             Issue.record(
                 Comment(
                     rawValue:
-                        "\(error)\n--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(5000))\n--- "
+                        "\(error)\n\(timeline)\n--- b's threads:\n\(threadStates(f.b.process?.processIdentifier))"
+                        + "\n--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(5000))\n--- "
                         + "witness:\n\(f.witness.log().suffix(3000))")
             )
             return
