@@ -69,6 +69,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The client half of D-Bus (values, calls, names): libsystemd only.
         .target(name: "TandemBusClient", dependencies: ["CSystemd"]),

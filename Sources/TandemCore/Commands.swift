@@ -81,9 +81,9 @@ extension LicenseState {
         guard let lease = activeLease(id, at: now) else {
             throw TandemError(.leaseNotFound, "no lease \(quoted(id))")
         }
-        let owner = caller.network ? lease.uid == nil : (lease.uid != nil && lease.uid == caller.uid)
-        if !caller.isAdmin && !owner {
-            throw TandemError(.accessDenied, "lease \(quoted(id)) belongs to another user")
+        guard caller.owns(lease) else {
+            throw TandemError(
+                .accessDenied, "lease \(quoted(id)) belongs to another \(caller.network ? "token" : "user")")
         }
         return lease
     }
@@ -124,6 +124,10 @@ extension LicenseState {
             if let r = req.requestId {
                 try Validate.text(r, "request_id", max: 128)
                 if var existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
+                    // The request id names a lease only to the caller that took it.
+                    guard caller.owns(existing) else {
+                        throw TandemError(.accessDenied, "request_id \(quoted(r)) was used by another caller")
+                    }
                     guard existing.feature == req.feature && existing.count == req.count else {
                         throw TandemError(
                             .invalidArgs, "request_id \(quoted(r)) was already used for a different acquisition")
@@ -147,7 +151,8 @@ extension LicenseState {
             }
             let lease = Lease(
                 id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
-                uid: caller.uid, requestId: req.requestId, acquiredUSec: now,
+                uid: caller.uid, token: caller.network ? caller.token : nil, requestId: req.requestId,
+                acquiredUSec: now,
                 expiresUSec: now + req.ttlUSec, ttlUSec: req.ttlUSec, epoch: epoch)
             return Decision(outcome: .leaseGranted(lease, existing: false), changes: [.leaseGranted(lease)])
 

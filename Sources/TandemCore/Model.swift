@@ -43,6 +43,9 @@ public struct Lease: Codable, Sendable, Equatable {
     public var count: UInt32
     /// uid of the local caller that acquired it (D-Bus); nil for network clients.
     public var uid: UInt32?
+    /// The name of the network API token it was acquired with (`ClientTokenFile=`); nil over
+    /// D-Bus and without tokens. Only that token (or an administrator) may renew or release it.
+    public var token: String?
     public var requestId: String?
     public var acquiredUSec: USec
     public var expiresUSec: USec
@@ -51,7 +54,7 @@ public struct Lease: Codable, Sendable, Equatable {
     public var epoch: UInt64
 
     public init(
-        id: String, feature: String, client: String, count: UInt32, uid: UInt32?,
+        id: String, feature: String, client: String, count: UInt32, uid: UInt32?, token: String? = nil,
         requestId: String?, acquiredUSec: USec, expiresUSec: USec, ttlUSec: USec, epoch: UInt64
     ) {
         self.id = id
@@ -59,6 +62,7 @@ public struct Lease: Codable, Sendable, Equatable {
         self.client = client
         self.count = count
         self.uid = uid
+        self.token = token
         self.requestId = requestId
         self.acquiredUSec = acquiredUSec
         self.expiresUSec = expiresUSec
@@ -151,13 +155,27 @@ public struct Caller: Sendable, Equatable {
     public var uid: UInt32?
     public var isAdmin: Bool
     /// A client of the network API (authorized by its token, not by a uid). It may renew and
-    /// release leases taken over the network: their id is the capability.
+    /// release the leases taken over the network with the same token (any, without tokens).
     public var network: Bool
-    public init(uid: UInt32?, isAdmin: Bool, network: Bool = false) {
+    /// The name of the token a network client presented; nil when the API needs none.
+    public var token: String?
+    public init(uid: UInt32?, isAdmin: Bool, network: Bool = false, token: String? = nil) {
         self.uid = uid
         self.isAdmin = isAdmin
         self.network = network
+        self.token = token
     }
     public static let root = Caller(uid: 0, isAdmin: true)
     public static let networkClient = Caller(uid: nil, isAdmin: false, network: true)
+    /// A network client that presented the token named `token`.
+    public static func networkClient(token: String?) -> Caller {
+        Caller(uid: nil, isAdmin: false, network: true, token: token)
+    }
+
+    /// Whether this caller may renew or release `lease`: an administrator any; a local user
+    /// those it acquired over D-Bus; a network client those taken over the network with its token.
+    public func owns(_ lease: Lease) -> Bool {
+        if isAdmin { return true }
+        return network ? lease.uid == nil && lease.token == token : lease.uid != nil && lease.uid == uid
+    }
 }

@@ -223,12 +223,10 @@ public final class Daemon {
     }
 
     /// The tokens network clients must present (`ClientTokenFile=`; none: no token needed).
-    static func clientTokens(_ config: DaemonConfig) throws -> [String] {
+    static func clientTokens(_ config: DaemonConfig) throws -> [ClientToken] {
         guard let path = config.clientTokenFile else { return [] }
         try SecretFile.check(path, setting: "ClientTokenFile")
-        do { return try NetworkAPI.readTokens(path: path) } catch {
-            throw ServiceError("ClientTokenFile=\(path): cannot read a token from it")
-        }
+        do { return try ClientToken.read(path: path) } catch { throw ServiceError("ClientTokenFile=\(error)") }
     }
 
     /// Starts the network API on the `Listen=` addresses (none: no network API).

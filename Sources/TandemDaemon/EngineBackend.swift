@@ -76,26 +76,26 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         }
     }
 
-    func acquire(_ r: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> {
+    func acquire(_ r: AcquireBody, caller: Caller) async -> Result<(LeaseView, created: Bool), TandemError> {
         await answer({ d in
             d.engine.acquire(
                 feature: r.feature, count: r.count, client: r.client,
-                ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: .networkClient)
+                ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: caller)
         }) { d, o in
             guard case .leaseGranted(let lease, let existing) = o else { return nil }
             return (LeaseView(lease, serverId: d.engine.state.serverId), created: !existing)
         }
     }
 
-    func renew(leaseId: String) async -> Result<LeaseView, TandemError> {
-        await answer({ $0.engine.submit(.renew(leaseId: leaseId), caller: .networkClient) }) { d, o in
+    func renew(leaseId: String, caller: Caller) async -> Result<LeaseView, TandemError> {
+        await answer({ $0.engine.submit(.renew(leaseId: leaseId), caller: caller) }) { d, o in
             guard case .leaseRenewed(let lease) = o else { return nil }
             return LeaseView(lease, serverId: d.engine.state.serverId)
         }
     }
 
-    func release(leaseId: String) async -> Result<Void, TandemError> {
-        await answer({ $0.engine.submit(.release(leaseId: leaseId), caller: .networkClient) }) { _, _ in () }
+    func release(leaseId: String, caller: Caller) async -> Result<Void, TandemError> {
+        await answer({ $0.engine.submit(.release(leaseId: leaseId), caller: caller) }) { _, _ in () }
     }
 
     func lease(id: String) async -> Result<LeaseView, TandemError> {

@@ -5,9 +5,11 @@ import TandemCore
 /// each call to the engine's own thread and answering once the change is durable.
 public protocol LicenseBackend: Sendable {
     func serverStatus() async -> ServerStatus
-    func acquire(_ request: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError>
-    func renew(leaseId: String) async -> Result<LeaseView, TandemError>
-    func release(leaseId: String) async -> Result<Void, TandemError>
+    /// `caller` is the network client, named by its token: it may renew and release only the
+    /// leases it took.
+    func acquire(_ request: AcquireBody, caller: Caller) async -> Result<(LeaseView, created: Bool), TandemError>
+    func renew(leaseId: String, caller: Caller) async -> Result<LeaseView, TandemError>
+    func release(leaseId: String, caller: Caller) async -> Result<Void, TandemError>
     func lease(id: String) async -> Result<LeaseView, TandemError>
     /// Leases, all or those of one client.
     func leases(client: String?) async -> [LeaseView]

@@ -9,29 +9,19 @@ public struct NetworkAPI: Sendable {
     public let backend: any LicenseBackend
     /// Accepted bearer tokens; empty = no token needed. Replaceable at run time (reload).
     let tokenStore: TokenStore
-    var tokens: [[UInt8]] { tokenStore.tokens }
     public static let maxBodyBytes = 64 * 1024
 
     /// How long a request's body may take to arrive (`RequestTimeoutSec=`).
     public var requestTimeoutSec: Double
 
-    public init(backend: any LicenseBackend, tokens: [String] = [], requestTimeoutSec: Double = 10) {
+    public init(backend: any LicenseBackend, tokens: [ClientToken] = [], requestTimeoutSec: Double = 10) {
         self.backend = backend
         tokenStore = TokenStore(tokens)
         self.requestTimeoutSec = requestTimeoutSec
     }
 
     /// Replaces the accepted tokens (e.g. after the token file changed).
-    public func setTokens(_ tokens: [String]) { tokenStore.set(tokens) }
-
-    /// Reads a token file: one token per line, blank lines and `#` comments ignored.
-    public static func readTokens(path: String) throws -> [String] {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        let tokens = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty && !$0.hasPrefix("#") }
-        guard !tokens.isEmpty else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: path]) }
-        return tokens
-    }
+    public func setTokens(_ tokens: [ClientToken]) { tokenStore.set(tokens) }
 
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()
@@ -55,18 +45,13 @@ public struct NetworkAPI: Sendable {
         }
     }
 
-    /// Constant-time comparison against every accepted token.
-    func authorized(_ request: Request) -> Bool {
-        guard !tokens.isEmpty else { return true }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
-        let given = Array(header.dropFirst(7).utf8)
-        var ok = false
-        for t in tokens {
-            var diff = UInt8(t.count == given.count ? 0 : 1)
-            for i in 0..<t.count { diff |= t[i] ^ (i < given.count ? given[i] : 0) }
-            if diff == 0 { ok = true }
-        }
-        return ok
+    /// Who sent `request`: a network client, named by the token it presented (nil without
+    /// tokens), or nil when a token is needed and none of them was presented.
+    func caller(_ request: Request) -> Caller? {
+        let tokens = tokenStore.tokens
+        guard !tokens.isEmpty else { return .networkClient(token: nil) }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return nil }
+        return ClientToken.match(Array(header.dropFirst(7).utf8), in: tokens).map { .networkClient(token: $0.name) }
     }
 
     typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
@@ -81,10 +66,14 @@ public struct NetworkAPI: Sendable {
     /// Every route the API serves. The router and the OpenAPI test both read this table.
     func routes() -> [Route] {
         let api = self
-        func authorized(_ body: @escaping Handler) -> Handler {
+        func authorized(
+            _ body: @escaping @Sendable (Request, BasicRequestContext, Caller) async throws -> Response
+        )
+            -> Handler
+        {
             { request, context in
-                guard api.authorized(request) else { return Problem.unauthorized.response() }
-                return try await body(request, context)
+                guard let caller = api.caller(request) else { return Problem.unauthorized.response() }
+                return try await body(request, context, caller)
             }
         }
         return [
@@ -105,7 +94,7 @@ public struct NetworkAPI: Sendable {
             Route(method: .get, path: "/v1/server") { _, _ in Self.json(await api.backend.serverStatus()) },
             Route(
                 method: .get, path: "/v1/features",
-                handler: authorized { _, _ in
+                handler: authorized { _, _, _ in
                     let rows = await api.backend.features().map {
                         FeatureRow(
                             feature: $0.feature, seats: $0.seats, inUse: $0.inUse, reserved: $0.reserved,
@@ -115,7 +104,7 @@ public struct NetworkAPI: Sendable {
                 }),
             Route(
                 method: .post, path: "/v1/leases",
-                handler: authorized { request, _ in
+                handler: authorized { request, _, caller in
                     // A JSON body only: a browser cannot send one cross-origin without asking
                     // first (a CORS preflight, which this server never grants), so a web page
                     // cannot take seats behind an administrator's back.
@@ -134,31 +123,31 @@ public struct NetworkAPI: Sendable {
                     do throws(TandemError) { parsed = try AcquireBody(json: Data(buffer: body)) } catch {
                         return Problem(error).response()
                     }
-                    switch await api.backend.acquire(parsed) {
+                    switch await api.backend.acquire(parsed, caller: caller) {
                     case .success(let (lease, created)): return Self.json(lease, status: created ? .created : .ok)
                     case .failure(let e): return Problem(e).response()
                     }
                 }),
             Route(
                 method: .get, path: "/v1/leases",
-                handler: authorized { request, _ in
+                handler: authorized { request, _, _ in
                     let client = request.uri.queryParameters.get("client")
                     return Self.json(await api.backend.leases(client: client))
                 }),
             Route(
                 method: .get, path: "/v1/leases/{id}",
-                handler: authorized { _, context in
+                handler: authorized { _, context, _ in
                     Self.reply(await api.backend.lease(id: context.parameters.get("id") ?? ""))
                 }),
             Route(
                 method: .post, path: "/v1/leases/{id}/renew",
-                handler: authorized { _, context in
-                    Self.reply(await api.backend.renew(leaseId: context.parameters.get("id") ?? ""))
+                handler: authorized { _, context, caller in
+                    Self.reply(await api.backend.renew(leaseId: context.parameters.get("id") ?? "", caller: caller))
                 }),
             Route(
                 method: .delete, path: "/v1/leases/{id}",
-                handler: authorized { _, context in
-                    switch await api.backend.release(leaseId: context.parameters.get("id") ?? "") {
+                handler: authorized { _, context, caller in
+                    switch await api.backend.release(leaseId: context.parameters.get("id") ?? "", caller: caller) {
                     case .success: return Response(status: .noContent)
                     case .failure(let e): return Problem(e).response()
                     }
@@ -221,12 +210,4 @@ public struct NetworkAPI: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-}
-
-final class TokenStore: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _tokens: [[UInt8]]
-    init(_ tokens: [String]) { _tokens = tokens.map { Array($0.utf8) } }
-    var tokens: [[UInt8]] { lock.withLock { _tokens } }
-    func set(_ tokens: [String]) { lock.withLock { _tokens = tokens.map { Array($0.utf8) } } }
 }

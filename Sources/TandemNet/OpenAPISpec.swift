@@ -14,7 +14,9 @@ info:
     (`urn:tandem:problem:InsufficientSeats`). A request that fails changes nothing.
     `POST /v1/leases` needs `Content-Type: application/json` (415 otherwise), so that a web
     page cannot send it from a browser without a CORS preflight, which this server never
-    grants; renewals and releases carry no body and name an unguessable lease id. `HEAD` is
+    grants; renewals and releases carry no body and name an unguessable lease id. A lease
+    belongs to the token it was taken with: another token renewing or releasing it, or retrying
+    its `request_id`, gets 403 `AccessDenied` (administrators release any lease over D-Bus). `HEAD` is
     answered wherever `GET` is, another method on a known path gets 405 with `Allow`, and an
     unknown path 404 `NotFound`, and a first request that is not valid HTTP/1.1 400 `BadRequest`
     (431 `RequestHeaderFieldsTooLarge` for headers over the limits), all as problem details.
@@ -301,6 +303,8 @@ paths:
         "400":
           $ref: "#/components/responses/Problem"
         "401":
+          $ref: "#/components/responses/Problem"
+        "403":
           $ref: "#/components/responses/Problem"
         "404":
           $ref: "#/components/responses/Problem"

@@ -121,9 +121,12 @@ extension Change {
         case .licenseDeactivated(let id):
             w.byte(3); w.string(id)
         case .leaseGranted(let l):
-            w.byte(4); w.string(l.id); w.string(l.feature); w.string(l.client); w.u32(l.count)
+            // Tag 12 is tag 4 with the token's name after it: a lease taken without a named
+            // token is written as before, so a peer that predates token names still reads it.
+            w.byte(l.token == nil ? 4 : 12); w.string(l.id); w.string(l.feature); w.string(l.client); w.u32(l.count)
             w.optional(l.uid) { $0.u32($1) }; w.optional(l.requestId) { $0.string($1) }
             w.u64(l.acquiredUSec); w.u64(l.expiresUSec); w.u64(l.ttlUSec); w.u64(l.epoch)
+            if let token = l.token { w.string(token) }
         case .leaseRenewed(let id, let expires):
             w.byte(5); w.string(id); w.u64(expires)
         case .leaseReleased(let id):
@@ -153,13 +156,14 @@ extension Change {
                     keyId: try r.string(),
                     document: try r.string(), activatedUSec: try r.u64()))
         case 3: return .licenseDeactivated(id: try r.string())
-        case 4:
-            return .leaseGranted(
-                Lease(
-                    id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
-                    uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
-                    requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
-                    acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64()))
+        case let tag where tag == 4 || tag == 12:
+            var lease = Lease(
+                id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
+                uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
+                requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
+                acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64())
+            if tag == 12 { lease.token = try r.string() }
+            return .leaseGranted(lease)
         case 5: return .leaseRenewed(id: try r.string(), expiresUSec: try r.u64())
         case 6: return .leaseReleased(id: try r.string())
         case 7: return .leaseExpired(id: try r.string())

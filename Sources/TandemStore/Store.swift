@@ -46,7 +46,9 @@ public final class Store {
                 """),
         // Version 1 kept the state twice: the tables held the state now, and a paired server
         // also kept its log's base as a snapshot in `pair_base_state`.
-        Migration(sql: "", code: { try $0.foldTablesToLogBase() })
+        Migration(sql: "", code: { try $0.foldTablesToLogBase() }),
+        // Leases name the network API token they were taken with.
+        Migration(sql: "", code: { try $0.addLeaseTokenColumn() })
     ]
 
     public init(path: String, logger: Logger) throws {
@@ -129,15 +131,16 @@ public final class Store {
                         keyId: r[6].text!, document: r[7].text!, activatedUSec: USec(r[8].int!))))
         }
         for r in try db.query(
-            "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch"
-                + " FROM leases"
+            "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch,"
+                + " token FROM leases"
         ) {
             state.apply(
                 .leaseGranted(
                     Lease(
                         id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
-                        uid: r[4].int.map { UInt32($0) }, requestId: r[5].text, acquiredUSec: USec(r[6].int!),
-                        expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!), epoch: UInt64(r[9].int!))))
+                        uid: r[4].int.map { UInt32($0) }, token: r[10].text, requestId: r[5].text,
+                        acquiredUSec: USec(r[6].int!), expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!),
+                        epoch: UInt64(r[9].int!))))
         }
         for r in try db.query("SELECT id, feature, holder, count FROM reservations") {
             state.apply(
@@ -313,6 +316,8 @@ extension Store {
     /// tables get its stored base snapshot (its log after the base stays); a standalone
     /// server's log is all in its tables already, so the base moves to its end.
     func foldTablesToLogBase() throws {
+        // It writes lease rows as this version does, token included.
+        try addLeaseTokenColumn()
         if let position = try meta("pair_base"), let text = try meta("pair_base_state") {
             let changes = try JSONDecoder().decode([Change].self, from: Data(text.utf8))
             let used = try meta("server_id_used") ?? "0"
@@ -328,5 +333,12 @@ extension Store {
             try db.exec("DELETE FROM change_log")
         }
         try db.exec("DELETE FROM meta WHERE key IN ('pair_base', 'pair_base_state')")
+    }
+
+    /// Migration 3: `leases.token`. Migration 2 runs it first (it writes lease rows), so it
+    /// adds the column only where it is missing.
+    func addLeaseTokenColumn() throws {
+        let columns = try db.query("SELECT name FROM pragma_table_info('leases')").compactMap { $0[0].text }
+        if !columns.contains("token") { try db.exec("ALTER TABLE leases ADD COLUMN token TEXT") }
     }
 }

@@ -92,11 +92,11 @@ extension Store {
             case .put(let l):
                 try db.run(
                     "INSERT OR REPLACE INTO leases (id, feature, client, count, uid, request_id, acquired_usec,"
-                        + " expires_usec, ttl_usec, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        + " expires_usec, ttl_usec, epoch, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
                     l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
                     .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)),
-                    .int(Int64(l.epoch)))
+                    .int(Int64(l.epoch)), l.token.map { .text($0) } ?? .null)
             case .delete: try db.run("DELETE FROM leases WHERE id = ?", .text(id))
             }
         }

@@ -198,6 +198,62 @@ func http(
         #expect(try f.bus.client().call("ListLeases").first?.arrayValue?.count == 1)
     }
 
+    /// With named tokens, a lease answers to the token that took it: another token (named or
+    /// not) is refused 403 and changes nothing, its request id included; an administrator over
+    /// D-Bus may still release it.
+    @Test func aLeaseAnswersOnlyToTheTokenThatTookIt() throws {
+        let dir = makeTempDir("token")
+        let tokens = "# name token\ncad-farm farm-secret-1\nrender render-secret-2\nlegacy-secret-3\n"
+        try tokens.write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o600)
+        let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
+        let base = "http://" + (try f.daemon.httpAddress)
+        let body = #"{"feature":"cad","client":"ws","request_id":"job-7","ttl_sec":600}"#
+        let taken = try http("POST", base + "/v1/leases", body: body, token: "farm-secret-1")
+        #expect(taken.status == 201, "\(taken.body)")
+        let id = taken.object["lease_id"] as? String ?? ""
+        let expires = taken.object["expires_usec"] as? Int ?? 0
+        for other in ["render-secret-2", "legacy-secret-3"] {
+            for (method, path) in [("POST", "/v1/leases/\(id)/renew"), ("DELETE", "/v1/leases/\(id)")] {
+                let r = try http(method, base + path, token: other)
+                #expect(r.status == 403, "\(method) \(path) with another token: \(r.status) \(r.body)")
+                #expect(r.object["type"] as? String == "urn:tandem:problem:AccessDenied", "\(r.body)")
+            }
+            // The same request id from another token neither returns the lease nor takes seats.
+            let retried = try http("POST", base + "/v1/leases", body: body, token: other)
+            #expect(retried.status == 403, "\(retried.body)")
+        }
+        let after = try http("GET", base + "/v1/leases/\(id)", token: "render-secret-2")
+        #expect(after.status == 200 && after.object["expires_usec"] as? Int == expires, "\(after.body)")
+        #expect(try f.bus.client().call("ListLeases").first?.arrayValue?.count == 1)
+        // The owner renews and releases; an administrator releases any lease.
+        #expect(try http("POST", base + "/v1/leases/\(id)/renew", token: "farm-secret-1").status == 200)
+        #expect(try http("DELETE", base + "/v1/leases/\(id)", token: "farm-secret-1").status == 204)
+        let second = try http(
+            "POST", base + "/v1/leases", body: #"{"feature":"cad","client":"ws"}"#, token: "render-secret-2")
+        #expect(second.status == 201)
+        _ = try f.bus.client().call("Release", [.string(second.object["lease_id"] as? String ?? "")])
+        #expect(try f.bus.client().call("ListLeases").first?.arrayValue?.count == 0)
+    }
+
+    /// A token file that cannot be read as one is refused at start with its path, line and reason.
+    @Test func malformedTokenFilesAreRefusedWithTheirLine() throws {
+        let dir = makeTempDir("token")
+        let bus = try TestBus()
+        for (text, reason) in [
+            ("a one\nb two three\n", "tokens:2: expected 'NAME TOKEN' or 'TOKEN', found 3 fields"),
+            ("farm one\nfarm two\n", "tokens:2: the name 'farm' is used twice"),
+            ("bad/name secret\n", "tokens:1: token name may contain only"),
+            ("# only a comment\n", "tokens: it holds no token")
+        ] {
+            try text.write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+            chmod(dir + "/tokens", 0o600)
+            let d = try Tandemd(bus: bus, config: "[Server]\nListen=127.0.0.1:0\nClientTokenFile=\(dir)/tokens\n")
+            #expect(throws: TestFailure.self) { try d.start() }
+            #expect(d.log().contains("ClientTokenFile=\(dir)/\(reason)"), "\(d.log().suffix(400))")
+        }
+    }
+
     @Test func tokensAreReloadedOnSIGHUP() throws {
         let dir = makeTempDir("token")
         try "old-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
@@ -338,11 +394,15 @@ struct NullBackend: LicenseBackend {
     func serverStatus() async -> ServerStatus {
         ServerStatus(serverId: "", version: "", role: "", pairStatus: "", serving: false, epoch: 0)
     }
-    func acquire(_ request: AcquireBody) async -> Result<(LeaseView, created: Bool), TandemError> {
+    func acquire(_ request: AcquireBody, caller: Caller) async -> Result<(LeaseView, created: Bool), TandemError> {
         .failure(TandemError(.failed, ""))
     }
-    func renew(leaseId: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
-    func release(leaseId: String) async -> Result<Void, TandemError> { .failure(TandemError(.failed, "")) }
+    func renew(leaseId: String, caller: Caller) async -> Result<LeaseView, TandemError> {
+        .failure(TandemError(.failed, ""))
+    }
+    func release(leaseId: String, caller: Caller) async -> Result<Void, TandemError> {
+        .failure(TandemError(.failed, ""))
+    }
     func lease(id: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
     func leases(client: String?) async -> [LeaseView] { [] }
     func features() async -> [FeatureUsage] { [] }

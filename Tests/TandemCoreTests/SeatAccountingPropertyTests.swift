@@ -43,14 +43,15 @@ enum SeatStep: CustomStringConvertible, Equatable {
 /// counted from the lists each time.
 struct SeatModel {
     struct ModelLease {
-        var id, feature, client: String; var count: Int; var uid: UInt32?; var requestId: String?;
+        var id, feature, client: String; var count: Int; var uid: UInt32?; var token: String?; var requestId: String?;
         var expires, ttl: USec
     }
     struct ModelReservation { var id, feature, holder: String; var count: Int }
 
     static let callers: [(name: String, caller: Caller)] = [
         ("admin", .root), ("uid-1000", Caller(uid: 1000, isAdmin: false)),
-        ("uid-1001", Caller(uid: 1001, isAdmin: false)), ("network", .networkClient)
+        ("uid-1001", Caller(uid: 1001, isAdmin: false)), ("network", .networkClient),
+        ("token-a", .networkClient(token: "a")), ("token-b", .networkClient(token: "b"))
     ]
 
     var licenses: [(id: String, feature: String, seats: Int, notAfter: USec)] = []
@@ -83,7 +84,9 @@ struct SeatModel {
 
     func owns(_ lease: ModelLease, _ caller: Caller) -> Bool {
         if caller.isAdmin { return true }
-        return caller.network ? lease.uid == nil : lease.uid != nil && lease.uid == caller.uid
+        // Over the network, the token a lease was taken with (none without tokens) is its owner.
+        return caller.network
+            ? lease.uid == nil && lease.token == caller.token : lease.uid != nil && lease.uid == caller.uid
     }
 }
 
@@ -198,6 +201,8 @@ struct SeatRun {
             var expectExisting: String? = nil
             if n == 0 {
                 expected = .invalidArgs
+            } else if let i = retry, !model.owns(model.leases[i], caller) {
+                expected = .accessDenied
             } else if let i = retry {
                 if model.leases[i].feature != f || model.leases[i].count != Int(n) {
                     expected = .invalidArgs
@@ -221,7 +226,8 @@ struct SeatRun {
                     model.leases.append(
                         .init(
                             id: id, feature: f, client: client, count: Int(n), uid: caller.uid,
-                            requestId: requestId, expires: now + ttl, ttl: ttl))
+                            token: caller.network ? caller.token : nil, requestId: requestId, expires: now + ttl,
+                            ttl: ttl))
                 }
                 if case .success(.leaseGranted(let lease, let existing)) = got {
                     let want = model.leases.first { $0.id == (expectExisting ?? id) }!

@@ -102,6 +102,11 @@ import TandemPair
             Lease(
                 id: "l2", feature: "f", client: "", count: 1, uid: nil, requestId: nil, acquiredUSec: 0, expiresUSec: 0,
                 ttlUSec: 0, epoch: 0)),
+        // A token's name: tag 12 (tag 4 when there is none, as before token names).
+        .leaseGranted(
+            Lease(
+                id: "l3", feature: "f", client: "c", count: 1, uid: nil, token: "cad-farm", requestId: "r",
+                acquiredUSec: 5, expiresUSec: 6, ttlUSec: 1, epoch: 2)),
         .leaseRenewed(id: "lease-1", expiresUSec: UInt64.max), .leaseReleased(id: "lease-1"), .leaseExpired(id: "x"),
         .reservationAdded(Reservation(id: "res", feature: "cad", holder: "h", count: 3)),
         .reservationRemoved(id: "res"),
@@ -126,6 +131,19 @@ import TandemPair
         .renewed(epoch: 6, recordedSeq: 9, sentAt: 1), .renewed(epoch: 6, recordedSeq: nil, sentAt: 1),
         .deposed(votedEpoch: 9), .releaseLease(epoch: 6)
     ]
+
+    /// A lease without a token's name is written as before names existed (tag 4), so a peer of
+    /// the previous version still reads what a tokenless server sends it.
+    @Test func aLeaseWithoutATokenIsWrittenAsBeforeTokenNames() {
+        var plain = WireWriter()
+        Change.leaseGranted(Self.lease).write(to: &plain)
+        var named = WireWriter()
+        var withToken = Self.lease
+        withToken.token = "cad-farm"
+        Change.leaseGranted(withToken).write(to: &named)
+        #expect(plain.bytes.first == 4 && named.bytes.first == 12)
+        #expect(Array(named.bytes.dropFirst().prefix(plain.bytes.count - 1)) == Array(plain.bytes.dropFirst()))
+    }
 
     @Test func everyMessageRoundTripsThroughTheBinaryFormAndTheFrame() throws {
         var sealer = FrameSealer(key: PairKey.generate(), bootId: 3)

@@ -104,9 +104,9 @@ let lic = License(
         #expect(try reopened.changes(after: 7).map(\.seq) == [8])
     }
 
-    func lease(_ id: String, expires: USec = 99) -> Lease {
+    func lease(_ id: String, expires: USec = 99, token: String? = nil) -> Lease {
         Lease(
-            id: id, feature: "cad", client: "c", count: 1, uid: nil, requestId: nil, acquiredUSec: 1,
+            id: id, feature: "cad", client: "c", count: 1, uid: nil, token: token, requestId: nil, acquiredUSec: 1,
             expiresUSec: expires, ttlUSec: 98, epoch: 1)
     }
 
@@ -127,7 +127,11 @@ let lic = License(
             #expect(try count(store, "licenses") == 0 && store.base.seq == 0)
             for i in 0..<6 {
                 let changes: [Change] =
-                    [.leaseGranted(lease("l\(i)")), .leaseRenewed(id: "l\(i)", expiresUSec: 500)]
+                    // Some with a token's name: the tables keep it (migration 3).
+                    [
+                        .leaseGranted(lease("l\(i)", token: i % 3 == 0 ? nil : "farm")),
+                        .leaseRenewed(id: "l\(i)", expiresUSec: 500)
+                    ]
                     + (i % 2 == 0 ? [.leaseReleased(id: "l\(i)")] : [])
                 try store.commit(changes, epoch: 1, now: 2)
                 expected.apply(changes)
