@@ -14,23 +14,31 @@ extension LicenseManagerServer {
         case .listLicenses: return { [unowned self] _ in read([LicenseRow.array(licenseRows())]) }
         case .acquire: return { [unowned self] in acquire($0) }
         case .renew: return { [unowned self] in renew($0) }
-        case .release:
-            return { [unowned self] call in answer(call, submit(.release(leaseId: call.string(0)), call)) { _ in [] } }
+        case .release: return { [unowned self] in release($0) }
         case .listLeases: return { [unowned self] _ in read([LeaseRow.array(leaseRows())]) }
         case .reserve: return { [unowned self] in reserve($0) }
         case .unreserve:
             return { [unowned self] call in
-                answer(call, submit(.unreserve(reservationId: call.string(0)), call)) { _ in [] }
+                let id = call.string(0)
+                return answer(
+                    call,
+                    audited(call, "Unreserve", submit(.unreserve(reservationId: id), call), ["reservation_id": id])
+                ) { _ in [] }
             }
         case .listReservations: return { [unowned self] _ in read([ReservationRow.array(reservationRows())]) }
         case .getUsage: return { [unowned self] _ in read([UsageRow.array(usageRows())]) }
         case .resetServerId: return { [unowned self] in resetServerId($0) }
         case .prepareBackup:
-            return { [unowned self] call in pairing(call) { $0.prepareBackup(primary: call.string(0), done: $1) } }
+            return { [unowned self] call in
+                pairing(call, ["primary": call.string(0)]) { $0.prepareBackup(primary: call.string(0), done: $1) }
+            }
         case .enableBackup:
-            return { [unowned self] call in pairing(call) { $0.enableBackup(backup: call.string(0), done: $1) } }
+            return { [unowned self] call in
+                pairing(call, ["backup": call.string(0)]) { $0.enableBackup(backup: call.string(0), done: $1) }
+            }
         case .disableBackup: return { [unowned self] call in pairing(call) { $0.disableBackup(done: $1) } }
         case .sync: return { [unowned self] call in pairing(call) { $0.sync(done: $1) } }
+        case .listAudit: return { [unowned self] in listAudit($0) }
         case .getPeerStatus:
             return { [unowned self] _ in
                 read([.vardict((pairControl?.peerStatus() ?? []).map { ($0.0.rawValue, $0.1) })])
@@ -50,6 +58,22 @@ extension LicenseManagerServer {
         engine.submit(command, caller: caller(call.message))
     }
 
+    /// Records an administrative call in the audit trail as it was decided (refused, or what will
+    /// be done: `arguments`, and those `fromOutcome` adds), and returns its ticket.
+    private func audited(
+        _ call: BusCall, _ action: String, _ ticket: Ticket, _ arguments: [String: String] = [:],
+        fromOutcome: (Outcome) -> [String: String] = { _ in [:] }
+    ) -> Ticket {
+        let who = caller(call.message)
+        switch ticket.decision {
+        case .success(let o):
+            engine.audit(action, via: .dbus, caller: who, arguments: arguments.merging(fromOutcome(o)) { $1 })
+        case .failure(let e):
+            engine.audit(action, via: .dbus, caller: who, arguments: arguments, error: e)
+        }
+        return ticket
+    }
+
     /// A command: refused at once, or answered with `values` of its outcome once it is durable.
     private func answer(_ call: BusCall, _ ticket: Ticket, _ values: @escaping (Outcome) -> [BusValue]) -> BusAnswer {
         if case .failure(let e) = ticket.decision {
@@ -64,22 +88,26 @@ extension LicenseManagerServer {
     // MARK: - Methods
 
     private func activateLicense(_ call: BusCall) -> BusAnswer {
-        answer(call, engine.activate(document: call.string(0), caller: caller(call.message))) { [logger] o in
+        let ticket = audited(
+            call, "ActivateLicense", engine.activate(document: call.string(0), caller: caller(call.message))
+        ) { o in
+            guard case .licenseActivated(let l) = o else { return [:] }
+            return ["license_id": l.id, "product": l.product, "feature": l.feature, "seats": "\(l.seats)"]
+        }
+        return answer(call, ticket) { o in
             guard case .licenseActivated(let l) = o else { return [] }
-            logger.notice(
-                "license activated",
-                metadata: ["license_id": "\(l.id)", "feature": "\(l.feature)", "seats": "\(l.seats)"])
             return [.string(l.id), .objectPath(BusNames.licensePath(l.id))]
         }
     }
 
     private func deactivateLicense(_ call: BusCall) -> BusAnswer {
-        answer(call, submit(.deactivate(licenseId: call.string(0)), call)) { [logger] o in
-            if case .licenseDeactivated(let l) = o {
-                logger.notice("license deactivated", metadata: ["license_id": "\(l.id)"])
-            }
-            return []
+        let id = call.string(0)
+        let ticket = audited(call, "DeactivateLicense", submit(.deactivate(licenseId: id), call), ["license_id": id]) {
+            o in
+            guard case .licenseDeactivated(let l) = o else { return [:] }
+            return ["feature": l.feature, "seats": "\(l.seats)"]
         }
+        return answer(call, ticket) { _ in [] }
     }
 
     private func acquire(_ call: BusCall) -> BusAnswer {
@@ -111,56 +139,118 @@ extension LicenseManagerServer {
     }
 
     private func renew(_ call: BusCall) -> BusAnswer {
-        answer(call, submit(.renew(leaseId: call.string(0)), call)) { o in
+        let id = call.string(0)
+        let ticket = submit(.renew(leaseId: id), call)
+        // Renewing another user's lease is refused, and audited: someone tried to keep seats
+        // that are not theirs.
+        if case .failure(let e) = ticket.decision, e.code == .accessDenied {
+            _ = audited(call, "Renew", ticket, ["lease_id": id])
+        }
+        return answer(call, ticket) { o in
             guard case .leaseRenewed(let l) = o else { return [] }
             return [.uint64(l.expiresUSec)]
         }
     }
 
-    private func reserve(_ call: BusCall) -> BusAnswer {
-        let ticket = engine.reserve(
-            feature: call.string(0), count: call.uint32(1), holder: call.string(2), caller: caller(call.message))
-        return answer(call, ticket) { [logger] o in
-            guard case .reservationAdded(let r) = o else { return [] }
-            logger.notice(
-                "seats reserved",
-                metadata: [
-                    "reservation_id": "\(r.id)", "feature": "\(r.feature)", "holder": "\(r.holder)",
-                    "count": "\(r.count)"
+    /// A release of one's own lease is seat use; an administrator's release of another's is a
+    /// revocation, audited, and so is a refused attempt on another's lease.
+    private func release(_ call: BusCall) -> BusAnswer {
+        let id = call.string(0)
+        let who = caller(call.message)
+        let lease = engine.state.activeLease(id, at: engine.now)
+        let revocation = who.isAdmin && lease.map { !Caller(uid: who.uid, isAdmin: false).owns($0) } == true
+        let ticket = submit(.release(leaseId: id), call)
+        if case .failure(let e) = ticket.decision, e.code == .accessDenied {
+            _ = audited(call, "Release", ticket, ["lease_id": id])
+        } else if revocation, let lease {
+            _ = audited(
+                call, "RevokeLease", ticket,
+                [
+                    "lease_id": id, "feature": lease.feature, "client": lease.client, "count": "\(lease.count)",
+                    "holder": lease.token.map { "token " + $0 } ?? lease.uid.map { "uid \($0)" } ?? "network"
                 ])
+        }
+        return answer(call, ticket) { _ in [] }
+    }
+
+    private func reserve(_ call: BusCall) -> BusAnswer {
+        let (feature, count, holder) = (call.string(0), call.uint32(1), call.string(2))
+        let ticket = audited(
+            call, "Reserve",
+            engine.reserve(feature: feature, count: count, holder: holder, caller: caller(call.message)),
+            ["feature": feature, "count": "\(count)", "holder": holder]
+        ) { o in
+            guard case .reservationAdded(let r) = o else { return [:] }
+            return ["reservation_id": r.id]
+        }
+        return answer(call, ticket) { o in
+            guard case .reservationAdded(let r) = o else { return [] }
             return [.string(r.id)]
         }
     }
 
     private func resetServerId(_ call: BusCall) -> BusAnswer {
-        answer(call, engine.resetServerId(caller: caller(call.message))) { [logger] o in
+        let previous = engine.state.serverId
+        let ticket = audited(
+            call, "ResetServerId", engine.resetServerId(caller: caller(call.message)), ["previous_server_id": previous]
+        ) { o in
+            guard case .serverIdReset(let id) = o else { return [:] }
+            return ["server_id": id]
+        }
+        return answer(call, ticket) { o in
             guard case .serverIdReset(let id) = o else { return [] }
-            logger.notice("License Server ID reset", metadata: ["server_id": "\(id)"])
             return [.string(id)]
         }
     }
 
     /// PrepareBackup, EnableBackup, DisableBackup and Sync: administrators only, with a pair link.
-    private func pairing(
-        _ call: BusCall, _ start: @escaping (PairControl, @escaping (TandemError?) -> Void) -> Void
-    ) -> BusAnswer {
+    /// The audit trail: administrators only (it says who did what). Records from `since_usec`
+    /// on, the newest `limit` of them (0: 10000; at most 100000), oldest first.
+    private func listAudit(_ call: BusCall) -> BusAnswer {
         guard caller(call.message).isAdmin else {
-            return .error(TandemError(.accessDenied, "\(call.member) needs root or membership in the admin group"))
+            return .error(TandemError(.accessDenied, "ListAudit needs root or membership in the admin group"))
         }
-        if let refusal { return .error(refusal) }
-        guard let pc = pairControl else {
-            return .error(TandemError(.pairState, "pairing needs KeyFile= in the [Pair] section of tandemd.conf"))
-        }
-        return .later { [logger] done in
-            start(pc) { error in
-                if let error {
-                    logger.notice(
-                        "\(call.member) refused",
-                        metadata: ["error": "\(error.code.rawValue)", "reason": "\(error.message)"])
-                    done(.failure(error))
-                } else {
-                    done(.success([]))
+        let since = call.args.first?.uint64Value ?? 0
+        let asked = Int(call.uint32(1))
+        guard asked <= 100_000 else { return .error(TandemError(.invalidArgs, "limit is at most 100000")) }
+        return .later { [engine] done in
+            engine.whenSettled {
+                do {
+                    let rows = try engine.store.audit(sinceUSec: since, limit: asked == 0 ? 10_000 : asked).map {
+                        AuditRow(
+                            id: $0.id, timeUSec: $0.timeUSec, serverId: $0.serverId, action: $0.action,
+                            via: $0.via.rawValue, uid: $0.uid ?? AuditRow.noUid, user: $0.user ?? "",
+                            token: $0.token ?? "", arguments: $0.arguments, result: $0.result, detail: $0.detail)
+                    }
+                    done(.success([AuditRow.array(rows)]))
+                } catch {
+                    done(.failure(TandemError(.failed, "cannot read the audit trail: \(error)")))
                 }
+            }
+        }
+    }
+
+    /// Audited when it is done or refused (`arguments`: what the call names).
+    private func pairing(
+        _ call: BusCall, _ arguments: [String: String] = [:],
+        _ start: @escaping (PairControl, @escaping (TandemError?) -> Void) -> Void
+    ) -> BusAnswer {
+        let who = caller(call.message), action = call.member
+        let refused = { [engine] (error: TandemError) -> BusAnswer in
+            engine.audit(action, via: .dbus, caller: who, arguments: arguments, error: error)
+            return .error(error)
+        }
+        guard who.isAdmin else {
+            return refused(TandemError(.accessDenied, "\(action) needs root or membership in the admin group"))
+        }
+        if let refusal { return refused(refusal) }
+        guard let pc = pairControl else {
+            return refused(TandemError(.pairState, "pairing needs KeyFile= in the [Pair] section of tandemd.conf"))
+        }
+        return .later { [engine] done in
+            start(pc) { error in
+                engine.audit(action, via: .dbus, caller: who, arguments: arguments, error: error)
+                done(error.map { .failure($0) } ?? .success([]))
             }
         }
     }

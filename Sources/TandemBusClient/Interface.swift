@@ -44,6 +44,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
     case disableBackup = "DisableBackup"
     case getPeerStatus = "GetPeerStatus"
     case sync = "Sync"
+    case listAudit = "ListAudit"
 
     public var input: [BusArgument] {
         switch self {
@@ -59,6 +60,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .unreserve: return [BusArgument("reservation_id", "s")]
         case .prepareBackup: return [BusArgument("primary_address", "s")]
         case .enableBackup: return [BusArgument("backup_address", "s")]
+        case .listAudit: return [BusArgument("since_usec", "t"), BusArgument("limit", "u")]
         case .getActivationRequest, .listLicenses, .listLeases, .listReservations, .getUsage, .resetServerId,
             .disableBackup, .getPeerStatus, .sync:
             return []
@@ -78,6 +80,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .getUsage: return [BusArgument("usage", "a" + UsageRow.signature)]
         case .resetServerId: return [BusArgument("server_id", "s")]
         case .getPeerStatus: return [BusArgument("status", "a{sv}")]
+        case .listAudit: return [BusArgument("records", "a" + AuditRow.signature)]
         case .deactivateLicense, .release, .unreserve, .prepareBackup, .enableBackup, .disableBackup, .sync:
             return []
         }

@@ -153,3 +153,55 @@ public struct UsageRow: BusRow {
         ])
     }
 }
+
+/// ListAudit: one administrative action, done (`result` "ok") or refused (the error's name).
+public struct AuditRow: BusRow {
+    public static let signature = "(stsssussa{ss}ss)"
+    /// The uid of a caller without one (over the network, a signal), as systemd writes it.
+    public static let noUid = UInt32.max
+    public var id: String
+    public var timeUSec: UInt64
+    public var serverId, action, via: String
+    public var uid: UInt32
+    public var user, token: String
+    public var arguments: [String: String]
+    public var result, detail: String
+
+    public init(
+        id: String, timeUSec: UInt64, serverId: String, action: String, via: String, uid: UInt32, user: String,
+        token: String, arguments: [String: String], result: String, detail: String
+    ) {
+        (self.id, self.timeUSec, self.serverId, self.action, self.via) = (id, timeUSec, serverId, action, via)
+        (self.uid, self.user, self.token, self.arguments) = (uid, user, token, arguments)
+        (self.result, self.detail) = (result, detail)
+    }
+
+    public init?(_ value: BusValue) {
+        guard let f = value.structValue, f.count == 11, case .uint64(let time) = f[1], case .uint32(let uid) = f[5],
+            let items = f[8].arrayValue
+        else { return nil }
+        var arguments: [String: String] = [:]
+        for item in items {
+            guard case .dictEntry(let k, let v) = item, let key = k.stringValue, let text = v.stringValue else {
+                return nil
+            }
+            arguments[key] = text
+        }
+        let s = [0, 2, 3, 4, 6, 7, 9, 10].compactMap { f[$0].stringValue }
+        guard s.count == 8 else { return nil }
+        self.init(
+            id: s[0], timeUSec: time, serverId: s[1], action: s[2], via: s[3], uid: uid, user: s[4], token: s[5],
+            arguments: arguments, result: s[6], detail: s[7])
+    }
+
+    public var busValue: BusValue {
+        .structure([
+            .string(id), .uint64(timeUSec), .string(serverId), .string(action), .string(via), .uint32(uid),
+            .string(user), .string(token),
+            .array(
+                elementSignature: "{ss}",
+                arguments.sorted { $0.key < $1.key }.map { .dictEntry(.string($0.key), .string($0.value)) }),
+            .string(result), .string(detail)
+        ])
+    }
+}

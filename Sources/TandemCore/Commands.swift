@@ -11,6 +11,8 @@ public enum Command: Sendable, Equatable {
     case resetServerId(newId: String)
     /// Remove every lease whose expiry time has passed.
     case expireLeases
+    /// Record an administrative action in the audit trail (the daemon's, never a caller's).
+    case audit(AuditRecord)
 }
 
 public struct AcquireRequest: Sendable, Equatable {
@@ -35,7 +37,7 @@ extension Command {
     public var isAdministrative: Bool {
         switch self {
         case .activate, .deactivate, .reserve, .unreserve, .resetServerId: return true
-        case .acquire, .renew, .release, .expireLeases: return false
+        case .acquire, .renew, .release, .expireLeases, .audit: return false
         }
     }
 }
@@ -52,6 +54,7 @@ public enum Outcome: Sendable, Equatable {
     case reservationRemoved(Reservation)
     case serverIdReset(String)
     case expired([Lease])
+    case audited(AuditRecord)
 }
 
 public struct Decision: Sendable, Equatable {
@@ -216,6 +219,9 @@ extension LicenseState {
                 ($0.expiresUSec, $0.id) < ($1.expiresUSec, $1.id)
             }
             return Decision(outcome: .expired(gone), changes: gone.map { .leaseExpired(id: $0.id) })
+
+        case .audit(let record):
+            return Decision(outcome: .audited(record), changes: [.audited(record)])
         }
     }
 }

@@ -131,6 +131,8 @@ public enum Change: Codable, Sendable, Equatable {
     /// and that another node's log does not hold were merged into the log: those of `epoch`
     /// up to sequence number `through` (so that they are merged once).
     case leasesMerged(epoch: UInt64, through: UInt64)
+    /// An administrative action was done or refused (the audit trail; no license state).
+    case audited(AuditRecord)
 
     /// A short stable name used as the change log's `kind` column.
     public var kind: String {
@@ -146,6 +148,7 @@ public enum Change: Codable, Sendable, Equatable {
         case .reservationRemoved: return "reservation-removed"
         case .epochStarted: return "epoch-started"
         case .leasesMerged: return "leases-merged"
+        case .audited: return "audited"
         }
     }
 }

@@ -61,6 +61,8 @@ public struct LicenseState: Sendable, Equatable {
             epoch = e
         case .leasesMerged(let e, let through):
             merged[e] = max(merged[e] ?? 0, through)
+        case .audited:
+            break  // the trail is kept by the store, beside the state
         }
     }
 

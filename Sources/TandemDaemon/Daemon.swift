@@ -118,6 +118,7 @@ public final class Daemon {
         // (a loose secret file or a busy port ends the start before anyone could call).
         if config.pair.keyFile != nil { try startPair() }
         try startNetwork()
+        auditServiceAccount()
         let rn = sd_bus_request_name(bus, BusNames.service, 0)
         guard rn >= 0 else {
             throw ServiceError("cannot own \(BusNames.service) on the bus: \(String(cString: strerror(-rn)))")
@@ -159,6 +160,24 @@ public final class Daemon {
                 "cannot connect to the \(user ? "session" : "system") bus: \(String(cString: strerror(-r)))")
         }
         return bus
+    }
+
+    /// A start under another account than the last one (`tandemctl service-account set`) is
+    /// an administrative change: audited, with both names.
+    func auditServiceAccount() {
+        let account = Self.serviceAccount()
+        let before = try? engine.store.meta("service_account")
+        if let before, before != account {
+            engine.audit(
+                "ServiceAccountChanged", via: .systemd, caller: Self.signalSender,
+                arguments: ["from": before, "to": account], detail: "tandemd runs as \(account), no longer as \(before)"
+            )
+        }
+        if before != account {
+            do { try engine.store.setMeta("service_account", account) } catch {
+                logger.warning("cannot remember the service account: \(error)")
+            }
+        }
     }
 
     static func serviceAccount() -> String {
@@ -423,6 +442,10 @@ public final class Daemon {
         loop.exit(0)
     }
 
+    /// Who a signal comes from, for the audit trail: someone allowed to send it (root or the
+    /// service manager), not known by uid.
+    static let signalSender = Caller(uid: nil, isAdmin: true)
+
     func reload() {
         ServiceNotify.reloading(status: "Reloading configuration")
         do {
@@ -440,13 +463,18 @@ public final class Daemon {
             engine.settings = settings
             server.authorizer = Self.authorizer(c, logger)
             network?.api.setTokens(tokens)
-            logger.notice(
-                "configuration reloaded",
-                metadata: [
-                    "vendor_keys": "\(settings.trustedKeys.keys.count)", "client_tokens": "\(tokens.count)"
-                ])
+            // Token names, not tokens: which products may hold seats changed.
+            engine.audit(
+                "Reload", via: .signal, caller: Self.signalSender,
+                arguments: [
+                    "vendor_keys": "\(settings.trustedKeys.keys.count)",
+                    "client_tokens": tokens.map(\.name).joined(separator: ",")
+                ],
+                detail: "configuration reloaded")
         } catch {
-            logger.error("configuration not reloaded, keeping the previous one: \(error)")
+            engine.audit(
+                "Reload", via: .signal, caller: Self.signalSender,
+                error: TandemError(.failed, "configuration not reloaded, keeping the previous one: \(error)"))
         }
         updateStatus(force: true, ready: true)
     }

@@ -27,6 +27,10 @@ public final class Engine {
     private var refusal: TandemError?
     private var nextSerial = 0
     private var settleWaiters: [(before: Int, body: () -> Void)] = []
+    /// Refused actions of unprivileged callers recorded lately (see `audit`).
+    var refusedAudits = ReportThrottle(intervalUSec: Engine.refusalAuditIntervalUSec)
+    /// Audit records made while this node did not serve, oldest first (see `keep`).
+    var pendingAudits: [AuditRecord] = []
     public private(set) var commitCount = 0
     public private(set) var committedChanges = 0
 
@@ -191,6 +195,7 @@ public final class Engine {
     /// protocol's heartbeats, elections and expiry (with grace for clock offsets).
     public func tick() {
         replication.tick(now: clock())
+        submitPendingAudits()
     }
 
     /// When the next lease expires while standalone (a pair expires leases in its tick).

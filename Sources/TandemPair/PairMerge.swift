@@ -12,7 +12,7 @@ extension PairNode {
         for e in entries {
             var kept = e
             switch e.change {
-            case .leaseGranted, .leaseReleased:
+            case .leaseGranted, .leaseReleased, .audited:
                 break
             case .leaseRenewed(let id, let expires):
                 guard var l = state.leases[id] else { continue }
@@ -37,10 +37,11 @@ extension PairNode {
     }
 
     /// Leader: merges lease changes made while the pair was cut off (grants — renewals arrive
-    /// as grants, see `keepUnmerged` — and releases). Only their effect on the current state is
-    /// appended — a lease the log does not hold (unless it has run out), a later expiry for one
-    /// it holds, the release of a lease still held; expiries are left to this node's own clock —
-    /// followed by one `leasesMerged` mark per epoch, so each is merged once.
+    /// as grants, see `keepUnmerged` — and releases) and the audit records made meanwhile.
+    /// Only their effect on the current state is appended — a lease the log does not hold
+    /// (unless it has run out), a later expiry for one it holds, the release of a lease still
+    /// held; expiries are left to this node's own clock — followed by one `leasesMerged` mark
+    /// per epoch, so each is merged once.
     mutating func merge(_ items: [LogEntry], epoch: UInt64, now: USec) {
         var through: [UInt64: UInt64] = [:]
         for item in items.sorted(by: { ($0.epoch, $0.seq) < ($1.epoch, $1.seq) }) {
@@ -60,6 +61,9 @@ extension PairNode {
                 }
             case .leaseReleased(let id):
                 if state.leases[id] != nil { append(item.change, epoch: epoch) }
+            case .audited:
+                // What an administrator did alone stays in the trail (kept once: by its id).
+                append(item.change, epoch: epoch)
             default:
                 break
             }

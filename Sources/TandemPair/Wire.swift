@@ -141,6 +141,14 @@ extension Change {
             w.byte(10); w.u64(e)
         case .leasesMerged(let e, let through):
             w.byte(11); w.u64(e); w.u64(through)
+        case .audited(let a):
+            w.byte(13); w.string(a.id); w.u64(a.timeUSec); w.string(a.serverId); w.string(a.action)
+            w.string(a.via.rawValue); w.optional(a.uid) { $0.u32($1) }; w.optional(a.user) { $0.string($1) }
+            w.optional(a.token) { $0.string($1) }
+            w.array(a.arguments.sorted { $0.key < $1.key }) {
+                $0.string($1.key); $0.string($1.value)
+            }
+            w.string(a.result); w.string(a.detail)
         }
     }
 
@@ -173,6 +181,24 @@ extension Change {
         case 9: return .reservationRemoved(id: try r.string())
         case 10: return .epochStarted(epoch: try r.u64())
         case 11: return .leasesMerged(epoch: try r.u64(), through: try r.u64())
+        case 13:
+            let id = try r.string(), time = try r.u64(), serverId = try r.string(), action = try r.string()
+            let channel = try r.string()
+            guard let via = AuditChannel(rawValue: channel) else { throw WireError(what: "unknown audit channel") }
+            let uid = try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() }
+            let user = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            let token = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            let pairs = try r.array { (r: inout WireReader) throws(WireError) in (try r.string(), try r.string()) }
+            var arguments: [String: String] = [:]
+            for (k, v) in pairs {
+                guard arguments.updateValue(v, forKey: k) == nil else {
+                    throw WireError(what: "repeated audit argument")
+                }
+            }
+            return .audited(
+                AuditRecord(
+                    id: id, timeUSec: time, serverId: serverId, action: action, via: via, uid: uid, user: user,
+                    token: token, arguments: arguments, result: try r.string(), detail: try r.string()))
         case let t: throw WireError(what: "unknown change tag \(t)")
         }
     }

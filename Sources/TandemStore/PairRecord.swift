@@ -165,7 +165,9 @@ extension Store {
         progress: PairProgress
     ) throws {
         // The tables get the base; `state` (the state now) only says whether this server's ID
-        // was used for activations.
+        // was used for activations. The audit trail is history, not state: the records in the
+        // log that goes are kept (a record folded twice is kept once).
+        for e in tail { if case .audited(let a) = e.change { try insertAudit(a) } }
         try db.exec(
             "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;"
                 + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")

@@ -48,7 +48,16 @@ public final class Store {
         // also kept its log's base as a snapshot in `pair_base_state`.
         Migration(sql: "", code: { try $0.foldTablesToLogBase() }),
         // Leases name the network API token they were taken with.
-        Migration(sql: "", code: { try $0.addLeaseTokenColumn() })
+        Migration(sql: "", code: { try $0.addLeaseTokenColumn() }),
+        // The audit trail: records folded from the log (see `audit(since:)`).
+        Migration(
+            sql: """
+                CREATE TABLE audit (
+                    id TEXT PRIMARY KEY, time_usec INTEGER NOT NULL, server_id TEXT NOT NULL, action TEXT NOT NULL,
+                    via TEXT NOT NULL, uid INTEGER, user TEXT, token TEXT, arguments TEXT NOT NULL,
+                    result TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID;
+                CREATE INDEX audit_time ON audit (time_usec);
+                """)
     ]
 
     public init(path: String, logger: Logger) throws {

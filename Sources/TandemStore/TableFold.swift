@@ -19,6 +19,8 @@ struct TableFold {
     private(set) var serverIdUsed: Bool?
     private(set) var epoch: UInt64?
     private(set) var merged: [UInt64: UInt64] = [:]
+    /// Audit records, in log order (appended to the audit table, never replaced).
+    private(set) var audits: [AuditRecord] = []
 
     init() {}
 
@@ -58,6 +60,8 @@ struct TableFold {
             epoch = e
         case .leasesMerged(let e, let through):
             merged[e] = max(merged[e] ?? 0, through)
+        case .audited(let record):
+            audits.append(record)
         }
     }
 }
@@ -103,6 +107,7 @@ extension Store {
         for (id, expires) in fold.renewals {
             try db.run("UPDATE leases SET expires_usec = ? WHERE id = ?", .int(Int64(expires)), .text(id))
         }
+        for a in fold.audits { try insertAudit(a) }
         for (id, row) in fold.reservations {
             switch row {
             case .put(let r):

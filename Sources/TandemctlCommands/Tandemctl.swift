@@ -48,7 +48,7 @@ public struct Tandemctl: ParsableCommand {
         subcommands: [
             Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
             Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self,
-            ServiceAccount.self, PairCmd.self
+            ServiceAccount.self, PairCmd.self, Audit.self
         ])
     public init() {}
 

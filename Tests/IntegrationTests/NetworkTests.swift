@@ -36,6 +36,20 @@ func http(
     return HTTPResult(status: status, body: parts.dropFirst().joined(separator: "\r\n\r\n"), headers: head)
 }
 
+/// A daemon whose network API takes the tokens of `tokenFile` (written private, mode 0600).
+struct TokenFixture {
+    let dir: String
+    let fixture: Fixture
+    let base: String
+    init(_ tokenFile: String) throws {
+        dir = makeTempDir("token")
+        try tokenFile.write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+        chmod(dir + "/tokens", 0o600)
+        fixture = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
+        base = "http://" + (try fixture.daemon.httpAddress)
+    }
+}
+
 @Suite(.serialized) struct NetworkAPITests {
     @Test func everyEndpointAndStatusCode() throws {
         let f = try Fixture()
@@ -181,11 +195,8 @@ func http(
     }
 
     @Test func tokensAreEnforced() throws {
-        let dir = makeTempDir("token")
-        try "# clients\ns3cret-token-1\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
-        chmod(dir + "/tokens", 0o600)
-        let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
-        let base = "http://" + (try f.daemon.httpAddress)
+        let t = try TokenFixture("# clients\ns3cret-token-1\n")
+        let (f, base) = (t.fixture, t.base)
         let body = #"{"feature":"cad","client":"ws"}"#
         let none = try http("POST", base + "/v1/leases", body: body)
         #expect(none.status == 401)
@@ -202,12 +213,8 @@ func http(
     /// not) is refused 403 and changes nothing, its request id included; an administrator over
     /// D-Bus may still release it.
     @Test func aLeaseAnswersOnlyToTheTokenThatTookIt() throws {
-        let dir = makeTempDir("token")
-        let tokens = "# name token\ncad-farm farm-secret-1\nrender render-secret-2\nlegacy-secret-3\n"
-        try tokens.write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
-        chmod(dir + "/tokens", 0o600)
-        let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
-        let base = "http://" + (try f.daemon.httpAddress)
+        let t = try TokenFixture("# name token\ncad-farm farm-secret-1\nrender render-secret-2\nlegacy-secret-3\n")
+        let (f, base) = (t.fixture, t.base)
         let body = #"{"feature":"cad","client":"ws","request_id":"job-7","ttl_sec":600}"#
         let taken = try http("POST", base + "/v1/leases", body: body, token: "farm-secret-1")
         #expect(taken.status == 201, "\(taken.body)")
@@ -255,11 +262,8 @@ func http(
     }
 
     @Test func tokensAreReloadedOnSIGHUP() throws {
-        let dir = makeTempDir("token")
-        try "old-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
-        chmod(dir + "/tokens", 0o600)
-        let f = try Fixture(extraConfig: "ClientTokenFile=\(dir)/tokens\n")
-        let base = "http://" + (try f.daemon.httpAddress)
+        let t = try TokenFixture("old-token\n")
+        let (dir, f, base) = (t.dir, t.fixture, t.base)
         #expect(try http("GET", base + "/v1/features", token: "old-token").status == 200)
         try "new-token\n".write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
         chmod(dir + "/tokens", 0o600)

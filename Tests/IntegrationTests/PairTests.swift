@@ -248,6 +248,26 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         _ = httpB
     }
 
+    /// The audit trail is replicated: what the serving primary recorded (forming the pair,
+    /// activating) reaches the backup under the primary's server ID, and the backup keeps its
+    /// own record of PrepareBackup from before the pair.
+    @Test func theAuditTrailIsReplicated() throws {
+        let f = try PairFixture().formed()
+        let ca = try f.a.client(), cb = try f.b.client()
+        func trail(_ c: BusClient) throws -> [AuditRow] {
+            try AuditRow.rows(c.call("ListAudit", [.uint64(0), .uint32(0)]))
+        }
+        let primarySide = try trail(ca)
+        #expect(primarySide.map(\.action) == ["EnableBackup", "ActivateLicense"], "\(primarySide)")
+        #expect(primarySide.allSatisfy { $0.serverId == (try? f.a.serverId) && $0.result == "ok" })
+        try waitFor("the backup holding the primary's records", seconds: 10) {
+            Set(try trail(cb).map(\.id)).isSuperset(of: primarySide.map(\.id))
+        }
+        let backupSide = try trail(cb)
+        #expect(backupSide.map(\.action) == ["PrepareBackup", "EnableBackup", "ActivateLicense"], "\(backupSide)")
+        #expect(backupSide.first?.arguments["primary"]?.hasPrefix("127.0.0.1:") == true)
+    }
+
     /// The backup is frozen (SIGSTOP), the primary answers an acquisition, and dies; the backup
     /// is killed too (losing the frames queued for it) and restarted. The answer waited until the
     /// witness recorded the primary's log position, so the backup, which lacks the lease, is

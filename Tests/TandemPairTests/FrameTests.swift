@@ -110,7 +110,15 @@ import TandemPair
         .leaseRenewed(id: "lease-1", expiresUSec: UInt64.max), .leaseReleased(id: "lease-1"), .leaseExpired(id: "x"),
         .reservationAdded(Reservation(id: "res", feature: "cad", holder: "h", count: 3)),
         .reservationRemoved(id: "res"),
-        .epochStarted(epoch: 12), .leasesMerged(epoch: 5, through: 99)
+        .epochStarted(epoch: 12), .leasesMerged(epoch: 5, through: 99),
+        .audited(
+            AuditRecord(
+                id: "audit-1", timeUSec: 1 << 50, serverId: "TS-1", action: "Reserve", via: .dbus, uid: 1000,
+                user: "ada", arguments: ["feature": "cad", "holder": "ws 1"], result: "ok")),
+        .audited(
+            AuditRecord(
+                id: "audit-2", timeUSec: 3, serverId: "TS-2", action: "Release", via: .http, token: "farm",
+                result: "AccessDenied", detail: "lease 'x' belongs to another token"))
     ]
     static let messages: [PairMessage] = [
         .append(

@@ -150,6 +150,31 @@ let lic = License(
         #expect(try reopened.load().serverIdUsed)
     }
 
+    /// Audit records are read from the log until compaction folds them into the audit table,
+    /// then from there: every one once, oldest first, the newest `limit`, from `since` on.
+    @Test func auditRecordsOutliveCompaction() throws {
+        let dir = tempDir()
+        func record(_ i: Int) -> AuditRecord {
+            AuditRecord(
+                id: "audit-\(i)", timeUSec: USec(100 + i), serverId: "S1", action: "Reserve", via: .dbus,
+                uid: UInt32(1000 + i), user: i % 2 == 0 ? "ada" : nil, arguments: ["n": "\(i)"],
+                result: i % 3 == 0 ? "AccessDenied" : "ok", detail: i % 3 == 0 ? "no" : "")
+        }
+        let all = (0..<8).map(record)
+        do {
+            let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+            store.compactKeep = 2
+            for r in all { try store.commit([.audited(r)], epoch: 1, now: r.timeUSec) }
+            #expect(try count(store, "audit") > 0, "compaction folded some into the table")
+            #expect(try store.audit() == all)
+            #expect(try store.audit(sinceUSec: 105) == Array(all.suffix(3)))
+            #expect(try store.audit(limit: 2) == Array(all.suffix(2)))
+        }
+        let reopened = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+        #expect(try reopened.audit() == all)
+        #expect(try reopened.load() == LicenseState(), "no license state in the trail")
+    }
+
     /// A pair's tables are its log's base: appends leave them alone, a compaction the pair's
     /// node asked for folds the log into them, and the base reads back with the log after it.
     @Test func aPairsTablesHoldItsLogsBase() throws {
