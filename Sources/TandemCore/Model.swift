@@ -176,9 +176,12 @@ public struct Caller: Sendable, Equatable {
     }
 
     /// Whether this caller may renew or release `lease`: an administrator any; a local user
-    /// those it acquired over D-Bus; a network client those taken over the network with its token.
+    /// those it acquired over D-Bus; a network client those taken over the network with its
+    /// token, and those taken with none (without tokens, or before tokens had names: a server
+    /// upgraded with leases out keeps serving their renewals).
     public func owns(_ lease: Lease) -> Bool {
         if isAdmin { return true }
-        return network ? lease.uid == nil && lease.token == token : lease.uid != nil && lease.uid == uid
+        guard network else { return lease.uid != nil && lease.uid == uid }
+        return lease.uid == nil && (lease.token == nil || lease.token == token)
     }
 }

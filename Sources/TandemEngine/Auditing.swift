@@ -14,7 +14,9 @@ extension Engine {
         _ action: String, via: AuditChannel, caller: Caller, arguments: [String: String] = [:],
         error: TandemError? = nil, detail: String = ""
     ) {
-        var arguments = arguments
+        // Arguments are the caller's text, refused ones unchecked: bounded and escaped, so
+        // that a record stays small (it travels in a pair frame) and prints on one line.
+        var arguments = arguments.mapValues(Self.bounded)
         if error != nil, !caller.isAdmin {
             let source = "\(caller.uid.map { "uid \($0)" } ?? "token \(caller.token ?? "-")") \(action)"
             guard let unrecorded = refusedAudits.report(source, now: Self.monotonicUSec()) else { return }
@@ -23,7 +25,7 @@ extension Engine {
         let record = AuditRecord(
             id: Identifiers.audit(), timeUSec: clock(), serverId: state.serverId, action: action, via: via,
             uid: caller.uid, user: caller.uid.flatMap(Self.userName), token: caller.token, arguments: arguments,
-            result: error?.code.rawValue ?? AuditRecord.ok, detail: error?.message ?? detail)
+            result: error?.code.rawValue ?? AuditRecord.ok, detail: Self.bounded(error?.message ?? detail))
         logger.log(
             level: error == nil ? .notice : .warning,
             "\(action) \(error == nil ? "done" : "refused")\(record.detail.isEmpty ? "" : ": " + record.detail)",
@@ -74,6 +76,15 @@ extension Engine {
         for (k, v) in r.arguments { m["audit_arg_" + k] = "\(v)" }
         return m
     }
+
+    /// `text` escaped and cut to `argumentLimit` characters, with its length when cut.
+    static func bounded(_ text: String) -> String {
+        let escaped = escapingControlCharacters(text, limit: Self.argumentLimit)
+        return text.unicodeScalars.count > Self.argumentLimit ? escaped + " (\(text.utf8.count) bytes)" : escaped
+    }
+
+    /// How much of an argument or a message a record keeps, in characters.
+    public static let argumentLimit = 200
 
     /// A uid's user name (nil when the system has none for it).
     static func userName(_ uid: UInt32) -> String? {

@@ -12,8 +12,10 @@ extension PairNode {
         for e in entries {
             var kept = e
             switch e.change {
-            case .leaseGranted, .leaseReleased, .audited:
+            case .leaseGranted, .leaseReleased:
                 break
+            case .audited(let a) where !a.succeeded:
+                break  // a refusal stays true; what was done alone is not merged (the journal has it)
             case .leaseRenewed(let id, let expires):
                 guard var l = state.leases[id] else { continue }
                 l.expiresUSec = expires
@@ -37,7 +39,7 @@ extension PairNode {
     }
 
     /// Leader: merges lease changes made while the pair was cut off (grants — renewals arrive
-    /// as grants, see `keepUnmerged` — and releases) and the audit records made meanwhile.
+    /// as grants, see `keepUnmerged` — and releases) and the refusals audited meanwhile.
     /// Only their effect on the current state is appended — a lease the log does not hold
     /// (unless it has run out), a later expiry for one it holds, the release of a lease still
     /// held; expiries are left to this node's own clock — followed by one `leasesMerged` mark
@@ -62,7 +64,7 @@ extension PairNode {
             case .leaseReleased(let id):
                 if state.leases[id] != nil { append(item.change, epoch: epoch) }
             case .audited:
-                // What an administrator did alone stays in the trail (kept once: by its id).
+                // A refusal made alone stays in the trail (kept once: by its id).
                 append(item.change, epoch: epoch)
             default:
                 break

@@ -16,6 +16,13 @@ extension Store {
             a.token.map { .text($0) } ?? .null, .text(arguments ?? "{}"), .text(a.result), .text(a.detail))
     }
 
+    /// Keeps the newest `auditKeepRecords` records of the table (the journal keeps its own).
+    func pruneAudit() throws {
+        try db.run(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY time_usec DESC, id DESC LIMIT -1 OFFSET ?)",
+            .int(Int64(auditKeepRecords)))
+    }
+
     /// The audit records from `sinceUSec` on, oldest first, at most `limit` (the newest ones).
     public func audit(sinceUSec: USec = 0, limit: Int = 10_000) throws -> [AuditRecord] {
         var out: [String: AuditRecord] = [:]

@@ -165,9 +165,10 @@ extension Store {
         progress: PairProgress
     ) throws {
         // The tables get the base; `state` (the state now) only says whether this server's ID
-        // was used for activations. The audit trail is history, not state: the records in the
-        // log that goes are kept (a record folded twice is kept once).
-        for e in tail { if case .audited(let a) = e.change { try insertAudit(a) } }
+        // was used for activations. The audit trail is history, not state: the refusals in the
+        // log that goes are kept (they changed nothing, so they stay true; a record folded twice
+        // is kept once). What it says was done may have been cut with it: the journal has those.
+        for e in tail { if case .audited(let a) = e.change, !a.succeeded { try insertAudit(a) } }
         try db.exec(
             "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;"
                 + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")

@@ -22,6 +22,8 @@ public final class Store {
     public internal(set) var tail: [LogEntry] = []
     /// Standalone, compaction keeps this many entries (and starts at twice as many).
     public var compactKeep = 10_000
+    /// The audit table keeps this many records, the newest (pruned when compaction folds more).
+    public var auditKeepRecords = 100_000
     let encoder = JSONEncoder()
 
     /// Append-only list of migrations; index + 1 is the schema version.

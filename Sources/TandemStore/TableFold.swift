@@ -108,6 +108,7 @@ extension Store {
             try db.run("UPDATE leases SET expires_usec = ? WHERE id = ?", .int(Int64(expires)), .text(id))
         }
         for a in fold.audits { try insertAudit(a) }
+        if !fold.audits.isEmpty { try pruneAudit() }
         for (id, row) in fold.reservations {
             switch row {
             case .put(let r):

@@ -53,19 +53,31 @@ struct Audit: ParsableCommand {
 
     /// "alice (1000)", "root (0)", "token cad-farm", or "-" for a signal.
     static func who(_ r: AuditRow) -> String {
-        if r.uid != AuditRow.noUid { return r.user.isEmpty ? "uid \(r.uid)" : "\(r.user) (\(r.uid))" }
-        return r.token.isEmpty ? "-" : "token \(r.token)"
+        let user = escapingControlCharacters(r.user, keepBackslashes: true)
+        let token = escapingControlCharacters(r.token, keepBackslashes: true)
+        if r.uid != AuditRow.noUid { return user.isEmpty ? "uid \(r.uid)" : "\(user) (\(r.uid))" }
+        return token.isEmpty ? "-" : "token \(token)"
     }
 
-    /// The arguments as `key=value` (quoted when needed), then the refusal's message.
+    /// The arguments as `key=value` (quoted when needed), then the refusal's message; control
+    /// characters escaped, so that a caller's text cannot steer the terminal.
     static func details(_ r: AuditRow) -> String {
-        let args = r.arguments.sorted { $0.key < $1.key }.map { "\($0.key)=\(quotedIfNeeded($0.value))" }
-        return (args + (r.detail.isEmpty ? [] : [r.detail])).joined(separator: " ")
+        let args = r.arguments.sorted { $0.key < $1.key }.map {
+            "\(escapingControlCharacters($0.key, keepBackslashes: true))=\(quotedIfNeeded($0.value))"
+        }
+        let detail = escapingControlCharacters(r.detail, keepBackslashes: true)
+        return (args + (detail.isEmpty ? [] : [detail])).joined(separator: " ")
     }
 
+    /// Printable ASCII without spaces, quotes or `=` as it is; anything else quoted and escaped.
     static func quotedIfNeeded(_ v: String) -> String {
-        v.isEmpty || v.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || !$0.isASCII || $0.isNewline })
-            ? quoted(v) : v
+        let plain =
+            !v.isEmpty
+            && v.unicodeScalars.allSatisfy {
+                $0.value > 0x20 && $0.value < 0x7F && !"\"'=\\".unicodeScalars.contains($0)
+            }
+        // Backslashes are kept: the server stored the text escaped already.
+        return plain ? v : "'" + escapingControlCharacters(v, escapeQuote: true, keepBackslashes: true) + "'"
     }
 
     /// `--since`: a UTC date, a UTC date and time, or a duration ago (`s`, `m`, `h`, `d`).

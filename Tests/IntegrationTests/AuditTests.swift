@@ -23,6 +23,9 @@ func auditRecords(_ bus: TestBus, _ extra: [String] = []) throws -> [[String: An
             #expect(try managerCall(f.bus, "DeactivateLicense", ["s", "LIC-CAD"], uid: nobody).status != 0)
         }
         #expect(try managerCall(f.bus, "Reserve", ["sus", "cad", "2", "ws-9"], uid: nobody).status != 0)
+        // A refused call's text is kept short and escaped (a record travels in a pair frame).
+        let long = "x\u{1B}[2J" + String(repeating: "y", count: 60_000)
+        #expect(try managerCall(f.bus, "Unreserve", ["s", long], uid: nobody).status != 0)
         // Root reserves and revokes a lease nobody holds.
         let reservation = try c.call("Reserve", [.string("cad"), .uint32(1), .string("ws-1")]).first?.stringValue ?? ""
         let acquired = try managerCall(f.bus, "Acquire", ["susa{sv}", "cad", "1", "ws-2", "0"], uid: nobody)
@@ -37,7 +40,8 @@ func auditRecords(_ bus: TestBus, _ extra: [String] = []) throws -> [[String: An
         let actions = records.map { "\($0["action"] ?? "") \($0["result"] ?? "")" }
         #expect(
             actions == [
-                "ActivateLicense ok", "DeactivateLicense AccessDenied", "Reserve AccessDenied", "Reserve ok",
+                "ActivateLicense ok", "DeactivateLicense AccessDenied", "Reserve AccessDenied",
+                "Unreserve AccessDenied", "Reserve ok",
                 "RevokeLease ok", "Reload ok"
             ], "\(actions)")
         let refused = records.first { $0["action"] as? String == "DeactivateLicense" } ?? [:]
@@ -45,6 +49,10 @@ func auditRecords(_ bus: TestBus, _ extra: [String] = []) throws -> [[String: An
         #expect(refused["via"] as? String == "dbus" && refused["server_id"] as? String == f.serverId)
         #expect((refused["arguments"] as? [String: String])?["license_id"] == "LIC-CAD", "\(refused)")
         #expect((refused["detail"] as? String)?.contains("admin group") == true, "\(refused)")
+        let cut =
+            (records.first { $0["action"] as? String == "Unreserve" }?["arguments"] as? [String: String])?[
+                "reservation_id"] ?? ""
+        #expect(cut.utf8.count < 300 && cut.hasSuffix("(60005 bytes)") && !cut.contains("\u{1B}"), "\(cut.prefix(300))")
         let activated = records.first ?? [:]
         #expect(activated["uid"] as? Int == 0 && activated["user"] as? String == "root")
         #expect((activated["arguments"] as? [String: String])?["seats"] != nil, "\(activated)")
@@ -68,6 +76,7 @@ func auditRecords(_ bus: TestBus, _ extra: [String] = []) throws -> [[String: An
         #expect(
             table.stdout.contains("nobody (\(nobody))") && table.stdout.contains("license_id=LIC-CAD"),
             "\(table.stdout)")
+        #expect(!table.stdout.unicodeScalars.contains("\u{1B}"), "a caller's escape sequence reached the terminal")
 
         // Each record is a journal message with the audit MESSAGE_ID (the fields as key=value
         // on stderr outside the journal).

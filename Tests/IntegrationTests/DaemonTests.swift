@@ -165,9 +165,11 @@ struct Fixture {
     /// that have not finished their handshake within auth_timeout (30 s), which once cut off a
     /// test's client made before a long load.
     @Test func aClientIsOnTheBusBeforeItsFirstCall() throws {
-        let bus = try TestBus()
+        // A bus that closes unfinished handshakes after 1 s, and a client idle for 1.5 s.
+        let bus = try TestBus(policy: TestBus.openPolicy + #"<limit name="auth_timeout">1000</limit>"#)
         let idle = try bus.client()
-        let names = try bus.client().call(
+        usleep(1_500_000)
+        let names = try idle.call(
             destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
             "ListNames")
         #expect(names.first?.arrayValue?.contains(.string(idle.uniqueName)) == true, "\(names)")

@@ -84,9 +84,17 @@ struct SeatModel {
 
     func owns(_ lease: ModelLease, _ caller: Caller) -> Bool {
         if caller.isAdmin { return true }
-        // Over the network, the token a lease was taken with (none without tokens) is its owner.
-        return caller.network
-            ? lease.uid == nil && lease.token == caller.token : lease.uid != nil && lease.uid == caller.uid
+        // Over the network: the documented rule, spelled out (a lease taken with a token is that
+        // token's; one taken with none, any network client's).
+        if caller.network {
+            guard lease.uid == nil else { return false }
+            switch (lease.token, caller.token) {
+            case (nil, _): return true
+            case (let mine?, let theirs?): return mine == theirs
+            case (_?, nil): return false
+            }
+        }
+        return lease.uid != nil && lease.uid == caller.uid
     }
 }
 

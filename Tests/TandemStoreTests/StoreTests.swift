@@ -285,9 +285,16 @@ let lic = License(
                     ? .reservationAdded(Reservation(id: id, feature: "cad", holder: "h", count: 1))
                     : .reservationRemoved(id: id)
             case 8: return next(2) == 0 ? .epochStarted(epoch: UInt64(next(9))) : .serverIdSet(id: "S\(next(3))")
+            case 9 where next(2) == 0:
+                audits += 1
+                return .audited(
+                    AuditRecord(
+                        id: "audit-\(audits)", timeUSec: USec(audits), serverId: "S1", action: "Reserve", via: .dbus,
+                        result: "ok"))
             default: return .leasesMerged(epoch: UInt64(next(3)), through: UInt64(next(50)))
             }
         }
+        var audits = 0
         let dir = tempDir()
         var all: [Change] = []
         do {
@@ -304,5 +311,40 @@ let lic = License(
         }
         let reopened = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
         #expect(try reopened.load() == LicenseState(changes: all))
+        // The trail beside the state: every record once, in order.
+        let trail = try reopened.audit().map(\.id)
+        #expect(audits > 10 && trail == (1...audits).map { "audit-\($0)" })
+    }
+
+    /// A database of the previous release (schema 2: no lease tokens, no audit table) migrates
+    /// and keeps its leases.
+    @Test func aVersionTwoDatabaseMigrates() throws {
+        let dir = tempDir()
+        do {
+            let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+            store.compactKeep = 1
+            try store.commit([.serverIdSet(id: "S1"), .licenseActivated(lic)], epoch: 1, now: 1)
+            for i in 0..<4 { try store.commit([.leaseGranted(lease("l\(i)"))], epoch: 1, now: 2) }
+            #expect(try count(store, "leases") > 0, "some leases folded into the table")
+            try store.db.exec("ALTER TABLE leases DROP COLUMN token; DROP TABLE audit; PRAGMA user_version=2;")
+        }
+        let migrated = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+        #expect(migrated.schemaVersion == Store.migrations.count)
+        #expect(try migrated.load().leases.keys.sorted() == ["l0", "l1", "l2", "l3"])
+        #expect(try migrated.audit().isEmpty)
+    }
+
+    /// The audit table keeps the newest `auditKeepRecords`.
+    @Test func theAuditTableKeepsTheNewestRecords() throws {
+        let store = try Store(path: tempDir() + "/t.db", logger: Logger(label: "test"))
+        store.compactKeep = 1
+        store.auditKeepRecords = 3
+        let records = (0..<10).map {
+            AuditRecord(
+                id: "audit-\($0)", timeUSec: USec(10 + $0), serverId: "S1", action: "Sync", via: .dbus, result: "ok")
+        }
+        for r in records { try store.commit([.audited(r)], epoch: 1, now: r.timeUSec) }
+        #expect(try count(store, "audit") <= 3)
+        #expect(try store.audit().map(\.id).suffix(3) == ["audit-7", "audit-8", "audit-9"])
     }
 }
