@@ -9,6 +9,9 @@ public struct BusCall {
     public let message: OpaquePointer
     public let member: String
     public let args: [BusValue]
+    /// Who the caller is once polkit was asked (see `LicenseManagerServer.authorized`); nil:
+    /// decided by uid and group.
+    public var authorizedCaller: Caller?
 
     public func string(_ i: Int) -> String { args.count > i ? args[i].stringValue ?? "" : "" }
     public func uint32(_ i: Int) -> UInt32 { args.count > i ? UInt32(truncatingIfNeeded: args[i].uint64Value ?? 0) : 0 }

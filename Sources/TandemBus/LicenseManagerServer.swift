@@ -99,6 +99,12 @@ public final class LicenseManagerServer {
         authorizer.caller(credentials.credentials(bus: bus, message: m))
     }
 
+    /// The caller of `call`: as polkit judged it, if it was asked.
+    func caller(_ call: BusCall) -> Caller { call.authorizedCaller ?? caller(call.message) }
+
+    /// Asks polkit about administrative calls (nil: uid and group decide, as without polkit).
+    public var polkit: PolkitAuthority?
+
     public init(
         bus: OpaquePointer, engine: Engine, authorizer: BusAuthorizer, info: ServerInfo, logger: Logger
     ) throws(BusError) {

@@ -9,41 +9,93 @@ extension LicenseManagerServer {
     func handler(_ method: ManagerMethod) -> (BusCall) -> BusAnswer {
         switch method {
         case .getActivationRequest: return { [unowned self] _ in read([.string(engine.activationRequest)]) }
-        case .activateLicense: return { [unowned self] in activateLicense($0) }
-        case .deactivateLicense: return { [unowned self] in deactivateLicense($0) }
+        case .activateLicense: return { [unowned self] in authorized($0, .manageLicenses, activateLicense) }
+        case .deactivateLicense: return { [unowned self] in authorized($0, .manageLicenses, deactivateLicense) }
         case .listLicenses: return { [unowned self] _ in read([LicenseRow.array(licenseRows())]) }
         case .acquire: return { [unowned self] in acquire($0) }
-        case .renew: return { [unowned self] in renew($0) }
-        case .release: return { [unowned self] in release($0) }
+        case .renew: return { [unowned self] in authorized($0, ifNotOwner: renew) }
+        case .release: return { [unowned self] in authorized($0, ifNotOwner: release) }
         case .listLeases: return { [unowned self] _ in read([LeaseRow.array(leaseRows())]) }
-        case .reserve: return { [unowned self] in reserve($0) }
-        case .unreserve:
-            return { [unowned self] call in
-                let id = call.string(0)
-                return answer(
-                    call,
-                    audited(call, "Unreserve", submit(.unreserve(reservationId: id), call), ["reservation_id": id])
-                ) { _ in [] }
-            }
+        case .reserve: return { [unowned self] in authorized($0, .manageSeats, reserve) }
+        case .unreserve: return { [unowned self] in authorized($0, .manageSeats, unreserve) }
         case .listReservations: return { [unowned self] _ in read([ReservationRow.array(reservationRows())]) }
         case .getUsage: return { [unowned self] _ in read([UsageRow.array(usageRows())]) }
-        case .resetServerId: return { [unowned self] in resetServerId($0) }
+        case .resetServerId: return { [unowned self] in authorized($0, .manageLicenses, resetServerId) }
         case .prepareBackup:
-            return { [unowned self] call in
-                pairing(call, ["primary": call.string(0)]) { $0.prepareBackup(primary: call.string(0), done: $1) }
+            return { [unowned self] in
+                authorized($0, .managePair) { [unowned self] call in
+                    pairing(call, ["primary": call.string(0)]) { $0.prepareBackup(primary: call.string(0), done: $1) }
+                }
             }
         case .enableBackup:
-            return { [unowned self] call in
-                pairing(call, ["backup": call.string(0)]) { $0.enableBackup(backup: call.string(0), done: $1) }
+            return { [unowned self] in
+                authorized($0, .managePair) { [unowned self] call in
+                    pairing(call, ["backup": call.string(0)]) { $0.enableBackup(backup: call.string(0), done: $1) }
+                }
             }
-        case .disableBackup: return { [unowned self] call in pairing(call) { $0.disableBackup(done: $1) } }
-        case .sync: return { [unowned self] call in pairing(call) { $0.sync(done: $1) } }
-        case .listAudit: return { [unowned self] in listAudit($0) }
+        case .disableBackup:
+            return { [unowned self] in
+                authorized($0, .managePair) { [unowned self] call in pairing(call) { $0.disableBackup(done: $1) } }
+            }
+        case .sync:
+            return { [unowned self] in
+                authorized($0, .managePair) { [unowned self] call in pairing(call) { $0.sync(done: $1) } }
+            }
+        case .listAudit: return { [unowned self] in authorized($0, .readAudit, listAudit) }
         case .getPeerStatus:
             return { [unowned self] _ in
                 read([.vardict((pairControl?.peerStatus() ?? []).map { ($0.0.rawValue, $0.1) })])
             }
         }
+    }
+
+    // MARK: - Authorization
+
+    /// Runs `body` with the caller polkit says it is for `action`: root is an administrator
+    /// without asking; polkit's yes makes one, its no does not (the body then refuses, and
+    /// audits, as for any caller who is not); where polkit is not on the bus, uid and group
+    /// decide as before. A challenge the caller did not allow to wait for is
+    /// InteractiveAuthorizationRequired; any failure in between refuses (fails closed).
+    func authorized(_ call: BusCall, _ action: PolkitAction, _ body: @escaping (BusCall) -> BusAnswer) -> BusAnswer {
+        let who = caller(call.message)
+        guard who.uid != 0, let polkit else { return body(call) }
+        return .later { [engine] done in
+            polkit.check(action, for: call.message) { verdict in
+                var judged = call
+                switch verdict {
+                case .unavailable:
+                    break
+                case .allowed:
+                    judged.authorizedCaller = Caller(uid: who.uid, isAdmin: true)
+                case .denied:
+                    judged.authorizedCaller = Caller(uid: who.uid, isAdmin: false)
+                case .challenge:
+                    let e = TandemError(
+                        .interactiveAuthorizationRequired,
+                        "\(call.member) needs an authentication: allow interactive authorization (busctl"
+                            + " --allow-interactive-authorization=yes) or ask an administrator")
+                    engine.audit(call.member, via: .dbus, caller: who, error: e)
+                    return done(.failure(e))
+                case .failed(let why):
+                    let e = TandemError(.accessDenied, "\(call.member): authorization failed (\(why))")
+                    engine.audit(call.member, via: .dbus, caller: who, error: e)
+                    return done(.failure(e))
+                }
+                switch body(judged) {
+                case .now(let result): done(result)
+                case .later(let answer): answer(done)
+                }
+            }
+        }
+    }
+
+    /// Renew and Release: polkit (manage-seats) is asked only about another caller's lease.
+    func authorized(_ call: BusCall, ifNotOwner body: @escaping (BusCall) -> BusAnswer) -> BusAnswer {
+        let who = caller(call.message)
+        guard let lease = engine.state.activeLease(call.string(0), at: engine.now),
+            !Caller(uid: who.uid, isAdmin: false).owns(lease)
+        else { return body(call) }
+        return authorized(call, .manageSeats, body)
     }
 
     // MARK: - Answers
@@ -55,7 +107,7 @@ extension LicenseManagerServer {
     }
 
     private func submit(_ command: Command, _ call: BusCall) -> Ticket {
-        engine.submit(command, caller: caller(call.message))
+        engine.submit(command, caller: caller(call))
     }
 
     /// Records an administrative call in the audit trail as it was decided (refused, or what will
@@ -64,7 +116,7 @@ extension LicenseManagerServer {
         _ call: BusCall, _ action: String, _ ticket: Ticket, _ arguments: [String: String] = [:],
         fromOutcome: (Outcome) -> [String: String] = { _ in [:] }
     ) -> Ticket {
-        let who = caller(call.message)
+        let who = caller(call)
         switch ticket.decision {
         case .success(let o):
             engine.audit(action, via: .dbus, caller: who, arguments: arguments.merging(fromOutcome(o)) { $1 })
@@ -89,7 +141,7 @@ extension LicenseManagerServer {
 
     private func activateLicense(_ call: BusCall) -> BusAnswer {
         let ticket = audited(
-            call, "ActivateLicense", engine.activate(document: call.string(0), caller: caller(call.message))
+            call, "ActivateLicense", engine.activate(document: call.string(0), caller: caller(call))
         ) { o in
             guard case .licenseActivated(let l) = o else { return [:] }
             return ["license_id": l.id, "product": l.product, "feature": l.feature, "seats": "\(l.seats)"]
@@ -98,6 +150,13 @@ extension LicenseManagerServer {
             guard case .licenseActivated(let l) = o else { return [] }
             return [.string(l.id), .objectPath(BusNames.licensePath(l.id))]
         }
+    }
+
+    private func unreserve(_ call: BusCall) -> BusAnswer {
+        let id = call.string(0)
+        return answer(
+            call, audited(call, "Unreserve", submit(.unreserve(reservationId: id), call), ["reservation_id": id])
+        ) { _ in [] }
     }
 
     private func deactivateLicense(_ call: BusCall) -> BusAnswer {
@@ -131,7 +190,7 @@ extension LicenseManagerServer {
         }
         let ticket = engine.acquire(
             feature: call.string(0), count: call.uint32(1), client: call.string(2), ttlUSec: ttl,
-            requestId: requestId, caller: caller(call.message))
+            requestId: requestId, caller: caller(call))
         return answer(call, ticket) { o in
             guard case .leaseGranted(let l, _) = o else { return [] }
             return [.string(l.id), .uint64(l.expiresUSec)]
@@ -156,7 +215,7 @@ extension LicenseManagerServer {
     /// revocation, audited, and so is a refused attempt on another's lease.
     private func release(_ call: BusCall) -> BusAnswer {
         let id = call.string(0)
-        let who = caller(call.message)
+        let who = caller(call)
         let lease = engine.state.activeLease(id, at: engine.now)
         let revocation = who.isAdmin && lease.map { !Caller(uid: who.uid, isAdmin: false).owns($0) } == true
         let ticket = submit(.release(leaseId: id), call)
@@ -177,7 +236,7 @@ extension LicenseManagerServer {
         let (feature, count, holder) = (call.string(0), call.uint32(1), call.string(2))
         let ticket = audited(
             call, "Reserve",
-            engine.reserve(feature: feature, count: count, holder: holder, caller: caller(call.message)),
+            engine.reserve(feature: feature, count: count, holder: holder, caller: caller(call)),
             ["feature": feature, "count": "\(count)", "holder": holder]
         ) { o in
             guard case .reservationAdded(let r) = o else { return [:] }
@@ -192,7 +251,7 @@ extension LicenseManagerServer {
     private func resetServerId(_ call: BusCall) -> BusAnswer {
         let previous = engine.state.serverId
         let ticket = audited(
-            call, "ResetServerId", engine.resetServerId(caller: caller(call.message)), ["previous_server_id": previous]
+            call, "ResetServerId", engine.resetServerId(caller: caller(call)), ["previous_server_id": previous]
         ) { o in
             guard case .serverIdReset(let id) = o else { return [:] }
             return ["server_id": id]
@@ -207,7 +266,7 @@ extension LicenseManagerServer {
     /// The audit trail: administrators only (it says who did what). Records from `since_usec`
     /// on, the newest `limit` of them (0: 10000; at most 100000), oldest first.
     private func listAudit(_ call: BusCall) -> BusAnswer {
-        guard caller(call.message).isAdmin else {
+        guard caller(call).isAdmin else {
             return .error(TandemError(.accessDenied, "ListAudit needs root or membership in the admin group"))
         }
         let since = call.args.first?.uint64Value ?? 0
@@ -235,7 +294,7 @@ extension LicenseManagerServer {
         _ call: BusCall, _ arguments: [String: String] = [:],
         _ start: @escaping (PairControl, @escaping (TandemError?) -> Void) -> Void
     ) -> BusAnswer {
-        let who = caller(call.message), action = call.member
+        let who = caller(call), action = call.member
         let refused = { [engine] (error: TandemError) -> BusAnswer in
             engine.audit(action, via: .dbus, caller: who, arguments: arguments, error: error)
             return .error(error)

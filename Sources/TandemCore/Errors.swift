@@ -34,6 +34,9 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
     case accessDenied = "AccessDenied"
     /// An internal failure (storage); maps to org.freedesktop.DBus.Error.Failed.
     case failed = "Failed"
+    /// polkit would allow it after an authentication the caller did not allow to wait for
+    /// (`busctl --allow-interactive-authorization=yes`); maps to the D-Bus error of that name.
+    case interactiveAuthorizationRequired = "InteractiveAuthorizationRequired"
 
     public static let domain = "org.tandem.LicenseManager1"
 
@@ -43,6 +46,7 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
         case .invalidArgs: return "org.freedesktop.DBus.Error.InvalidArgs"
         case .accessDenied: return "org.freedesktop.DBus.Error.AccessDenied"
         case .failed: return "org.freedesktop.DBus.Error.Failed"
+        case .interactiveAuthorizationRequired: return "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
         default: return "\(Self.domain).\(rawValue)"
         }
     }

@@ -96,6 +96,9 @@ public final class Daemon {
                 bus: bus, engine: engine, authorizer: Self.authorizer(config, logger),
                 info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
                 logger: logger)
+            // Administrative calls are put to polkit where it runs (on the system bus; where it is
+            // not, the bus says so and the admin group decides).
+            server.polkit = PolkitAuthority(bus: bus, logger: logger)
             logControl = try LogControlObject(
                 bus: bus, identifier: "tandemd", getLevel: { LogLevelControl.shared.syslogName },
                 setLevel: { [logger] name in
