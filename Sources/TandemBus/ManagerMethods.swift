@@ -267,7 +267,10 @@ extension LicenseManagerServer {
     /// on, the newest `limit` of them (0: 10000; at most 100000), oldest first.
     private func listAudit(_ call: BusCall) -> BusAnswer {
         guard caller(call).isAdmin else {
-            return .error(TandemError(.accessDenied, "ListAudit needs root or membership in the admin group"))
+            return .error(
+                TandemError(
+                    .accessDenied,
+                    "ListAudit needs an administrator (root, polkit's yes, or without polkit the admin group)"))
         }
         let since = call.args.first?.uint64Value ?? 0
         let asked = Int(call.uint32(1))
@@ -300,7 +303,10 @@ extension LicenseManagerServer {
             return .error(error)
         }
         guard who.isAdmin else {
-            return refused(TandemError(.accessDenied, "\(action) needs root or membership in the admin group"))
+            return refused(
+                TandemError(
+                    .accessDenied,
+                    "\(action) needs an administrator (root, polkit's yes, or without polkit the admin group)"))
         }
         if let refusal { return refused(refusal) }
         guard let pc = pairControl else {

@@ -35,8 +35,15 @@ public enum PolkitVerdict: Sendable, Equatable {
 public final class PolkitAuthority {
     let bus: OpaquePointer
     let logger: Logger
-    /// Calls in flight: each one's slot and completion, by a serial the callback carries.
-    private var pending: [Int: (slot: OpaquePointer?, done: (PolkitVerdict) -> Void)] = [:]
+    /// Calls in flight: each one's slot, sender and completion, by a serial the callback carries.
+    private var pending: [Int: (slot: OpaquePointer?, sender: String, done: (PolkitVerdict) -> Void)] = [:]
+    /// Questions in flight at most, per sender and in all: a caller who keeps authentications
+    /// open must not use up the bus's pending replies (about 128 per connection) and so lock
+    /// the administrators out; past these, a call is refused at once.
+    public static let maxPendingPerSender = 2
+    public static let maxPending = 64
+    /// Whether polkitd's refusal to answer tandemd was already explained in the log.
+    private var untrustedLogged = false
     private var nextSerial = 0
     /// How long polkitd may take (interactive authorization waits for the user).
     public var timeoutUSec: UInt64 = 25_000_000
@@ -48,6 +55,7 @@ public final class PolkitAuthority {
     }
 
     deinit {
+        // Unref'd slots are cancelled without a reply; their destroy callbacks free the boxes.
         for (_, p) in pending { sd_bus_slot_unref(p.slot) }
     }
 
@@ -58,6 +66,9 @@ public final class PolkitAuthority {
     ) {
         guard let senderPointer = sd_bus_message_get_sender(message) else { return done(.failed("no sender")) }
         let sender = String(cString: senderPointer)
+        guard pending.count < Self.maxPending,
+            pending.values.filter({ $0.sender == sender }).count < Self.maxPendingPerSender
+        else { return done(.failed("too many authorization questions waiting for polkit")) }
         // 1: AllowUserInteraction, when the caller said it may wait for an authentication.
         let interactive = sd_bus_message_get_allow_interactive_authorization(message) > 0
         var call: OpaquePointer?
@@ -88,14 +99,36 @@ public final class PolkitAuthority {
             Unmanaged<CallbackBox>.fromOpaque(box).release()
             return done(.failed("cannot ask polkit: \(String(cString: strerror(-r)))"))
         }
-        pending[serial] = (slot, done)
+        // The box lives as long as the slot: released when the slot goes (answered or not).
+        sd_bus_slot_set_destroy_callback(slot, polkitBoxRelease)
+        // With interaction allowed, polkit's "challenge" means no authentication was given
+        // (none asked for: no agent; or dismissed): a refusal, not a request to allow it.
+        pending[serial] = (
+            slot, sender,
+            { verdict in
+                done(interactive && verdict == .challenge ? .failed("no authentication was given") : verdict)
+            }
+        )
     }
 
     /// The reply (or error) for call `serial`.
     fileprivate func answered(_ serial: Int, _ reply: OpaquePointer) {
         guard let p = pending.removeValue(forKey: serial) else { return }
+        let verdict = Self.verdict(reply)
+        if case .failed(let why) = verdict, why.hasPrefix("org.freedesktop.PolicyKit1.Error.NotAuthorized"),
+            !untrustedLogged
+        {
+            untrustedLogged = true
+            logger.error(
+                """
+                polkit does not let tandemd ask about other users: the actions' owner annotation \
+                (org.freedesktop.policykit.owner in org.tandem.LicenseManager1.policy) must name the \
+                account tandemd runs as; only root administers until then
+                """,
+                metadata: ["reason": "\(why)"])
+        }
         sd_bus_slot_unref(p.slot)
-        p.done(Self.verdict(reply))
+        p.done(verdict)
     }
 
     static func verdict(_ reply: OpaquePointer) -> PolkitVerdict {
@@ -130,9 +163,14 @@ private final class CallbackBox {
 }
 
 /// sd-bus calls this once per asynchronous call, with the reply or an error message (a
-/// timeout is an error reply too); the box is released here.
+/// timeout is an error reply too).
 private let polkitReplyTrampoline: sd_bus_message_handler_t = { reply, userdata, _ in
-    let box = Unmanaged<CallbackBox>.fromOpaque(userdata!).takeRetainedValue()
+    let box = Unmanaged<CallbackBox>.fromOpaque(userdata!).takeUnretainedValue()
     if let reply { box.authority?.answered(box.serial, reply) }
     return 1
+}
+
+/// The slot's destroy callback: the box's one release.
+private let polkitBoxRelease: sd_bus_destroy_t = { userdata in
+    Unmanaged<CallbackBox>.fromOpaque(userdata!).release()
 }

@@ -76,7 +76,9 @@ extension LicenseState {
 
     private func requireAdmin(_ caller: Caller, _ action: String) throws(TandemError) {
         guard caller.isAdmin else {
-            throw TandemError(.accessDenied, "\(action) needs root or membership in the admin group")
+            throw TandemError(
+                .accessDenied,
+                "\(action) needs an administrator (root, polkit's yes, or without polkit the admin group)")
         }
     }
 

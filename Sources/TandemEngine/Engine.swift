@@ -136,7 +136,7 @@ public final class Engine {
         guard caller.isAdmin else {
             return Ticket(
                 decision: .failure(
-                    TandemError(.accessDenied, "ActivateLicense needs root or membership in the admin group")))
+                    TandemError(.accessDenied, "ActivateLicense needs an administrator (root, polkit's yes, or without polkit the admin group)")))
         }
         do throws(TandemError) {
             let doc = try settings.trustedKeys.verify(document)
