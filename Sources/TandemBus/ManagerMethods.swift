@@ -93,7 +93,7 @@ extension LicenseManagerServer {
     func authorized(_ call: BusCall, ifNotOwner body: @escaping (BusCall) -> BusAnswer) -> BusAnswer {
         let who = caller(call.message)
         guard let lease = engine.state.activeLease(call.string(0), at: engine.now),
-            !Caller(uid: who.uid, isAdmin: false).owns(lease)
+            !who.withoutAdministration.owns(lease)
         else { return body(call) }
         return authorized(call, .manageSeats, body)
     }
@@ -198,38 +198,14 @@ extension LicenseManagerServer {
     }
 
     private func renew(_ call: BusCall) -> BusAnswer {
-        let id = call.string(0)
-        let ticket = submit(.renew(leaseId: id), call)
-        // Renewing another user's lease is refused, and audited: someone tried to keep seats
-        // that are not theirs.
-        if case .failure(let e) = ticket.decision, e.code == .accessDenied {
-            _ = audited(call, "Renew", ticket, ["lease_id": id])
-        }
-        return answer(call, ticket) { o in
+        answer(call, submit(.renew(leaseId: call.string(0)), call)) { o in
             guard case .leaseRenewed(let l) = o else { return [] }
             return [.uint64(l.expiresUSec)]
         }
     }
 
-    /// A release of one's own lease is seat use; an administrator's release of another's is a
-    /// revocation, audited, and so is a refused attempt on another's lease.
     private func release(_ call: BusCall) -> BusAnswer {
-        let id = call.string(0)
-        let who = caller(call)
-        let lease = engine.state.activeLease(id, at: engine.now)
-        let revocation = who.isAdmin && lease.map { !Caller(uid: who.uid, isAdmin: false).owns($0) } == true
-        let ticket = submit(.release(leaseId: id), call)
-        if case .failure(let e) = ticket.decision, e.code == .accessDenied {
-            _ = audited(call, "Release", ticket, ["lease_id": id])
-        } else if revocation, let lease {
-            _ = audited(
-                call, "RevokeLease", ticket,
-                [
-                    "lease_id": id, "feature": lease.feature, "client": lease.client, "count": "\(lease.count)",
-                    "holder": lease.token.map { "token " + $0 } ?? lease.uid.map { "uid \($0)" } ?? "network"
-                ])
-        }
-        return answer(call, ticket) { _ in [] }
+        answer(call, submit(.release(leaseId: call.string(0)), call)) { _ in [] }
     }
 
     private func reserve(_ call: BusCall) -> BusAnswer {
@@ -267,10 +243,7 @@ extension LicenseManagerServer {
     /// on, the newest `limit` of them (0: 10000; at most 100000), oldest first.
     private func listAudit(_ call: BusCall) -> BusAnswer {
         guard caller(call).isAdmin else {
-            return .error(
-                TandemError(
-                    .accessDenied,
-                    "ListAudit needs an administrator (root, polkit's yes, or without polkit the admin group)"))
+            return .error(.needsAdministrator("ListAudit"))
         }
         let since = call.args.first?.uint64Value ?? 0
         let asked = Int(call.uint32(1))
@@ -303,10 +276,7 @@ extension LicenseManagerServer {
             return .error(error)
         }
         guard who.isAdmin else {
-            return refused(
-                TandemError(
-                    .accessDenied,
-                    "\(action) needs an administrator (root, polkit's yes, or without polkit the admin group)"))
+            return refused(.needsAdministrator(action))
         }
         if let refusal { return refused(refusal) }
         guard let pc = pairControl else {

@@ -75,11 +75,7 @@ extension LicenseState {
     }
 
     private func requireAdmin(_ caller: Caller, _ action: String) throws(TandemError) {
-        guard caller.isAdmin else {
-            throw TandemError(
-                .accessDenied,
-                "\(action) needs an administrator (root, polkit's yes, or without polkit the admin group)")
-        }
+        guard caller.isAdmin else { throw .needsAdministrator(action) }
     }
 
     private func ownedLease(_ id: String, _ caller: Caller, now: USec) throws(TandemError) -> Lease {

@@ -67,4 +67,10 @@ public struct TandemError: Error, Sendable, Equatable, CustomStringConvertible {
         self.message = message
     }
     public var description: String { "\(code.rawValue): \(message)" }
+
+    /// The refusal of `action` to a caller who is not an administrator.
+    public static func needsAdministrator(_ action: String) -> TandemError {
+        TandemError(
+            .accessDenied, "\(action) needs an administrator (root, polkit's yes, or without polkit the admin group)")
+    }
 }

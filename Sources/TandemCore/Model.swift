@@ -175,6 +175,9 @@ public struct Caller: Sendable, Equatable {
         Caller(uid: nil, isAdmin: false, network: true, token: token)
     }
 
+    /// The same caller without an administrator's rights (what it owns as itself).
+    public var withoutAdministration: Caller { Caller(uid: uid, isAdmin: false, network: network, token: token) }
+
     /// Whether this caller may renew or release `lease`: an administrator any; a local user
     /// those it acquired over D-Bus; a network client those taken over the network with its
     /// token, and those taken with none (without tokens, or before tokens had names: a server

@@ -87,28 +87,15 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         }
     }
 
-    /// Submits a renewal or release; one refused as another token's lease is audited.
-    private static func submitOwn(
-        _ command: Command, _ action: String, _ leaseId: String, _ caller: Caller, _ d: Daemon
-    )
-        -> Ticket
-    {
-        let ticket = d.engine.submit(command, caller: caller)
-        if case .failure(let e) = ticket.decision, e.code == .accessDenied {
-            d.engine.audit(action, via: .http, caller: caller, arguments: ["lease_id": leaseId], error: e)
-        }
-        return ticket
-    }
-
     func renew(leaseId: String, caller: Caller) async -> Result<LeaseView, TandemError> {
-        await answer({ Self.submitOwn(.renew(leaseId: leaseId), "Renew", leaseId, caller, $0) }) { d, o in
+        await answer({ $0.engine.submit(.renew(leaseId: leaseId), caller: caller) }) { d, o in
             guard case .leaseRenewed(let lease) = o else { return nil }
             return LeaseView(lease, serverId: d.engine.state.serverId)
         }
     }
 
     func release(leaseId: String, caller: Caller) async -> Result<Void, TandemError> {
-        await answer({ Self.submitOwn(.release(leaseId: leaseId), "Release", leaseId, caller, $0) }) { _, _ in () }
+        await answer({ $0.engine.submit(.release(leaseId: leaseId), caller: caller) }) { _, _ in () }
     }
 
     func lease(id: String) async -> Result<LeaseView, TandemError> {

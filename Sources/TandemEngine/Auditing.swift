@@ -33,6 +33,32 @@ extension Engine {
         keep(record)
     }
 
+    /// A renewal or release is seat use, not administration, except on someone else's lease:
+    /// a refused attempt is audited (someone tried to keep or free seats not theirs), and so is
+    /// an administrator's release of it (a revocation) — over D-Bus and HTTP alike.
+    func auditLeaseCommand(_ command: Command, caller: Caller, _ decision: Result<Outcome, TandemError>) {
+        let action: String, leaseId: String
+        switch command {
+        case .renew(let id): (action, leaseId) = ("Renew", id)
+        case .release(let id): (action, leaseId) = ("Release", id)
+        default: return
+        }
+        let via: AuditChannel = caller.network ? .http : .dbus
+        switch decision {
+        case .failure(let e) where e.code == .accessDenied:
+            audit(action, via: via, caller: caller, arguments: ["lease_id": leaseId], error: e)
+        case .success(.leaseReleased(let l)) where caller.isAdmin && !caller.withoutAdministration.owns(l):
+            audit(
+                "RevokeLease", via: via, caller: caller,
+                arguments: [
+                    "lease_id": l.id, "feature": l.feature, "client": l.client, "count": "\(l.count)",
+                    "holder": l.token.map { "token " + $0 } ?? l.uid.map { "uid \($0)" } ?? "network"
+                ])
+        default:
+            break
+        }
+    }
+
     /// Puts `record` into the replicated history, or, while this node does not serve (a pair
     /// forming, a standby), holds it until it does (`submitPendingAudits`, each tick): the
     /// record of an EnableBackup is made before the new pair serves. At most

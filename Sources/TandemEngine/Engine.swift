@@ -87,6 +87,7 @@ public final class Engine {
     public func submit(_ command: Command, caller: Caller) -> Ticket {
         if let refusal { return Ticket(decision: .failure(refusal)) }
         let ticket = replication.perform(command, caller: caller, now: clock())
+        auditLeaseCommand(command, caller: caller, ticket.decision)
         if case .failure(let e) = ticket.decision, e.code == .insufficientSeats, case .acquire(let req) = command {
             replication.countDenied(req.feature)
             deniedDirty = true
@@ -136,7 +137,7 @@ public final class Engine {
         guard caller.isAdmin else {
             return Ticket(
                 decision: .failure(
-                    TandemError(.accessDenied, "ActivateLicense needs an administrator (root, polkit's yes, or without polkit the admin group)")))
+                    .needsAdministrator("ActivateLicense")))
         }
         do throws(TandemError) {
             let doc = try settings.trustedKeys.verify(document)
