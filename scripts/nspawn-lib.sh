@@ -20,13 +20,17 @@ mirror() {
 }
 
 cache="$root_dir/.build-nspawn"
-base="$cache/bookworm"
+# What the root holds beyond minbase (debootstrap does not resolve virtual packages: polkitd
+# needs logind, which libpam-systemd provides); the cache is kept per list, so a changed list
+# builds anew.
+include=systemd,systemd-sysv,dbus,libsqlite3-0,libcurl4,libpam-systemd,polkitd
+base="$cache/bookworm-$(echo "$include" | sha256sum | cut -c1-12)"
 if [ ! -f "$base/.complete" ]; then
     url=$(mirror)
     [ -n "$url" ] || { echo "no bookworm mirror in this machine's apt sources" >&2; exit 1; }
-    rm -rf "$base"
+    rm -rf "$cache"/bookworm*  # (roots of other lists too: they are no longer used)
     mkdir -p "$cache"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,libsqlite3-0,libcurl4 bookworm "$base" "$url" >"$cache/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase --include="$include" bookworm "$base" "$url" >"$cache/debootstrap.log" 2>&1 \
         || { tail -n 20 "$cache/debootstrap.log" >&2; exit 1; }
     touch "$base/.complete"
 fi

@@ -58,6 +58,20 @@ public struct ServiceAccountPlan: Equatable {
         return ServiceAccountPlan(user: user, group: groupName)
     }
 
+    public static let polkitPolicyPath = "/usr/share/polkit-1/actions/org.tandem.LicenseManager1.policy"
+
+    /// What changes for polkit, given the installed policy's text (nil: polkit's policy is not
+    /// installed). polkitd answers a service asking about another user's call only when the
+    /// action's org.freedesktop.policykit.owner annotation names the service's account; the
+    /// shipped policy names `tandem`. Under another account tandemd's questions are refused and
+    /// it fails closed: root still administers, other administrators are refused (logged).
+    public func polkitWarning(policyText: String?) -> String? {
+        guard let policyText, !policyText.contains("unix-user:\(user)") else { return nil }
+        return "warning: \(Self.polkitPolicyPath) lets only the accounts it names (org.freedesktop.policykit.owner)"
+            + " ask polkit about callers, and it does not name \(user): administrators other than root will be"
+            + " refused until the annotation names unix-user:\(user) too"
+    }
+
     /// Writes the drop-in and the policy override under `root` ("/" normally).
     public func write(root: String = "/") throws {
         for (path, text) in [(Self.dropInPath, dropIn), (Self.policyPath, policy)] {
@@ -139,6 +153,10 @@ struct ServiceAccount: ParsableCommand {
                 throw CLIFailure("tandemd restarted but runs as \(running ?? "nothing"), not \(plan.user)")
             }
             print("tandemd now runs as \(plan.user); its state directory was handed over by systemd (StateDirectory=)")
+            let policy = try? String(contentsOfFile: ServiceAccountPlan.polkitPolicyPath, encoding: .utf8)
+            if let warning = plan.polkitWarning(policyText: policy) {
+                FileHandle.standardError.write(Data("\(warning)\n".utf8))
+            }
         }
     }
 }
