@@ -390,6 +390,7 @@ struct TokenFixture {
         let summary = r.stdout.split(separator: "\n").filter { $0.contains("generated") || $0.contains("failure") }
         #expect(r.status == 0, "\(r.stdout.suffix(6000))\n\(r.stderr.suffix(2000))")
         #expect(summary.contains { $0.contains("passed") }, "\(summary)")
+        print("schemathesis: \(summary.joined(separator: "; "))")
     }
 }
 

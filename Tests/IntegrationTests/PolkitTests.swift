@@ -121,6 +121,7 @@ final class Polkitd {
             ("sys, interactive", Self.sys, true, { _ in .denied })
         ]
         var failures: [String] = []
+        var tried: [Expect: Int] = [:]
         for caller in callers {
             // Someone else's lease for each caller to try to release.
             let lease = try root.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([])])
@@ -146,12 +147,16 @@ final class Polkitd {
                         || r.stderr.contains("needs an authentication")
                     ? .challenge : r.stderr.contains("Access denied") ? .denied : .allowed
                 let want = caller.expect(member)
+                tried[want, default: 0] += 1
                 if got != want { failures.append("\(caller.name) \(member): \(got), expected \(want): \(r.stderr)") }
                 if got != .allowed, try snapshot() != before {
                     failures.append("\(caller.name) \(member) changed state")
                 }
             }
         }
+        print(
+            "authorization matrix: \(tried.values.reduce(0, +)) calls, \(tried[.allowed] ?? 0) to be allowed,"
+                + " \(tried[.denied] ?? 0) refused, \(tried[.challenge] ?? 0) challenged; \(failures.count) wrong")
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))\n--- polkitd:\n\(polkitd.log().suffix(2000))")
         // polkitd reports a rule it cannot use as "Error compiling script FILE" (or evaluating).
         let complaints = polkitd.log().split(separator: "\n").filter { $0.contains("Error") && $0.contains("tandem") }
