@@ -50,6 +50,8 @@ public protocol PairControl: AnyObject {
     func disableBackup(done: @escaping (TandemError?) -> Void)
     /// The serving node sends the standby a full snapshot (clears pair-not-synced).
     func sync(done: @escaping (TandemError?) -> Void)
+    /// This node is being uninstalled: when it stops, it tells its peer it leaves for good.
+    func prepareRemoval(done: @escaping (TandemError?) -> Void)
     /// The peer's last report of itself and this node's view of it (GetPeerStatus).
     func peerStatus() -> [(PeerStatusField, BusValue)]
 }

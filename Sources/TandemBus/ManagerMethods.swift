@@ -41,6 +41,10 @@ extension LicenseManagerServer {
             return { [unowned self] in
                 authorized($0, .managePair) { [unowned self] call in pairing(call) { $0.sync(done: $1) } }
             }
+        case .prepareRemoval:
+            return { [unowned self] in
+                authorized($0, .managePair) { [unowned self] call in pairing(call) { $0.prepareRemoval(done: $1) } }
+            }
         case .listAudit: return { [unowned self] in authorized($0, .readAudit, listAudit) }
         case .getPeerStatus:
             return { [unowned self] _ in

@@ -44,6 +44,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
     case disableBackup = "DisableBackup"
     case getPeerStatus = "GetPeerStatus"
     case sync = "Sync"
+    case prepareRemoval = "PrepareRemoval"
     case listAudit = "ListAudit"
 
     public var input: [BusArgument] {
@@ -62,7 +63,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .enableBackup: return [BusArgument("backup_address", "s")]
         case .listAudit: return [BusArgument("since_usec", "t"), BusArgument("limit", "u")]
         case .getActivationRequest, .listLicenses, .listLeases, .listReservations, .getUsage, .resetServerId,
-            .disableBackup, .getPeerStatus, .sync:
+            .disableBackup, .getPeerStatus, .sync, .prepareRemoval:
             return []
         }
     }
@@ -81,7 +82,8 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .resetServerId: return [BusArgument("server_id", "s")]
         case .getPeerStatus: return [BusArgument("status", "a{sv}")]
         case .listAudit: return [BusArgument("records", "a" + AuditRow.signature)]
-        case .deactivateLicense, .release, .unreserve, .prepareBackup, .enableBackup, .disableBackup, .sync:
+        case .deactivateLicense, .release, .unreserve, .prepareBackup, .enableBackup, .disableBackup, .sync,
+            .prepareRemoval:
             return []
         }
     }
@@ -191,6 +193,7 @@ public enum PeerStatusField: String, CaseIterable, Sendable {
     case epoch = "Epoch"
     case reportedUSec = "ReportedUSec"
     case networkAddress = "NetworkAddress"
+    case statusReason = "StatusReason"
 }
 
 extension BusClient {

@@ -356,7 +356,11 @@ public final class Daemon {
             "\(s.licenses.count) license\(s.licenses.count == 1 ? "" : "s"), "
             + "\(s.totalInUse)/\(s.totalSeats(at: engine.now)) seats in use"
         if let p = pairHost, p.role != .standalone {
-            line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus), epoch \(s.epoch)"
+            line += ", \(p.role) \(p.serving ? "serving" : "standby"), \(p.pairStatus)"
+            if let peer = p.peerStatusValue, peer != .running {
+                line += " (\(p.role == .primary ? "backup" : "primary") \(peer))"
+            }
+            line += ", epoch \(s.epoch)"
         } else {
             line += ", unpaired"
         }
@@ -440,6 +444,7 @@ public final class Daemon {
 
     private func finish() {
         guard fatal == nil else { return }
+        pairHost?.leave()
         flushOrDie()
         server.emitPendingPropertyChanges()
         loop.exit(0)

@@ -38,6 +38,8 @@ final class PairHost: PairControl {
     var peerInfoAt: USec?
     var lastPeerProbe: USec?
     var lastWitnessProbe: USec?
+    /// PrepareRemoval was called: stopping tells the peer this server leaves for good.
+    var leavingForGood = false
 
     init(config: PairConfig, engine: Engine, logger: Logger) throws {
         self.config = config
@@ -193,6 +195,17 @@ final class PairHost: PairControl {
         publishStatus()
     }
 
+    /// tandemd is stopping: the node stops serving and tells the peer (and gives the witness
+    /// its lease back), so that the peer shows it stopped, or gone for good, and a standby
+    /// takes over at once. The frames go with the commit that follows.
+    func leave() {
+        guard let node, !node.hasLeft else { return }
+        engine.pairLeave(forGood: leavingForGood)
+        logger.notice(
+            leavingForGood ? "told the peer this server leaves the pair for good" : "told the peer this server stops",
+            metadata: ["role": "\(role)", "epoch": "\(engine.state.epoch)"])
+    }
+
     // MARK: - Status
 
     /// The peer's network API address, as clients should use it.
@@ -204,6 +217,7 @@ final class PairHost: PairControl {
     }
 
     var pairStatus: PairStatus { node.map { $0.pairStatus(now: now) } ?? .unpaired }
+    var peerStatusValue: PeerStatus? { node?.peerStatus(now: now) }
     var serving: Bool { node.map { $0.isServing(now: now) } ?? true }
 
     var report: PairReport {
@@ -233,6 +247,7 @@ final class PairHost: PairControl {
             (.status, .string((node?.peerStatus(now: now) ?? .notAvailable).rawValue)),
             (.serverId, .string(engine.pair?.peerServerId ?? ""))
         ]
+        if let reason = node?.peerStatusReason(now: now) { out.append((.statusReason, .string(reason))) }
         if let i = peerInfo, let at = peerInfoAt {
             out += [
                 (.role, .string(i.role)), (.pairStatus, .string(i.pairStatus ?? "")),

@@ -154,6 +154,16 @@ extension PairHost {
         done(nil)
     }
 
+    /// The package is being removed (its maintainer script asks before it stops tandemd): when
+    /// tandemd stops, the peer is told this server leaves for good, not only that it stopped.
+    func prepareRemoval(done: @escaping (TandemError?) -> Void) {
+        leavingForGood = true
+        logger.notice(
+            "being uninstalled: the peer will be told, as tandemd stops, that this server leaves for good",
+            metadata: ["role": "\(role)"])
+        done(nil)
+    }
+
     func disableBackup(done: @escaping (TandemError?) -> Void) {
         guard role != .standalone, let peer else { return done(TandemError(.pairState, "this server is not paired")) }
         guard engine.state.licenses.isEmpty else {

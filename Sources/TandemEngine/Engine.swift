@@ -278,6 +278,12 @@ public final class Engine {
         pair?.receive(from: from, message, now: clock())
     }
 
+    /// The daemon is stopping (`forGood`: being uninstalled): the pair node stops serving and
+    /// says so to its peer, which need not wait for the silence to take over.
+    public func pairLeave(forGood: Bool) {
+        pair?.leave(forGood: forGood, now: clock())
+    }
+
     /// Sync: the serving node sends the standby a snapshot of the whole state.
     public func pairSync() -> TandemError? {
         guard let pair else { return TandemError(.pairState, "this server is not paired") }

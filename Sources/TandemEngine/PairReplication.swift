@@ -88,6 +88,12 @@ public final class PairReplication: Replication {
         if !node.unstored.isEmpty { onWork() }
     }
 
+    /// This node is stopping: it stops serving and tells the peer and the witness (sent with
+    /// the next commit, which the daemon makes before it exits).
+    func leave(forGood: Bool, now: USec) {
+        handle(node.leave(forGood: forGood, now: now))
+    }
+
     /// Sync: the serving node sends the standby a snapshot of the whole state.
     func sync() -> TandemError? {
         guard node.canSync else {

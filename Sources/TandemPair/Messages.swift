@@ -24,6 +24,9 @@ public enum PairMessage: Sendable, Equatable, Codable {
     /// Follower -> leader (no witness): lease changes cut from my log, made while the pair was
     /// cut off, that your log may not have; merge them. Sent instead of acknowledgements until merged.
     case merge(epoch: UInt64, entries: [LogEntry])
+    /// Node -> peer: I am stopping (`forGood`: being uninstalled) and no longer serve; my log
+    /// ends at `lastSeq`. A standby that hears it from the serving node stands at once.
+    case leaving(epoch: UInt64, lastSeq: UInt64, forGood: Bool)
 
     // Node <-> witness.
     /// Candidate -> witness: may I serve in `epoch`? My log ends at (lastEpoch, lastSeq).
@@ -42,6 +45,7 @@ public enum PairMessage: Sendable, Equatable, Codable {
         switch self {
         case .append(let e, _, _, _, _), .ack(let e, _, _), .mismatch(let e, _, _), .stale(let e),
             .handoverRequest(let e), .handoverReady(let e, _), .snapshot(let e, _, _, _, _, _), .merge(let e, _),
+            .leaving(let e, _, _),
             .voteRequest(let e, _, _), .voteGranted(let e, _),
             .voteDenied(let e, _), .renew(let e, _, _, _), .renewed(let e, _, _), .releaseLease(let e):
             return e

@@ -32,9 +32,11 @@ extension PairNode {
         }
     }
 
-    /// Candidate: asks again, in a newer epoch, when no vote came.
+    /// Candidate: asks again, in a newer epoch, when no vote came. After the peer said it was
+    /// stopping, soon: the witness may have heard our question before the lease given back.
     mutating func tickCandidate(epoch: UInt64, sentAt: USec, now: USec, _ out: inout [NodeEffect]) {
-        if now >= sentAt + settings.failoverTimeoutUSec {
+        let wait = volatile.peerDeparture != nil ? settings.heartbeatUSec : settings.failoverTimeoutUSec
+        if now >= sentAt + wait {
             out += becomeCandidate(now: now, floor: max(promisedEpoch, epoch - 1))
         }
     }

@@ -117,6 +117,10 @@ public struct PairNode: Sendable {
         var splitRefused: Set<String> = []
         var splitRefusedUnknown: Bool
         var lastMergeSent: USec?
+        /// What the peer said as it went, and when; cleared by any other frame from it.
+        var peerDeparture: (PeerDeparture, at: USec)?
+        /// This node said it is leaving (`leave`): it neither serves nor stands any more.
+        var left = false
 
         init(startedAt: USec, splitRefusedUnknown: Bool) {
             self.startedAt = startedAt
@@ -216,15 +220,38 @@ public struct PairNode: Sendable {
         servingEpoch != nil && now < volatile.leaseValidUntil
     }
 
+    /// A peer that said it is going is out of reach at once, not after the silence.
     func peerReachable(now: USec) -> Bool {
-        guard let t = volatile.lastHeardPeer else { return false }
+        guard let t = volatile.lastHeardPeer, volatile.peerDeparture == nil else { return false }
         return now < t + settings.failoverTimeoutUSec
     }
 
     public func peerStatus(now: USec) -> PeerStatus {
+        switch volatile.peerDeparture?.0 {
+        case .stopped: return .stopped
+        case .removed: return .notAvailable
+        case nil: break
+        }
         guard volatile.lastHeardPeer != nil else { return .notAvailable }
         return peerReachable(now: now) ? .running : .disconnected
     }
+
+    /// Why the peer has the status it has, for people: what it said as it went, or how long
+    /// it has been silent (nil while it runs).
+    public func peerStatusReason(now: USec) -> String? {
+        let who = peer == 0 ? "the primary" : "the backup"
+        if let (departure, at) = volatile.peerDeparture {
+            let ago = Self.seconds(now - min(at, now))
+            switch departure {
+            case .stopped: return "\(who) said its service was stopping, \(ago) ago"
+            case .removed: return "\(who) said it was being uninstalled, \(ago) ago"
+            }
+        }
+        guard let t = volatile.lastHeardPeer else { return "nothing heard from \(who) since this server started" }
+        return peerReachable(now: now) ? nil : "nothing heard from \(who) for \(Self.seconds(now - min(t, now)))"
+    }
+
+    static func seconds(_ usec: USec) -> String { "\(usec / 1_000_000) s" }
 
     public func pairStatus(now: USec) -> PairStatus {
         if volatile.peerNeedsSnapshot, leadingEpoch != nil { return .pairNotSynced }
@@ -270,6 +297,23 @@ public struct PairNode: Sendable {
 
     public var usesWitness: Bool { settings.partition == .witness }
 
+    /// This node is stopping (`forGood`: being uninstalled): it stops serving, gives the
+    /// witness its lease back and tells the peer, which then stands at once. Answers still
+    /// waiting are the host's to refuse; nothing more is decided, sent or stood for.
+    public mutating func leave(forGood: Bool, now: USec) -> [NodeEffect] {
+        guard !volatile.left else { return [] }
+        var out: [NodeEffect] = []
+        if let epoch = leadingEpoch, usesWitness { out.append(.send(.witness, .releaseLease(epoch: epoch))) }
+        volatile.mode = .follower
+        volatile.leaseValidUntil = 0
+        volatile.pending = []
+        volatile.left = true
+        out.append(.send(.node(peer), .leaving(epoch: promisedEpoch, lastSeq: lastSeq, forGood: forGood)))
+        return out
+    }
+
+    public var hasLeft: Bool { volatile.left }
+
     // MARK: - Log
 
     mutating func append(_ change: Change, epoch: UInt64) {
@@ -301,6 +345,7 @@ public struct PairNode: Sendable {
     /// Time passed: what this node does in its mode (called every few tens of milliseconds).
     public mutating func tick(now: USec) -> [NodeEffect] {
         var out: [NodeEffect] = []
+        guard !volatile.left else { return out }
         switch volatile.mode {
         case .leader(let epoch):
             tickLeading(epoch: epoch, now: now, &out)
@@ -316,7 +361,11 @@ public struct PairNode: Sendable {
 
     public mutating func receive(from: Peer, _ message: PairMessage, now: USec) -> [NodeEffect] {
         var out: [NodeEffect] = []
-        if case .node = from { volatile.lastHeardPeer = now }
+        guard !volatile.left else { return out }
+        if case .node = from {
+            volatile.lastHeardPeer = now
+            if case .leaving = message {} else { volatile.peerDeparture = nil }
+        }
         switch message {
         case .append(let epoch, let prevSeq, let prevEpoch, let entries, let leaderLast):
             onAppend(
@@ -375,6 +424,15 @@ public struct PairNode: Sendable {
         case .deposed(let voted):
             promisedEpoch = max(promisedEpoch, voted)
             if leadingEpoch != nil { stepDown(&out) }
+
+        case .leaving(let epoch, _, let forGood):
+            guard case .node = from else { return out }
+            volatile.peerDeparture = (forGood ? .removed : .stopped, now)
+            // The serving node stopped: stand at once rather than after the silence (with a
+            // witness, it still decides: the stopping node gave its lease back).
+            if case .follower = volatile.mode, volatile.leaderHint != index, epoch >= promisedEpoch {
+                out += becomeCandidate(now: now, floor: epoch)
+            }
 
         case .voteRequest, .renew, .releaseLease:
             break  // for the witness

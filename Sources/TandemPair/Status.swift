@@ -28,9 +28,20 @@ public enum PairStatus: String, Sendable, Equatable {
     case pairNotSynced = "pair-not-synced"
 }
 
+/// How this node sees its peer, as the tech note names it: `running` (heard within
+/// FailoverTimeoutSec=), `stopped` (it said it was stopping), `disconnected` (silence), and
+/// `notAvailable` (never heard since this node started, or it said it was being uninstalled).
 public enum PeerStatus: String, Sendable, Equatable {
     case running, stopped, disconnected
     case notAvailable = "not-available"
+}
+
+/// What a peer said as it went.
+public enum PeerDeparture: String, Sendable, Equatable {
+    /// Its service stopped (systemctl stop, SIGTERM).
+    case stopped
+    /// It is being uninstalled: it leaves the pair for good.
+    case removed
 }
 
 extension PairStatus: CustomStringConvertible {

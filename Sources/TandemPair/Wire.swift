@@ -265,6 +265,8 @@ extension PairMessage {
             w.byte(14); w.u64(voted)
         case .releaseLease(let e):
             w.byte(15); w.u64(e)
+        case .leaving(let e, let last, let forGood):
+            w.byte(16); w.u64(e); w.u64(last); w.bool(forGood)
         }
     }
 
@@ -303,6 +305,7 @@ extension PairMessage {
         case 13: return .renewed(epoch: try u64(), recordedSeq: try optU64(), sentAt: try u64())
         case 14: return .deposed(votedEpoch: try u64())
         case 15: return .releaseLease(epoch: try u64())
+        case 16: return .leaving(epoch: try u64(), lastSeq: try u64(), forGood: try r.bool())
         case let t: throw WireError(what: "unknown message tag \(t)")
         }
     }

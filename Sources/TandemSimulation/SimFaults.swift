@@ -5,7 +5,15 @@ import TandemPair
 extension Simulation {
     func injectFault() {
         result.faults += 1
-        switch rng.below(6) {
+        switch rng.below(7) {
+        case 6:
+            // A graceful stop (systemctl stop, now and then a package removal): the node tells its
+            // peer and the witness as tandemd does before it exits, then is down.
+            let i = Int(rng.below(2))
+            if !down.contains(.node(i)) {
+                stopGracefully(i, forGood: rng.chance(0.2))
+                schedule(rng.range(1_000_000, 12_000_000), .restart(.node(i)))
+            }
         case 0, 1:
             let i = Int(rng.below(2))
             if !down.contains(.node(i)) {
@@ -41,5 +49,24 @@ extension Simulation {
         if faultsOn {
             schedule(rng.range(cfg.meanFaultIntervalUSec / 2, cfg.meanFaultIntervalUSec * 3 / 2), .fault)
         }
+    }
+}
+
+extension Simulation {
+    /// tandemd stopping: the node leaves (it stops serving and says so), the engine commits and
+    /// sends that, and the process is gone.
+    func stopGracefully(_ i: Int, forGood: Bool) {
+        result.gracefulStops += 1
+        if let en = engines?[i] {
+            guard let engine = en.engine else { return }
+            engine.pairLeave(forGood: forGood)
+            do { try engine.flush() } catch { engineFailure = "node \(i): commit failed: \(error)" }
+            let out = en.effects
+            en.effects = []
+            apply(out, from: i)
+        } else {
+            apply(pure[i].leave(forGood: forGood, now: local(.node(i))), from: i)
+        }
+        crash(i)
     }
 }

@@ -38,6 +38,8 @@ public struct SimResult: Sendable, CustomStringConvertible {
     public var released = 0
     public var leaderChanges = 0
     public var faults = 0
+    /// Of the faults, graceful stops (the node told its peer as it went).
+    public var gracefulStops = 0
     public var convergedAfterUSec: USec?
     /// Who served at the end, and the converged log's length.
     public var finalLeader: Int?
@@ -47,7 +49,8 @@ public struct SimResult: Sendable, CustomStringConvertible {
     public var description: String {
         if let failure { return "seed \(seed): FAILED after \(events) events: \(failure)" }
         return
-            "seed \(seed): ok (\(partition), \(events) events, \(faults) faults, \(leaderChanges) leader "
+            "seed \(seed): ok (\(partition), \(events) events, \(faults) faults (\(gracefulStops) stops), "
+            + "\(leaderChanges) leader "
             + "changes, \(granted) grants, \(released) releases, converged in "
             + "\(Double(convergedAfterUSec ?? 0) / 1e6) s)"
     }

@@ -112,16 +112,20 @@ struct Status: ParsableCommand {
             let ago = Int64(Date().timeIntervalSince1970) - Int64(at / 1_000_000)
             peerStatus += " (last report \(ago) s ago)"
         }
-        let rows: [(String, String, String)] = [
-            ("", "this server", "peer"),
-            ("Address", "(local)", q(.address)),
-            ("License Server ID", p(.serverId), q(.serverId)),
-            ("Status", "running", peerStatus),
-            ("Role", p(.role), q(.role)),
-            ("Pair Status", p(.pairStatus), q(.pairStatus)),
-            ("Serving", p(.serving), q(.serving)),
-            ("Epoch", p(.epoch), q(.epoch))
-        ]
+        // Why the peer is not running: what it said as it went, or how long it has been silent.
+        let why = peer[PeerStatusField.statusReason.rawValue]?.stringValue.map { [("", "", $0)] } ?? []
+        let rows: [(String, String, String)] =
+            [
+                ("", "this server", "peer"),
+                ("Address", "(local)", q(.address)),
+                ("License Server ID", p(.serverId), q(.serverId)),
+                ("Status", "running", peerStatus)
+            ] + why + [
+                ("Role", p(.role), q(.role)),
+                ("Pair Status", p(.pairStatus), q(.pairStatus)),
+                ("Serving", p(.serving), q(.serving)),
+                ("Epoch", p(.epoch), q(.epoch))
+            ]
         let w0 = rows.map(\.0.count).max()!, w1 = max(rows.map(\.1.count).max()!, 12)
         for r in rows {
             print(

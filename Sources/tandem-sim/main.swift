@@ -39,16 +39,20 @@ while !args.isEmpty {
     }
 }
 var failed = 0
+var faults = 0, stops = 0
 let start = Date()
 for seed in from..<(from + count) {
     let r = runSeeds(seed..<(seed + 1)) {
         $0.trace = trace; $0.partition = partition; $0.engine = engine
     }.first!
     if !r.passed { failed += 1 }
+    faults += r.faults
+    stops += r.gracefulStops
     if verbose || !r.passed { print(r) }
 }
 print(
-    "\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), "
+    "\(count - UInt64(failed)) passed, \(failed) failed (seeds \(from)..<\(from + count), \(faults) faults of which "
+        + "\(stops) graceful stops, "
         + "\(String(format: "%.1f", Date().timeIntervalSince(start))) s)"
 )
 exit(failed == 0 ? 0 : 1)

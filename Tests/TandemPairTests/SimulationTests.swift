@@ -305,3 +305,99 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(p.acquire(on: leader, ref: 51).map { if case .granted = $0 { true } else { false } } == true)
     }
 }
+
+/// A stopping node says so (issue 17): its peer shows it stopped at once, and when it served,
+/// the standby takes over long before the silence timeout; one being uninstalled is not available.
+@Suite struct Departures {
+    /// Two nodes and a witness, all linked, delivering at once.
+    struct Witnessed {
+        var nodes: [PairNode]
+        var witness: PairWitness
+        var now: USec = 0
+        var up = [true, true]
+        init() {
+            let settings = PairSettings()
+            nodes = (0..<2).map { PairNode(index: $0, initial: licensedState(seats: 2), settings: settings, now: 0) }
+            witness = PairWitness(leaseUSec: settings.witnessLeaseUSec, now: 0)
+        }
+        mutating func deliver(_ effects: [NodeEffect], from i: Int) {
+            var queue = effects.map { (i, $0) }
+            while !queue.isEmpty {
+                let (src, e) = queue.removeFirst()
+                switch e {
+                case .send(.node(let j), let m) where up[j]:
+                    queue += nodes[j].receive(from: .node(src), m, now: now).map { (j, $0) }
+                case .send(.witness, let m):
+                    for (j, answer) in witness.receive(from: src, m, now: now) where up[j] {
+                        queue += nodes[j].receive(from: .witness, answer, now: now).map { (j, $0) }
+                    }
+                default: break
+                }
+            }
+        }
+        mutating func run(seconds: Double) {
+            let end = now + USec(seconds * 1e6)
+            while now < end {
+                now += 50_000
+                for i in 0..<2 where up[i] { deliver(nodes[i].tick(now: now), from: i) }
+            }
+        }
+        mutating func stop(_ i: Int, forGood: Bool = false) {
+            deliver(nodes[i].leave(forGood: forGood, now: now), from: i)
+            up[i] = false
+        }
+        mutating func start(_ i: Int) {
+            nodes[i].restart(now: now)
+            up[i] = true
+        }
+        func serving(_ i: Int) -> Bool { nodes[i].isServing(now: now) }
+    }
+
+    @Test func aStoppedServingNodeIsShownStoppedAndTheStandbyTakesOverAtOnce() {
+        var pair = Witnessed()
+        pair.run(seconds: 10)
+        #expect(pair.serving(0) && !pair.serving(1))
+        #expect(pair.nodes[1].peerStatus(now: pair.now) == .running)
+        #expect(pair.nodes[1].peerStatusReason(now: pair.now) == nil)
+        pair.stop(0)
+        // No waiting for FailoverTimeoutSec= (3 s here): stopped, and serving, within 200 ms.
+        #expect(pair.nodes[1].peerStatus(now: pair.now) == .stopped)
+        #expect(pair.nodes[1].pairStatus(now: pair.now) == .primaryNotAvailable)
+        #expect(pair.nodes[1].peerStatusReason(now: pair.now)?.contains("the primary said its service") == true)
+        pair.run(seconds: 0.2)
+        #expect(pair.serving(1), "the standby did not take over at once")
+        #expect(!pair.serving(0))
+        // The primary comes back: running again, and it gets serving back.
+        pair.start(0)
+        pair.run(seconds: 10)
+        #expect(pair.nodes[1].peerStatus(now: pair.now) == .running)
+        #expect(pair.nodes[0].peerStatus(now: pair.now) == .running)
+        #expect(pair.serving(0) && !pair.serving(1))
+    }
+
+    @Test func aStoppedStandbyIsShownStoppedAndAnUninstalledOneNotAvailable() {
+        var pair = Witnessed()
+        pair.run(seconds: 10)
+        pair.stop(1)
+        #expect(pair.nodes[0].peerStatus(now: pair.now) == .stopped)
+        #expect(pair.nodes[0].pairStatus(now: pair.now) == .backupNotAvailable)
+        pair.run(seconds: 5)
+        // Still stopped (not disconnected) after the silence timeout, and the primary serves on.
+        #expect(pair.nodes[0].peerStatus(now: pair.now) == .stopped)
+        #expect(pair.serving(0))
+        pair.start(1)
+        pair.run(seconds: 1)
+        #expect(pair.nodes[0].peerStatus(now: pair.now) == .running)
+        pair.stop(1, forGood: true)
+        #expect(pair.nodes[0].peerStatus(now: pair.now) == .notAvailable)
+        #expect(pair.nodes[0].pairStatus(now: pair.now) == .backupNotAvailable)
+        #expect(pair.nodes[0].peerStatusReason(now: pair.now)?.contains("being uninstalled") == true)
+        // Silence alone is disconnected, as before.
+        pair.start(1)
+        pair.run(seconds: 1)
+        pair.up[1] = false
+        pair.run(seconds: 4)
+        #expect(pair.nodes[0].peerStatus(now: pair.now) == .disconnected)
+        #expect(pair.nodes[0].peerStatusReason(now: pair.now)?.hasPrefix("nothing heard from the backup for") == true)
+    }
+}
