@@ -600,3 +600,65 @@ func leaseIds(_ c: BusClient) throws -> Set<String> {
         #expect(onA.contains(lease.leaseId) && onA.contains(second.leaseId), "\(onA)")
     }
 }
+
+/// The tech note's three ways a server goes, as the other node shows them (issue 17): a stop is
+/// told (Stopped within a second, and a serving node's standby takes over before the silence
+/// timeout), a kill is silence (Disconnected only after FailoverTimeoutSec=).
+@Suite(.serialized) struct PeerDepartures {
+    @Test func sigtermIsStoppedAtOnceAndKillNineIsDisconnectedAfterTheTimeout() throws {
+        let timeout = 3.0
+        let f = try PairFixture(heartbeat: "0.2", failover: "\(Int(timeout))").formed()
+        let ca = try f.a.client(), cb = try f.b.client()
+        func logs() -> String {
+            "--- a:\n\(f.a.log().suffix(3000))\n--- b:\n\(f.b.log().suffix(3000))"
+        }
+        /// Seconds from `start` until `cond` holds (polled every 20 ms), or nil after `limit`.
+        func timeUntil(_ start: Date, limit: Double, _ cond: () throws -> Bool) -> Double? {
+            while Date().timeIntervalSince(start) < limit {
+                if (try? cond()) == true { return Date().timeIntervalSince(start) }
+                usleep(20_000)
+            }
+            return nil
+        }
+        func peer(_ c: BusClient) throws -> String { try c.get("PeerStatus").stringValue ?? "" }
+
+        // The standby stops: the primary shows it stopped, and serves on.
+        var t0 = Date()
+        _ = f.b.stop(SIGTERM)
+        let backupStopped = timeUntil(t0, limit: 5) { try peer(ca) == "stopped" }
+        #expect((backupStopped ?? 99) < 1, "the backup's stop took \(backupStopped ?? -1) s to show\n\(logs())")
+        #expect(try ca.get("PairStatus") == .string("backup-not-available"))
+        #expect(try ca.get("Serving") == .bool(true))
+        let reason = try ca.call("GetPeerStatus").first?.dictValue?["StatusReason"]?.stringValue ?? ""
+        #expect(reason.contains("the backup said its service was stopping"), "\(reason)")
+        try f.b.start()
+        try waitFor("the backup running again", seconds: 10) {
+            try peer(ca) == "running" && ca.get("PairStatus") == .string("paired-and-available")
+        }
+
+        // The serving primary stops: Stopped at once on the backup, which serves before the timeout.
+        t0 = Date()
+        _ = f.a.stop(SIGTERM)
+        let primaryStopped = timeUntil(t0, limit: 5) { try peer(cb) == "stopped" }
+        let tookOver = timeUntil(t0, limit: timeout * 3) { try cb.get("Serving") == .bool(true) }
+        #expect((primaryStopped ?? 99) < 1, "the primary's stop took \(primaryStopped ?? -1) s to show\n\(logs())")
+        #expect(
+            (tookOver ?? 99) < timeout, "the backup served after \(tookOver ?? -1) s (timeout \(timeout) s)\n\(logs())")
+        print(
+            "peer departures: stopped shown after \(backupStopped ?? -1) s and \(primaryStopped ?? -1) s,"
+                + " takeover after \(tookOver ?? -1) s (FailoverTimeoutSec=\(timeout))")
+        try f.a.start()
+        try waitFor("failback", seconds: 15) {
+            try ca.get("Serving") == .bool(true) && cb.get("PairStatus") == .string("paired-and-available")
+                && peer(ca) == "running"
+        }
+
+        // kill -9: no word, so the backup is running until the silence outlasts the timeout.
+        t0 = Date()
+        _ = f.b.stop(SIGKILL)
+        let disconnected = timeUntil(t0, limit: timeout * 3) { try peer(ca) != "running" }
+        #expect(try peer(ca) == "disconnected", "\(logs())")
+        #expect((disconnected ?? 0) >= timeout - 0.5, "disconnected after \(disconnected ?? -1) s: before the timeout")
+        try f.b.start()
+    }
+}
