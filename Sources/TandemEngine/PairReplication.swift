@@ -92,6 +92,11 @@ public final class PairReplication: Replication {
     /// the next commit, which the daemon makes before it exits).
     func leave(forGood: Bool, now: USec) {
         handle(node.leave(forGood: forGood, now: now))
+        let waiting = tickets.values.map(\.ticket)
+        tickets = [:]
+        for t in waiting {
+            t.finish(.failure(TandemError(.notServing, "tandemd stopped before the change was acknowledged")))
+        }
     }
 
     /// Sync: the serving node sends the standby a snapshot of the whole state.

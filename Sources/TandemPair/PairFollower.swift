@@ -37,7 +37,9 @@ extension PairNode {
     mutating func tickCandidate(epoch: UInt64, sentAt: USec, now: USec, _ out: inout [NodeEffect]) {
         let wait = volatile.peerDeparture != nil ? settings.heartbeatUSec : settings.failoverTimeoutUSec
         if now >= sentAt + wait {
-            out += becomeCandidate(now: now, floor: max(promisedEpoch, epoch - 1))
+            // In a new epoch: a late grant of the old one must not be taken as given at the
+            // retry's time (the witness's lease began when it heard the first question).
+            out += becomeCandidate(now: now, floor: max(promisedEpoch, epoch))
         }
     }
 

@@ -303,7 +303,14 @@ public struct PairNode: Sendable {
     public mutating func leave(forGood: Bool, now: USec) -> [NodeEffect] {
         guard !volatile.left else { return [] }
         var out: [NodeEffect] = []
-        if let epoch = leadingEpoch, usesWitness { out.append(.send(.witness, .releaseLease(epoch: epoch))) }
+        if usesWitness {
+            // A candidate's vote may be granted meanwhile: that lease is given back too.
+            if let epoch = leadingEpoch {
+                out.append(.send(.witness, .releaseLease(epoch: epoch)))
+            } else if case .candidate(let epoch, _) = volatile.mode {
+                out.append(.send(.witness, .releaseLease(epoch: epoch)))
+            }
+        }
         volatile.mode = .follower
         volatile.leaseValidUntil = 0
         volatile.pending = []
@@ -426,8 +433,11 @@ public struct PairNode: Sendable {
             if leadingEpoch != nil { stepDown(&out) }
 
         case .leaving(let epoch, _, let forGood):
-            guard case .node = from else { return out }
+            // From an older epoch: a frame of a run of the peer that is over (late, or replayed).
+            guard case .node = from, epoch >= promisedEpoch else { return out }
             volatile.peerDeparture = (forGood ? .removed : .stopped, now)
+            // Handing serving back to a node that is going: keep it.
+            if case .handingOver(let mine, _) = volatile.mode { volatile.mode = .leader(epoch: mine) }
             // The serving node stopped: stand at once rather than after the silence (with a
             // witness, it still decides: the stopping node gave its lease back).
             if case .follower = volatile.mode, volatile.leaderHint != index, epoch >= promisedEpoch {
