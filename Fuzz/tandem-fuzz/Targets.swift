@@ -107,7 +107,22 @@ enum FuzzTargets {
         LogEntry(
             seq: 4, epoch: 2,
             change: .reservationAdded(Reservation(id: "res-1", feature: "cad", holder: "ws-9", count: 1))),
-        LogEntry(seq: 5, epoch: 2, change: .leasesMerged(epoch: 1, through: 3))
+        LogEntry(seq: 5, epoch: 2, change: .leasesMerged(epoch: 1, through: 3)),
+        // A lease taken with a named token (tag 12), an audit record (tag 13).
+        LogEntry(
+            seq: 6, epoch: 2,
+            change: .leaseGranted(
+                Lease(
+                    id: "lease-2", feature: "cad", client: "ws-2", count: 1, uid: nil, token: "plant-a",
+                    requestId: nil, acquiredUSec: 2_000_000, expiresUSec: 302_000_000, ttlUSec: 300_000_000,
+                    epoch: 2))),
+        LogEntry(
+            seq: 7, epoch: 2,
+            change: .audited(
+                AuditRecord(
+                    id: "audit-1", timeUSec: 3_000_000, serverId: "0123456789abcdef", action: "Reserve", via: .dbus,
+                    uid: 1000, user: "alice", arguments: ["feature": "cad", "seats": "1"], result: "AccessDenied",
+                    detail: "Reserve needs an administrator")))
     ]
 
     static let sampleMessages: [PairMessage] = [
@@ -117,7 +132,8 @@ enum FuzzTargets {
         .snapshot(epoch: 2, seq: 5, seqEpoch: 2, part: 0, parts: 1, changes: sampleEntries.map(\.change)),
         .renew(epoch: 2, recordSeq: 5, recordEpoch: 2, sentAt: 7),
         .renewed(epoch: 2, recordedSeq: nil, sentAt: 7),
-        .merge(epoch: 3, entries: Array(sampleEntries.suffix(2)))
+        .merge(epoch: 3, entries: Array(sampleEntries.suffix(2))),
+        .leaving(epoch: 3, lastSeq: 7, forGood: true)
     ]
 
     /// The pair's binary message codec. Property: what decodes encodes back to the same message.

@@ -38,8 +38,12 @@ final class PairHost: PairControl {
     var peerInfoAt: USec?
     var lastPeerProbe: USec?
     var lastWitnessProbe: USec?
-    /// PrepareRemoval was called: stopping tells the peer this server leaves for good.
-    var leavingForGood = false
+    /// When PrepareRemoval was called: a stop within `removalWindowUSec` tells the peer this
+    /// server leaves for good. The package's prerm stops the service right after; a removal
+    /// that failed there must not make a stop much later say "uninstalled".
+    var removalPreparedAt: USec?
+    static let removalWindowUSec: USec = 600 * 1_000_000
+    var leavingForGood: Bool { removalPreparedAt.map { now < $0 + Self.removalWindowUSec } ?? false }
 
     init(config: PairConfig, engine: Engine, logger: Logger) throws {
         self.config = config

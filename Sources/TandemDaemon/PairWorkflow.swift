@@ -157,7 +157,7 @@ extension PairHost {
     /// The package is being removed (its maintainer script asks before it stops tandemd): when
     /// tandemd stops, the peer is told this server leaves for good, not only that it stopped.
     func prepareRemoval(done: @escaping (TandemError?) -> Void) {
-        leavingForGood = true
+        removalPreparedAt = now
         logger.notice(
             "being uninstalled: the peer will be told, as tandemd stops, that this server leaves for good",
             metadata: ["role": "\(role)"])
