@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd",
@@ -59,8 +60,12 @@ let package = Package(
         .target(name: "TandemClient", dependencies: [
             "TandemAPI", .product(name: "Logging", package: "swift-log"),
         ]),
+        // What /metrics shows: a snapshot of the server, in the Prometheus text format.
+        .target(name: "TandemMetrics", dependencies: [
+            "TandemCore", .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .target(name: "TandemNet", dependencies: [
-            "TandemCore", "TandemAPI", "TandemConfig",
+            "TandemCore", "TandemAPI", "TandemConfig", "TandemMetrics",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -80,7 +85,7 @@ let package = Package(
         ]),
         .target(name: "TandemDaemon", dependencies: [
             "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemBusClient",
-            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer", "TandemSystemd", "TandemConfig",
+            "TandemNet", "TandemAPI", "TandemPair", "TandemPeer", "TandemSystemd", "TandemConfig", "TandemMetrics",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -130,7 +135,7 @@ let package = Package(
             dependencies: ["TandemTesting", "TandemDaemon", "TandemConfig", "TandemPair", "TandemSystemd", "CSystemd"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
-            "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine",
+            "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine", "TandemMetrics",
         ]),
     ],
     swiftLanguageModes: [.v6]

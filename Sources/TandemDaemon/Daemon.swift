@@ -7,6 +7,7 @@ import TandemConfig
 import TandemCore
 import TandemEngine
 import TandemLicensing
+import TandemMetrics
 import TandemNet
 import TandemStore
 import TandemSystemd
@@ -347,6 +348,32 @@ public final class Daemon {
 
     func armExpiry() {
         if let next = engine.nextExpiry { expiryTimer.schedule(at: next) } else { expiryTimer.enable(false) }
+    }
+
+    /// The server as `GET /metrics` shows it: taken in one piece on the loop.
+    var metrics: ServerMetrics {
+        let state = engine.state, now = engine.now
+        let pair = pairHost.flatMap { $0.role == .standalone ? nil : $0 }
+        var m = ServerMetrics(
+            version: server.info.version, serverId: state.serverId, role: (pair?.role ?? .standalone).rawValue,
+            pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: state.epoch)
+        m.features = state.usage(at: now)
+        m.licenses = state.licenses.values.sorted { $0.id < $1.id }.map {
+            ServerMetrics.License(id: $0.id, feature: $0.feature, seats: $0.seats, notAfterUSec: $0.notAfterUSec)
+        }
+        if let pair {
+            let report = pair.report
+            m.peerStatus = report.peerStatus.rawValue
+            m.witnessStatus = report.witnessStatus.isEmpty ? nil : report.witnessStatus
+            m.rejectedFrames = report.rejectedFrames
+            if let node = pair.node, node.isLeading {
+                m.replicationLagEntries = node.lastSeq - min(node.peerMatch, node.lastSeq)
+            }
+        }
+        for (name, value) in server.info.networkConnections() {
+            if name == "open" { m.connectionsOpen = value } else if name == "refused" { m.connectionsRefused = value }
+        }
+        return m
     }
 
     public var statusLine: String {

@@ -3,6 +3,7 @@ import TandemBus
 import TandemAPI
 import TandemCore
 import TandemEngine
+import TandemMetrics
 import TandemNet
 
 /// The network API's view of the engine: every call runs on the event-loop thread (through
@@ -116,6 +117,10 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
 
     func features() async -> [FeatureUsage] {
         await read { d in d.engine.state.usage(at: d.engine.now) }
+    }
+
+    func metrics() async -> ServerMetrics {
+        await read { d in d.metrics }
     }
 }
 

@@ -1,5 +1,6 @@
 import TandemAPI
 import TandemCore
+import TandemMetrics
 
 /// What the network API needs from the license engine. The daemon implements it by handing
 /// each call to the engine's own thread and answering once the change is durable.
@@ -14,4 +15,6 @@ public protocol LicenseBackend: Sendable {
     /// Leases, all or those of one client.
     func leases(client: String?) async -> [LeaseView]
     func features() async -> [FeatureUsage]
+    /// The server at this moment, for `GET /metrics`.
+    func metrics() async -> ServerMetrics
 }

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import TandemAPI
 import TandemCore
+import TandemMetrics
 
 /// The HTTP/JSON API that licensed products use (`/v1`), plus `/healthz` and `/readyz`.
 public struct NetworkAPI: Sendable {
@@ -92,6 +93,16 @@ public struct NetworkAPI: Sendable {
                     status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPISpec.yaml)))
             },
             Route(method: .get, path: "/v1/server") { _, _ in Self.json(await api.backend.serverStatus()) },
+            // Prometheus scrapes this (its `authorization` setting sends the token when
+            // ClientTokenFile= is set), with the same default as /v1: loopback, no token.
+            Route(
+                method: .get, path: "/metrics",
+                handler: authorized { _, _, _ in
+                    var headers = HTTPFields()
+                    headers[.contentType] = ServerMetrics.contentType
+                    let text = await api.backend.metrics().exposition
+                    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+                }),
             Route(
                 method: .get, path: "/v1/features",
                 handler: authorized { _, _, _ in

@@ -244,6 +244,25 @@ paths:
                   $ref: "#/components/schemas/Feature"
         "401":
           $ref: "#/components/responses/Problem"
+  /metrics:
+    get:
+      operationId: metrics
+      summary: The server now, in the Prometheus text format (0.0.4).
+      description: >-
+        Per feature seats, in use, reserved, available and denials; per license seats and expiry
+        (Unix time); pair status, role, serving, epoch, peer and witness up, replication lag,
+        rejected pair frames; network connections open and refused; build info. Names, labels
+        and meanings are in docs/monitoring.md. A token is needed as for /v1 when
+        ClientTokenFile= is set (Prometheus sends it with its `authorization` setting).
+      responses:
+        "200":
+          description: The metrics.
+          content:
+            text/plain:
+              schema:
+                type: string
+        "401":
+          $ref: "#/components/responses/Problem"
   /v1/leases:
     get:
       operationId: listLeases

@@ -3,6 +3,7 @@ import TandemAPI
 import TandemBus
 import TandemBusClient
 import TandemCore
+import TandemMetrics
 import TandemNet
 import TandemTesting
 import Testing
@@ -411,6 +412,9 @@ struct NullBackend: LicenseBackend {
     func lease(id: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
     func leases(client: String?) async -> [LeaseView] { [] }
     func features() async -> [FeatureUsage] { [] }
+    func metrics() async -> ServerMetrics {
+        ServerMetrics(version: "", serverId: "", role: "standalone", pairStatus: "unpaired", serving: true, epoch: 0)
+    }
 }
 
 @Suite(.serialized) struct NetworkTLS {

@@ -1,0 +1,87 @@
+import Foundation
+import TandemBusClient
+import TandemTesting
+import Testing
+
+/// The samples of a Prometheus text exposition: "name{labels}" -> value.
+func samples(_ text: String) -> [String: Double] {
+    var out: [String: Double] = [:]
+    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+            continue
+        }
+        out[String(line[..<space])] = value
+    }
+    return out
+}
+
+/// `GET /metrics` (issue 11): a live scrape passes promtool, and says what GetUsage and the
+/// pair's properties say at that moment.
+@Suite(.serialized) struct MetricsEndpoint {
+    static let promtool = "/usr/bin/promtool"
+
+    @Test func aLiveScrapePassesPromtoolAndAgreesWithGetUsage() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.promtool) else {
+            Issue.record("promtool is not installed (apt-get install prometheus)")
+            return
+        }
+        let f = try Fixture()
+        let c = try f.bus.client()
+        _ = try c.call("Acquire", [.string("cad"), .uint32(2), .string("ws-1"), .vardict([])])
+        _ = try c.call("Reserve", [.string("cad"), .uint32(1), .string("ws-9")])
+        // Refused for lack of seats: a denial.
+        let refused = try? c.call("Acquire", [.string("cad"), .uint32(50), .string("ws-2"), .vardict([])])
+        #expect(refused == nil)
+        let base = "http://" + (try f.daemon.httpAddress)
+        let scrape = try http("GET", base + "/metrics", contentType: nil)
+        #expect(scrape.status == 200)
+        #expect(scrape.headers.lowercased().contains("content-type: text/plain; version=0.0.4"), "\(scrape.headers)")
+        let file = makeTempDir("metrics") + "/scrape.txt"
+        try scrape.body.write(toFile: file, atomically: true, encoding: .utf8)
+        let check = try run("/bin/sh", ["-c", "\(Self.promtool) check metrics < \(file)"])
+        #expect(check.status == 0, "promtool: \(check.stdout)\(check.stderr)\n\(scrape.body)")
+        #expect(check.stdout.isEmpty && check.stderr.isEmpty, "promtool's lint: \(check.stdout)\(check.stderr)")
+
+        // The same numbers as GetUsage: (feature, seats, in use, reserved, available, denied).
+        let s = samples(scrape.body)
+        let usage = listRows(try c.call("GetUsage"))
+        #expect(!usage.isEmpty)
+        for row in usage {
+            let feature = row[0].stringValue ?? ""
+            let l = "{feature=\"\(feature)\"}"
+            let want: [(String, BusValue)] = [
+                ("tandem_feature_seats", row[1]), ("tandem_feature_seats_in_use", row[2]),
+                ("tandem_feature_seats_reserved", row[3]), ("tandem_feature_seats_available", row[4]),
+                ("tandem_feature_denials_total", row[5])
+            ]
+            for (name, value) in want {
+                let expected = Double(value.uint64Value ?? 0)
+                #expect(s[name + l] == expected, "\(name)\(l): \(s[name + l] ?? -1), GetUsage \(value)")
+            }
+        }
+        #expect(s["tandem_feature_seats_in_use{feature=\"cad\"}"] == 2)
+        #expect(s["tandem_feature_denials_total{feature=\"cad\"}"] == 1)
+        #expect(s["tandem_license_seats{license=\"LIC-CAD\",feature=\"cad\"}"] == 5)
+        // The pair's properties: standalone, unpaired, serving.
+        #expect(s["tandem_pair_status{status=\"unpaired\"}"] == 1)
+        #expect(s["tandem_pair_status{status=\"paired-and-available\"}"] == 0)
+        #expect(s["tandem_role{role=\"standalone\"}"] == 1)
+        #expect(s["tandem_serving"] == (try c.get("Serving") == .bool(true) ? 1 : 0))
+        #expect(s["tandem_epoch"] == Double(try c.get("Epoch").uint64Value ?? 99))
+        #expect(scrape.body.contains("tandem_build_info{"))
+    }
+
+    /// With ClientTokenFile=, a scrape needs a token, as /v1 does.
+    @Test func aScrapeNeedsATokenWhenTokensAreConfigured() throws {
+        let dir = makeTempDir("metrics-token")
+        let tokens = dir + "/tokens"
+        try "prometheus 0123456789abcdef0123456789abcdef\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        chmod(tokens, 0o600)
+        let f = try Fixture(activate: false, extraConfig: "ClientTokenFile=\(tokens)\n")
+        let base = "http://" + (try f.daemon.httpAddress)
+        #expect(try http("GET", base + "/metrics", contentType: nil).status == 401)
+        let scrape = try http("GET", base + "/metrics", token: "0123456789abcdef0123456789abcdef", contentType: nil)
+        #expect(scrape.status == 200)
+        #expect(scrape.body.contains("tandem_pair_status{status=\"unpaired\"} 1"), "\(scrape.body)")
+    }
+}
