@@ -85,3 +85,20 @@ func samples(_ text: String) -> [String: Double] {
         #expect(scrape.body.contains("tandem_pair_status{status=\"unpaired\"} 1"), "\(scrape.body)")
     }
 }
+
+/// The shipped alert rules (packaging/prometheus): promtool accepts them and their unit tests
+/// pass (each alert fires when it should and not before).
+@Suite struct AlertRules {
+    @Test func promtoolChecksAndTestsTheShippedRules() throws {
+        guard FileManager.default.isExecutableFile(atPath: MetricsEndpoint.promtool) else {
+            Issue.record("promtool is not installed (apt-get install prometheus)")
+            return
+        }
+        let dir = packageRoot + "/packaging/prometheus"
+        let check = try run(MetricsEndpoint.promtool, ["check", "rules", dir + "/tandem.rules.yml"])
+        #expect(check.status == 0 && check.stdout.contains("SUCCESS: 6 rules found"), "\(check.stdout)\(check.stderr)")
+        let test = try run(
+            "/bin/sh", ["-c", "cd \(dir) && \(MetricsEndpoint.promtool) test rules tandem.rules.test.yml"])
+        #expect(test.status == 0, "\(test.stdout)\(test.stderr)")
+    }
+}
