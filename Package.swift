@@ -81,7 +81,7 @@ let package = Package(
         // The server half: the Manager and License objects over the engine.
         .target(name: "TandemBus", dependencies: [
             "CSystemd", "CTandemBusShim", "TandemBusClient", "TandemCore", "TandemEngine", "TandemPair", "TandemStore",
-            .product(name: "Logging", package: "swift-log"),
+            "TandemMetrics", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemDaemon", dependencies: [
             "CSystemd", "TandemCore", "TandemLicensing", "TandemStore", "TandemEngine", "TandemBus", "TandemBusClient",
@@ -123,6 +123,7 @@ let package = Package(
             "TandemTesting", "TandemPair", "TandemSimulation", "TandemCore", "TandemPeer",
         ]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing", "TandemCore"]),
+        .testTarget(name: "TandemMetricsTests", dependencies: ["TandemMetrics", "TandemCore"]),
         .testTarget(name: "TandemStoreTests", dependencies: [
             "TandemTesting", "TandemStore", "TandemCore", .product(name: "Logging", package: "swift-log"),
         ]),

@@ -3,6 +3,7 @@ import CTandemBusShim
 import Foundation
 import TandemBusClient
 import TandemCore
+import TandemMetrics
 
 /// A method call being handled: its member, its arguments, and the message to answer.
 public struct BusCall {
@@ -135,13 +136,24 @@ public final class BusInterface {
             return sd_bus_error_set(err, TandemErrorCode.invalidArgs.dbusName, error.message)
         }
         if let e = ArgumentBounds.check(args) { return sd_bus_error_set(err, e.code.dbusName, e.message) }
+        let started = ContinuousClock.now
+        let answered = { (result: Result<[BusValue], TandemError>) in
+            Self.send(m, result)
+            let outcome: String
+            switch result {
+            case .success: outcome = "ok"
+            case .failure(let e): outcome = e.code.rawValue
+            }
+            Instruments.shared.request(
+                api: "dbus", method: member, result: outcome, duration: ContinuousClock.now - started)
+        }
         switch method.handle(BusCall(message: m, member: member, args: args)) {
         case .now(let result):
-            Self.send(m, result)
+            answered(result)
         case .later(let answer):
             sd_bus_message_ref(m)
             answer { result in
-                Self.send(m, result)
+                answered(result)
                 sd_bus_message_unref(m)
             }
         }

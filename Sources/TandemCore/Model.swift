@@ -91,6 +91,16 @@ public struct Reservation: Codable, Sendable, Equatable {
 /// reservations first, so a reservation whose holder uses it adds to `inUse`, not to
 /// `reserved`. Whenever the seats cover the use, `inUse + reserved + available == seats`
 /// (in general the three add up to `max(seats, inUse)`).
+/// Why an acquisition was refused (reports, metrics; more reasons come with policies).
+public enum DenialReason: String, Sendable, Equatable, CaseIterable, Codable {
+    /// Fewer seats free than asked for.
+    case insufficientSeats = "insufficient-seats"
+    /// Free seats exist but are set aside for other holders.
+    case reservedForOthers = "reserved-for-others"
+    /// No active license for the feature.
+    case unknownFeature = "unknown-feature"
+}
+
 public struct FeatureUsage: Sendable, Equatable, Codable {
     public var feature: String
     /// Seats of the feature's licenses that are valid now.
@@ -103,6 +113,12 @@ public struct FeatureUsage: Sendable, Equatable, Codable {
     public var available: UInt32
     /// Acquisitions refused for lack of seats (not replicated).
     public var denied: UInt64
+
+    public init(feature: String, seats: UInt32, inUse: UInt32, reserved: UInt32, available: UInt32, denied: UInt64) {
+        (self.feature, self.seats, self.inUse, self.reserved, self.available, self.denied) = (
+            feature, seats, inUse, reserved, available, denied
+        )
+    }
 }
 
 /// One license's part of its feature's account (see `LicenseState.shares`).

@@ -155,6 +155,22 @@ public struct LicenseState: Sendable, Equatable {
         features.map { usage($0, at: now) }
     }
 
+    /// Why an acquisition of `count` seats of `feature` by `client` is refused, as reports and
+    /// metrics name it (nil: `error` is not a refusal for lack of seats or feature). Decided
+    /// against the state the refusal was decided against.
+    public func denialReason(
+        _ error: TandemError, feature: String, count: UInt32, client: String, at now: USec
+    ) -> DenialReason? {
+        switch error.code {
+        case .unknownFeature: return .unknownFeature
+        case .insufficientSeats:
+            let s = seats(feature, at: now), used = inUse(feature)
+            let unused = s > used ? s - used : 0
+            return count <= unused ? .reservedForOthers : .insufficientSeats
+        default: return nil
+        }
+    }
+
     /// How a feature's account is attributed to its licenses, in license id order: each valid
     /// license takes use, then reservations, up to its seats; use beyond all valid seats (a
     /// license ran out, or a partition healed under takeover) goes to the last license, so the

@@ -66,6 +66,8 @@ public final class Daemon {
     var lastStatus = ""
     var fatal: Error?
     private var stopping: StopProgress?
+    /// Seats' events since start, for /metrics.
+    private var usageCounters = UsageCounters()
 
     struct StopProgress {
         var networkStopped = false
@@ -213,7 +215,16 @@ public final class Daemon {
         propertiesTimer.onFire = { [unowned self] in server.emitPendingPropertyChanges() }
         stopTimer.onFire = { [unowned self] in stopTimeUp() }
         finishSource.onFire = { [unowned self] in finish() }
-        engine.onCommit = { [unowned self] logged in server.didCommit(logged) }
+        usageCounters = UsageCounters(activeLeases: engine.state.leases.values)
+        engine.onCommit = { [unowned self] logged in
+            server.didCommit(logged)
+            usageCounters.count(logged)
+            // A snapshot or a merge replaces leases without their ends in the log: start over.
+            if usageCounters.trackedLeases > engine.state.leases.count + 1024 {
+                usageCounters.resync(activeLeases: engine.state.leases.values)
+            }
+        }
+        engine.onAcquisitionRefused = { [unowned self] feature, reason in usageCounters.refused(feature, reason) }
         engine.onWork = { [unowned self] in scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
     }
@@ -336,6 +347,13 @@ public final class Daemon {
     func flushOrDie() {
         // After a failed commit the state in memory is ahead of the disk: nothing more is written.
         guard fatal == nil else { return }
+        let commits = engine.commitCount, changes = engine.committedChanges, started = ContinuousClock.now
+        defer {
+            if engine.commitCount > commits {
+                Instruments.shared.commit(
+                    duration: ContinuousClock.now - started, changes: engine.committedChanges - changes)
+            }
+        }
         do { try engine.flush() } catch {
             logger.critical("fatal: cannot commit to the state database: \(error)")
             fatal = ServiceError("cannot commit to the state database: \(error)")
@@ -358,6 +376,7 @@ public final class Daemon {
             version: server.info.version, serverId: state.serverId, role: (pair?.role ?? .standalone).rawValue,
             pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: state.epoch)
         m.features = state.usage(at: now)
+        m.counters = usageCounters
         m.licenses = state.licenses.values.sorted { $0.id < $1.id }.map {
             ServerMetrics.License(id: $0.id, feature: $0.feature, seats: $0.seats, notAfterUSec: $0.notAfterUSec)
         }

@@ -36,6 +36,8 @@ public final class Engine {
 
     /// Called after every commit with the entries written (signals, status).
     public var onCommit: (([LogEntry]) -> Void)?
+    /// An acquisition was refused for lack of seats or of a license (for the metrics).
+    public var onAcquisitionRefused: ((String, DenialReason) -> Void)?
     /// Called whenever something was staged or an answer waits for the next commit.
     public var onWork: (() -> Void)?
     /// Sends a pair frame (called after the commit that made its content durable).
@@ -88,9 +90,16 @@ public final class Engine {
         if let refusal { return Ticket(decision: .failure(refusal)) }
         let ticket = replication.perform(command, caller: caller, now: clock())
         auditLeaseCommand(command, caller: caller, ticket.decision)
-        if case .failure(let e) = ticket.decision, e.code == .insufficientSeats, case .acquire(let req) = command {
-            replication.countDenied(req.feature)
-            deniedDirty = true
+        if case .failure(let e) = ticket.decision, case .acquire(let req) = command {
+            if e.code == .insufficientSeats {
+                replication.countDenied(req.feature)
+                deniedDirty = true
+            }
+            if let reason = state.denialReason(
+                e, feature: req.feature, count: req.count, client: req.client, at: clock())
+            {
+                onAcquisitionRefused?(req.feature, reason)
+            }
         }
         if ticket.answer == nil {
             let serial = nextSerial

@@ -36,6 +36,8 @@ public struct ServerMetrics: Sendable {
     /// The network API's connections open now and refused since start (MaxConnections=...).
     public var connectionsOpen: UInt64 = 0
     public var connectionsRefused: UInt64 = 0
+    /// Acquisitions, expirations, releases and refusals since tandemd started.
+    public var counters = UsageCounters()
 
     public init(
         version: String, serverId: String, role: String, pairStatus: String, serving: Bool, epoch: UInt64
@@ -87,9 +89,27 @@ public struct ServerMetrics: Sendable {
                 .set(to: Double(f.reserved))
             gauge("feature_seats_available", "", "Seats a client without a reservation can acquire now.", l)
                 .set(to: Double(f.available))
-            counter("feature_denials", "Acquisitions refused for lack of seats, on this node since it started.", l)
-                .increment(by: Int64(f.denied))
         }
+        // Counters: for every feature with a license now, and any that had events since start.
+        let counted = Set(features.map(\.feature)).union(counters.acquisitions.keys).union(counters.denials.keys)
+            .union(counters.expirations.keys).union(counters.releases.keys).sorted()
+        for f in counted {
+            let l = [("feature", f)]
+            counter("feature_acquisitions", "Leases granted since tandemd started (on a standby: replicated).", l)
+                .increment(by: Int64(counters.acquisitions[f] ?? 0))
+            counter("feature_expirations", "Leases that ran out unrenewed since tandemd started.", l)
+                .increment(by: Int64(counters.expirations[f] ?? 0))
+            counter("feature_releases", "Leases released (or revoked) since tandemd started.", l)
+                .increment(by: Int64(counters.releases[f] ?? 0))
+            for reason in [DenialReason.insufficientSeats, .reservedForOthers] {
+                counter(
+                    "feature_denials", "Acquisitions this node refused for lack of seats since it started, by reason.",
+                    l + [("reason", reason.rawValue)]
+                ).increment(by: Int64(counters.denials[f]?[reason] ?? 0))
+            }
+        }
+        counter("unknown_feature_denials", "Acquisitions refused since start: no license for the feature asked for.")
+            .increment(by: Int64(counters.unknownFeatureDenials))
         for lic in licenses {
             let l = [("license", lic.id), ("feature", lic.feature)]
             gauge("license_seats", "", "Seats the license grants.", l).set(to: Double(lic.seats))
@@ -133,6 +153,11 @@ public struct ServerMetrics: Sendable {
             "Network API connections refused over MaxConnections= or MaxConnectionsPerAddress=."
         ).increment(by: Int64(connectionsRefused))
         return registry.emitToString()
+    }
+
+    /// The snapshot, then the process's instruments (commits, requests).
+    public func exposition(including instruments: Instruments) -> String {
+        exposition + instruments.registry.emitToString()
     }
 
     /// The content type of the text format.

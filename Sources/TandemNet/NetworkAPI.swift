@@ -100,7 +100,7 @@ public struct NetworkAPI: Sendable {
                 handler: authorized { _, _, _ in
                     var headers = HTTPFields()
                     headers[.contentType] = ServerMetrics.contentType
-                    let text = await api.backend.metrics().exposition
+                    let text = await api.backend.metrics().exposition(including: .shared)
                     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
                 }),
             Route(
@@ -201,6 +201,7 @@ public struct NetworkAPI: Sendable {
             let served = routes.map(\.method)
             return (path, (served.contains(.get) ? served + [.head] : served).map(\.rawValue).joined(separator: ", "))
         }
+        router.add(middleware: RequestMetricsMiddleware())
         router.add(middleware: ProblemMiddleware(allowed: allowed))
         for r in table {
             router.on(Self.routerPath(r.path), method: r.method, use: r.handler)

@@ -249,9 +249,11 @@ paths:
       operationId: metrics
       summary: The server now, in the Prometheus text format (0.0.4).
       description: >-
-        Per feature seats, in use, reserved, available and denials; per license seats and expiry
-        (Unix time); pair status, role, serving, epoch, peer and witness up, replication lag,
-        rejected pair frames; network connections open and refused; build info. Names, labels
+        Per feature seats, in use, reserved, available, acquisitions, releases, expirations and
+        denials by reason; per license seats and expiry (Unix time); pair status, role, serving,
+        epoch, peer and witness up, replication lag, rejected pair frames; network connections
+        open and refused; requests by API, method and result, request and commit durations,
+        commit batch sizes; build info. Names, labels
         and meanings are in docs/monitoring.md. A token is needed as for /v1 when
         ClientTokenFile= is set (Prometheus sends it with its `authorization` setting).
       responses:

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import TandemAPI
 import TandemCore
+import TandemMetrics
 
 /// RFC 9457 problem details (the wire type is shared with the client).
 public typealias Problem = ProblemBody
@@ -85,6 +86,31 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return Problem(name: "Failed", status: 500, detail: "the request failed on the server").response()
+        }
+    }
+}
+
+/// Counts and times every answer by method, route and status (`tandem_requests_total`,
+/// `tandem_request_duration_seconds` with api="http"). Outside the problem middleware, so it
+/// sees the problem answers too; the route is the matched template (a bounded set of label
+/// values), "unmatched" when none matched.
+struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let started = ContinuousClock.now
+        func record(_ status: Int) {
+            Instruments.shared.request(
+                api: "http", method: "\(request.method) \(context.endpointPath ?? "unmatched")", result: "\(status)",
+                duration: ContinuousClock.now - started)
+        }
+        do {
+            let response = try await next(request, context)
+            record(response.status.code)
+            return response
+        } catch let error as any HTTPResponseError {
+            record(error.status.code)
+            throw error
         }
     }
 }

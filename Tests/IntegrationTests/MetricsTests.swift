@@ -29,9 +29,16 @@ func samples(_ text: String) -> [String: Double] {
         let c = try f.bus.client()
         _ = try c.call("Acquire", [.string("cad"), .uint32(2), .string("ws-1"), .vardict([])])
         _ = try c.call("Reserve", [.string("cad"), .uint32(1), .string("ws-9")])
-        // Refused for lack of seats: a denial.
-        let refused = try? c.call("Acquire", [.string("cad"), .uint32(50), .string("ws-2"), .vardict([])])
-        #expect(refused == nil)
+        // Refusals: too many seats; 3 of the 3 unused, one of them reserved for ws-9; no license.
+        for (count, feature) in [(50, "cad"), (3, "cad"), (1, "nosuch")] {
+            let refused = try? c.call(
+                "Acquire", [.string(feature), .uint32(UInt32(count)), .string("ws-2"), .vardict([])])
+            #expect(refused == nil)
+        }
+        // Over HTTP too, for the request metrics.
+        let http201 = try http(
+            "POST", "http://" + (try f.daemon.httpAddress) + "/v1/leases", body: #"{"feature":"cad","client":"ws-3"}"#)
+        #expect(http201.status == 201)
         let base = "http://" + (try f.daemon.httpAddress)
         let scrape = try http("GET", base + "/metrics", contentType: nil)
         #expect(scrape.status == 200)
@@ -51,16 +58,31 @@ func samples(_ text: String) -> [String: Double] {
             let l = "{feature=\"\(feature)\"}"
             let want: [(String, BusValue)] = [
                 ("tandem_feature_seats", row[1]), ("tandem_feature_seats_in_use", row[2]),
-                ("tandem_feature_seats_reserved", row[3]), ("tandem_feature_seats_available", row[4]),
-                ("tandem_feature_denials_total", row[5])
+                ("tandem_feature_seats_reserved", row[3]), ("tandem_feature_seats_available", row[4])
             ]
             for (name, value) in want {
                 let expected = Double(value.uint64Value ?? 0)
                 #expect(s[name + l] == expected, "\(name)\(l): \(s[name + l] ?? -1), GetUsage \(value)")
             }
+            // A fresh server: the denials by reason add up to GetUsage's denied.
+            let denials = ["insufficient-seats", "reserved-for-others"].map {
+                s["tandem_feature_denials_total{feature=\"\(feature)\",reason=\"\($0)\"}"] ?? -1
+            }
+            #expect(denials.reduce(0, +) == Double(row[5].uint64Value ?? 99), "\(denials) vs \(row[5])")
         }
-        #expect(s["tandem_feature_seats_in_use{feature=\"cad\"}"] == 2)
-        #expect(s["tandem_feature_denials_total{feature=\"cad\"}"] == 1)
+        #expect(s["tandem_feature_seats_in_use{feature=\"cad\"}"] == 3)
+        #expect(s["tandem_feature_denials_total{feature=\"cad\",reason=\"insufficient-seats\"}"] == 1)
+        #expect(s["tandem_feature_denials_total{feature=\"cad\",reason=\"reserved-for-others\"}"] == 1)
+        #expect(s["tandem_unknown_feature_denials_total"] == 1)
+        #expect(s["tandem_feature_acquisitions_total{feature=\"cad\"}"] == 2)
+        // Requests by API, method and result; commits timed.
+        #expect(s["tandem_requests_total{api=\"dbus\",method=\"Acquire\",result=\"InsufficientSeats\"}"] == 2)
+        #expect(s["tandem_requests_total{api=\"dbus\",method=\"Acquire\",result=\"UnknownFeature\"}"] == 1)
+        #expect(s["tandem_requests_total{api=\"dbus\",method=\"Acquire\",result=\"ok\"}"] == 1)
+        let posts = s.filter { $0.key.hasPrefix("tandem_requests_total{api=\"http\",method=\"POST /v1/leases") }
+        #expect(posts.values.reduce(0, +) == 1, "\(posts)")
+        #expect((s["tandem_commit_duration_seconds_count"] ?? 0) >= 3, "\(scrape.body.prefix(3000))")
+        #expect((s["tandem_request_duration_seconds_count{api=\"dbus\",method=\"Acquire\"}"] ?? 0) == 4)
         #expect(s["tandem_license_seats{license=\"LIC-CAD\",feature=\"cad\"}"] == 5)
         // The pair's properties: standalone, unpaired, serving.
         #expect(s["tandem_pair_status{status=\"unpaired\"}"] == 1)
@@ -69,6 +91,29 @@ func samples(_ text: String) -> [String: Double] {
         #expect(s["tandem_serving"] == (try c.get("Serving") == .bool(true) ? 1 : 0))
         #expect(s["tandem_epoch"] == Double(try c.get("Epoch").uint64Value ?? 99))
         #expect(scrape.body.contains("tandem_build_info{"))
+    }
+
+    /// In a pair: each node's scrape says what its pair properties say, and the standby counts
+    /// the acquisitions it replicated.
+    @Test func bothNodesOfAPairAgreeWithTheirProperties() throws {
+        let f = try PairFixture().formed()
+        let ca = try f.a.client(), cb = try f.b.client()
+        _ = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("ws-1"), .vardict([])])
+        try waitFor("the backup holds the lease", seconds: 10) { try leaseIds(cb).count == 1 }
+        for (name, node, client) in [("primary", f.a, ca), ("backup", f.b, cb)] {
+            let s = samples(try http("GET", "http://" + (try node.httpAddress) + "/metrics", contentType: nil).body)
+            let status = try client.get("PairStatus").stringValue ?? ""
+            #expect(s["tandem_pair_status{status=\"\(status)\"}"] == 1, "\(name): \(status)")
+            #expect(s["tandem_role{role=\"\(name)\"}"] == 1, "\(name)")
+            #expect(s["tandem_serving"] == (try client.get("Serving") == .bool(true) ? 1 : 0), "\(name)")
+            #expect(s["tandem_epoch"] == Double(try client.get("Epoch").uint64Value ?? 99), "\(name)")
+            let peer = try client.get("PeerStatus").stringValue ?? ""
+            #expect(s["tandem_peer_status{status=\"\(peer)\"}"] == 1 && s["tandem_peer_up"] == 1, "\(name): \(peer)")
+            #expect(s["tandem_witness_up"] == 1, "\(name)")
+            #expect(s["tandem_feature_acquisitions_total{feature=\"cad\"}"] == 1, "\(name)")
+        }
+        let primary = samples(try http("GET", "http://" + (try f.a.httpAddress) + "/metrics", contentType: nil).body)
+        #expect(primary["tandem_replication_lag_entries"] == 0)
     }
 
     /// With ClientTokenFile=, a scrape needs a token, as /v1 does.
