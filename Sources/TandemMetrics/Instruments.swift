@@ -46,27 +46,38 @@ public final class Instruments: Sendable {
     /// and route ("POST /v1/leases"), `result` "ok", the error's name, or the HTTP status.
     public func request(api: String, method: String, result: String, duration: Duration) {
         let (counter, timer) = requestInstruments.withLock { () -> (Counter, DurationHistogram) in
-            let key = api + "\u{0}" + method + "\u{0}" + result
-            let counter =
-                requestCounters[key]
-                ?? registry.makeCounter(
-                    descriptor: MetricNameDescriptor(
-                        namespace: "tandem", metricName: "requests", unitName: "total",
-                        helpText: "Requests answered, by API (dbus, http), method and result."),
-                    labels: [("api", api), ("method", method), ("result", result)])
-            requestCounters[key] = counter
-            let timerKey = api + "\u{0}" + method
-            let timer =
-                requestTimers[timerKey]
-                ?? registry.makeDurationHistogram(
-                    descriptor: MetricNameDescriptor(
-                        namespace: "tandem", metricName: "request_duration", unitName: "seconds",
-                        helpText: "From a request's arrival to its answer, by API and method."),
-                    labels: [("api", api), ("method", method)], buckets: Self.durationBuckets)
-            requestTimers[timerKey] = timer
-            return (counter, timer)
+            (
+                Self.kept(in: &requestCounters, [api, method, result]) {
+                    registry.makeCounter(descriptor: Self.requests, labels: $0)
+                },
+                Self.kept(in: &requestTimers, [api, method]) {
+                    registry.makeDurationHistogram(
+                        descriptor: Self.requestDuration, labels: $0, buckets: Self.durationBuckets)
+                }
+            )
         }
         counter.increment()
         timer.record(duration)
+    }
+
+    static var requests: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "tandem", metricName: "requests", unitName: "total",
+            helpText: "Requests answered, by API (dbus, http), method and result.")
+    }
+    static var requestDuration: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "tandem", metricName: "request_duration", unitName: "seconds",
+            helpText: "From a request's arrival to its answer, by API and method.")
+    }
+
+    /// The instrument for these label values (api, method[, result]), made once: the registry
+    /// is asked only the first time.
+    private static func kept<T>(in cache: inout [String: T], _ values: [String], make: ([(String, String)]) -> T) -> T {
+        let key = values.joined(separator: "\u{0}")
+        if let found = cache[key] { return found }
+        let made = make(Array(zip(["api", "method", "result"], values)))
+        cache[key] = made
+        return made
     }
 }
