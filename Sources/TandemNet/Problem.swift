@@ -95,13 +95,20 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
 /// sees the problem answers too; the route is the matched template (a bounded set of label
 /// values), "unmatched" when none matched.
 struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    static var knownMethods: Set<HTTPRequest.Method> {
+        [.get, .head, .post, .put, .delete, .patch, .options, .trace, .connect]
+    }
+
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         let started = ContinuousClock.now
+        // A method is any token a client cares to send: those HTTP defines, or "other", so that
+        // no client can grow the series without bound.
+        let method = Self.knownMethods.contains(request.method) ? request.method.rawValue : "other"
         func record(_ status: Int) {
             Instruments.shared.request(
-                api: "http", method: "\(request.method) \(context.endpointPath ?? "unmatched")", result: "\(status)",
+                api: "http", method: "\(method) \(context.endpointPath ?? "unmatched")", result: "\(status)",
                 duration: ContinuousClock.now - started)
         }
         do {

@@ -39,6 +39,8 @@ func samples(_ text: String) -> [String: Double] {
         let http201 = try http(
             "POST", "http://" + (try f.daemon.httpAddress) + "/v1/leases", body: #"{"feature":"cad","client":"ws-3"}"#)
         #expect(http201.status == 201)
+        // Methods beyond HTTP's own (WebDAV's, which the parser knows; it refuses made-up ones) are "other".
+        for made in ["PROPFIND", "MKCOL"] { _ = try http(made, "http://" + (try f.daemon.httpAddress) + "/v1/leases") }
         let base = "http://" + (try f.daemon.httpAddress)
         let scrape = try http("GET", base + "/metrics", contentType: nil)
         #expect(scrape.status == 200)
@@ -81,6 +83,9 @@ func samples(_ text: String) -> [String: Double] {
         #expect(s["tandem_requests_total{api=\"dbus\",method=\"Acquire\",result=\"ok\"}"] == 1)
         let posts = s.filter { $0.key.hasPrefix("tandem_requests_total{api=\"http\",method=\"POST /v1/leases") }
         #expect(posts.values.reduce(0, +) == 1, "\(posts)")
+        #expect(!scrape.body.contains("PROPFIND") && !scrape.body.contains("MKCOL"))
+        let other = s.filter { $0.key.hasPrefix("tandem_requests_total{api=\"http\",method=\"other ") }
+        #expect(other.values.reduce(0, +) == 2, "\(other)")
         #expect((s["tandem_commit_duration_seconds_count"] ?? 0) >= 3, "\(scrape.body.prefix(3000))")
         #expect((s["tandem_request_duration_seconds_count{api=\"dbus\",method=\"Acquire\"}"] ?? 0) == 4)
         #expect(s["tandem_license_seats{license=\"LIC-CAD\",feature=\"cad\"}"] == 5)
