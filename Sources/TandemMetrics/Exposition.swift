@@ -96,20 +96,20 @@ public struct ServerMetrics: Sendable {
         for f in counted {
             let l = [("feature", f)]
             counter("feature_acquisitions", "Leases granted since tandemd started (on a standby: replicated).", l)
-                .increment(by: Int64(counters.acquisitions[f] ?? 0))
+                .increment(by: Int64(clamping: counters.acquisitions[f] ?? 0))
             counter("feature_expirations", "Leases that ran out unrenewed since tandemd started.", l)
-                .increment(by: Int64(counters.expirations[f] ?? 0))
+                .increment(by: Int64(clamping: counters.expirations[f] ?? 0))
             counter("feature_releases", "Leases released (or revoked) since tandemd started.", l)
-                .increment(by: Int64(counters.releases[f] ?? 0))
+                .increment(by: Int64(clamping: counters.releases[f] ?? 0))
             for reason in [DenialReason.insufficientSeats, .reservedForOthers] {
                 counter(
                     "feature_denials", "Acquisitions this node refused for lack of seats since it started, by reason.",
                     l + [("reason", reason.rawValue)]
-                ).increment(by: Int64(counters.denials[f]?[reason] ?? 0))
+                ).increment(by: Int64(clamping: counters.denials[f]?[reason] ?? 0))
             }
         }
         counter("unknown_feature_denials", "Acquisitions refused since start: no license for the feature asked for.")
-            .increment(by: Int64(counters.unknownFeatureDenials))
+            .increment(by: Int64(clamping: counters.unknownFeatureDenials))
         for lic in licenses {
             let l = [("license", lic.id), ("feature", lic.feature)]
             gauge("license_seats", "", "Seats the license grants.", l).set(to: Double(lic.seats))
@@ -145,13 +145,13 @@ public struct ServerMetrics: Sendable {
         }
         for (reason, count) in rejectedFrames {
             counter("pair_frames_rejected", "Pair-link frames refused, by reason.", [("reason", reason)])
-                .increment(by: Int64(count))
+                .increment(by: Int64(clamping: count))
         }
         gauge("http_connections_open", "", "Network API connections open now.").set(to: Double(connectionsOpen))
         counter(
             "http_connections_refused",
             "Network API connections refused over MaxConnections= or MaxConnectionsPerAddress=."
-        ).increment(by: Int64(connectionsRefused))
+        ).increment(by: Int64(clamping: connectionsRefused))
         return registry.emitToString()
     }
 

@@ -119,6 +119,17 @@ func samples(_ text: String) -> [String: Double] {
         }
         let primary = samples(try http("GET", "http://" + (try f.a.httpAddress) + "/metrics", contentType: nil).body)
         #expect(primary["tandem_replication_lag_entries"] == 0)
+        // The backup restarts (its pair restored from the store, the lease with it) and then
+        // replicates the lease's release: counted, though it never saw the lease granted.
+        let lease = try leaseIds(ca).first ?? ""
+        _ = f.b.stop(SIGTERM)
+        try f.b.start()
+        let cb2 = try f.b.client()
+        try waitFor("paired again", seconds: 10) { try cb2.get("PairStatus") == .string("paired-and-available") }
+        _ = try ca.call("Release", [.string(lease)])
+        try waitFor("the backup released it", seconds: 10) { try leaseIds(cb2).isEmpty }
+        let backup = samples(try http("GET", "http://" + (try f.b.httpAddress) + "/metrics", contentType: nil).body)
+        #expect(backup["tandem_feature_releases_total{feature=\"cad\"}"] == 1, "\(backup)")
     }
 
     /// With ClientTokenFile=, a scrape needs a token, as /v1 does.
@@ -146,7 +157,7 @@ func samples(_ text: String) -> [String: Double] {
         }
         let dir = packageRoot + "/packaging/prometheus"
         let check = try run(MetricsEndpoint.promtool, ["check", "rules", dir + "/tandem.rules.yml"])
-        #expect(check.status == 0 && check.stdout.contains("SUCCESS: 6 rules found"), "\(check.stdout)\(check.stderr)")
+        #expect(check.status == 0 && check.stdout.contains("SUCCESS: 7 rules found"), "\(check.stdout)\(check.stderr)")
         let test = try run(
             "/bin/sh", ["-c", "cd \(dir) && \(MetricsEndpoint.promtool) test rules tandem.rules.test.yml"])
         #expect(test.status == 0, "\(test.stdout)\(test.stderr)")
