@@ -110,6 +110,9 @@ final class TestNetwork {
         #expect(bServedAfter != nil, "the backup never served while the primary was cut off")
         #expect(granted.values.filter { $0 == "a" }.count == 2, "the cut-off primary granted seats: \(granted)")
         #expect(granted.count == seats)
+        // A cut link is silence, not a stop: the tech note's Disconnected (issue 17).
+        #expect(try cb.get("PeerStatus") == .string("disconnected"))
+        #expect(try ca.get("PeerStatus") == .string("disconnected"))
 
         try heal(net, ca, cb)
         #expect(try leaseIds(ca) == Set(granted.keys))
