@@ -387,20 +387,20 @@ public final class Daemon {
             pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: state.epoch)
         m.features = state.usage(at: now)
         m.counters = usageCounters
-        m.licenses = state.licenses.values.sorted { $0.id < $1.id }.map {
-            ServerMetrics.License(id: $0.id, feature: $0.feature, seats: $0.seats, notAfterUSec: $0.notAfterUSec)
-        }
+        m.licenses = state.licenses.values.sorted { $0.id < $1.id }
         if let pair {
             let report = pair.report
             m.peerStatus = report.peerStatus.rawValue
             m.witnessStatus = report.witnessStatus.isEmpty ? nil : report.witnessStatus
             m.rejectedFrames = report.rejectedFrames
+            // On the serving node the report's replicated position is what the standby acknowledged.
             if let node = pair.node, node.isLeading {
-                m.replicationLagEntries = node.lastSeq - min(node.peerMatch, node.lastSeq)
+                m.replicationLagEntries = node.lastSeq - min(report.replicatedSeq, node.lastSeq)
             }
         }
-        for (name, value) in server.info.networkConnections() {
-            if name == "open" { m.connectionsOpen = value } else if name == "refused" { m.connectionsRefused = value }
+        if let http = network?.http {
+            m.connectionsOpen = UInt64(http.openConnections)
+            m.connectionsRefused = http.refusedConnections
         }
         return m
     }

@@ -5,20 +5,10 @@ import TandemCore
 /// one piece (so that seats, leases and the pair's status agree with each other and with
 /// `GetUsage` and the pair properties at that moment).
 public struct ServerMetrics: Sendable {
-    public struct License: Sendable, Equatable {
-        public var id: String
-        public var feature: String
-        public var seats: UInt32
-        /// 0: never expires.
-        public var notAfterUSec: USec
-        public init(id: String, feature: String, seats: UInt32, notAfterUSec: USec) {
-            (self.id, self.feature, self.seats, self.notAfterUSec) = (id, feature, seats, notAfterUSec)
-        }
-    }
-
     public var version: String
     public var serverId: String
     public var features: [FeatureUsage] = []
+    /// The activated licenses, in id order (their seats and expiry are shown).
     public var licenses: [License] = []
     /// `standalone`, `primary` or `backup`.
     public var role: String

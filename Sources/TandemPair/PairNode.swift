@@ -440,7 +440,7 @@ public struct PairNode: Sendable {
             if case .handingOver(let mine, _) = volatile.mode { volatile.mode = .leader(epoch: mine) }
             // The serving node stopped: stand at once rather than after the silence (with a
             // witness, it still decides: the stopping node gave its lease back).
-            if case .follower = volatile.mode, volatile.leaderHint != index, epoch >= promisedEpoch {
+            if case .follower = volatile.mode, volatile.leaderHint != index {
                 out += becomeCandidate(now: now, floor: epoch)
             }
 
