@@ -78,7 +78,7 @@ extension LicenseManagerServer {
                 touchedFeatures = Set(engine.state.features)
             case .epochStarted:
                 managerProps.insert(.epoch)
-            case .leasesMerged, .audited:
+            case .leasesMerged, .audited, .acquisitionDenied:
                 break
             }
         }

@@ -13,6 +13,8 @@ public enum Command: Sendable, Equatable {
     case expireLeases
     /// Record an administrative action in the audit trail (the daemon's, never a caller's).
     case audit(AuditRecord)
+    /// Record a refused acquisition in the usage history (the daemon's, never a caller's).
+    case recordDenial(Denial)
 }
 
 public struct AcquireRequest: Sendable, Equatable {
@@ -22,13 +24,18 @@ public struct AcquireRequest: Sendable, Equatable {
     public var ttlUSec: USec
     public var requestId: String?
     public var newLeaseId: String
-    public init(feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String?, newLeaseId: String) {
+    public var holder: Holder
+    public init(
+        feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String?, newLeaseId: String,
+        holder: Holder = .unknown
+    ) {
         self.feature = feature
         self.count = count
         self.client = client
         self.ttlUSec = ttlUSec
         self.requestId = requestId
         self.newLeaseId = newLeaseId
+        self.holder = holder
     }
 }
 
@@ -37,7 +44,7 @@ extension Command {
     public var isAdministrative: Bool {
         switch self {
         case .activate, .deactivate, .reserve, .unreserve, .resetServerId: return true
-        case .acquire, .renew, .release, .expireLeases, .audit: return false
+        case .acquire, .renew, .release, .expireLeases, .audit, .recordDenial: return false
         }
     }
 }
@@ -55,6 +62,7 @@ public enum Outcome: Sendable, Equatable {
     case serverIdReset(String)
     case expired([Lease])
     case audited(AuditRecord)
+    case denialRecorded(Denial)
 }
 
 public struct Decision: Sendable, Equatable {
@@ -122,6 +130,8 @@ extension LicenseState {
             try Validate.identifier(req.feature, "feature")
             try Validate.count(req.count)
             try Validate.text(req.client, "client")
+            if let user = req.holder.user { try Validate.text(user, "user", max: 128) }
+            if let host = req.holder.host { try Validate.text(host, "host", max: 255) }
             if let r = req.requestId {
                 try Validate.text(r, "request_id", max: 128)
                 if var existing = lease(forRequest: r, client: req.client), existing.expiresUSec > now {
@@ -152,7 +162,8 @@ extension LicenseState {
             }
             let lease = Lease(
                 id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
-                uid: caller.uid, token: caller.network ? caller.token : nil, requestId: req.requestId,
+                uid: caller.uid, token: caller.network ? caller.token : nil, holder: req.holder,
+                requestId: req.requestId,
                 acquiredUSec: now,
                 expiresUSec: now + req.ttlUSec, ttlUSec: req.ttlUSec, epoch: epoch)
             return Decision(outcome: .leaseGranted(lease, existing: false), changes: [.leaseGranted(lease)])
@@ -165,7 +176,10 @@ extension LicenseState {
 
         case .release(let id):
             let lease = try ownedLease(id, caller, now: now)
-            return Decision(outcome: .leaseReleased(lease), changes: [.leaseReleased(id: id)])
+            // An administrator's release of a lease that is not theirs is a revocation.
+            let revoked = !caller.withoutAdministration.owns(lease)
+            return Decision(
+                outcome: .leaseReleased(lease), changes: [.leaseReleased(id: id, atUSec: now, revoked: revoked)])
 
         case .reserve(let feature, let count, let holder, let newId):
             try requireAdmin(caller, "Reserve")
@@ -220,6 +234,9 @@ extension LicenseState {
 
         case .audit(let record):
             return Decision(outcome: .audited(record), changes: [.audited(record)])
+
+        case .recordDenial(let denial):
+            return Decision(outcome: .denialRecorded(denial), changes: [.acquisitionDenied(denial)])
         }
     }
 }

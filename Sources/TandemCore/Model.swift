@@ -46,6 +46,9 @@ public struct Lease: Codable, Sendable, Equatable {
     /// The name of the network API token it was acquired with (`ClientTokenFile=`); nil over
     /// D-Bus and without tokens. Only that token (or an administrator) may renew or release it.
     public var token: String?
+    /// The login and host names the product gave (see `Holder`); nil when not given.
+    public var user: String?
+    public var host: String?
     public var requestId: String?
     public var acquiredUSec: USec
     public var expiresUSec: USec
@@ -55,7 +58,8 @@ public struct Lease: Codable, Sendable, Equatable {
 
     public init(
         id: String, feature: String, client: String, count: UInt32, uid: UInt32?, token: String? = nil,
-        requestId: String?, acquiredUSec: USec, expiresUSec: USec, ttlUSec: USec, epoch: UInt64
+        holder: Holder = .unknown, requestId: String?, acquiredUSec: USec, expiresUSec: USec, ttlUSec: USec,
+        epoch: UInt64
     ) {
         self.id = id
         self.feature = feature
@@ -63,11 +67,18 @@ public struct Lease: Codable, Sendable, Equatable {
         self.count = count
         self.uid = uid
         self.token = token
+        self.user = holder.user
+        self.host = holder.host
         self.requestId = requestId
         self.acquiredUSec = acquiredUSec
         self.expiresUSec = expiresUSec
         self.ttlUSec = ttlUSec
         self.epoch = epoch
+    }
+
+    public var holder: Holder {
+        get { Holder(user: user, host: host) }
+        set { (user, host) = (newValue.user, newValue.host) }
     }
 }
 
@@ -137,7 +148,9 @@ public enum Change: Codable, Sendable, Equatable {
     case licenseDeactivated(id: String)
     case leaseGranted(Lease)
     case leaseRenewed(id: String, expiresUSec: USec)
-    case leaseReleased(id: String)
+    /// `atUSec`: when it was decided; `revoked`: by an administrator, not its holder (both nil in
+    /// entries written before the usage history, which are taken as released at their commit).
+    case leaseReleased(id: String, atUSec: USec? = nil, revoked: Bool? = nil)
     case leaseExpired(id: String)
     case reservationAdded(Reservation)
     case reservationRemoved(id: String)
@@ -149,6 +162,8 @@ public enum Change: Codable, Sendable, Equatable {
     case leasesMerged(epoch: UInt64, through: UInt64)
     /// An administrative action was done or refused (the audit trail; no license state).
     case audited(AuditRecord)
+    /// An acquisition was refused (the usage history; no license state).
+    case acquisitionDenied(Denial)
 
     /// A short stable name used as the change log's `kind` column.
     public var kind: String {
@@ -165,6 +180,7 @@ public enum Change: Codable, Sendable, Equatable {
         case .epochStarted: return "epoch-started"
         case .leasesMerged: return "leases-merged"
         case .audited: return "audited"
+        case .acquisitionDenied: return "acquisition-denied"
         }
     }
 }

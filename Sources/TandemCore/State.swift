@@ -48,7 +48,7 @@ public struct LicenseState: Sendable, Equatable {
         case .leaseRenewed(let id, let expires):
             leases[id]?.expiresUSec = expires
             if leases[id] != nil { expiryBound.lower(to: expires) }
-        case .leaseReleased(let id), .leaseExpired(let id):
+        case .leaseReleased(let id, _, _), .leaseExpired(let id):
             if let lease = leases.removeValue(forKey: id) {
                 account(lease, -1)
                 if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = nil }
@@ -61,8 +61,8 @@ public struct LicenseState: Sendable, Equatable {
             epoch = e
         case .leasesMerged(let e, let through):
             merged[e] = max(merged[e] ?? 0, through)
-        case .audited:
-            break  // the trail is kept by the store, beside the state
+        case .audited, .acquisitionDenied:
+            break  // the trail and the history are kept by the store, beside the state
         }
     }
 

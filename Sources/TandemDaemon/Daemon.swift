@@ -233,7 +233,6 @@ public final class Daemon {
             server.didCommit(logged)
             usageCounters.count(logged)
         }
-        engine.onAcquisitionRefused = { [unowned self] feature, reason in usageCounters.refused(feature, reason) }
         engine.onWork = { [unowned self] in scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
     }

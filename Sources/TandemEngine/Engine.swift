@@ -36,8 +36,6 @@ public final class Engine {
 
     /// Called after every commit with the entries written (signals, status).
     public var onCommit: (([LogEntry]) -> Void)?
-    /// An acquisition was refused for lack of seats or of a license (for the metrics).
-    public var onAcquisitionRefused: ((String, DenialReason) -> Void)?
     /// Called whenever something was staged or an answer waits for the next commit.
     public var onWork: (() -> Void)?
     /// Sends a pair frame (called after the commit that made its content durable).
@@ -98,7 +96,7 @@ public final class Engine {
             if let reason = state.denialReason(
                 e, feature: req.feature, count: req.count, client: req.client, at: clock())
             {
-                onAcquisitionRefused?(req.feature, reason)
+                recordDenial(req, reason: reason, caller: caller)
             }
         }
         if ticket.answer == nil {
@@ -165,9 +163,20 @@ public final class Engine {
         }
     }
 
+    /// Puts a refused acquisition into the usage history (replicated like any change; the
+    /// refused caller does not wait for it). Only a serving node refuses for lack of seats.
+    private func recordDenial(_ req: AcquireRequest, reason: DenialReason, caller: Caller) {
+        let denial = Denial(
+            id: Identifiers.denial(), timeUSec: clock(), feature: req.feature, count: req.count, client: req.client,
+            holder: req.holder, uid: caller.uid, token: caller.network ? caller.token : nil, reason: reason)
+        if case .failure(let e) = submit(.recordDenial(denial), caller: .root).decision {
+            logger.debug("refused acquisition not recorded", metadata: ["reason": "\(e.message)"])
+        }
+    }
+
     public func acquire(
         feature: String, count: UInt32, client: String, ttlUSec: USec?, requestId: String?,
-        caller: Caller
+        holder: Holder = .unknown, caller: Caller
     ) -> Ticket {
         let ttl = ttlUSec ?? settings.defaultLeaseUSec
         guard ttl >= EngineSettings.minLeaseUSec && ttl <= settings.maxLeaseUSec else {
@@ -181,7 +190,7 @@ public final class Engine {
             .acquire(
                 AcquireRequest(
                     feature: feature, count: count, client: client, ttlUSec: ttl,
-                    requestId: requestId, newLeaseId: Identifiers.lease())), caller: caller)
+                    requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder)), caller: caller)
     }
 
     public func reserve(feature: String, count: UInt32, holder: String, caller: Caller) -> Ticket {

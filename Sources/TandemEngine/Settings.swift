@@ -34,6 +34,7 @@ public enum Identifiers {
     public static func lease() -> String { "lease-" + hex(8) }
     public static func reservation() -> String { "res-" + hex(6) }
     public static func audit() -> String { "audit-" + hex(8) }
+    public static func denial() -> String { "deny-" + hex(8) }
     /// A License Server ID such as `TS-7Q2M-K4XW-9D1C-B3RT` (Crockford base32, 80 bits).
     public static func serverId() -> String {
         let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")

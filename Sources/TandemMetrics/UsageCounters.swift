@@ -29,8 +29,10 @@ public struct UsageCounters: Sendable {
                 featureOfLease[l.id] = l.feature
             case .leaseExpired(let id):
                 if let f = featureOfLease.removeValue(forKey: id) { expirations[f, default: 0] += 1 }
-            case .leaseReleased(let id):
+            case .leaseReleased(let id, _, _):
                 if let f = featureOfLease.removeValue(forKey: id) { releases[f, default: 0] += 1 }
+            case .acquisitionDenied(let d):
+                refused(d.feature, d.reason)
             default:
                 break
             }

@@ -12,7 +12,7 @@ extension PairNode {
         for e in entries {
             var kept = e
             switch e.change {
-            case .leaseGranted, .leaseReleased:
+            case .leaseGranted, .leaseReleased, .acquisitionDenied:
                 break
             case .audited(let a) where !a.succeeded:
                 break  // a refusal stays true; what was done alone is not merged (the journal has it)
@@ -61,10 +61,10 @@ extension PairNode {
                     merged.requestId = nil
                     append(.leaseGranted(merged), epoch: epoch)
                 }
-            case .leaseReleased(let id):
+            case .leaseReleased(let id, _, _):
                 if state.leases[id] != nil { append(item.change, epoch: epoch) }
-            case .audited:
-                // A refusal made alone stays in the trail (kept once: by its id).
+            case .audited, .acquisitionDenied:
+                // A refusal made alone stays in the trail or the history (kept once: by its id).
                 append(item.change, epoch: epoch)
             default:
                 break

@@ -123,14 +123,26 @@ extension Change {
         case .leaseGranted(let l):
             // Tag 12 is tag 4 with the token's name after it: a lease taken without a named
             // token is written as before, so a peer that predates token names still reads it.
-            w.byte(l.token == nil ? 4 : 12); w.string(l.id); w.string(l.feature); w.string(l.client); w.u32(l.count)
-            w.optional(l.uid) { $0.u32($1) }; w.optional(l.requestId) { $0.string($1) }
+            // Tag 14 adds the holder's user and host names (optional each) and an optional token.
+            let named = l.user != nil || l.host != nil
+            w.byte(named ? 14 : l.token == nil ? 4 : 12); w.string(l.id); w.string(l.feature); w.string(l.client)
+            w.u32(l.count); w.optional(l.uid) { $0.u32($1) }; w.optional(l.requestId) { $0.string($1) }
             w.u64(l.acquiredUSec); w.u64(l.expiresUSec); w.u64(l.ttlUSec); w.u64(l.epoch)
-            if let token = l.token { w.string(token) }
+            if named {
+                w.optional(l.token) { $0.string($1) }; w.optional(l.user) { $0.string($1) }
+                w.optional(l.host) { $0.string($1) }
+            } else if let token = l.token {
+                w.string(token)
+            }
         case .leaseRenewed(let id, let expires):
             w.byte(5); w.string(id); w.u64(expires)
-        case .leaseReleased(let id):
-            w.byte(6); w.string(id)
+        case .leaseReleased(let id, let at, let revoked):
+            // Tag 15 is tag 6 with when and by whom (a release logged before the history is tag 6).
+            if let at {
+                w.byte(15); w.string(id); w.u64(at); w.bool(revoked ?? false)
+            } else {
+                w.byte(6); w.string(id)
+            }
         case .leaseExpired(let id):
             w.byte(7); w.string(id)
         case .reservationAdded(let r):
@@ -149,6 +161,10 @@ extension Change {
                 $0.string($1.key); $0.string($1.value)
             }
             w.string(a.result); w.string(a.detail)
+        case .acquisitionDenied(let d):
+            w.byte(16); w.string(d.id); w.u64(d.timeUSec); w.string(d.feature); w.u32(d.count); w.string(d.client)
+            w.optional(d.holder.user) { $0.string($1) }; w.optional(d.holder.host) { $0.string($1) }
+            w.optional(d.uid) { $0.u32($1) }; w.optional(d.token) { $0.string($1) }; w.string(d.reason.rawValue)
         }
     }
 
@@ -164,17 +180,37 @@ extension Change {
                     keyId: try r.string(),
                     document: try r.string(), activatedUSec: try r.u64()))
         case 3: return .licenseDeactivated(id: try r.string())
-        case let tag where tag == 4 || tag == 12:
+        case let tag where tag == 4 || tag == 12 || tag == 14:
             var lease = Lease(
                 id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
                 uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
                 requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
                 acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64())
             if tag == 12 { lease.token = try r.string() }
+            if tag == 14 {
+                lease.token = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+                lease.user = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+                lease.host = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            }
             return .leaseGranted(lease)
         case 5: return .leaseRenewed(id: try r.string(), expiresUSec: try r.u64())
         case 6: return .leaseReleased(id: try r.string())
         case 7: return .leaseExpired(id: try r.string())
+        case 15: return .leaseReleased(id: try r.string(), atUSec: try r.u64(), revoked: try r.bool())
+        case 16:
+            let id = try r.string(), time = try r.u64(), feature = try r.string(), count = try r.u32()
+            let client = try r.string()
+            let user = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            let host = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            let uid = try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() }
+            let token = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            guard let reason = DenialReason(rawValue: try r.string()) else {
+                throw WireError(what: "unknown denial reason")
+            }
+            return .acquisitionDenied(
+                Denial(
+                    id: id, timeUSec: time, feature: feature, count: count, client: client,
+                    holder: Holder(user: user, host: host), uid: uid, token: token, reason: reason))
         case 8:
             return .reservationAdded(
                 Reservation(id: try r.string(), feature: try r.string(), holder: try r.string(), count: try r.u32()))

@@ -36,13 +36,13 @@ extension Simulation {
             for e in node.entries(from: max(lastSeq, node.logBase) + 1, through: node.lastSeq) {
                 switch e.change {
                 case .leaseGranted(let l): granted[l.id] = e.seq
-                case .leaseReleased(let id), .leaseExpired(let id): ended[id] = e.seq
+                case .leaseReleased(let id, _, _), .leaseExpired(let id): ended[id] = e.seq
                 default: break
                 }
             }
             for e in node.unmerged {
                 if case .leaseGranted(let l) = e.change, granted[l.id] == nil { granted[l.id] = e.seq }
-                if case .leaseReleased(let id) = e.change, ended[id] == nil { ended[id] = e.seq }
+                if case .leaseReleased(let id, _, _) = e.change, ended[id] == nil { ended[id] = e.seq }
             }
             lastSeq = node.lastSeq
             base = node.logBase

@@ -112,6 +112,7 @@ extension Store {
         let folded = try compactTo.flatMap { try compaction(through: $0, appended: entries) }
         try db.transaction {
             for e in entries { try insertLog(e, now: now) }
+            try recordHistory(entries, now: now)
             if let folded { try write(folded) }
             if let progress { try writeProgress(progress) }
             if let denied { try writeDenied(denied) }
@@ -169,6 +170,7 @@ extension Store {
         // log that goes are kept (they changed nothing, so they stay true; a record folded twice
         // is kept once). What it says was done may have been cut with it: the journal has those.
         for e in tail { if case .audited(let a) = e.change, !a.succeeded { try insertAudit(a) } }
+        try recordReplacement(by: state, log: log, now: now)
         try db.exec(
             "DELETE FROM licenses; DELETE FROM leases; DELETE FROM reservations; DELETE FROM change_log;"
                 + " DELETE FROM meta WHERE key LIKE 'leases_merged_%';")

@@ -77,7 +77,9 @@ public final class SQLiteDatabase {
     }
 
     /// Runs a statement that returns no rows.
-    public func run(_ sql: String, _ args: Value...) throws {
+    public func run(_ sql: String, _ args: Value...) throws { try run(sql, arguments: args) }
+
+    public func run(_ sql: String, arguments args: [Value]) throws {
         let stmt = try prepared(sql)
         try bind(stmt, args)
         let rc = sqlite3_step(stmt)
@@ -86,7 +88,9 @@ public final class SQLiteDatabase {
     }
 
     /// Runs a query and returns all rows.
-    public func query(_ sql: String, _ args: Value...) throws -> [[Value]] {
+    public func query(_ sql: String, _ args: Value...) throws -> [[Value]] { try query(sql, arguments: args) }
+
+    public func query(_ sql: String, arguments args: [Value]) throws -> [[Value]] {
         let stmt = try prepared(sql)
         try bind(stmt, args)
         defer { sqlite3_reset(stmt) }
@@ -112,6 +116,9 @@ public final class SQLiteDatabase {
         }
         return rows
     }
+
+    /// Rows the last INSERT, UPDATE or DELETE changed.
+    public var changes: Int { Int(sqlite3_changes(handle)) }
 
     /// Runs `body` in one transaction (BEGIN IMMEDIATE ... COMMIT), rolling back on error.
     public func transaction<T>(_ body: () throws -> T) throws -> T {

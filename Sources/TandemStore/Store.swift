@@ -24,6 +24,11 @@ public final class Store {
     public var compactKeep = 10_000
     /// The audit table keeps this many records, the newest (pruned when compaction folds more).
     public var auditKeepRecords = 100_000
+    /// The state as it is on disk (the tables with the log applied): what the usage history is
+    /// derived against (a release names only its lease).
+    var durable = LicenseState()
+    /// The series' clock (see `recordHistory`).
+    var seriesClock: USec = 0
     let encoder = JSONEncoder()
 
     /// Append-only list of migrations; index + 1 is the schema version.
@@ -59,7 +64,9 @@ public final class Store {
                     via TEXT NOT NULL, uid INTEGER, user TEXT, token TEXT, arguments TEXT NOT NULL,
                     result TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID;
                 CREATE INDEX audit_time ON audit (time_usec);
-                """)
+                """),
+        // The usage history: sessions, denials, usage series; leases name their holders.
+        historyMigration
     ]
 
     public init(path: String, logger: Logger) throws {
@@ -87,6 +94,8 @@ public final class Store {
         // The log may be empty after its base (a pair just formed, a snapshot installed, all of
         // it compacted): the position is then the base's.
         lastSeq = tail.last?.seq ?? base.seq
+        durable = try load()
+        seriesClock = try lastSeriesTime()
     }
 
     public var schemaVersion: Int { Int((try? db.pragma("user_version")).flatMap { Int($0) } ?? 0) }
@@ -127,7 +136,13 @@ public final class Store {
         (LogBase(seq: base.seq, epoch: base.epoch, state: try loadTables()), tail)
     }
 
-    private func loadTables() throws -> LicenseState {
+    /// The lease table's holder columns, or NULLs while a migration before them reads it.
+    private func leaseHolderColumns() throws -> String {
+        let columns = try db.query("SELECT name FROM pragma_table_info('leases')").compactMap { $0[0].text }
+        return columns.contains("host") ? "user, host" : "NULL, NULL"
+    }
+
+    func loadTables() throws -> LicenseState {
         var state = LicenseState()
         if let id = try meta("server_id") { state.apply(.serverIdSet(id: id)) }
         for r in try db.query(
@@ -143,13 +158,14 @@ public final class Store {
         }
         for r in try db.query(
             "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch,"
-                + " token FROM leases"
+                + " token, \(try leaseHolderColumns()) FROM leases"
         ) {
             state.apply(
                 .leaseGranted(
                     Lease(
                         id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
-                        uid: r[4].int.map { UInt32($0) }, token: r[10].text, requestId: r[5].text,
+                        uid: r[4].int.map { UInt32($0) }, token: r[10].text,
+                        holder: Holder(user: r[11].text, host: r[12].text), requestId: r[5].text,
                         acquiredUSec: USec(r[6].int!), expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!),
                         epoch: UInt64(r[9].int!))))
         }
@@ -188,6 +204,7 @@ public final class Store {
         let folded = seq - base.seq > 2 * keep ? try compaction(through: seq - keep, appended: logged) : nil
         try db.transaction {
             for entry in logged { try insertLog(entry, now: now) }
+            try recordHistory(logged, now: now)
             if let denied { try writeDenied(denied) }
             if let folded { try write(folded) }
         }
@@ -327,8 +344,9 @@ extension Store {
     /// tables get its stored base snapshot (its log after the base stays); a standalone
     /// server's log is all in its tables already, so the base moves to its end.
     func foldTablesToLogBase() throws {
-        // It writes lease rows as this version does, token included.
+        // It writes lease rows as this version does, token and holder included.
         try addLeaseTokenColumn()
+        try addLeaseHolderColumns()
         if let position = try meta("pair_base"), let text = try meta("pair_base_state") {
             let changes = try JSONDecoder().decode([Change].self, from: Data(text.utf8))
             let used = try meta("server_id_used") ?? "0"

@@ -49,7 +49,7 @@ struct TableFold {
             case .delete?: break  // renewing a lease that is gone changes nothing
             case nil: renewals[id] = expires
             }
-        case .leaseReleased(let id), .leaseExpired(let id):
+        case .leaseReleased(let id, _, _), .leaseExpired(let id):
             leases[id] = .delete
             renewals[id] = nil
         case .reservationAdded(let r):
@@ -62,6 +62,8 @@ struct TableFold {
             merged[e] = max(merged[e] ?? 0, through)
         case .audited(let record):
             audits.append(record)
+        case .acquisitionDenied:
+            break  // written to the history tables when committed (`Store.recordHistory`)
         }
     }
 }
@@ -96,11 +98,11 @@ extension Store {
             case .put(let l):
                 try db.run(
                     "INSERT OR REPLACE INTO leases (id, feature, client, count, uid, request_id, acquired_usec,"
-                        + " expires_usec, ttl_usec, epoch, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        + " expires_usec, ttl_usec, epoch, token, user, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
                     l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
                     .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)),
-                    .int(Int64(l.epoch)), l.token.map { .text($0) } ?? .null)
+                    .int(Int64(l.epoch)), Self.text(l.token), Self.text(l.user), Self.text(l.host))
             case .delete: try db.run("DELETE FROM leases WHERE id = ?", .text(id))
             }
         }

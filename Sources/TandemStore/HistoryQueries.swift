@@ -1,0 +1,146 @@
+import Foundation
+import TandemCore
+
+/// Reading the usage history (see `History.swift` for how it is written).
+extension Store {
+    /// The usage series of `feature` from `since` to `until` (exclusive) in buckets of `step`
+    /// (a multiple of one minute), on the UTC grid of the step: each bucket's peak in use (the
+    /// level it started at, or higher), the seats owned, acquisitions and denials. Summed from
+    /// the coarsest rollup that divides the step, so a year by days reads about 400 rows.
+    public func usageSeries(feature: String, since: USec, until: USec, step: USec) throws -> [UsageBucket] {
+        guard step >= UsageRollup.minStepUSec, step % UsageRollup.minStepUSec == 0,
+            let source = UsageRollup.source(for: step)
+        else { throw TandemError(.invalidArgs, "step must be a multiple of one minute (60000000 µs)") }
+        guard until > since else { throw TandemError(.invalidArgs, "until must be after since") }
+        let start = since - since % step
+        let count = (until - start + step - 1) / step
+        guard count <= UsageRollup.maxBuckets else {
+            throw TandemError(
+                .invalidArgs, "\(count) buckets asked for; at most \(UsageRollup.maxBuckets): take a longer step")
+        }
+        let end = start + count * step
+        let key: [SQLiteDatabase.Value] = [.text(feature), .int(Int64(source))]
+        let before = try db.query(
+            "SELECT last_in_use, seats FROM usage_series WHERE feature = ? AND step_usec = ? AND bucket_usec < ?"
+                + " ORDER BY bucket_usec DESC LIMIT 1", arguments: key + [Self.int(start)]
+        ).first
+        var level = UInt32(before?[0].int ?? 0), seats = UInt32(before?[1].int ?? 0)
+        let rows = try db.query(
+            "SELECT bucket_usec, max_in_use, last_in_use, seats, acquisitions, denials FROM usage_series"
+                + " WHERE feature = ? AND step_usec = ? AND bucket_usec >= ? AND bucket_usec < ? ORDER BY bucket_usec",
+            arguments: key + [Self.int(start), Self.int(end)])
+        var out: [UsageBucket] = []
+        out.reserveCapacity(Int(count))
+        var next = 0
+        for i in 0..<count {
+            let bucketStart = start + i * step, bucketEnd = bucketStart + step
+            var b = UsageBucket(startUSec: bucketStart, maxInUse: level, seats: seats, acquisitions: 0, denials: 0)
+            while next < rows.count, USec(rows[next][0].int ?? 0) < bucketEnd {
+                let r = rows[next].map { UInt32(clamping: $0.int ?? 0) }
+                b.maxInUse = max(b.maxInUse, r[1])
+                b.seats = max(b.seats, r[3])
+                b.acquisitions &+= r[4]
+                b.denials &+= r[5]
+                (level, seats) = (r[2], r[3])
+                next += 1
+            }
+            out.append(b)
+        }
+        return out
+    }
+
+    /// Sessions that overlap [since, until), the newest `filter.limit` of them by start, oldest
+    /// first; an open session has no end.
+    public func sessions(since: USec, until: USec, filter: HistoryFilter = HistoryFilter()) throws -> [Session] {
+        let (conditions, args) = Self.conditions(filter)
+        let rows = try db.query(
+            "SELECT lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec, ended"
+                + " FROM sessions WHERE start_usec < ? AND (end_usec IS NULL OR end_usec >= ?)" + conditions
+                + " ORDER BY start_usec DESC, lease_id DESC LIMIT ?",
+            arguments: [Self.int(until), Self.int(since)] + args + [.int(Int64(try Self.limit(filter)))])
+        return rows.reversed().map { r in
+            Session(
+                leaseId: r[0].text ?? "", feature: r[1].text ?? "", count: UInt32(clamping: r[2].int ?? 0),
+                client: r[3].text ?? "", holder: Holder(user: r[4].text, host: r[5].text),
+                uid: r[6].int.map { UInt32(clamping: $0) }, token: r[7].text, startUSec: USec(r[8].int ?? 0),
+                endUSec: r[9].int.map { USec($0) }, ended: r[10].text.flatMap { SessionEnd(rawValue: $0) })
+        }
+    }
+
+    /// Denials in [since, until), the newest `filter.limit` of them, oldest first.
+    public func denials(since: USec, until: USec, filter: HistoryFilter = HistoryFilter()) throws -> [Denial] {
+        let (conditions, args) = Self.conditions(filter)
+        let rows = try db.query(
+            "SELECT id, time_usec, feature, count, client, user, host, uid, token, reason FROM denials"
+                + " WHERE time_usec >= ? AND time_usec < ?" + conditions + " ORDER BY time_usec DESC, id DESC LIMIT ?",
+            arguments: [Self.int(since), Self.int(until)] + args + [.int(Int64(try Self.limit(filter)))])
+        return rows.reversed().map { r in
+            Denial(
+                id: r[0].text ?? "", timeUSec: USec(r[1].int ?? 0), feature: r[2].text ?? "",
+                count: UInt32(clamping: r[3].int ?? 0), client: r[4].text ?? "",
+                holder: Holder(user: r[5].text, host: r[6].text), uid: r[7].int.map { UInt32(clamping: $0) },
+                token: r[8].text, reason: DenialReason(rawValue: r[9].text ?? "") ?? .insufficientSeats)
+        }
+    }
+
+    /// The chargeback view: sessions overlapping [since, until) per group, with the seat-hours
+    /// they held within it (an open session up to `now`), largest first.
+    public func sessionReport(
+        since: USec, until: USec, by: ReportGrouping, filter: HistoryFilter = HistoryFilter(), now: USec
+    ) throws -> [ReportRow] {
+        let (conditions, args) = Self.conditions(filter)
+        let rows = try db.query(
+            "SELECT \(Self.groupColumn(by)) AS g, COUNT(*),"
+                + " TOTAL(count * (MIN(COALESCE(end_usec, ?), ?) - MAX(start_usec, ?))) FROM sessions"
+                + " WHERE start_usec < ? AND (end_usec IS NULL OR end_usec >= ?)" + conditions + " GROUP BY g",
+            arguments: [Self.int(now), Self.int(until), Self.int(since), Self.int(until), Self.int(since)] + args)
+        return rows.map { r in
+            let seatUSec = max(0, Double(r[2].text ?? "0") ?? 0)
+            return ReportRow(
+                group: r[0].text ?? "-", count: UInt64(r[1].int ?? 0), seatHours: seatUSec / 3_600_000_000)
+        }.sorted { ($0.seatHours, $0.count, $1.group) > ($1.seatHours, $1.count, $0.group) }
+    }
+
+    /// Denials in [since, until) per group, most first.
+    public func denialReport(
+        since: USec, until: USec, by: ReportGrouping, filter: HistoryFilter = HistoryFilter()
+    ) throws -> [ReportRow] {
+        let (conditions, args) = Self.conditions(filter)
+        let rows = try db.query(
+            "SELECT \(Self.groupColumn(by)) AS g, COUNT(*) FROM denials WHERE time_usec >= ? AND time_usec < ?"
+                + conditions + " GROUP BY g", arguments: [Self.int(since), Self.int(until)] + args)
+        return rows.map { ReportRow(group: $0[0].text ?? "-", count: UInt64($0[1].int ?? 0), seatHours: 0) }
+            .sorted { ($0.count, $1.group) > ($1.count, $0.group) }
+    }
+
+    /// A group's name: a holder without a user name is its token's or its uid's.
+    private static func groupColumn(_ by: ReportGrouping) -> String {
+        switch by {
+        case .user:
+            return "COALESCE(user, 'token:' || token, 'uid:' || uid, '-')"
+        case .host: return "COALESCE(host, '-')"
+        case .feature: return "feature"
+        case .client: return "client"
+        }
+    }
+
+    private static func conditions(_ f: HistoryFilter) -> (String, [SQLiteDatabase.Value]) {
+        var sql = "", args: [SQLiteDatabase.Value] = []
+        for (column, value) in [("feature", f.feature), ("user", f.user), ("host", f.host), ("client", f.client)] {
+            guard let value else { continue }
+            sql += " AND \(column) = ?"
+            args.append(.text(value))
+        }
+        return (sql, args)
+    }
+
+    private static func limit(_ f: HistoryFilter) throws -> Int {
+        let limit = f.limit ?? HistoryFilter.defaultLimit
+        guard limit > 0, limit <= HistoryFilter.maxLimit else {
+            throw TandemError(.invalidArgs, "limit must be from 1 to \(HistoryFilter.maxLimit)")
+        }
+        return limit
+    }
+
+    static func int(_ t: USec) -> SQLiteDatabase.Value { .int(Int64(min(t, USec(Int64.max)))) }
+}
