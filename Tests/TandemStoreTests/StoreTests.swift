@@ -326,11 +326,17 @@ let lic = License(
             try store.commit([.serverIdSet(id: "S1"), .licenseActivated(lic)], epoch: 1, now: 1)
             for i in 0..<4 { try store.commit([.leaseGranted(lease("l\(i)"))], epoch: 1, now: 2) }
             #expect(try count(store, "leases") > 0, "some leases folded into the table")
-            try store.db.exec("ALTER TABLE leases DROP COLUMN token; DROP TABLE audit; PRAGMA user_version=2;")
+            try store.db.exec(
+                "ALTER TABLE leases DROP COLUMN token; ALTER TABLE leases DROP COLUMN user;"
+                    + " ALTER TABLE leases DROP COLUMN host; DROP TABLE audit; DROP TABLE sessions;"
+                    + " DROP TABLE denials; DROP TABLE usage_series; PRAGMA user_version=2;")
         }
         let migrated = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
         #expect(migrated.schemaVersion == Store.migrations.count)
         #expect(try migrated.load().leases.keys.sorted() == ["l0", "l1", "l2", "l3"])
+        // The leases held when the history began are its first sessions, open.
+        let sessions = try migrated.sessions(since: 0, until: .max)
+        #expect(sessions.map(\.leaseId) == ["l0", "l1", "l2", "l3"] && sessions.allSatisfy { $0.endUSec == nil })
         #expect(try migrated.audit().isEmpty)
     }
 
