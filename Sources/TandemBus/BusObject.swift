@@ -16,6 +16,7 @@ public struct BusCall {
 
     public func string(_ i: Int) -> String { args.count > i ? args[i].stringValue ?? "" : "" }
     public func uint32(_ i: Int) -> UInt32 { args.count > i ? UInt32(truncatingIfNeeded: args[i].uint64Value ?? 0) : 0 }
+    public func uint64(_ i: Int) -> UInt64 { args.count > i ? args[i].uint64Value ?? 0 : 0 }
 }
 
 /// What a method handler answers: at once, or later through the callback it is given.

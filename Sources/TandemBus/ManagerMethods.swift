@@ -46,6 +46,11 @@ extension LicenseManagerServer {
                 authorized($0, .managePair) { [unowned self] call in pairing(call) { $0.prepareRemoval(done: $1) } }
             }
         case .listAudit: return { [unowned self] in authorized($0, .readAudit, listAudit) }
+        case .listLeaseHolders: return { [unowned self] _ in read([LeaseHolderRow.array(leaseHolderRows())]) }
+        case .getUsageHistory: return { [unowned self] in getUsageHistory($0) }
+        case .listSessions: return { [unowned self] in listSessions($0) }
+        case .listDenials: return { [unowned self] in listDenials($0) }
+        case .getUsageReport: return { [unowned self] in getUsageReport($0) }
         case .getPeerStatus:
             return { [unowned self] _ in
                 read([.vardict((pairControl?.peerStatus() ?? []).map { ($0.0.rawValue, $0.1) })])
@@ -106,7 +111,7 @@ extension LicenseManagerServer {
 
     /// A read: answered once every command submitted before it is answered, so that it shows
     /// only what is durable.
-    private func read(_ values: [BusValue]) -> BusAnswer {
+    func read(_ values: [BusValue]) -> BusAnswer {
         .later { [engine] done in engine.whenSettled { done(.success(values)) } }
     }
 
@@ -176,6 +181,7 @@ extension LicenseManagerServer {
     private func acquire(_ call: BusCall) -> BusAnswer {
         var ttl: USec?
         var requestId: String?
+        var holder = Holder()
         var given: Set<String> = []
         for entry in call.args.count > 3 ? call.args[3].arrayValue ?? [] : [] {
             guard case .dictEntry(let k, .variant(let v)) = entry, let key = k.stringValue else { continue }
@@ -185,16 +191,21 @@ extension LicenseManagerServer {
             switch (key, v) {
             case ("ttl_usec", .uint64(let t)): ttl = t
             case ("request_id", .string(let s)): requestId = s
-            case ("ttl_usec", _), ("request_id", _):
+            case ("user", .string(let s)): holder.user = s
+            case ("host", .string(let s)): holder.host = s
+            case ("ttl_usec", _), ("request_id", _), ("user", _), ("host", _):
                 return .error(
                     TandemError(.invalidArgs, "option \(quoted(key)) must be of type \(key == "ttl_usec" ? "t" : "s")"))
             default:
                 return .error(TandemError(.invalidArgs, "unknown option \(quoted(key))"))
             }
         }
+        let who = caller(call)
+        // Without a `user` option the caller's login name is the holder's.
+        if holder.user == nil { holder.user = who.uid.flatMap(engine.userName) }
         let ticket = engine.acquire(
             feature: call.string(0), count: call.uint32(1), client: call.string(2), ttlUSec: ttl,
-            requestId: requestId, caller: caller(call))
+            requestId: requestId, holder: holder, caller: who)
         return answer(call, ticket) { o in
             guard case .leaseGranted(let l, _) = o else { return [] }
             return [.string(l.id), .uint64(l.expiresUSec)]

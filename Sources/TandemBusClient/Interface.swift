@@ -46,6 +46,11 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
     case sync = "Sync"
     case prepareRemoval = "PrepareRemoval"
     case listAudit = "ListAudit"
+    case listLeaseHolders = "ListLeaseHolders"
+    case getUsageHistory = "GetUsageHistory"
+    case listSessions = "ListSessions"
+    case listDenials = "ListDenials"
+    case getUsageReport = "GetUsageReport"
 
     public var input: [BusArgument] {
         switch self {
@@ -62,7 +67,19 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .prepareBackup: return [BusArgument("primary_address", "s")]
         case .enableBackup: return [BusArgument("backup_address", "s")]
         case .listAudit: return [BusArgument("since_usec", "t"), BusArgument("limit", "u")]
-        case .getActivationRequest, .listLicenses, .listLeases, .listReservations, .getUsage, .resetServerId,
+        case .getUsageHistory:
+            return [
+                BusArgument("feature", "s"), BusArgument("since_usec", "t"), BusArgument("until_usec", "t"),
+                BusArgument("step_usec", "t")
+            ]
+        case .listSessions, .listDenials:
+            return [BusArgument("since_usec", "t"), BusArgument("until_usec", "t"), BusArgument("filter", "a{sv}")]
+        case .getUsageReport:
+            return [
+                BusArgument("kind", "s"), BusArgument("since_usec", "t"), BusArgument("until_usec", "t"),
+                BusArgument("by", "s"), BusArgument("filter", "a{sv}")
+            ]
+        case .getActivationRequest, .listLicenses, .listLeases, .listLeaseHolders, .listReservations, .getUsage, .resetServerId,
             .disableBackup, .getPeerStatus, .sync, .prepareRemoval:
             return []
         }
@@ -82,6 +99,11 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .resetServerId: return [BusArgument("server_id", "s")]
         case .getPeerStatus: return [BusArgument("status", "a{sv}")]
         case .listAudit: return [BusArgument("records", "a" + AuditRow.signature)]
+        case .listLeaseHolders: return [BusArgument("leases", "a" + LeaseHolderRow.signature)]
+        case .getUsageHistory: return [BusArgument("buckets", "a" + UsageBucketRow.signature)]
+        case .listSessions: return [BusArgument("sessions", "a" + SessionRow.signature)]
+        case .listDenials: return [BusArgument("denials", "a" + DenialRow.signature)]
+        case .getUsageReport: return [BusArgument("groups", "a" + UsageReportRow.signature)]
         case .deactivateLicense, .release, .unreserve, .prepareBackup, .enableBackup, .disableBackup, .sync,
             .prepareRemoval:
             return []

@@ -24,7 +24,7 @@ extension Engine {
         }
         let record = AuditRecord(
             id: Identifiers.audit(), timeUSec: clock(), serverId: state.serverId, action: action, via: via,
-            uid: caller.uid, user: caller.uid.flatMap(Self.userName), token: caller.token, arguments: arguments,
+            uid: caller.uid, user: caller.uid.flatMap(userName), token: caller.token, arguments: arguments,
             result: error?.code.rawValue ?? AuditRecord.ok, detail: Self.bounded(error?.message ?? detail))
         logger.log(
             level: error == nil ? .notice : .warning,
@@ -112,7 +112,16 @@ extension Engine {
     /// How much of an argument or a message a record keeps, in characters.
     public static let argumentLimit = 200
 
-    /// A uid's user name (nil when the system has none for it).
+    /// A uid's user name (nil when the system has none for it), looked up once per uid: an
+    /// acquisition over D-Bus records its caller's name, and a lookup may read /etc/passwd.
+    public func userName(_ uid: UInt32) -> String? {
+        if let known = userNames[uid] { return known }
+        if userNames.count >= 10_000 { userNames = [:] }
+        let name = Self.userName(uid)
+        userNames[uid] = .some(name)
+        return name
+    }
+
     static func userName(_ uid: UInt32) -> String? {
         var pw = passwd()
         var result: UnsafeMutablePointer<passwd>?

@@ -31,6 +31,8 @@ public final class Engine {
     var refusedAudits = ReportThrottle(intervalUSec: Engine.refusalAuditIntervalUSec)
     /// Audit records made while this node did not serve, oldest first (see `keep`).
     var pendingAudits: [AuditRecord] = []
+    /// User names by uid (see `userName`).
+    var userNames: [UInt32: String?] = [:]
     public private(set) var commitCount = 0
     public private(set) var committedChanges = 0
 
