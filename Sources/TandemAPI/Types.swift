@@ -36,12 +36,20 @@ public struct AcquireBody: Sendable, Equatable {
     public var client: String
     public var requestId: String?
     public var ttlSec: UInt64?
-    public init(feature: String, count: UInt32, client: String, requestId: String? = nil, ttlSec: UInt64? = nil) {
+    /// The holder's login and host names, for the usage history.
+    public var user: String?
+    public var host: String?
+    public init(
+        feature: String, count: UInt32, client: String, requestId: String? = nil, ttlSec: UInt64? = nil,
+        user: String? = nil, host: String? = nil
+    ) {
         self.feature = feature
         self.count = count
         self.client = client
         self.requestId = requestId
         self.ttlSec = ttlSec
+        self.user = user
+        self.host = host
     }
 }
 
@@ -56,6 +64,10 @@ public struct LeaseView: Codable, Sendable, Equatable {
     public var expiresUsec: UInt64
     public var ttlSec: UInt64
     public var serverId: String
+    /// Who holds it (absent when not known): as given, and the network token's name.
+    public var user: String?
+    public var host: String?
+    public var token: String?
 
     public init(
         leaseId: String, feature: String, client: String, count: UInt32, acquiredAt: String, expiresAt: String,
@@ -82,6 +94,7 @@ public struct LeaseView: Codable, Sendable, Equatable {
         expiresUsec = lease.expiresUSec
         ttlSec = lease.ttlUSec / usecPerSecond
         self.serverId = serverId
+        (user, host, token) = (lease.user, lease.host, lease.token)
     }
 }
 
@@ -166,7 +179,7 @@ extension AcquireBody {
         guard let dict = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             throw TandemError(.invalidArgs, "the body must be a JSON object")
         }
-        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec"]
+        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec", "user", "host"]
         if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
             throw TandemError(.invalidArgs, "unknown field \(quoted(unknown))")
         }
@@ -194,6 +207,6 @@ extension AcquireBody {
         if let ttl, ttl < 1 || ttl > 100 * 365 * 86_400 { throw TandemError(.invalidArgs, "'ttl_sec' is out of range") }
         self.init(
             feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
-            ttlSec: ttl.map { UInt64($0) })
+            ttlSec: ttl.map { UInt64($0) }, user: try string("user"), host: try string("host"))
     }
 }

@@ -5,6 +5,7 @@ import TandemCore
 import TandemEngine
 import TandemMetrics
 import TandemNet
+import TandemStore
 
 /// The network API's view of the engine: every call runs on the event-loop thread (through
 /// the mailbox) and resumes once its change is committed.
@@ -81,7 +82,8 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         await answer({ d in
             d.engine.acquire(
                 feature: r.feature, count: r.count, client: r.client,
-                ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId, caller: caller)
+                ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId,
+                holder: Holder(user: r.user, host: r.host), caller: caller)
         }) { d, o in
             guard case .leaseGranted(let lease, let existing) = o else { return nil }
             return (LeaseView(lease, serverId: d.engine.state.serverId), created: !existing)
@@ -121,6 +123,33 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
 
     func metrics() async -> ServerMetrics {
         await read { d in d.metrics }
+    }
+
+    func usageHistory(feature: String, _ q: HistoryQuery) async -> Result<[UsageBucket], TandemError> {
+        await history { try $0.usageSeries(feature: feature, since: q.sinceUSec, until: q.untilUSec, step: q.stepUSec) }
+    }
+
+    func sessions(_ q: HistoryQuery) async -> Result<[Session], TandemError> {
+        await history { try $0.sessions(since: q.sinceUSec, until: q.untilUSec, filter: q.filter) }
+    }
+
+    func denials(_ q: HistoryQuery) async -> Result<[Denial], TandemError> {
+        await history { try $0.denials(since: q.sinceUSec, until: q.untilUSec, filter: q.filter) }
+    }
+
+    /// Reads the history once every command submitted before is answered (so it shows them).
+    private func history<T: Sendable>(_ body: @escaping (Store) throws -> T) async -> Result<T, TandemError> {
+        await onLoop { d, done in
+            d.engine.whenSettled {
+                do {
+                    done(.success(try body(d.engine.store)))
+                } catch let e as TandemError {
+                    done(.failure(e))
+                } catch {
+                    done(.failure(TandemError(.failed, "cannot read the usage history: \(error)")))
+                }
+            }
+        }
     }
 }
 

@@ -17,4 +17,8 @@ public protocol LicenseBackend: Sendable {
     func features() async -> [FeatureUsage]
     /// The server at this moment, for `GET /metrics`.
     func metrics() async -> ServerMetrics
+    /// The usage history (read once what was submitted before is durable).
+    func usageHistory(feature: String, _ q: HistoryQuery) async -> Result<[UsageBucket], TandemError>
+    func sessions(_ q: HistoryQuery) async -> Result<[Session], TandemError>
+    func denials(_ q: HistoryQuery) async -> Result<[Denial], TandemError>
 }

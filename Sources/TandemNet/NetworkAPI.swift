@@ -145,6 +145,20 @@ public struct NetworkAPI: Sendable {
                     let client = request.uri.queryParameters.get("client")
                     return Self.json(await api.backend.leases(client: client))
                 }),
+            Route(method: .get, path: "/v1/usage/history", handler: authorized { request, _, _ in
+                await api.history(request) { (q: HistoryQuery) -> Result<[UsageBucketView], TandemError> in
+                    guard let feature = q.filter.feature else {
+                        return .failure(TandemError(.invalidArgs, "'feature' is required"))
+                    }
+                    return await api.backend.usageHistory(feature: feature, q).map { $0.map(UsageBucketView.init) }
+                }
+            }),
+            Route(method: .get, path: "/v1/sessions", handler: authorized { request, _, _ in
+                await api.history(request) { await api.backend.sessions($0).map { $0.map(SessionView.init) } }
+            }),
+            Route(method: .get, path: "/v1/denials", handler: authorized { request, _, _ in
+                await api.history(request) { await api.backend.denials($0).map { $0.map(DenialView.init) } }
+            }),
             Route(
                 method: .get, path: "/v1/leases/{id}",
                 handler: authorized { _, context, _ in
@@ -215,6 +229,31 @@ public struct NetworkAPI: Sendable {
 
     /// Every operation the router serves, as "METHOD path".
     public var operations: [String] { routes().map { "\($0.method.rawValue) \($0.path)" } }
+
+    /// A history read: the query parsed from the request's parameters (a bad one is a 400
+    /// problem), then the rows as JSON.
+    func history<T: Encodable & Sendable>(
+        _ request: Request, _ read: (HistoryQuery) async -> Result<[T], TandemError>
+    ) async -> Response {
+        let query: HistoryQuery
+        do throws(TandemError) {
+            query = try HistoryQuery(
+                parameters: request.uri.queryParameters.map { (String($0.key), String($0.value)) },
+                now: Self.realtimeNow())
+        } catch {
+            return Problem(error).response()
+        }
+        switch await read(query) {
+        case .success(let rows): return Self.json(rows)
+        case .failure(let e): return Problem(e).response()
+        }
+    }
+
+    static func realtimeNow() -> USec {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return USec(ts.tv_sec) * usecPerSecond + USec(ts.tv_nsec / 1000)
+    }
 
     func textResponse(_ text: String) -> Response {
         var headers = HTTPFields()

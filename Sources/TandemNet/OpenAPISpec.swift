@@ -109,6 +109,20 @@ components:
           description: >-
             Lease time; at most the server's MaxLeaseSec (86400 unless configured otherwise: a server
             with a larger MaxLeaseSec accepts up to it). Default DefaultLeaseSec.
+        user:
+          type: string
+          minLength: 1
+          maxLength: 32
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
+          description: >-
+            The holder's login name (up to 128 bytes of UTF-8), recorded in the usage history.
+            `tandemctl client` and TandemClient send the OS's unless told otherwise.
+        host:
+          type: string
+          minLength: 1
+          maxLength: 64
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
+          description: The holder's host name (up to 255 bytes of UTF-8), recorded in the usage history.
     Lease:
       type: object
       required: [lease_id, feature, client, count, acquired_at, expires_at, expires_usec, ttl_sec, server_id]
@@ -134,6 +148,100 @@ components:
           type: integer
         server_id:
           type: string
+        user:
+          type: string
+          description: The holder's login name, when it was given.
+        host:
+          type: string
+          description: The holder's host name, when it was given.
+        token:
+          type: string
+          description: The name of the token it was acquired with (ClientTokenFile=), if any.
+    UsageBucket:
+      type: object
+      required: [start, start_usec, max_in_use, seats, acquisitions, denials]
+      properties:
+        start:
+          type: string
+          format: date-time
+        start_usec:
+          type: integer
+        max_in_use:
+          type: integer
+          description: The peak of seats in use within the bucket (the level it started at included).
+        seats:
+          type: integer
+          description: Seats owned (of licenses valid), as recorded at the bucket's last change.
+        acquisitions:
+          type: integer
+        denials:
+          type: integer
+    Session:
+      type: object
+      required: [lease_id, feature, client, count, start, start_usec]
+      properties:
+        lease_id:
+          type: string
+        feature:
+          type: string
+        client:
+          type: string
+        count:
+          type: integer
+        user:
+          type: string
+        host:
+          type: string
+        token:
+          type: string
+        uid:
+          type: integer
+          description: The local caller's uid (leases taken over D-Bus).
+        start:
+          type: string
+          format: date-time
+        start_usec:
+          type: integer
+        end:
+          type: string
+          format: date-time
+          description: Absent while the lease is held.
+        end_usec:
+          type: integer
+        ended:
+          type: string
+          enum: [released, expired, revoked, merged]
+          description: >-
+            revoked: an administrator released another's lease; merged: a partition healed and the
+            serving node's log does not hold the lease.
+    Denial:
+      type: object
+      required: [denial_id, time, time_usec, feature, client, count, reason]
+      properties:
+        denial_id:
+          type: string
+        time:
+          type: string
+          format: date-time
+        time_usec:
+          type: integer
+        feature:
+          type: string
+        client:
+          type: string
+        count:
+          type: integer
+        user:
+          type: string
+        host:
+          type: string
+        token:
+          type: string
+        uid:
+          type: integer
+        reason:
+          type: string
+          enum: [insufficient-seats, reserved-for-others, unknown-feature]
     Feature:
       type: object
       required: [feature, seats, in_use, reserved, available, denied]
@@ -175,6 +283,51 @@ components:
       required: true
       schema:
         type: string
+    Since:
+      name: since
+      in: query
+      required: false
+      description: RFC 3339 time (2026-12-01T00:00:00Z) or Unix seconds; default a day before `until`.
+      schema:
+        type: string
+    Until:
+      name: until
+      in: query
+      required: false
+      description: RFC 3339 time or Unix seconds (exclusive); default now.
+      schema:
+        type: string
+    HistoryFeature:
+      name: feature
+      in: query
+      required: false
+      schema:
+        type: string
+    HistoryUser:
+      name: user
+      in: query
+      required: false
+      schema:
+        type: string
+    HistoryHost:
+      name: host
+      in: query
+      required: false
+      schema:
+        type: string
+    HistoryClient:
+      name: client
+      in: query
+      required: false
+      schema:
+        type: string
+    HistoryLimit:
+      name: limit
+      in: query
+      required: false
+      description: At most this many rows, the newest (1 to 1000000, default 10000).
+      schema:
+        type: integer
 security:
   - bearer: []
   - {}
@@ -263,6 +416,91 @@ paths:
             text/plain:
               schema:
                 type: string
+        "401":
+          $ref: "#/components/responses/Problem"
+  /v1/usage/history:
+    get:
+      operationId: usageHistory
+      summary: A feature's usage series.
+      description: >-
+        Buckets of `step` seconds (a multiple of 60) on the step's UTC grid, from the one holding
+        `since` up to `until`, at most 600000: the peak in use, the seats owned, acquisitions and
+        denials in each (as D-Bus GetUsageHistory).
+      parameters:
+        - name: feature
+          in: query
+          required: true
+          schema:
+            type: string
+        - $ref: "#/components/parameters/Since"
+        - $ref: "#/components/parameters/Until"
+        - name: step
+          in: query
+          required: false
+          description: Seconds per bucket, a multiple of 60 (default 3600).
+          schema:
+            type: integer
+      responses:
+        "200":
+          description: The buckets, oldest first.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  $ref: "#/components/schemas/UsageBucket"
+        "400":
+          $ref: "#/components/responses/Problem"
+        "401":
+          $ref: "#/components/responses/Problem"
+  /v1/sessions:
+    get:
+      operationId: listSessions
+      summary: Sessions (leases from grant to end) overlapping a range, oldest first.
+      parameters:
+        - $ref: "#/components/parameters/Since"
+        - $ref: "#/components/parameters/Until"
+        - $ref: "#/components/parameters/HistoryFeature"
+        - $ref: "#/components/parameters/HistoryUser"
+        - $ref: "#/components/parameters/HistoryHost"
+        - $ref: "#/components/parameters/HistoryClient"
+        - $ref: "#/components/parameters/HistoryLimit"
+      responses:
+        "200":
+          description: The sessions.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  $ref: "#/components/schemas/Session"
+        "400":
+          $ref: "#/components/responses/Problem"
+        "401":
+          $ref: "#/components/responses/Problem"
+  /v1/denials:
+    get:
+      operationId: listDenials
+      summary: Refused acquisitions in a range, oldest first.
+      parameters:
+        - $ref: "#/components/parameters/Since"
+        - $ref: "#/components/parameters/Until"
+        - $ref: "#/components/parameters/HistoryFeature"
+        - $ref: "#/components/parameters/HistoryUser"
+        - $ref: "#/components/parameters/HistoryHost"
+        - $ref: "#/components/parameters/HistoryClient"
+        - $ref: "#/components/parameters/HistoryLimit"
+      responses:
+        "200":
+          description: The denials.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  $ref: "#/components/schemas/Denial"
+        "400":
+          $ref: "#/components/responses/Problem"
         "401":
           $ref: "#/components/responses/Problem"
   /v1/leases:
