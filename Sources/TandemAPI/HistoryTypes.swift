@@ -59,8 +59,7 @@ public struct DenialView: Codable, Sendable, Equatable {
 }
 
 /// A history query's range and filter, from the request's query parameters: `since` and
-/// `until` (RFC 3339 such as `2026-12-01T00:00:00Z`, or Unix seconds; default: the last day up to
-/// now), `step` (seconds, default 3600), `feature`, `user`, `host`, `client`, `limit`.
+/// `until` (RFC 3339 such as `2026-12-01T00:00:00Z`; default: the last day up to now), `step` (seconds, default 3600), `feature`, `user`, `host`, `client`, `limit`.
 public struct HistoryQuery: Sendable, Equatable {
     public var sinceUSec: USec
     public var untilUSec: USec
@@ -76,6 +75,7 @@ public struct HistoryQuery: Sendable, Equatable {
             guard values.updateValue(v, forKey: k) == nil else {
                 throw TandemError(.invalidArgs, "parameter \(quoted(k)) is given twice")
             }
+            guard !v.isEmpty else { throw TandemError(.invalidArgs, "parameter \(quoted(k)) is empty") }
         }
         untilUSec = try values["until"].map { v throws(TandemError) in try Self.time(v, "until") } ?? now
         sinceUSec =
@@ -99,16 +99,18 @@ public struct HistoryQuery: Sendable, Equatable {
             limit: limit)
     }
 
-    /// RFC 3339 (`Z` or an offset, fractions of a second allowed) or Unix seconds.
+    /// RFC 3339 (`Z` or an offset, fractions of a second allowed).
     static func time(_ text: String, _ what: String) throws(TandemError) -> USec {
-        if let seconds = UInt64(text), seconds < 1 << 40 { return seconds * usecPerSecond }
-        if let t = RFC3339.parse(text) { return t }
-        throw TandemError(.invalidArgs, "\(quoted(what)) must be an RFC 3339 time or Unix seconds")
+        guard let t = RFC3339.parse(text) else {
+            throw TandemError(.invalidArgs, "\(quoted(what)) must be an RFC 3339 time such as 2026-12-01T00:00:00Z")
+        }
+        return t
     }
 }
 
 extension RFC3339 {
-    /// "2026-12-01T08:30:00Z", "2026-12-01T09:30:00.5+01:00" -> µs since the epoch (nil if not so).
+    /// "2026-12-01T08:30:00Z", "2026-12-01T09:30:00.5+01:00" -> µs since the epoch (nil if not so;
+    /// 0 for a time before it). Fractions beyond microseconds are cut.
     public static func parse(_ text: String) -> USec? {
         let u = Array(text.utf8)
         guard u.count >= 20, u[4] == UInt8(ascii: "-"), u[7] == UInt8(ascii: "-"),
@@ -123,8 +125,9 @@ extension RFC3339 {
             }
             return n
         }
-        guard let days = CivilDate.parse(String(decoding: u[0..<10], as: UTF8.self)), let h = number(11..<13),
-            let mi = number(14..<16), let s = number(17..<19), h < 24, mi < 60, s < 61
+        guard let y = number(0..<4), let mo = number(5..<7), let d = number(8..<10),
+            let days = CivilDate.days(year: y, month: mo, day: d), let h = number(11..<13), let mi = number(14..<16),
+            let s = number(17..<19), h < 24, mi < 60, s < 61
         else { return nil }
         var i = 19
         var fraction: Int64 = 0
@@ -146,14 +149,15 @@ extension RFC3339 {
         } else if u[i] == UInt8(ascii: "+") || u[i] == UInt8(ascii: "-"), i + 6 == u.count,
             u[i + 3] == UInt8(ascii: ":"), let oh = number((i + 1)..<(i + 3)), let om = number((i + 4)..<(i + 6))
         {
+            guard oh < 24, om < 60 else { return nil }
             offset = (oh * 3600 + om * 60) * (u[i] == UInt8(ascii: "+") ? 1 : -1)
             i += 6
         } else {
             return nil
         }
         guard i == u.count else { return nil }
+        // A time before the Unix epoch is its start (nothing is recorded before it).
         let seconds = days * 86_400 + h * 3600 + mi * 60 + s - offset
-        guard seconds >= 0 else { return nil }
-        return USec(seconds) * usecPerSecond + USec(fraction)
+        return seconds < 0 ? 0 : USec(seconds) * usecPerSecond + USec(fraction)
     }
 }

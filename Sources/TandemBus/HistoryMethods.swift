@@ -67,7 +67,8 @@ extension LicenseManagerServer {
         guard let by = ReportGrouping(rawValue: call.string(3)) else {
             return .error(
                 TandemError(
-                    .invalidArgs, "by must be one of \(ReportGrouping.allCases.map(\.rawValue).joined(separator: ", "))"))
+                    .invalidArgs, "by must be one of \(ReportGrouping.allCases.map(\.rawValue).joined(separator: ", "))"
+                ))
         }
         let filter: HistoryFilter
         do throws(TandemError) { filter = try Self.filter(call.args, at: 4) } catch { return .error(error) }
@@ -79,7 +80,8 @@ extension LicenseManagerServer {
                 : try store.denialReport(since: since, until: until, by: by, filter: filter)
             return UsageReportRow.array(
                 rows.map {
-                    UsageReportRow(group: $0.group, count: $0.count, seatSeconds: UInt64(($0.seatHours * 3600).rounded()))
+                    UsageReportRow(
+                        group: $0.group, count: $0.count, seatSeconds: UInt64(($0.seatHours * 3600).rounded()))
                 })
         }
     }

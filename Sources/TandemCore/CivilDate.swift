@@ -4,9 +4,14 @@ public enum CivilDate {
     public static func parse(_ s: String) -> Int64? {
         let parts = s.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
-            let y = Int64(parts[0]), let m = Int64(parts[1]), let d = Int64(parts[2]),
-            (1970...9999).contains(y), (1...12).contains(m)
+            let y = Int64(parts[0]), let m = Int64(parts[1]), let d = Int64(parts[2]), (1970...9999).contains(y)
         else { return nil }
+        return days(year: y, month: m, day: d)
+    }
+
+    /// Days since 1970-01-01 (negative before it) for a real date of years 0-9999, else nil.
+    public static func days(year y: Int64, month m: Int64, day d: Int64) -> Int64? {
+        guard (0...9999).contains(y), (1...12).contains(m) else { return nil }
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
         let monthDays: [Int64] = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
         guard d >= 1 && d <= monthDays[Int(m - 1)] else { return nil }

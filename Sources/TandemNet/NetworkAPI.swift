@@ -145,20 +145,26 @@ public struct NetworkAPI: Sendable {
                     let client = request.uri.queryParameters.get("client")
                     return Self.json(await api.backend.leases(client: client))
                 }),
-            Route(method: .get, path: "/v1/usage/history", handler: authorized { request, _, _ in
-                await api.history(request) { (q: HistoryQuery) -> Result<[UsageBucketView], TandemError> in
-                    guard let feature = q.filter.feature else {
-                        return .failure(TandemError(.invalidArgs, "'feature' is required"))
+            Route(
+                method: .get, path: "/v1/usage/history",
+                handler: authorized { request, _, _ in
+                    await api.history(request) { (q: HistoryQuery) -> Result<[UsageBucketView], TandemError> in
+                        guard let feature = q.filter.feature else {
+                            return .failure(TandemError(.invalidArgs, "'feature' is required"))
+                        }
+                        return await api.backend.usageHistory(feature: feature, q).map { $0.map(UsageBucketView.init) }
                     }
-                    return await api.backend.usageHistory(feature: feature, q).map { $0.map(UsageBucketView.init) }
-                }
-            }),
-            Route(method: .get, path: "/v1/sessions", handler: authorized { request, _, _ in
-                await api.history(request) { await api.backend.sessions($0).map { $0.map(SessionView.init) } }
-            }),
-            Route(method: .get, path: "/v1/denials", handler: authorized { request, _, _ in
-                await api.history(request) { await api.backend.denials($0).map { $0.map(DenialView.init) } }
-            }),
+                }),
+            Route(
+                method: .get, path: "/v1/sessions",
+                handler: authorized { request, _, _ in
+                    await api.history(request) { await api.backend.sessions($0).map { $0.map(SessionView.init) } }
+                }),
+            Route(
+                method: .get, path: "/v1/denials",
+                handler: authorized { request, _, _ in
+                    await api.history(request) { await api.backend.denials($0).map { $0.map(DenialView.init) } }
+                }),
             Route(
                 method: .get, path: "/v1/leases/{id}",
                 handler: authorized { _, context, _ in

@@ -287,47 +287,56 @@ components:
       name: since
       in: query
       required: false
-      description: RFC 3339 time (2026-12-01T00:00:00Z) or Unix seconds; default a day before `until`.
+      description: >-
+        RFC 3339 time (2026-12-01T00:00:00Z, or with an offset); default a day before `until`.
       schema:
         type: string
+        format: date-time
     Until:
       name: until
       in: query
       required: false
-      description: RFC 3339 time or Unix seconds (exclusive); default now.
+      description: RFC 3339 time (exclusive); default now. A range that is empty has no rows.
       schema:
         type: string
+        format: date-time
     HistoryFeature:
       name: feature
       in: query
       required: false
       schema:
         type: string
+        minLength: 1
     HistoryUser:
       name: user
       in: query
       required: false
       schema:
         type: string
+        minLength: 1
     HistoryHost:
       name: host
       in: query
       required: false
       schema:
         type: string
+        minLength: 1
     HistoryClient:
       name: client
       in: query
       required: false
       schema:
         type: string
+        minLength: 1
     HistoryLimit:
       name: limit
       in: query
       required: false
-      description: At most this many rows, the newest (1 to 1000000, default 10000).
+      description: At most this many rows, the newest (default 10000).
       schema:
         type: integer
+        minimum: 1
+        maximum: 1000000
 security:
   - bearer: []
   - {}
@@ -424,7 +433,7 @@ paths:
       summary: A feature's usage series.
       description: >-
         Buckets of `step` seconds (a multiple of 60) on the step's UTC grid, from the one holding
-        `since` up to `until`, at most 600000: the peak in use, the seats owned, acquisitions and
+        `since` up to `until`, at most 600000 (the latest): the peak in use, the seats owned, acquisitions and
         denials in each (as D-Bus GetUsageHistory).
       parameters:
         - name: feature
@@ -432,6 +441,7 @@ paths:
           required: true
           schema:
             type: string
+            minLength: 1
         - $ref: "#/components/parameters/Since"
         - $ref: "#/components/parameters/Until"
         - name: step
@@ -440,6 +450,9 @@ paths:
           description: Seconds per bucket, a multiple of 60 (default 3600).
           schema:
             type: integer
+            minimum: 60
+            maximum: 34560000
+            multipleOf: 60
       responses:
         "200":
           description: The buckets, oldest first.

@@ -4,21 +4,24 @@ import TandemCore
 /// Reading the usage history (see `History.swift` for how it is written).
 extension Store {
     /// The usage series of `feature` from `since` to `until` (exclusive) in buckets of `step`
-    /// (a multiple of one minute), on the UTC grid of the step: each bucket's peak in use (the
+    /// (a multiple of one minute), on the UTC grid of the step, at most `UsageRollup.maxBuckets`
+    /// (the latest; none for an empty range): each bucket's peak in use (the
     /// level it started at, or higher), the seats owned, acquisitions and denials. Summed from
     /// the coarsest rollup that divides the step, so a year by days reads about 400 rows.
     public func usageSeries(feature: String, since: USec, until: USec, step: USec) throws -> [UsageBucket] {
-        guard step >= UsageRollup.minStepUSec, step % UsageRollup.minStepUSec == 0,
+        let until = min(until, USec(Int64.max) / 2)
+        guard step >= UsageRollup.minStepUSec, step % UsageRollup.minStepUSec == 0, step <= USec(Int64.max) / 4,
             let source = UsageRollup.source(for: step)
-        else { throw TandemError(.invalidArgs, "step must be a multiple of one minute (60000000 µs)") }
-        guard until > since else { throw TandemError(.invalidArgs, "until must be after since") }
-        let start = since - since % step
-        let count = (until - start + step - 1) / step
-        guard count <= UsageRollup.maxBuckets else {
-            throw TandemError(
-                .invalidArgs, "\(count) buckets asked for; at most \(UsageRollup.maxBuckets): take a longer step")
+        else {
+            throw TandemError(.invalidArgs, "step must be a multiple of one minute (60000000 µs)")
         }
-        let end = start + count * step
+        guard until > since else { return [] }
+        // At most `maxBuckets`, the latest (as listings keep the newest rows).
+        let last = (until - 1) - (until - 1) % step
+        let (span, overflow) = (UsageRollup.maxBuckets - 1).multipliedReportingOverflow(by: step)
+        let first = max(since - since % step, overflow ? 0 : last - min(last, span))
+        let count = (last - first) / step + 1
+        let start = first, end = last + step
         let key: [SQLiteDatabase.Value] = [.text(feature), .int(Int64(source))]
         let before = try db.query(
             "SELECT last_in_use, seats FROM usage_series WHERE feature = ? AND step_usec = ? AND bucket_usec < ?"

@@ -415,6 +415,9 @@ struct NullBackend: LicenseBackend {
     func metrics() async -> ServerMetrics {
         ServerMetrics(version: "", serverId: "", role: "standalone", pairStatus: "unpaired", serving: true, epoch: 0)
     }
+    func usageHistory(feature: String, _ q: HistoryQuery) async -> Result<[UsageBucket], TandemError> { .success([]) }
+    func sessions(_ q: HistoryQuery) async -> Result<[Session], TandemError> { .success([]) }
+    func denials(_ q: HistoryQuery) async -> Result<[Denial], TandemError> { .success([]) }
 }
 
 @Suite(.serialized) struct NetworkTLS {
