@@ -58,7 +58,7 @@ let package = Package(
         // tandemd.conf: the INI reader, every setting and its checks (no network, no bus).
         .target(name: "TandemConfig", dependencies: ["TandemCore", "TandemPair"]),
         .target(name: "TandemClient", dependencies: [
-            "TandemAPI", .product(name: "Logging", package: "swift-log"),
+            "TandemAPI", "TandemCore", .product(name: "Logging", package: "swift-log"),
         ]),
         // What /metrics shows: a snapshot of the server, in the Prometheus text format.
         .target(name: "TandemMetrics", dependencies: [

@@ -64,6 +64,12 @@ public struct ServerInfo: Sendable {
     public var listenAddresses: [String] = []
     /// The network API's connections now: `open`, and `refused` for a limit since start.
     public var networkConnections: @Sendable () -> [(String, UInt64)] = { [] }
+    /// This host's name: the holder's host of a lease taken over D-Bus without a `host` option.
+    public var hostName: String? = {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0, name[0] != 0 else { return nil }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }()
     public init(version: String, serviceAccount: String) {
         self.version = version
         self.serviceAccount = serviceAccount

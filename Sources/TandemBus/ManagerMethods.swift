@@ -201,8 +201,10 @@ extension LicenseManagerServer {
             }
         }
         let who = caller(call)
-        // Without a `user` option the caller's login name is the holder's.
+        // Without `user` and `host` options, the caller's login name and (a D-Bus caller is local)
+        // this host's name are the holder's.
         if holder.user == nil { holder.user = who.uid.flatMap(engine.userName) }
+        if holder.host == nil { holder.host = info.hostName }
         let ticket = engine.acquire(
             feature: call.string(0), count: call.uint32(1), client: call.string(2), ttlUSec: ttl,
             requestId: requestId, holder: holder, caller: who)

@@ -4,6 +4,7 @@ import Foundation
 #endif
 import Logging
 import TandemAPI
+import TandemCore
 
 /// A failure seen by the client: a problem answered by a server, or no server reachable.
 public struct ClientError: Error, CustomStringConvertible, Sendable {
@@ -164,15 +165,18 @@ public final class TandemClient: @unchecked Sendable {
     }
 
     /// Takes seats; `requestId` (generated when nil) makes retries and failovers return the same lease.
+    /// The server's usage history records `holder` (by default this process's login and host names).
     public func acquire(
         feature: String, count: UInt32 = 1, client: String, ttlSec: UInt64? = nil,
-        requestId: String? = nil
+        requestId: String? = nil, holder: Holder = .thisProcess
     ) async throws(ClientError) -> LeaseView {
         var body: [String: Any] = [
             "feature": feature, "count": count, "client": client,
             "request_id": requestId ?? UUID().uuidString.lowercased()
         ]
         if let ttlSec { body["ttl_sec"] = ttlSec }
+        if let user = holder.user { body["user"] = user }
+        if let host = holder.host { body["host"] = host }
         let data = try! JSONSerialization.data(withJSONObject: body)
         let (s, reply) = try await withFailover("POST", "/v1/leases", body: data)
         return try decode(LeaseView.self, s, reply, expect: [200, 201])
@@ -241,5 +245,23 @@ public final class LeaseKeeper: @unchecked Sendable {
     public func stop() {
         task?.cancel()
         task = nil
+    }
+}
+
+extension Holder {
+    /// This process's login name (its effective uid's, else `$USER`) and host name.
+    public static var thisProcess: Holder {
+        var pw = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buf = [CChar](repeating: 0, count: 4096)
+        let login =
+            getpwuid_r(geteuid(), &pw, &buf, buf.count, &result) == 0 && result != nil
+            ? pw.pw_name.map { String(cString: $0) } : nil
+        var name = [CChar](repeating: 0, count: 256)
+        let host =
+            gethostname(&name, name.count - 1) == 0
+            ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+        return Holder(
+            user: login ?? ProcessInfo.processInfo.environment["USER"], host: host.flatMap { $0.isEmpty ? nil : $0 })
     }
 }

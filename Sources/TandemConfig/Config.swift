@@ -90,6 +90,9 @@ public struct DaemonConfig: Sendable, Equatable {
     public var requestTimeoutSec: UInt64 = 10
     /// `[Pair]`: the pair link and the protocol's timing.
     public var pair = PairConfig()
+    /// How long the usage history keeps sessions, denials and the usage series (a year's true-up
+    /// and some).
+    public var historyDays: UInt64 = 400
 
     public init() {}
 
@@ -172,6 +175,13 @@ public struct DaemonConfig: Sendable, Equatable {
             case "RequestTimeoutSec": c.requestTimeoutSec = try seconds(e)
             case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
             case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
+            case "HistoryDays":
+                guard let n = UInt64(e.value), n >= 1, n <= 36_500 else {
+                    throw ConfigError(
+                        file: e.file, line: e.line,
+                        reason: "HistoryDays= must be a whole number of days from 1 to 36500, got '\(e.value)'")
+                }
+                c.historyDays = n
             default:
                 throw ConfigError(file: e.file, line: e.line, reason: "unknown key '\(e.key)' in [\(e.section)]")
             }

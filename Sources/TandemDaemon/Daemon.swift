@@ -235,7 +235,38 @@ public final class Daemon {
         }
         engine.onWork = { [unowned self] in scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
+        do {
+            // The history's window is kept at start and every hour (HistoryDays=).
+            let prune = try loop.timer(.monotonic)
+            prune.onFire = { [unowned self, unowned prune] in
+                pruneHistory()
+                prune.schedule(at: loop.now(.monotonic) + Self.historyPruneUSec)
+            }
+            sources.append(prune)
+            prune.schedule(at: loop.now(.monotonic))
+        } catch { throw ServiceError("\(error)") }
     }
+
+    /// Deletes the usage history older than `HistoryDays=` (each node keeps its own window).
+    func pruneHistory() {
+        let window = config.historyDays * 86_400 * usecPerSecond
+        let now = engine.now
+        do {
+            let gone = try engine.store.pruneHistory(before: now > window ? now - window : 0)
+            if gone.sessions + gone.denials + gone.buckets > 0 {
+                logger.info(
+                    "usage history pruned",
+                    metadata: [
+                        "history_days": "\(config.historyDays)", "sessions": "\(gone.sessions)",
+                        "denials": "\(gone.denials)", "buckets": "\(gone.buckets)"
+                    ])
+            }
+        } catch {
+            logger.error("cannot prune the usage history", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static let historyPruneUSec: UInt64 = 3600 * usecPerSecond
 
     /// Opens the pair link and restores the pair, if one was formed.
     func startPair() throws {

@@ -73,11 +73,32 @@ final class StandaloneReplication: Replication {
         else { return }
         stage(d.changes)
         state.settleExpiryBound()
-        for l in gone {
-            logger.info(
-                "lease expired", metadata: ["lease_id": "\(l.id)", "feature": "\(l.feature)", "client": "\(l.client)"])
-        }
+        Self.logExpiries(gone, logger)
     }
+
+    /// A few expiries are a line each; many at once (a site's clients all gone with their network)
+    /// are one line with the counts per feature: each is a session's end in the usage history.
+    static func logExpiries(_ gone: [Lease], _ logger: Logger) {
+        guard gone.count > maxExpiryLines else {
+            for l in gone {
+                logger.info(
+                    "lease expired",
+                    metadata: ["lease_id": "\(l.id)", "feature": "\(l.feature)", "client": "\(l.client)"])
+            }
+            return
+        }
+        var perFeature: [String: Int] = [:]
+        for l in gone { perFeature[l.feature, default: 0] += 1 }
+        logger.notice(
+            "\(gone.count) leases expired",
+            metadata: [
+                "expired": "\(gone.count)",
+                "features": "\(perFeature.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
+            ])
+    }
+
+    /// Expiries at once beyond which the journal gets one summary line.
+    static let maxExpiryLines = 10
 
     var nextExpiry: USec? { state.nextExpiry }
 

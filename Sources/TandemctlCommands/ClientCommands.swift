@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TandemAPI
+import TandemCore
 import TandemClient
 import TandemCommandLine
 
@@ -29,8 +30,19 @@ struct ClientOptions: ParsableArguments {
 func leaseJSON(_ l: LeaseView) -> [String: Any] {
     [
         "lease_id": l.leaseId, "feature": l.feature, "client": l.client, "count": l.count, "acquired_at": l.acquiredAt,
-        "expires_at": l.expiresAt, "expires_usec": l.expiresUsec, "ttl_sec": l.ttlSec, "server_id": l.serverId
+        "expires_at": l.expiresAt, "expires_usec": l.expiresUsec, "ttl_sec": l.ttlSec, "server_id": l.serverId,
+        "user": l.user ?? "", "host": l.host ?? "", "token": l.token ?? ""
     ]
+}
+
+/// Who holds the lease, for the server's usage history.
+struct HolderOptions: ParsableArguments {
+    @Option(help: "The holder's login name for the usage history (default: yours).") var user: String?
+    @Option(help: "The holder's host name for the usage history (default: this host's).") var host: String?
+    var holder: Holder {
+        let os = Holder.thisProcess
+        return Holder(user: user ?? os.user, host: host ?? os.host)
+    }
 }
 
 func defaultClientId() -> String {
@@ -161,11 +173,13 @@ struct ClientCmd: ParsableCommand {
         @Option(help: "Client id (default: user@host).") var client: String?
         @Option(help: "Lease time in seconds.") var ttl: UInt64?
         @Option(help: "Request id (default: generated).") var requestId: String?
+        @OptionGroup var holder: HolderOptions
         func run() async throws {
             let c = try options.client()
             let id = client ?? defaultClientId()
             let l = try await attempt { () async throws(ClientError) in
-                try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId)
+                try await c.acquire(
+                    feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId, holder: holder.holder)
             }
             print(
                 options.json
@@ -263,6 +277,7 @@ struct ClientCmd: ParsableCommand {
         @Option(help: "Number of seats.") var count: UInt32 = 1
         @Option(help: "Client id (default: user@host).") var client: String?
         @Option(help: "Lease time in seconds (renewed at a third of it).") var ttl: UInt64?
+        @OptionGroup var holder: HolderOptions
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command:
             [String] = []
 
@@ -276,7 +291,7 @@ struct ClientCmd: ParsableCommand {
             let lease: LeaseView
             let id = client ?? defaultClientId()
             switch await outcome({ () async throws(ClientError) in
-                try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl)
+                try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl, holder: holder.holder)
             }) {
             case .success(let l): lease = l
             case .failure(let e):
