@@ -122,7 +122,22 @@ enum FuzzTargets {
                 AuditRecord(
                     id: "audit-1", timeUSec: 3_000_000, serverId: "0123456789abcdef", action: "Reserve", via: .dbus,
                     uid: 1000, user: "alice", arguments: ["feature": "cad", "seats": "1"], result: "AccessDenied",
-                    detail: "Reserve needs an administrator")))
+                    detail: "Reserve needs an administrator"))),
+        // A lease with its holder's names (tag 14), a timed revocation (15), a denial (16).
+        LogEntry(
+            seq: 8, epoch: 2,
+            change: .leaseGranted(
+                Lease(
+                    id: "lease-3", feature: "cad", client: "ws-3", count: 2, uid: 1000, token: nil,
+                    holder: Holder(user: "ann", host: "ws-3.example"), requestId: "r-3", acquiredUSec: 4_000_000,
+                    expiresUSec: 304_000_000, ttlUSec: 300_000_000, epoch: 2))),
+        LogEntry(seq: 9, epoch: 2, change: .leaseReleased(id: "lease-3", atUSec: 5_000_000, revoked: true)),
+        LogEntry(
+            seq: 10, epoch: 2,
+            change: .acquisitionDenied(
+                Denial(
+                    id: "deny-1", timeUSec: 6_000_000, feature: "cad", count: 3, client: "ws-4",
+                    holder: Holder(user: "bob", host: nil), uid: nil, token: "plant-a", reason: .reservedForOthers)))
     ]
 
     static let sampleMessages: [PairMessage] = [

@@ -32,9 +32,12 @@ public struct TandemBench: ParsableCommand {
     )
     var pair = false
     @Option(help: "Failovers to measure with --pair.") var runs: Int = 20
+    @Flag(help: "Measure the usage history's reads over a year of one-minute data and a million sessions instead.")
+    var history = false
 
     public func run() throws {
         if pair { return try runPair() }
+        if history { return try runHistory() }
         let work = dir + "/tandem-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: work + "/keys", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
