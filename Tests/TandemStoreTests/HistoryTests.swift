@@ -111,4 +111,30 @@ import TandemCore
         let after = try store.usageSeries(feature: "cad", since: t + 4 * m, until: t + 5 * m, step: m)
         #expect(after.map(\.seats) == [5])
     }
+
+    /// A truncated log or a snapshot replaces the state: a session whose lease it no longer
+    /// holds ends (`merged`), one it gained opens, and the denials in its log are kept once.
+    @Test func aReplacedStateEndsTheSessionsItNoLongerHolds() throws {
+        let store = try Store(path: tempDir() + "/t.db", logger: Logger(label: "test"))
+        let t = Self.t0, m = Self.minute
+        let a = lease("a", at: t), b = lease("b", at: t + 1), c = lease("c", at: t + 2)
+        let kept: [Change] = [.licenseActivated(lic), .leaseGranted(a)]
+        let entries = (kept + [.leaseGranted(b)]).enumerated().map {
+            LogEntry(seq: UInt64($0.offset + 1), epoch: 1, change: $0.element)
+        }
+        try store.append(entries, now: t)
+        let log = (kept + [.leaseGranted(c), .acquisitionDenied(denial("d1", at: t + 3))]).enumerated().map {
+            LogEntry(seq: UInt64($0.offset + 1), epoch: 2, change: $0.element)
+        }
+        let state = LicenseState(changes: log.map(\.change))
+        for _ in 0..<2 {
+            try store.replace(
+                state: state, base: LogBase(seq: 0, epoch: 0, state: LicenseState()), log: log, now: t + m,
+                progress: PairProgress(promisedEpoch: 2))
+        }
+        let sessions = try store.sessions(since: 0, until: .max)
+        #expect(sessions.map(\.leaseId) == ["a", "b", "c"])
+        #expect(sessions.map(\.ended) == [nil, .merged, nil] && sessions[1].endUSec == t + m)
+        #expect(try store.denials(since: 0, until: .max).map(\.id) == ["d1"])
+    }
 }
