@@ -79,6 +79,8 @@ extension Store {
                 series.level(of: l.feature, in: durable, at: seriesTime(l.expiresUSec))
             case .acquisitionDenied(let d):
                 try insertDenial(d)
+                // A feature without a license has no series (its name is any caller's string).
+                guard d.reason != .unknownFeature else { break }
                 let t = seriesTime(d.timeUSec)
                 series.denied(d.feature, at: t)
                 series.level(of: d.feature, in: durable, at: t)
