@@ -47,7 +47,8 @@ public struct Tandemctl: ParsableCommand {
         abstract: "Control the Tandem license server over D-Bus.",
         subcommands: [
             Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
-            Reserve.self, Unreserve.self, Reservations.self, Usage.self, ResetServerId.self, ClientCmd.self,
+            Reserve.self, Unreserve.self, Reservations.self, Usage.self, Report.self, Sessions.self, Denials.self,
+            ResetServerId.self, ClientCmd.self,
             ServiceAccount.self, PairCmd.self, Audit.self
         ])
     public init() {}
@@ -279,27 +280,32 @@ struct Release: ParsableCommand {
 }
 
 struct Leases: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List active leases.")
+    static let configuration = CommandConfiguration(abstract: "List active leases and who holds them.")
     @OptionGroup var bus: BusOptions
     func run() throws {
-        let list = try bus.rows(.listLeases, as: LeaseRow.self)
+        let list = try bus.rows(.listLeaseHolders, as: LeaseHolderRow.self)
         if bus.json {
             print(
                 Output.json(
-                    list.map { r in
-                        [
+                    list.map { r -> [String: Any] in
+                        var o: [String: Any] = [
                             "lease_id": r.id, "feature": r.feature, "client": r.client, "count": r.count,
-                            "acquired_usec": r.acquiredUSec, "expires_usec": r.expiresUSec
-                        ] as [String: Any]
+                            "acquired_usec": r.acquiredUSec, "expires_usec": r.expiresUSec, "user": r.user,
+                            "host": r.host, "token": r.token
+                        ]
+                        if r.uid != AuditRow.noUid { o["uid"] = r.uid }
+                        return o
                     }))
         } else {
+            // USER and HOST last, so that the columns before them stay where they were.
             print(
                 Output.table(
-                    ["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES"],
+                    ["LEASE", "FEATURE", "CLIENT", "COUNT", "ACQUIRED", "EXPIRES", "USER", "HOST"],
                     list.map { r in
                         [
                             r.id, r.feature, r.client, String(r.count), Output.time(r.acquiredUSec),
-                            Output.time(r.expiresUSec)
+                            Output.time(r.expiresUSec), HistoryFormat.who(user: r.user, token: r.token, uid: r.uid),
+                            HistoryFormat.cell(r.host)
                         ]
                     }))
         }
@@ -353,30 +359,38 @@ struct Reservations: ParsableCommand {
 }
 
 struct Usage: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Seats, use, reservations and refusals per feature.")
-    @OptionGroup var bus: BusOptions
-    func run() throws {
-        let list = try bus.rows(.getUsage, as: UsageRow.self)
-        if bus.json {
-            print(
-                Output.json(
-                    list.map { r in
-                        [
-                            "feature": r.feature, "seats": r.seats, "in_use": r.inUse, "reserved": r.reserved,
-                            "available": r.available,
-                            "denied": r.denied
-                        ] as [String: Any]
-                    }))
-        } else {
-            print(
-                Output.table(
-                    ["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
-                    list.map { r in
-                        [
-                            r.feature, String(r.seats), String(r.inUse), String(r.reserved), String(r.available),
-                            String(r.denied)
-                        ]
-                    }))
+    static let configuration = CommandConfiguration(
+        abstract: "Seats, use, reservations and refusals per feature; 'usage history FEATURE' for the past.",
+        subcommands: [Show.self, UsageHistoryCmd.self], defaultSubcommand: Show.self)
+
+    /// `tandemctl usage` (and `tandemctl usage --json`) without a subcommand.
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Seats, use, reservations and refusals per feature (the default).")
+        @OptionGroup var bus: BusOptions
+        func run() throws {
+            let list = try bus.rows(.getUsage, as: UsageRow.self)
+            if bus.json {
+                print(
+                    Output.json(
+                        list.map { r in
+                            [
+                                "feature": r.feature, "seats": r.seats, "in_use": r.inUse, "reserved": r.reserved,
+                                "available": r.available,
+                                "denied": r.denied
+                            ] as [String: Any]
+                        }))
+            } else {
+                print(
+                    Output.table(
+                        ["FEATURE", "SEATS", "IN USE", "RESERVED", "AVAILABLE", "DENIED"],
+                        list.map { r in
+                            [
+                                r.feature, String(r.seats), String(r.inUse), String(r.reserved), String(r.available),
+                                String(r.denied)
+                            ]
+                        }))
+            }
         }
     }
 }

@@ -102,6 +102,17 @@ import Testing
         f.daemon.stop(SIGKILL)
         try f.daemon.start()
         try check(try f.bus.client(), "after kill -9 and a restart")
+        // And tandemctl, for scripts.
+        let listed = try tandemctl(f.bus, ["sessions", "--since", "2000-01-01", "--json"])
+        let rows = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(rows.compactMap { $0["lease_id"] as? String } == [a, r, b, full, web], "\(listed.stderr)")
+        #expect(rows.first?["user"] as? String == "ann" && rows[2]["ended"] as? String == "expired")
+        let refusals = try tandemctl(f.bus, ["denials", "--since", "2000-01-01", "--json"])
+        let denied = try JSONSerialization.jsonObject(with: Data(refusals.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(
+            denied.compactMap { $0["reason"] as? String } == [
+                "insufficient-seats", "unknown-feature", "insufficient-seats"
+            ])
     }
 
     /// The standby derives the history from the replicated log: after the primary dies, the
