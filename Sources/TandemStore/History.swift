@@ -8,17 +8,21 @@ import TandemCore
 ///
 /// Event times are the decisions' (a grant's acquisition, a release's `atUSec`, an expiry's
 /// expiry time, a denial's time), never a node's commit time, so both nodes place an event in
-/// the same bucket. A bucket's time never goes back (`seriesClock`): an expiry noticed after a
+/// the same bucket.
+///
+/// A commit writes little beyond its log entries: sessions are appended in rowid order, and the
+/// only index by lease id holds the open sessions alone (a partial index), so the pages a commit
+/// dirties stay few however long the history grows. A bucket's time never goes back (`seriesClock`): an expiry noticed after a
 /// later event is counted where it was noticed.
 extension Store {
     static let historyMigration = Migration(
         sql: """
             CREATE TABLE sessions (
-                lease_id TEXT PRIMARY KEY, feature TEXT NOT NULL, count INTEGER NOT NULL, client TEXT NOT NULL,
-                user TEXT, host TEXT, uid INTEGER, token TEXT, start_usec INTEGER NOT NULL, end_usec INTEGER,
-                ended TEXT);
+                id INTEGER PRIMARY KEY, lease_id TEXT NOT NULL, feature TEXT NOT NULL, count INTEGER NOT NULL,
+                client TEXT NOT NULL, user TEXT, host TEXT, uid INTEGER, token TEXT, start_usec INTEGER NOT NULL,
+                end_usec INTEGER, ended TEXT);
             CREATE INDEX sessions_start ON sessions (start_usec);
-            CREATE INDEX sessions_end ON sessions (end_usec);
+            CREATE INDEX sessions_open ON sessions (lease_id) WHERE end_usec IS NULL;
             CREATE TABLE denials (
                 id TEXT PRIMARY KEY, time_usec INTEGER NOT NULL, feature TEXT NOT NULL, count INTEGER NOT NULL,
                 client TEXT NOT NULL, user TEXT, host TEXT, uid INTEGER, token TEXT, reason TEXT NOT NULL);
@@ -45,7 +49,7 @@ extension Store {
     func openSessionsForHeldLeases() throws {
         var state = try loadTables()
         for e in try changes(after: try storedBase()?.seq ?? 0, limit: Int.max) { state.apply(e.change) }
-        for l in state.leases.values { try openSession(l) }
+        for l in state.activeLeases(at: 0) { try openSession(l) }
     }
 
     // MARK: - Writing
@@ -119,7 +123,7 @@ extension Store {
             let (at, how) = ends[l.id] ?? (l.expiresUSec <= now ? (l.expiresUSec, .expired) : (now, .merged))
             try endSession(l.id, at: at, how)
         }
-        for l in state.leases.values where durable.leases[l.id] == nil { try openSession(l) }
+        for l in state.activeLeases(at: 0) where durable.leases[l.id] == nil { try openSession(l) }
         durable = state
         for f in features { series.level(of: f, in: state, at: t) }
         try write(series)
@@ -131,12 +135,11 @@ extension Store {
         return seriesClock
     }
 
+    /// A lease granted again under its id (merged back after a partition) starts a new session.
     private func openSession(_ l: Lease) throws {
-        // A lease granted again under its id (merged back after a partition) reopens its session.
         try db.run(
             "INSERT INTO sessions (lease_id, feature, count, client, user, host, uid, token, start_usec)"
-                + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                + " ON CONFLICT(lease_id) DO UPDATE SET end_usec = NULL, ended = NULL, count = excluded.count",
+                + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             .text(l.id), .text(l.feature), .int(Int64(l.count)), .text(l.client), Self.text(l.user),
             Self.text(l.host), l.uid.map { .int(Int64($0)) } ?? .null, Self.text(l.token),
             .int(Int64(l.acquiredUSec)))
@@ -184,7 +187,8 @@ extension Store {
     public func pruneHistory(before cutoff: USec) throws -> (sessions: Int, denials: Int, buckets: Int) {
         let c = SQLiteDatabase.Value.int(Int64(min(cutoff, USec(Int64.max))))
         return try db.transaction {
-            try db.run("DELETE FROM sessions WHERE end_usec < ?", c)
+            // A session that ended before the cutoff started before it (the start index finds it).
+            try db.run("DELETE FROM sessions WHERE start_usec < ? AND end_usec < ?", c, c)
             let sessions = db.changes
             try db.run("DELETE FROM denials WHERE time_usec < ?", c)
             let denials = db.changes
