@@ -10,9 +10,9 @@ import TandemCore
 /// expiry time, a denial's time), never a node's commit time, so both nodes place an event in
 /// the same bucket.
 ///
-/// A commit writes little beyond its log entries: sessions are appended in rowid order, and the
-/// only index by lease id holds the open sessions alone (a partial index), so the pages a commit
-/// dirties stay few however long the history grows. A bucket's time never goes back (`seriesClock`): an expiry noticed after a
+/// A session is written once, when it ends (appended in rowid order): while it is open it is its
+/// lease, which the state holds durably anyway, so a grant costs the history no row and a commit
+/// dirties few pages however long the history grows. Readers add the open ones from `durable`. A bucket's time never goes back (`seriesClock`): an expiry noticed after a
 /// later event is counted where it was noticed.
 extension Store {
     static let historyMigration = Migration(
@@ -20,9 +20,8 @@ extension Store {
             CREATE TABLE sessions (
                 id INTEGER PRIMARY KEY, lease_id TEXT NOT NULL, feature TEXT NOT NULL, count INTEGER NOT NULL,
                 client TEXT NOT NULL, user TEXT, host TEXT, uid INTEGER, token TEXT, start_usec INTEGER NOT NULL,
-                end_usec INTEGER, ended TEXT);
+                end_usec INTEGER NOT NULL, ended TEXT NOT NULL);
             CREATE INDEX sessions_start ON sessions (start_usec);
-            CREATE INDEX sessions_open ON sessions (lease_id) WHERE end_usec IS NULL;
             CREATE TABLE denials (
                 id TEXT PRIMARY KEY, time_usec INTEGER NOT NULL, feature TEXT NOT NULL, count INTEGER NOT NULL,
                 client TEXT NOT NULL, user TEXT, host TEXT, uid INTEGER, token TEXT, reason TEXT NOT NULL);
@@ -33,23 +32,13 @@ extension Store {
                 acquisitions INTEGER NOT NULL, denials INTEGER NOT NULL,
                 PRIMARY KEY (feature, step_usec, bucket_usec)) WITHOUT ROWID;
             """,
-        code: {
-            try $0.addLeaseHolderColumns()
-            try $0.openSessionsForHeldLeases()
-        })
+        code: { try $0.addLeaseHolderColumns() })
 
     /// Adds `leases.user` and `leases.host` where they are missing (migration 2 writes lease rows
     /// as this version does, so it adds them first).
     func addLeaseHolderColumns() throws {
         let columns = try db.query("SELECT name FROM pragma_table_info('leases')").compactMap { $0[0].text }
         for c in ["user", "host"] where !columns.contains(c) { try db.exec("ALTER TABLE leases ADD COLUMN \(c) TEXT") }
-    }
-
-    /// Migration: the leases held when the history began are its first open sessions.
-    func openSessionsForHeldLeases() throws {
-        var state = try loadTables()
-        for e in try changes(after: try storedBase()?.seq ?? 0, limit: Int.max) { state.apply(e.change) }
-        for l in state.activeLeases(at: 0) { try openSession(l) }
     }
 
     // MARK: - Writing
@@ -65,21 +54,18 @@ extension Store {
                 let old = durable.leases[l.id]
                 durable.apply(e.change)
                 let t = seriesTime(l.acquiredUSec)
-                if old == nil {
-                    try openSession(l)
-                    series.acquired(l.feature, at: t)
-                }
+                if old == nil { series.acquired(l.feature, at: t) }
                 series.level(of: l.feature, in: durable, at: t)
             case .leaseReleased(let id, let at, let revoked):
                 guard let l = durable.leases[id] else { break }
                 durable.apply(e.change)
                 let t = at ?? now
-                try endSession(id, at: t, revoked == true ? .revoked : .released)
+                try endSession(l, at: t, revoked == true ? .revoked : .released)
                 series.level(of: l.feature, in: durable, at: seriesTime(t))
             case .leaseExpired(let id):
                 guard let l = durable.leases[id] else { break }
                 durable.apply(e.change)
-                try endSession(id, at: l.expiresUSec, .expired)
+                try endSession(l, at: l.expiresUSec, .expired)
                 series.level(of: l.feature, in: durable, at: seriesTime(l.expiresUSec))
             case .acquisitionDenied(let d):
                 try insertDenial(d)
@@ -104,7 +90,8 @@ extension Store {
 
     /// The state became `state` other than by appending (a truncated log, a snapshot, a pair
     /// formed): sessions of leases it no longer holds end (released or expired if the new log
-    /// says so, else `merged`), leases new to it open theirs, and its log's denials are kept.
+    /// says so, else `merged`), and its log's denials are kept (those of leases new to it are
+    /// open: they are its leases).
     func recordReplacement(by state: LicenseState, log: some Sequence<LogEntry>, now: USec) throws {
         var ends: [String: (USec, SessionEnd)] = [:]
         for e in log {
@@ -121,9 +108,8 @@ extension Store {
         let t = seriesTime(now), features = Set(durable.features).union(state.features)
         for l in durable.leases.values where state.leases[l.id] == nil {
             let (at, how) = ends[l.id] ?? (l.expiresUSec <= now ? (l.expiresUSec, .expired) : (now, .merged))
-            try endSession(l.id, at: at, how)
+            try endSession(l, at: at, how)
         }
-        for l in state.activeLeases(at: 0) where durable.leases[l.id] == nil { try openSession(l) }
         durable = state
         for f in features { series.level(of: f, in: state, at: t) }
         try write(series)
@@ -135,20 +121,14 @@ extension Store {
         return seriesClock
     }
 
-    /// A lease granted again under its id (merged back after a partition) starts a new session.
-    private func openSession(_ l: Lease) throws {
+    /// Writes the session of lease `l`, which ended at `at` (never before it started).
+    private func endSession(_ l: Lease, at: USec, _ how: SessionEnd) throws {
         try db.run(
-            "INSERT INTO sessions (lease_id, feature, count, client, user, host, uid, token, start_usec)"
-                + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec,"
+                + " ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             .text(l.id), .text(l.feature), .int(Int64(l.count)), .text(l.client), Self.text(l.user),
             Self.text(l.host), l.uid.map { .int(Int64($0)) } ?? .null, Self.text(l.token),
-            .int(Int64(l.acquiredUSec)))
-    }
-
-    private func endSession(_ id: String, at: USec, _ how: SessionEnd) throws {
-        try db.run(
-            "UPDATE sessions SET end_usec = MAX(start_usec, ?), ended = ? WHERE lease_id = ? AND end_usec IS NULL",
-            .int(Int64(at)), .text(how.rawValue), .text(id))
+            Self.int(l.acquiredUSec), Self.int(max(at, l.acquiredUSec)), .text(how.rawValue))
     }
 
     private func insertDenial(_ d: Denial) throws {

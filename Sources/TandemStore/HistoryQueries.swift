@@ -53,20 +53,34 @@ extension Store {
     }
 
     /// Sessions that overlap [since, until), the newest `filter.limit` of them by start, oldest
-    /// first; an open session has no end.
+    /// first: those that ended (the table) and those open (the leases held, without an end).
     public func sessions(since: USec, until: USec, filter: HistoryFilter = HistoryFilter()) throws -> [Session] {
         let (conditions, args) = Self.conditions(filter)
+        let limit = try Self.limit(filter)
         let rows = try db.query(
             "SELECT lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec, ended"
-                + " FROM sessions WHERE start_usec < ? AND (end_usec IS NULL OR end_usec >= ?)" + conditions
+                + " FROM sessions WHERE start_usec < ? AND end_usec >= ?" + conditions
                 + " ORDER BY start_usec DESC, lease_id DESC LIMIT ?",
-            arguments: [Self.int(until), Self.int(since)] + args + [.int(Int64(try Self.limit(filter)))])
-        return rows.reversed().map { r in
+            arguments: [Self.int(until), Self.int(since)] + args + [.int(Int64(limit))])
+        let ended = rows.map { r in
             Session(
                 leaseId: r[0].text ?? "", feature: r[1].text ?? "", count: UInt32(clamping: r[2].int ?? 0),
                 client: r[3].text ?? "", holder: Holder(user: r[4].text, host: r[5].text),
                 uid: r[6].int.map { UInt32(clamping: $0) }, token: r[7].text, startUSec: USec(r[8].int ?? 0),
                 endUSec: r[9].int.map { USec($0) }, ended: r[10].text.flatMap { SessionEnd(rawValue: $0) })
+        }
+        let all = ended + openSessions(until: until, filter)
+        return all.sorted { ($0.startUSec, $0.leaseId) > ($1.startUSec, $1.leaseId) }.prefix(limit).reversed()
+    }
+
+    /// The sessions open now (the leases held) that started before `until` and match `filter`.
+    func openSessions(until: USec, _ f: HistoryFilter) -> [Session] {
+        durable.leases.values.compactMap { l -> Session? in
+            guard l.acquiredUSec < until, f.feature.map({ $0 == l.feature }) ?? true,
+                f.user.map({ $0 == l.user }) ?? true, f.host.map({ $0 == l.host }) ?? true,
+                f.client.map({ $0 == l.client }) ?? true
+            else { return nil }
+            return Session(l)
         }
     }
 
@@ -94,14 +108,20 @@ extension Store {
         let (conditions, args) = Self.conditions(filter)
         let rows = try db.query(
             "SELECT \(Self.groupColumn(by)) AS g, COUNT(*),"
-                + " TOTAL(count * (MIN(COALESCE(end_usec, ?), ?) - MAX(start_usec, ?))) FROM sessions"
-                + " WHERE start_usec < ? AND (end_usec IS NULL OR end_usec >= ?)" + conditions + " GROUP BY g",
-            arguments: [Self.int(now), Self.int(until), Self.int(since), Self.int(until), Self.int(since)] + args)
-        return rows.map { r in
-            let seatUSec = max(0, Double(r[2].text ?? "0") ?? 0)
-            return ReportRow(
-                group: r[0].text ?? "-", count: UInt64(r[1].int ?? 0), seatHours: seatUSec / 3_600_000_000)
-        }.sorted { ($0.seatHours, $0.count, $1.group) > ($1.seatHours, $1.count, $0.group) }
+                + " TOTAL(count * (MIN(end_usec, ?) - MAX(start_usec, ?))) FROM sessions"
+                + " WHERE start_usec < ? AND end_usec >= ?" + conditions + " GROUP BY g",
+            arguments: [Self.int(until), Self.int(since), Self.int(until), Self.int(since)] + args)
+        var groups: [String: (count: UInt64, seatUSec: Double)] = [:]
+        for r in rows {
+            groups[r[0].text ?? "-"] = (UInt64(r[1].int ?? 0), max(0, Double(r[2].text ?? "0") ?? 0))
+        }
+        for s in openSessions(until: until, filter) {
+            let key = Self.group(s, by)
+            let held = Double(s.seatUSec(since: since, until: until, now: now))
+            groups[key] = ((groups[key]?.count ?? 0) + 1, (groups[key]?.seatUSec ?? 0) + held)
+        }
+        return groups.map { ReportRow(group: $0.key, count: $0.value.count, seatHours: $0.value.seatUSec / 3.6e9) }
+            .sorted { ($0.seatHours, $0.count, $1.group) > ($1.seatHours, $1.count, $0.group) }
     }
 
     /// Denials in [since, until) per group, most first.
@@ -114,6 +134,16 @@ extension Store {
                 + conditions + " GROUP BY g", arguments: [Self.int(since), Self.int(until)] + args)
         return rows.map { ReportRow(group: $0[0].text ?? "-", count: UInt64($0[1].int ?? 0), seatHours: 0) }
             .sorted { ($0.count, $1.group) > ($1.count, $0.group) }
+    }
+
+    /// An open session's group, as `groupColumn` names an ended one's.
+    static func group(_ s: Session, _ by: ReportGrouping) -> String {
+        switch by {
+        case .user: return s.holder.user ?? s.token.map { "token:" + $0 } ?? s.uid.map { "uid:\($0)" } ?? "-"
+        case .host: return s.holder.host ?? "-"
+        case .feature: return s.feature
+        case .client: return s.client
+        }
     }
 
     /// A group's name: a holder without a user name is its token's or its uid's.
