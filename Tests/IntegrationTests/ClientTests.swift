@@ -41,6 +41,16 @@ func leaseCount(_ f: Fixture) throws -> Int {
             (try JSONSerialization.jsonObject(with: Data(acq.stdout.utf8)) as? [String: Any])?["lease_id"] as? String
             ?? ""
         #expect(try clientctl(config, ["leases", "--client", "mill-1"]).stdout.contains(id))
+        // The lease names its holder: this process's login and host names, unless told otherwise.
+        let holders = try LeaseHolderRow.rows(f.bus.client().call("ListLeaseHolders"))
+        let hostName = ProcessInfo.processInfo.hostName
+        #expect(holders.map(\.user) == ["root"] && holders.map(\.host) == [hostName], "\(holders)")
+        let named = try clientctl(config, ["acquire", "cad", "--client", "mill-2", "--user", "ann", "--host", "h9"])
+        #expect(named.status == 0, "\(named.stderr)")
+        let after = try LeaseHolderRow.rows(f.bus.client().call("ListLeaseHolders"))
+        let mill2 = after.filter { $0.client == "mill-2" }
+        #expect(mill2.map(\.user) == ["ann"] && mill2.map(\.host) == ["h9"], "\(after)")
+        for r in mill2 { _ = try f.bus.client().call("Release", [.string(r.id)]) }
         #expect(try clientctl(config, ["renew", id]).status == 0)
         #expect(try leaseCount(f) == 1)
         #expect(try clientctl(config, ["release", id]).status == 0)

@@ -115,6 +115,44 @@ import Testing
             ])
     }
 
+    /// Many leases expiring at once are one journal line with the counts per feature, not a
+    /// line each (each is a session's end in the history).
+    @Test func manyExpiriesAtOnceAreOneJournalLine() throws {
+        let f = try Fixture(extraConfig: "")
+        let c = try f.bus.client()
+        for i in 0..<5 {
+            _ = try c.call(
+                "Acquire",
+                [.string("cad"), .uint32(1), .string("ws-\(i)"), Self.options([("ttl_usec", .uint64(1_000_000))])])
+        }
+        try waitFor("the leases to expire", seconds: 10) { try leaseIds(c).isEmpty }
+        #expect(!f.daemon.log().contains("leases expired"))
+        #expect(f.daemon.log().components(separatedBy: "lease expired").count - 1 == 5)
+        // A second batch, larger than a line each, expires at once (while tandemd was stopped):
+        // one summary.
+        let license = try f.vendor.issue(to: [f.serverId], feature: "cae", seats: 20, id: "LIC-CAE")
+        _ = try c.call("ActivateLicense", [.string(license)])
+        for (feature, n) in [("cad", 5), ("cae", 12)] {
+            for i in 0..<n {
+                _ = try c.call(
+                    "Acquire",
+                    [
+                        .string(feature), .uint32(1), .string("\(feature)-\(i)"),
+                        Self.options([("ttl_usec", .uint64(3_000_000))])
+                    ])
+            }
+        }
+        f.daemon.stop()
+        usleep(3_500_000)
+        try f.daemon.start()
+        let c2 = try f.bus.client()
+        try waitFor("all to expire", seconds: 10) { try leaseIds(c2).isEmpty }
+        let log = f.daemon.log()
+        #expect(log.contains("17 leases expired") && log.contains("cad=5 cae=12"), "\(log.suffix(3000))")
+        #expect(log.components(separatedBy: "lease expired").count - 1 == 5, "the first five only")
+        #expect(try Self.sessions(c2).filter { $0.ended == "expired" }.count == 22)
+    }
+
     /// The standby derives the history from the replicated log: after the primary dies, the
     /// backup answers the same sessions and denials.
     @Test func theBackupAnswersTheSameHistoryAfterAFailover() throws {
