@@ -169,6 +169,9 @@ public enum UsageRollup {
     public static func source(for step: USec) -> USec? {
         stepsUSec.last { step % $0 == 0 }
     }
-    /// A series answers at most this many buckets (a year and some of minutes).
+    /// A series answers at most this many buckets (a year and some of minutes) over D-Bus.
     public static let maxBuckets: UInt64 = 600_000
+    /// Over HTTP, at most this many (about 1.2 MB of JSON, a week of minutes): 600000 buckets
+    /// are 70 MB of JSON. A client pages back with `until` set to the first bucket's start.
+    public static let maxNetworkBuckets: UInt64 = 10_000
 }

@@ -126,7 +126,11 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
     }
 
     func usageHistory(feature: String, _ q: HistoryQuery) async -> Result<[UsageBucket], TandemError> {
-        await history { try $0.usageSeries(feature: feature, since: q.sinceUSec, until: q.untilUSec, step: q.stepUSec) }
+        await history {
+            try $0.usageSeries(
+                feature: feature, since: q.sinceUSec, until: q.untilUSec, step: q.stepUSec,
+                maxBuckets: UsageRollup.maxNetworkBuckets)
+        }
     }
 
     func sessions(_ q: HistoryQuery) async -> Result<[Session], TandemError> {

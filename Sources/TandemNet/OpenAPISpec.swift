@@ -433,8 +433,9 @@ paths:
       summary: A feature's usage series.
       description: >-
         Buckets of `step` seconds (a multiple of 60) on the step's UTC grid, from the one holding
-        `since` up to `until`, at most 600000 (the latest): the peak in use, the seats owned, acquisitions and
-        denials in each (as D-Bus GetUsageHistory).
+        `since` up to `until`, at most 10000 (the latest; to read further back, ask again with `until`
+        set to the first bucket's start, or with a larger step): the peak in use, the seats owned,
+        acquisitions and denials in each (as D-Bus GetUsageHistory).
       parameters:
         - name: feature
           in: query

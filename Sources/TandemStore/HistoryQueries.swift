@@ -4,11 +4,13 @@ import TandemCore
 /// Reading the usage history (see `History.swift` for how it is written).
 extension Store {
     /// The usage series of `feature` from `since` to `until` (exclusive) in buckets of `step`
-    /// (a multiple of one minute), on the UTC grid of the step, at most `UsageRollup.maxBuckets`
+    /// (a multiple of one minute), on the UTC grid of the step, at most `maxBuckets`
     /// (the latest; none for an empty range): each bucket's peak in use (the
     /// level it started at, or higher), the seats owned, acquisitions and denials. Summed from
     /// the coarsest rollup that divides the step, so a year by days reads about 400 rows.
-    public func usageSeries(feature: String, since: USec, until: USec, step: USec) throws -> [UsageBucket] {
+    public func usageSeries(
+        feature: String, since: USec, until: USec, step: USec, maxBuckets: UInt64 = UsageRollup.maxBuckets
+    ) throws -> [UsageBucket] {
         let until = min(until, USec(Int64.max) / 2)
         guard step >= UsageRollup.minStepUSec, step % UsageRollup.minStepUSec == 0, step <= USec(Int64.max) / 4,
             let source = UsageRollup.source(for: step)
@@ -18,7 +20,7 @@ extension Store {
         guard until > since else { return [] }
         // At most `maxBuckets`, the latest (as listings keep the newest rows).
         let last = (until - 1) - (until - 1) % step
-        let (span, overflow) = (UsageRollup.maxBuckets - 1).multipliedReportingOverflow(by: step)
+        let (span, overflow) = (max(maxBuckets, 1) - 1).multipliedReportingOverflow(by: step)
         let first = max(since - since % step, overflow ? 0 : last - min(last, span))
         let count = (last - first) / step + 1
         let start = first, end = last + step

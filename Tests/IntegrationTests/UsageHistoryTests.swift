@@ -93,6 +93,11 @@ import Testing
             "\(sessionsJSON.body)")
         let denialsJSON = try http("GET", base + "/v1/denials?since=2000-01-01T00:00:00Z&user=bob")
         #expect((denialsJSON.json as? [[String: Any]])?.map { $0["reason"] as? String } == ["insufficient-seats"])
+        // Decades by minutes: the latest 10000 buckets (D-Bus answers up to 600000), the peak among them.
+        let decades = try http("GET", base + "/v1/usage/history?feature=cad&since=2000-01-01T00:00:00Z&step=60")
+        let buckets = decades.json as? [[String: Any]] ?? []
+        #expect(buckets.count == 10_000, "\(decades.status) \(decades.body.prefix(300))")
+        #expect(buckets.compactMap { $0["max_in_use"] as? Int }.max() == 5)
         let bad = try http("GET", base + "/v1/usage/history?feature=cad&step=61")
         #expect(bad.status == 400 && bad.body.contains("InvalidArgs"), "\(bad.body)")
         expectBusError("org.freedesktop.DBus.Error.InvalidArgs") {
