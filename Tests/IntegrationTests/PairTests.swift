@@ -126,7 +126,8 @@ final class PairFixture: @unchecked Sendable {
         try b.start()
     }
 
-    func formed(seats: Int = 50) throws -> PairFixture {
+    /// `seats: nil` forms the pair without activating a license.
+    func formed(seats: Int? = 50) throws -> PairFixture {
         let ca = try a.client(), cb = try b.client()
         _ = try cb.call("PrepareBackup", [.string("127.0.0.1:\(ports.0)")])
         _ = try ca.call("EnableBackup", [.string("127.0.0.1:\(ports.1)")])
@@ -135,9 +136,11 @@ final class PairFixture: @unchecked Sendable {
                 && cb.get("PairStatus") == .string("paired-and-available")
                 && ca.get("Serving") == .bool(true)
         }
-        _ = try ca.call(
-            "ActivateLicense",
-            [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "PAIR-LIC"))])
+        if let seats {
+            _ = try ca.call(
+                "ActivateLicense",
+                [.string(try vendor.issue(to: [try a.serverId, try b.serverId], seats: seats, id: "PAIR-LIC"))])
+        }
         return self
     }
 

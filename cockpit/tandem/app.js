@@ -30,7 +30,10 @@ function setUpTabs() {
         if (i < 0 || (e.key !== "ArrowRight" && e.key !== "ArrowLeft")) return;
         selectTab(TABS[(i + (e.key === "ArrowRight" ? 1 : TABS.length - 1)) % TABS.length], true);
     });
-    const fromLocation = () => selectTab(TABS.includes(cockpit.location.path[0]) ? cockpit.location.path[0] : "servers");
+    const fromLocation = () => {
+        const wanted = cockpit.location.path[0];
+        selectTab(TABS.includes(wanted) ? wanted : "servers");
+    };
     cockpit.addEventListener("locationchanged", fromLocation);
     fromLocation();
 }
@@ -54,11 +57,14 @@ async function main() {
     byId("access").textContent = access.admin ? "" : `Read-only: ${access.reason}`;
     byId("access").hidden = access.admin;
     const manager = new Manager();
-    const views = [new ServersView(manager), new ManagePanel(manager), new LicensesView(manager), new UsageView(manager)];
+    const views = [
+        new ServersView(manager), new ManagePanel(manager), new LicensesView(manager), new UsageView(manager),
+    ];
     manager.addEventListener("connection", () => {
         const line = byId("connection");
-        line.textContent = manager.connected ? "" : `tandemd does not answer on this server: ${manager.lastError?.name ?? ""} ` +
-            `${manager.lastError?.message ?? ""}`;
+        const error = manager.lastError;
+        line.textContent = manager.connected ? ""
+            : `tandemd does not answer on this server: ${error?.name ?? error?.problem ?? ""} ${error?.message ?? ""}`;
         line.classList.toggle("connection-lost", !manager.connected);
         document.body.dataset.connected = String(manager.connected);
     });

@@ -47,22 +47,25 @@ export class LicensesView {
     }
 
     render() {
-        const columns = [["License"], ["Product"], ["Feature"], ["Seats", "num"], ["In use", "num"], ["Reserved", "num"],
-            ["Expires"], [""]];
+        const columns = [["License"], ["Product"], ["Feature"], ["Seats", "num"], ["In use", "num"],
+            ["Reserved", "num"], ["Expires"], [""]];
         const rows = this.rows.map(([id, product, feature, seats, inUse, reserved, notAfter]) => {
             const exp = expiry(notAfter);
-            const button = h("button", { class: "btn btn-danger btn-small", "aria-label": `Deactivate ${id}` }, "Deactivate");
+            const button = h("button", { class: "btn btn-danger btn-small", "aria-label": `Deactivate ${id}` },
+                "Deactivate");
             allow(button, access.reason);
             button.addEventListener("click", async () => {
                 const question = inUse > 0
-                    ? `Deactivate ${id}? ${inUse} of its seats are in use; tandemd refuses if the remaining seats cannot cover them.`
+                    ? `Deactivate ${id}? ${inUse} of its seats are in use; tandemd refuses if the remaining ` +
+                        "seats cannot cover them."
                     : `Deactivate ${id} (${seats} seats of ${feature})?`;
                 if (await confirmAction("Deactivate license", question, "Deactivate"))
                     await act(`Deactivate ${id}`, () => this.manager.call("DeactivateLicense", [id], "s"),
                         `${id} is deactivated.`);
             });
             return { attrs: { dataset: { licenseId: id } },
-                cells: [id, product, feature, seats, inUse, reserved, h("span", { class: `badge badge-${exp.tone}` }, exp.label), button] };
+                cells: [id, product, feature, seats, inUse, reserved,
+                    h("span", { class: `badge badge-${exp.tone}` }, exp.label), button] };
         });
         fill(byId("licenses-table"), table("Active licenses", columns, rows, "No license is active."));
         this.renderForm();

@@ -56,7 +56,8 @@ export class ManagePanel {
 
     async readUnit() {
         try {
-            const [path] = await this.manager.callService(SYSTEMD, SYSTEMD_PATH, SYSTEMD_MANAGER, "LoadUnit", [UNIT], "s");
+            const [path] = await this.manager.callService(
+                SYSTEMD, SYSTEMD_PATH, SYSTEMD_MANAGER, "LoadUnit", [UNIT], "s");
             const [state] = await this.manager.callService(SYSTEMD, path, "org.freedesktop.DBus.Properties", "Get",
                 ["org.freedesktop.systemd1.Unit", "ActiveState"], "ss");
             this.unitState = `${UNIT}: ${state.v}`;
@@ -102,8 +103,8 @@ export class ManagePanel {
             !paired && "This server is not paired.",
             !p.Serving && "Only the serving server sends its state to the standby (NotServing)."));
         allow(byId("reset-id"), first(base,
-            licenses && "Deactivate all licenses before resetting the License Server ID (LicensesActive).",
-            paired && "Disable the backup before resetting the License Server ID (PairState)."));
+            paired && "Disable the backup before resetting the License Server ID (PairState).",
+            licenses && "Deactivate all licenses before resetting the License Server ID (LicensesActive)."));
         const unitReason = access.reason;
         for (const id of ["stop-server", "start-server", "restart-server"]) allow(byId(id), unitReason);
         byId("stop-server-reason").textContent = unitReason;

@@ -56,7 +56,8 @@ export class Manager extends EventTarget {
                 Object.assign(this.props, plain(changed));
                 this.emit("properties", { before });
                 // The peer's tile changes with the pair: fetch its report again.
-                if (["PairStatus", "PeerStatus", "Serving", "Epoch", "Role"].some(p => p in changed)) this.refreshPeer();
+                const pair = ["PairStatus", "PeerStatus", "Serving", "Epoch", "Role"];
+                if (pair.some(p => p in changed)) this.refreshPeer();
                 if (["SeatsInUse", "SeatsTotal", "LicenseCount"].some(p => p in changed)) this.emit("data");
             });
         for (const member of SIGNALS) {
@@ -64,7 +65,8 @@ export class Manager extends EventTarget {
         }
         this.client.addEventListener("owner", (event, owner) => {
             if (owner) this.refresh();
-            else this.setConnected(false, { name: "org.freedesktop.DBus.Error.ServiceUnknown", message: "tandemd is not running" });
+            else this.setConnected(false, { name: "org.freedesktop.DBus.Error.ServiceUnknown",
+                message: "tandemd is not running" });
         });
         this.refresh();
         this.timer = setInterval(() => this.refresh(), POLL_MS);

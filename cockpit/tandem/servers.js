@@ -13,7 +13,8 @@ function badge(info, attrs = {}) {
 function tile(title, fields, attrs) {
     return h("article", { class: "tile", ...attrs },
         h("h3", {}, title),
-        h("dl", {}, fields.map(([label, value, key]) => [h("dt", {}, label), h("dd", { dataset: { field: key } }, value)])));
+        h("dl", {}, fields.map(([label, value, key]) =>
+            [h("dt", {}, label), h("dd", { dataset: { field: key } }, value)])));
 }
 
 export class ServersView {
@@ -53,7 +54,8 @@ export class ServersView {
             ["Epoch", p.Epoch ?? "—", "epoch"],
             ["Seats in use", p.SeatsInUse === undefined ? "—" : `${p.SeatsInUse} of ${p.SeatsTotal}`, "seats"],
         ], { id: "tile-local", class: `tile tile-${running ? own.tone : "danger"}`,
-            dataset: { pairStatus: running ? p.PairStatus ?? "" : "not-running", serving: String(Boolean(p.Serving)) } })];
+            dataset: { pairStatus: running ? p.PairStatus ?? "" : "not-running",
+                serving: String(Boolean(p.Serving)) } })];
         if (p.PeerAddress) {
             const theirs = pairStatus(peer.PairStatus);
             const state = peerStatus(peer.Status ?? p.PeerStatus);
@@ -78,7 +80,8 @@ export class ServersView {
         fill(byId("tiles"), tiles);
         this.renderDetails();
         fill(byId("status-log"), this.log.length
-            ? this.log.map(c => h("li", { dataset: { what: c.what, value: c.value } }, `${time(c.at)} ${c.what}: ${c.label}`))
+            ? this.log.map(c => h("li", { dataset: { what: c.what, value: c.value } },
+                `${time(c.at)} ${c.what}: ${c.label}`))
             : h("li", { class: "empty" }, "No change since this page opened."));
     }
 

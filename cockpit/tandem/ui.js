@@ -18,7 +18,7 @@ export function notify(kind, title, text = "", errorName = "") {
 
 /** Shows a refused call with its D-Bus error's name and message. */
 export function showError(what, error) {
-    const name = error?.name || "Error";
+    const name = error?.name || error?.problem || "Error";
     notify("danger", `${what} refused: ${shortErrorName(name)}`, error?.message || String(error), name);
 }
 

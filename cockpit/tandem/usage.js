@@ -91,7 +91,8 @@ export class UsageView {
             ["Expires"], [""]];
         const rows = holders.map(([id, feature, client, count, acquired, expires, user, host, token, uid]) => {
             const who = user || (token ? `token ${token}` : uid !== 4294967295 ? `uid ${uid}` : "—");
-            const button = h("button", { class: "btn btn-danger btn-small", "aria-label": `Revoke lease ${id}` }, "Revoke");
+            const button = h("button", { class: "btn btn-danger btn-small", "aria-label": `Revoke lease ${id}` },
+                "Revoke");
             allow(button, access.reason);
             button.addEventListener("click", async () => {
                 if (await confirmAction("Revoke lease", `Revoke ${client}'s lease of ${count} ${feature} seat(s)? ` +
@@ -111,8 +112,10 @@ export class UsageView {
             const button = h("button", { class: "btn btn-small", "aria-label": `Remove reservation ${id}` }, "Remove");
             allow(button, access.reason);
             button.addEventListener("click", () => act("Remove reservation",
-                () => this.manager.call("Unreserve", [id], "s"), "The reservation is removed.").then(() => this.refresh()));
-            return { attrs: { dataset: { reservationId: id } }, cells: [h("code", {}, id), feature, holder, count, button] };
+                () => this.manager.call("Unreserve", [id], "s"), "The reservation is removed.")
+                .then(() => this.refresh()));
+            return { attrs: { dataset: { reservationId: id } },
+                cells: [h("code", {}, id), feature, holder, count, button] };
         });
         fill(byId("reservations-table"), table("Reservations", columns, rows, "No seats are reserved."));
     }
@@ -179,8 +182,8 @@ export class UsageView {
             plugins: { legend: { labels: { color: text } } },
             scales: {
                 x: { ticks: { color: text, maxTicksLimit: 12 }, grid: { color: grid } },
-                seats: { position: "left", beginAtZero: true, ticks: { color: text, precision: 0 }, grid: { color: grid },
-                    title: { display: true, text: "seats", color: text } },
+                seats: { position: "left", beginAtZero: true, ticks: { color: text, precision: 0 },
+                    grid: { color: grid }, title: { display: true, text: "seats", color: text } },
                 denials: { position: "right", beginAtZero: true, ticks: { color: text, precision: 0 },
                     grid: { drawOnChartArea: false }, title: { display: true, text: "denials", color: text } },
             },
