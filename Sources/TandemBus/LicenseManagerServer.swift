@@ -14,6 +14,8 @@ public struct PairReport: Sendable {
     public var peerStatus: PeerStatus
     /// The serving node: what the peer acknowledged; the standby: what it holds.
     public var replicatedSeq: UInt64
+    /// The serving node: change-log entries the standby has not acknowledged; 0 elsewhere.
+    public var replicationLag: UInt64
     public var witnessAddress: String
     /// `running`, `disconnected`, `not-available`, or empty without a witness.
     public var witnessStatus: String
@@ -23,13 +25,15 @@ public struct PairReport: Sendable {
     public init(
         serving: Bool, peerAddress: String, peerServerId: String, peerStatus: PeerStatus, replicatedSeq: UInt64,
         witnessAddress: String, witnessStatus: String, rejectedFrames: [(reason: String, count: UInt64)],
-        partitionPolicy: String
+        partitionPolicy: String, replicationLag: UInt64 = 0
     ) {
         (self.serving, self.peerAddress, self.peerServerId, self.peerStatus) = (
             serving, peerAddress, peerServerId, peerStatus
         )
         (self.replicatedSeq, self.witnessAddress, self.witnessStatus) = (replicatedSeq, witnessAddress, witnessStatus)
-        (self.rejectedFrames, self.partitionPolicy) = (rejectedFrames, partitionPolicy)
+        (self.rejectedFrames, self.partitionPolicy, self.replicationLag) = (
+            rejectedFrames, partitionPolicy, replicationLag
+        )
     }
 
     /// A server that is not in a pair (or has no pair link) serves on its own.
@@ -185,6 +189,7 @@ public final class LicenseManagerServer {
         case .peerServerId: return .string(pair.peerServerId)
         case .peerStatus: return .string(pair.peerStatus.rawValue)
         case .replicatedSeq: return .uint64(pair.replicatedSeq)
+        case .replicationLag: return .uint64(pair.replicationLag)
         case .witnessAddress: return .string(pair.witnessAddress)
         case .witnessStatus: return .string(pair.witnessStatus)
         case .rejectedFrames:

@@ -79,7 +79,8 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
                 BusArgument("kind", "s"), BusArgument("since_usec", "t"), BusArgument("until_usec", "t"),
                 BusArgument("by", "s"), BusArgument("filter", "a{sv}")
             ]
-        case .getActivationRequest, .listLicenses, .listLeases, .listLeaseHolders, .listReservations, .getUsage, .resetServerId,
+        case .getActivationRequest, .listLicenses, .listLeases, .listLeaseHolders, .listReservations, .getUsage,
+            .resetServerId,
             .disableBackup, .getPeerStatus, .sync, .prepareRemoval:
             return []
         }
@@ -128,6 +129,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
     case peerServerId = "PeerServerId"
     case peerStatus = "PeerStatus"
     case replicatedSeq = "ReplicatedSeq"
+    case replicationLag = "ReplicationLag"
     case witnessAddress = "WitnessAddress"
     case witnessStatus = "WitnessStatus"
     case rejectedFrames = "RejectedFrames"
@@ -136,7 +138,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
 
     public var type: String {
         switch self {
-        case .epoch, .replicatedSeq: return "t"
+        case .epoch, .replicatedSeq, .replicationLag: return "t"
         case .licenseCount, .seatsTotal, .seatsInUse: return "u"
         case .listenAddresses: return "as"
         case .serving: return "b"

@@ -423,10 +423,7 @@ public final class Daemon {
             m.peerStatus = report.peerStatus.rawValue
             m.witnessStatus = report.witnessStatus.isEmpty ? nil : report.witnessStatus
             m.rejectedFrames = report.rejectedFrames
-            // On the serving node the report's replicated position is what the standby acknowledged.
-            if let node = pair.node, node.isLeading {
-                m.replicationLagEntries = node.lastSeq - min(report.replicatedSeq, node.lastSeq)
-            }
+            if let node = pair.node, node.isLeading { m.replicationLagEntries = report.replicationLag }
         }
         if let http = network?.http {
             m.connectionsOpen = UInt64(http.openConnections)

@@ -240,7 +240,8 @@ final class PairHost: PairControl {
             replicatedSeq: node.map { $0.isLeading ? $0.peerMatch : $0.lastSeq } ?? 0,
             witnessAddress: config.witness ?? "", witnessStatus: witnessStatus,
             rejectedFrames: FrameRejection.allCases.map { ($0.rawValue, link.rejected[$0] ?? 0) },
-            partitionPolicy: settings.partition.description)
+            partitionPolicy: settings.partition.description,
+            replicationLag: node.map { $0.isLeading ? $0.lastSeq - min($0.peerMatch, $0.lastSeq) : 0 } ?? 0)
     }
 
     /// The peer as it last described itself, and how this node sees it.

@@ -72,6 +72,11 @@ import Testing
         #expect(try Self.field(b, "tile-local", "pair-status") == "Paired and Available")
         #expect(try Self.field(b, "tile-peer", "serving") == "Yes" && Self.field(b, "tile-local", "serving") == "No")
         #expect(try b.text("#pair-info").contains("Partition policy: witness"))
+        // Server Details: every Manager property, the replication lag and rejected frames among them.
+        for property in ["ReplicationLag", "RejectedFrames", "ListenAddresses", "WitnessStatus", "PartitionPolicy"] {
+            #expect(try b.text("#details dd[data-property='\(property)']") != "", "\(property)")
+        }
+        #expect(try b.text("#details dd[data-property='RejectedFrames']").contains("unauthenticated 0"))
         b.screenshot("servers-paired")
         try b.script("window.tandemSamePage = true;")
 
