@@ -91,6 +91,9 @@ import Testing
         #expect(try Self.field(b, "tile-local", "pair-status") == "Primary not available")
         try b.wait("the primary's tile to say it is gone", "\(Self.tile("tile-peer", "status")) === 'disconnected'")
         #expect(try Self.field(b, "tile-peer", "status") == "Disconnected")
+        // As the tech note's tiles: the stopped server's row says the pair's status, not its last report.
+        #expect(try Self.field(b, "tile-peer", "pair-status") == "Primary not available")
+        #expect(try Self.field(b, "tile-peer", "serving") == "—")
         b.screenshot("servers-primary-not-available")
 
         try f.a.start()

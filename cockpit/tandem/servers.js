@@ -57,21 +57,26 @@ export class ServersView {
             dataset: { pairStatus: running ? p.PairStatus ?? "" : "not-running",
                 serving: String(Boolean(p.Serving)) } })];
         if (p.PeerAddress) {
-            const theirs = pairStatus(peer.PairStatus);
             const state = peerStatus(peer.Status ?? p.PeerStatus);
+            // A peer that is not heard from has no status of its own: its tile says the pair's
+            // status as this server sees it (as the tech note's tiles do), and what it last said.
+            const heard = (peer.Status ?? p.PeerStatus) === "running";
+            const shownStatus = heard ? peer.PairStatus : p.PairStatus;
+            const theirs = pairStatus(shownStatus);
+            const stale = value => (value === undefined ? "—" : `${value} (last heard)`);
             const synced = running && p.PairStatus === "paired-and-available";
             tiles.push(tile("Peer server", [
                 ["License Server ID", peer.ServerId || p.PeerServerId || "—", "server-id"],
                 ["Status", badge(state), "status"],
                 ["Role", role(peer.Role), "role"],
-                ["Pair Status", peer.PairStatus ? badge(theirs) : "—", "pair-status"],
-                ["Serving", yesNo(peer.Serving), "serving"],
-                ["Epoch", peer.Epoch ?? "—", "epoch"],
+                ["Pair Status", shownStatus ? badge(theirs) : "—", "pair-status"],
+                ["Serving", heard ? yesNo(peer.Serving) : "—", "serving"],
+                ["Epoch", heard ? peer.Epoch ?? "—" : stale(peer.Epoch), "epoch"],
                 ["Seats in use", synced ? `${p.SeatsInUse} of ${p.SeatsTotal} (replicated)` : "—", "seats"],
                 ["Pair link", peer.Address || p.PeerAddress, "address"],
                 peer.StatusReason ? ["Reason", peer.StatusReason, "reason"] : null,
             ].filter(Boolean), { id: "tile-peer", class: `tile tile-${state.tone === "ok" ? theirs.tone : state.tone}`,
-                dataset: { pairStatus: peer.PairStatus ?? "", status: peer.Status ?? p.PeerStatus ?? "" } }));
+                dataset: { pairStatus: shownStatus ?? "", status: peer.Status ?? p.PeerStatus ?? "" } }));
         }
         byId("pair-info").textContent = !(p.PeerAddress || p.WitnessAddress) ? "" : (
             `Witness: ${p.WitnessAddress || "none"}` +
