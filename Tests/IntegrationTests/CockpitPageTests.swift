@@ -166,6 +166,35 @@ import Testing
         let sessions = try SessionRow.rows(
             c.call("ListSessions", [.uint64(0), .uint64(UInt64(Int64.max)), .vardict([("client", .string("web-1"))])]))
         #expect(sessions.map(\.ended) == ["revoked"], "\(sessions)")
+
+        // A reservation added and removed through the form.
+        try b.type("#reserve-holder", "build-farm")
+        try b.script("document.querySelector('#reserve-count').value = '2';")
+        try b.click("#reserve")
+        try b.wait("the reservation", "document.querySelector('#reservations-table tr[data-reservation-id]')")
+        #expect(try b.text("#reservations-table tr[data-reservation-id]").contains("build-farm"))
+        #expect(listRows(try c.call("ListReservations")).first?[3].uint64Value == 2)
+        try b.click("#reservations-table tr[data-reservation-id] button")
+        try waitFor("the reservation removed", seconds: 5) { listRows(try c.call("ListReservations")).isEmpty }
+
+        // The sessions of today as CSV: the page's download, caught as the Blob it hands the browser.
+        let csv =
+            try b.script(
+                """
+                window.tandemBlobs = [];
+                const original = URL.createObjectURL;
+                URL.createObjectURL = blob => { window.tandemBlobs.push(blob); return original(blob); };
+                document.querySelector('#download-sessions').click();
+                return new Promise(resolve => {
+                    const poll = () => window.tandemBlobs.length ? window.tandemBlobs[0].text().then(resolve)
+                        : setTimeout(poll, 50);
+                    poll();
+                });
+                """) as? String ?? ""
+        let lines = csv.split(separator: "\r\n").map(String.init)
+        #expect(lines.first?.hasPrefix("lease_id,feature,client,count,user,host") == true, "\(csv)")
+        #expect(lines.contains { $0.contains(",web-1,2,ann,h-ann,") && $0.contains(",revoked,") }, "\(csv)")
+        #expect(lines.contains { $0.contains(",web-2,1,bob,h-bob,") && $0.contains(",held,") }, "\(csv)")
     }
 
     @Test func aUserWhoIsNotAnAdministratorSeesEverythingReadOnly() throws {

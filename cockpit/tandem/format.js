@@ -49,6 +49,11 @@ export function bucketLabel(usec, stepUsec) {
     return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+/** "1 denial", "3 denials". */
+export function plural(n, word) {
+    return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 /** A duration in seconds as "3 d 4 h", "5 min", "12 s". */
 export function duration(seconds) {
     const s = Math.max(0, Math.round(seconds));

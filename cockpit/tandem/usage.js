@@ -3,7 +3,7 @@
 // series as a chart (peak in use, seats owned, denials marked); who holds what now (an
 // administrator may revoke a lease); reservations; a CSV of the sessions of a range.
 import { allow, byId, download, fill, h, table } from "./dom.js";
-import { bucketLabel, csv, duration, time } from "./format.js";
+import { bucketLabel, csv, duration, plural, time } from "./format.js";
 import { vardict } from "./manager.js";
 import { access, act, confirmAction } from "./ui.js";
 
@@ -160,7 +160,8 @@ export class UsageView {
         const acquisitions = s.reduce((a, b) => a + b.acquisitions, 0);
         const summary = byId("chart-summary");
         summary.textContent = s.length
-            ? `Peak ${peak} seats in use of ${s[s.length - 1].seats}; ${acquisitions} acquisitions, ${denials} denials.`
+            ? `Peak ${peak} seats in use of ${s[s.length - 1].seats}; ${plural(acquisitions, "acquisition")}, ` +
+                `${plural(denials, "denial")}.`
             : "No usage recorded for this range.";
         Object.assign(summary.dataset, { peak, denials, acquisitions, buckets: s.length });
         if (typeof Chart === "undefined") return; // Chart.js (libjs-chart.js) not installed: the summary remains.
