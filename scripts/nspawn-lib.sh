@@ -21,9 +21,10 @@ mirror() {
 
 cache="$root_dir/.build-nspawn"
 # What the root holds beyond minbase (debootstrap does not resolve virtual packages: polkitd
-# needs logind, which libpam-systemd provides); the cache is kept per list, so a changed list
-# builds anew.
-include=systemd,systemd-sysv,dbus,libsqlite3-0,libcurl4,libpam-systemd,polkitd
+# needs logind, which libpam-systemd provides; Cockpit for the License Manager stage, whose
+# dconf-service needs a session bus, which dbus-user-session provides); the cache
+# is kept per list, so a changed list builds anew.
+include=systemd,systemd-sysv,dbus,dbus-user-session,libsqlite3-0,libcurl4,libpam-systemd,polkitd,cockpit-ws,cockpit-system,cockpit-bridge,libjs-chart.js
 base="$cache/bookworm-$(echo "$include" | sha256sum | cut -c1-12)"
 if [ ! -f "$base/.complete" ]; then
     url=$(mirror)
