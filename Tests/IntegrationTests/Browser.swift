@@ -18,6 +18,22 @@ func killTree(_ process: Process) {
     process.waitUntilExit()
 }
 
+/// A loopback TCP port that is free now (the kernel's choice), for a server that must be told one.
+func freeLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &addr) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { a in
+            bind(fd, a, len) == 0 && getsockname(fd, a, &len) == 0
+        }
+    }
+    return bound ? Int(UInt16(bigEndian: addr.sin_port)) : Int.random(in: 20_000...60_000)
+}
+
 /// Where browser tests leave their screenshots (the best go to docs/images/ for the README).
 let screenshotDir: String = {
     let dir =
@@ -42,7 +58,7 @@ final class CockpitWS {
             atPath: dataDir + "/cockpit/tandem", withDestinationPath: packageRoot + "/cockpit/tandem")
         logPath = dataDir + "/cockpit-ws.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        port = Int.random(in: 20_000...60_000)
+        port = freeLoopbackPort()
         let ws = [
             "/usr/lib/cockpit/cockpit-ws", "--local-session=/usr/bin/cockpit-bridge", "--port", "\(port)",
             "--address", "127.0.0.1"
@@ -66,8 +82,10 @@ final class CockpitWS {
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
-        try waitFor("cockpit-ws to serve the page", seconds: 10) {
-            (try? http("GET", self.pageURL))?.status == 200
+        // Generous: under the whole suite's load its first page may take a while.
+        try waitFor("cockpit-ws to serve the page", seconds: 30) {
+            guard self.process.isRunning else { throw TestFailure("cockpit-ws exited: \(self.log())") }
+            return (try? http("GET", self.pageURL))?.status == 200
         }
     }
 
@@ -90,7 +108,7 @@ final class Browser {
 
     init() throws {
         profile = makeTempDir("chromium")
-        let port = Int.random(in: 20_000...60_000)
+        let port = freeLoopbackPort()
         base = "http://127.0.0.1:\(port)"
         driver.executableURL = URL(fileURLWithPath: "/usr/bin/chromedriver")
         driver.arguments = ["--port=\(port)"]

@@ -42,7 +42,14 @@ export function allow(button, reason) {
     button.disabled = Boolean(reason);
     button.title = reason || "";
     const note = button.id ? byId(button.id + "-reason") : null;
-    if (note) note.textContent = reason || "";
+    if (note) {
+        note.textContent = reason || "";
+        button.setAttribute("aria-describedby", note.id);
+    } else if (reason) {
+        button.setAttribute("aria-description", reason);
+    } else {
+        button.removeAttribute("aria-description");
+    }
 }
 
 /** Offers `text` as a file download named `name`. */

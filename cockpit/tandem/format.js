@@ -43,8 +43,9 @@ export function time(usec, zero = "never") {
 /** A bucket start for a chart axis: the time of day for short ranges, the date for long ones. */
 export function bucketLabel(usec, stepUsec) {
     const d = new Date(usec / 1000);
+    // Day buckets lie on the UTC grid: named by their UTC date.
+    if (stepUsec >= 86400e6) return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
     const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-    if (stepUsec >= 86400e6) return day;
     if (stepUsec >= 3600e6) return `${day} ${pad(d.getHours())}:00`;
     return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
@@ -77,9 +78,10 @@ export function shortErrorName(name) {
     return String(name || "Error").split(".").pop();
 }
 
-/** One CSV field (RFC 4180). */
+/** One CSV field (RFC 4180); text a spreadsheet would take for a formula gets a leading "'". */
 export function csvField(value) {
-    const s = String(value ?? "");
+    let s = String(value ?? "");
+    if (typeof value === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
     return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 

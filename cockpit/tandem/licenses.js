@@ -34,8 +34,10 @@ export class LicensesView {
         try {
             const [rows] = await this.manager.call("ListLicenses");
             this.rows = rows;
+            this.error = null;
         } catch (error) {
             this.rows = [];
+            this.error = error;
         }
         this.render();
     }
@@ -67,7 +69,9 @@ export class LicensesView {
                 cells: [id, product, feature, seats, inUse, reserved,
                     h("span", { class: `badge badge-${exp.tone}` }, exp.label), button] };
         });
-        fill(byId("licenses-table"), table("Active licenses", columns, rows, "No license is active."));
+        fill(byId("licenses-table"), table("Active licenses", columns, rows, this.error
+            ? `The licenses could not be read: ${this.error.name || this.error.problem} ${this.error.message ?? ""}`
+            : "No license is active."));
         this.renderForm();
     }
 }

@@ -71,6 +71,7 @@ export class ManagePanel {
     open() {
         const panel = byId("manage-panel");
         panel.hidden = false;
+        byId("open-manage").setAttribute("aria-expanded", "true");
         this.render();
         this.readUnit();
         byId("close-manage").focus();
@@ -78,6 +79,7 @@ export class ManagePanel {
 
     close() {
         byId("manage-panel").hidden = true;
+        byId("open-manage").setAttribute("aria-expanded", "false");
         byId("open-manage").focus();
     }
 

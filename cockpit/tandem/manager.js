@@ -2,8 +2,8 @@
 // tandemd over the system bus, through cockpit.js: calls are made by the bridge with the logged-in
 // user's own credentials, so tandemd's authorization (root, polkit, tandem-admin) decides.
 // Keeps the Manager's properties and the peer's status current from PropertiesChanged and the
-// Manager's signals; polls every 5 s only for what emits nothing (the peer's own report,
-// NetworkConnections) and to notice tandemd coming back.
+// Manager's signals; polls every 5 s (no faster) for what emits nothing (the peer's own report,
+// NetworkConnections), and the views refresh their lists then.
 
 export const NAME = "org.tandem.LicenseManager1";
 export const PATH = "/org/tandem/LicenseManager1";
@@ -28,12 +28,16 @@ export function vardict(values, types) {
 export class Manager extends EventTarget {
     constructor() {
         super();
-        this.client = cockpit.dbus(NAME, { bus: "system" });
+        this.client = null;
         this.props = {};
         this.peer = {};
         this.connected = false;
         this.lastError = null;
         this.timer = null;
+        // The bus name's owner as the bridge reports it: undefined until it says, null while
+        // tandemd is gone. A call to the name bus-activates tandemd (SystemdService=), so
+        // nothing is called while it is gone: a Stop from the Manage panel stays stopped.
+        this.owner = undefined;
     }
 
     /** Calls a Manager method; resolves to its out arguments, rejects with {name, message}. */
@@ -48,7 +52,15 @@ export class Manager extends EventTarget {
     }
 
     start() {
-        this.client.subscribe(
+        this.connect();
+        this.timer = setInterval(() => { if (this.owner !== null) this.refresh(); }, POLL_MS);
+    }
+
+    /** Opens the D-Bus channel and subscribes; opened again when the bridge closes it. */
+    connect() {
+        const client = cockpit.dbus(NAME, { bus: "system" });
+        this.client = client;
+        client.subscribe(
             { path: PATH, interface: "org.freedesktop.DBus.Properties", member: "PropertiesChanged" },
             (path, iface, signal, [changedIface, changed]) => {
                 if (changedIface !== MANAGER) return;
@@ -61,15 +73,22 @@ export class Manager extends EventTarget {
                 if (["SeatsInUse", "SeatsTotal", "LicenseCount"].some(p => p in changed)) this.emit("data");
             });
         for (const member of SIGNALS) {
-            this.client.subscribe({ path: PATH, interface: MANAGER, member }, () => this.emit("data"));
+            client.subscribe({ path: PATH, interface: MANAGER, member }, () => this.emit("data"));
         }
-        this.client.addEventListener("owner", (event, owner) => {
+        client.addEventListener("owner", (event, owner) => {
+            this.owner = owner;
             if (owner) this.refresh();
             else this.setConnected(false, { name: "org.freedesktop.DBus.Error.ServiceUnknown",
                 message: "tandemd is not running" });
         });
+        // The bridge closes the channel for good when the name cannot be reached (tandemd not
+        // there at all): open a new one after the poll interval.
+        client.addEventListener("close", (event, options) => {
+            if (this.client !== client) return;
+            this.setConnected(false, { name: options?.problem || "disconnected", message: "tandemd is not reachable" });
+            setTimeout(() => { if (this.client === client) { this.owner = undefined; this.connect(); } }, POLL_MS);
+        });
         this.refresh();
-        this.timer = setInterval(() => this.refresh(), POLL_MS);
     }
 
     async refresh() {

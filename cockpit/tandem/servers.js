@@ -49,14 +49,17 @@ export class ServersView {
             ["License Server ID", p.ServerId ?? "—", "server-id"],
             ["Status", badge(status), "status"],
             ["Role", role(p.Role), "role"],
-            ["Pair Status", badge(own, { dataset: { pairStatus: p.PairStatus ?? "" } }), "pair-status"],
-            ["Serving", yesNo(p.Serving), "serving"],
-            ["Epoch", p.Epoch ?? "—", "epoch"],
-            ["Seats in use", p.SeatsInUse === undefined ? "—" : `${p.SeatsInUse} of ${p.SeatsTotal}`, "seats"],
+            // While tandemd does not answer, what it said last is not its status: "—".
+            ["Pair Status", running ? badge(own, { dataset: { pairStatus: p.PairStatus ?? "" } }) : "—",
+                "pair-status"],
+            ["Serving", running ? yesNo(p.Serving) : "—", "serving"],
+            ["Epoch", running ? p.Epoch ?? "—" : "—", "epoch"],
+            ["Seats in use", !running || p.SeatsInUse === undefined ? "—" : `${p.SeatsInUse} of ${p.SeatsTotal}`,
+                "seats"],
         ], { id: "tile-local", class: `tile tile-${running ? own.tone : "danger"}`,
             dataset: { pairStatus: running ? p.PairStatus ?? "" : "not-running",
-                serving: String(Boolean(p.Serving)) } })];
-        if (p.PeerAddress) {
+                serving: String(running && Boolean(p.Serving)) } })];
+        if (p.PeerAddress && running) {
             const state = peerStatus(peer.Status ?? p.PeerStatus);
             // A peer that is not heard from has no status of its own: its tile says the pair's
             // status as this server sees it (as the tech note's tiles do), and what it last said.

@@ -16,7 +16,8 @@ export const RANGES = {
     "30d": { span: 30 * DAY, step: 6 * HOUR },
     "1y": { span: 365 * DAY, step: DAY },
 };
-const SESSION_LIMIT = 1000000;
+// The newest sessions a CSV holds: 100000 rows stay well under the system bus's message size.
+const SESSION_LIMIT = 100000;
 
 function cssColor(name) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -96,7 +97,7 @@ export class UsageView {
             allow(button, access.reason);
             button.addEventListener("click", async () => {
                 if (await confirmAction("Revoke lease", `Revoke ${client}'s lease of ${count} ${feature} seat(s)? ` +
-                    "The product loses its seat at its next renewal.", "Revoke"))
+                    "The seats are free at once; the product finds out at its next renewal.", "Revoke"))
                     await act("Revoke lease", () => this.manager.call("Release", [id], "s"), "The lease is revoked.");
             });
             return { attrs: { dataset: { leaseId: id, client } },
