@@ -48,10 +48,14 @@ boot() {
     systemd-nspawn --register=no --keep-unit --console=passive -b -D "$dir/root" --machine="$name" "$@" >"$dir/console.log" 2>&1 &
     local pid=$!
     nspawn_pids+=("$pid")
-    local l=""
-    for _ in $(seq 100); do
-        l=$(pgrep -P "$pid" | head -n 1 || true)
-        [ -n "$l" ] && break
+    # nspawn's first child is an intermediate that forks the container's init and exits: a
+    # leader taken from it vanishes (nsenter: /proc/PID/ns/user gone). Wait for the child
+    # that has become systemd.
+    local l="" c
+    for _ in $(seq 200); do
+        for c in $(pgrep -P "$pid" || true); do
+            [ "$(cat "/proc/$c/comm" 2>/dev/null)" = systemd ] && { l=$c; break 2; }
+        done
         sleep 0.1
     done
     [ -n "$l" ] || { cat "$dir/console.log" >&2; echo "container $name did not start" >&2; exit 1; }
