@@ -56,7 +56,9 @@ let package = Package(
         ]),
         .target(name: "TandemAPI", dependencies: ["TandemCore"]),
         // tandemd.conf: the INI reader, every setting and its checks (no network, no bus).
-        .target(name: "TandemConfig", dependencies: ["TandemCore", "TandemPair"]),
+        .target(name: "TandemConfig", dependencies: [
+            "TandemCore", "TandemPair", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "TandemClient", dependencies: [
             "TandemAPI", "TandemCore", .product(name: "Logging", package: "swift-log"),
         ]),

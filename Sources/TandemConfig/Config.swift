@@ -47,9 +47,9 @@ public struct IniFile: Sendable {
         }
     }
 
-    /// Reads `path` (it may be missing when `required` is false) and then `path.d/*.conf`
-    /// in lexical order.
-    public static func load(path: String, required: Bool) throws(ConfigError) -> IniFile {
+    /// Reads `path` (it may be missing when `required` is false) and then `DROPINS/*.conf`
+    /// in lexical order (`path.d` unless told).
+    public static func load(path: String, required: Bool, dropins: String? = nil) throws(ConfigError) -> IniFile {
         var ini = IniFile()
         if FileManager.default.fileExists(atPath: path) {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -59,7 +59,7 @@ public struct IniFile: Sendable {
         } else if required {
             throw ConfigError(file: path, line: 0, reason: "no such file")
         }
-        let dropins = path + ".d"
+        let dropins = dropins ?? path + ".d"
         if let names = try? FileManager.default.contentsOfDirectory(atPath: dropins) {
             for name in names.filter({ $0.hasSuffix(".conf") }).sorted() {
                 let f = (dropins as NSString).appendingPathComponent(name)
@@ -93,6 +93,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// How long the usage history keeps sessions, denials and the usage series (a year's true-up
     /// and some).
     public var historyDays: UInt64 = 400
+    /// The usage policy (`Policy=`; its drop-ins are `policy.d/*.conf` beside it).
+    public var policy: String = PolicyFile.defaultPath
 
     public init() {}
 
@@ -175,6 +177,11 @@ public struct DaemonConfig: Sendable, Equatable {
             case "RequestTimeoutSec": c.requestTimeoutSec = try seconds(e)
             case "DefaultLeaseSec": c.defaultLeaseSec = try seconds(e)
             case "MaxLeaseSec": c.maxLeaseSec = try seconds(e)
+            case "Policy":
+                guard e.value.hasPrefix("/") else {
+                    throw ConfigError(file: e.file, line: e.line, reason: "Policy= must be an absolute path")
+                }
+                c.policy = e.value
             case "HistoryDays":
                 guard let n = UInt64(e.value), n >= 1, n <= 36_500 else {
                     throw ConfigError(

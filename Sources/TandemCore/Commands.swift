@@ -25,10 +25,13 @@ public struct AcquireRequest: Sendable, Equatable {
     public var requestId: String?
     public var newLeaseId: String
     public var holder: Holder
+    /// The usage policy the serving node decides under (configuration, not replicated).
+    public var policy: UsagePolicy
     public init(
         feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String?, newLeaseId: String,
-        holder: Holder = .unknown
+        holder: Holder = .unknown, policy: UsagePolicy = .open
     ) {
+        self.policy = policy
         self.feature = feature
         self.count = count
         self.client = client
@@ -154,18 +157,22 @@ extension LicenseState {
             guard licenses.values.contains(where: { $0.feature == req.feature }) else {
                 throw TandemError(.unknownFeature, "no active license for feature \(quoted(req.feature))")
             }
+            let rules = req.policy.features[req.feature]
+            if let rules { try admit(req, rules) }
             let free = available(req.feature, for: req.client, at: now)
             guard req.count <= free else {
                 throw TandemError(
                     .insufficientSeats,
                     "feature \(quoted(req.feature)): \(req.count) seats requested, \(free) available")
             }
+            if let rules { try checkPolicyReserves(req, rules, free: free) }
+            let ttl = min(req.ttlUSec, rules?.maxLeaseUSec ?? req.ttlUSec)
             let lease = Lease(
                 id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
                 uid: caller.uid, token: caller.network ? caller.token : nil, holder: req.holder,
                 requestId: req.requestId,
                 acquiredUSec: now,
-                expiresUSec: now + req.ttlUSec, ttlUSec: req.ttlUSec, epoch: epoch)
+                expiresUSec: now + ttl, ttlUSec: ttl, epoch: epoch)
             return Decision(outcome: .leaseGranted(lease, existing: false), changes: [.leaseGranted(lease)])
 
         case .renew(let id):

@@ -8,6 +8,9 @@ public enum TandemErrorCode: String, Sendable, CaseIterable, Codable {
     case licenseNotFound = "LicenseNotFound"
     case unknownFeature = "UnknownFeature"
     case insufficientSeats = "InsufficientSeats"
+    /// The site's usage policy refuses the acquisition; the message quotes the rule and where
+    /// it is written.
+    case policyDenied = "PolicyDenied"
     case leaseNotFound = "LeaseNotFound"
     case reservationNotFound = "ReservationNotFound"
     case licensesActive = "LicensesActive"
@@ -62,6 +65,8 @@ public struct TandemError: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String
     /// With `notServing`: the network address of the node that serves, when known.
     public var servingAddress: String?
+    /// With `policyDenied`: which kind of rule refused (the history's and the metrics' reason).
+    public var policyReason: DenialReason?
     public init(_ code: TandemErrorCode, _ message: String) {
         self.code = code
         self.message = message

@@ -110,6 +110,22 @@ public enum DenialReason: String, Sendable, Equatable, CaseIterable, Codable {
     case reservedForOthers = "reserved-for-others"
     /// No active license for the feature.
     case unknownFeature = "unknown-feature"
+    /// The usage policy's `Exclude=` names the holder.
+    case policyExcluded = "policy-excluded"
+    /// The usage policy's `Include=` names others only.
+    case policyNotIncluded = "policy-not-included"
+    /// The holder would hold more than the policy's `Max=` allows it.
+    case policyMax = "policy-max"
+    /// Free seats exist but the usage policy's `Reserve=` sets them aside for others.
+    case policyReserved = "policy-reserved"
+
+    /// Refusals by the usage policy (`PolicyDenied`).
+    public var isPolicy: Bool {
+        switch self {
+        case .policyExcluded, .policyNotIncluded, .policyMax, .policyReserved: return true
+        case .insufficientSeats, .reservedForOthers, .unknownFeature: return false
+        }
+    }
 }
 
 public struct FeatureUsage: Sendable, Equatable, Codable {

@@ -19,9 +19,10 @@ public struct LicenseState: Sendable, Equatable {
     public var denied: [String: UInt64] = [:]
     /// request id -> lease id, for idempotent acquisition.
     private var requestIndex: [String: String] = [:]
-    /// Seats held per feature and per client: kept up to date by `apply`, so that seat
-    /// accounting does not walk every lease on each acquisition.
-    private var held: [String: [String: UInt64]] = [:]
+    /// Seats held per feature and per holder (client id, user name, host name): kept up to
+    /// date by `apply`, so that seat accounting and policies do not walk every lease on each
+    /// acquisition.
+    private var held: [String: [HolderKey: UInt64]] = [:]
     private var heldTotal: [String: UInt64] = [:]
     /// No lease expires before this (a lower bound; see `settleExpiryBound`).
     private var expiryBound = ExpiryBound()
@@ -72,12 +73,42 @@ public struct LicenseState: Sendable, Equatable {
 
     private mutating func account(_ lease: Lease, _ sign: Int64) {
         let delta = Int64(lease.count) * sign
-        let perClient = Int64(held[lease.feature]?[lease.client] ?? 0) + delta
-        held[lease.feature, default: [:]][lease.client] = perClient > 0 ? UInt64(perClient) : nil
+        count(lease.feature, .client(lease.client), delta)
+        if let user = lease.user { count(lease.feature, .user(user), delta) }
+        if let host = lease.host { count(lease.feature, .host(host), delta) }
         if held[lease.feature]?.isEmpty == true { held[lease.feature] = nil }
         let total = Int64(heldTotal[lease.feature] ?? 0) + delta
         heldTotal[lease.feature] = total > 0 ? UInt64(total) : nil
         if sign > 0 { expiryBound.lower(to: lease.expiresUSec) }
+    }
+
+    private mutating func count(_ feature: String, _ key: HolderKey, _ delta: Int64) {
+        let n = Int64(held[feature]?[key] ?? 0) + delta
+        held[feature, default: [:]][key] = n > 0 ? UInt64(n) : nil
+    }
+
+    /// Seats of `feature` held by one holder.
+    public func held(_ feature: String, by key: HolderKey) -> UInt64 { held[feature]?[key] ?? 0 }
+
+    /// Seats of `feature` held by every holder `subject` names under `policy`.
+    public func held(_ feature: String, byAll subject: PolicySubject, _ policy: UsagePolicy) -> UInt64 {
+        guard let byHolder = held[feature] else { return 0 }
+        var total: UInt64 = 0
+        for (key, n) in byHolder {
+            let named: Bool
+            switch (key, subject.kind) {
+            case (.user(let u), .user), (.user(let u), .group):
+                named = policy.names(subject, PolicyHolder(user: u, host: nil, client: ""))
+            case (.host(let h), .host), (.host(let h), .hostgroup):
+                named = policy.names(subject, PolicyHolder(user: nil, host: h, client: ""))
+            case (.client(let c), .client):
+                named = Glob.matches(subject.name, c)
+            default:
+                named = false
+            }
+            if named { total += n }
+        }
+        return total
     }
 
     private static func requestKey(_ client: String, _ requestId: String) -> String {
@@ -126,7 +157,7 @@ public struct LicenseState: Sendable, Equatable {
         for r in reservations.values where r.feature == feature { perHolder[r.holder, default: 0] += Int64(r.count) }
         guard !perHolder.isEmpty else { return 0 }
         for holder in perHolder.keys {
-            perHolder[holder]! -= Int64(held[feature]?[holder] ?? 0)
+            perHolder[holder]! -= Int64(held[feature]?[.client(holder)] ?? 0)
         }
         var idle: UInt64 = 0
         for (holder, left) in perHolder where holder != exceptHolder && left > 0 { idle += UInt64(left) }
@@ -163,6 +194,7 @@ public struct LicenseState: Sendable, Equatable {
     ) -> DenialReason? {
         switch error.code {
         case .unknownFeature: return .unknownFeature
+        case .policyDenied: return error.policyReason
         case .insufficientSeats:
             let s = seats(feature, at: now), used = inUse(feature)
             let unused = s > used ? s - used : 0

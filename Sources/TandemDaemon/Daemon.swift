@@ -153,9 +153,13 @@ public final class Daemon {
                 throw ServiceError("VendorKeys=\(path): \(error)")
             }
         }
+        let policy: UsagePolicy
+        do { policy = try PolicyFile.load(path: config.policy, required: config.policy != PolicyFile.defaultPath) } catch {
+            throw ServiceError("usage policy: \(error)")
+        }
         return EngineSettings(
             defaultLeaseUSec: config.defaultLeaseSec * usecPerSecond,
-            maxLeaseUSec: config.maxLeaseSec * usecPerSecond, trustedKeys: keys)
+            maxLeaseUSec: config.maxLeaseSec * usecPerSecond, trustedKeys: keys, policy: policy)
     }
 
     static func openEngine(stateDir: String, settings: EngineSettings, logger: Logger) throws -> Engine {
@@ -559,6 +563,7 @@ public final class Daemon {
                 "Reload", via: .signal, caller: Self.signalSender,
                 arguments: [
                     "vendor_keys": "\(settings.trustedKeys.keys.count)",
+                    "policy": settings.policy.isOpen ? "none" : String(settings.policy.digest.prefix(12)),
                     "client_tokens": tokens.map(\.name).joined(separator: ",")
                 ],
                 detail: "configuration reloaded")

@@ -192,7 +192,8 @@ public final class Engine {
             .acquire(
                 AcquireRequest(
                     feature: feature, count: count, client: client, ttlUSec: ttl,
-                    requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder)), caller: caller)
+                    requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy)),
+            caller: caller)
     }
 
     public func reserve(feature: String, count: UInt32, holder: String, caller: Caller) -> Ticket {

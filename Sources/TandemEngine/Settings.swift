@@ -6,10 +6,13 @@ public struct EngineSettings: Sendable {
     public var defaultLeaseUSec: USec
     public var maxLeaseUSec: USec
     public var trustedKeys: TrustedKeys
+    /// The site's usage policy (policy.conf), applied to acquisitions this node decides.
+    public var policy: UsagePolicy
     public init(
         defaultLeaseUSec: USec = 300 * usecPerSecond, maxLeaseUSec: USec = 86_400 * usecPerSecond,
-        trustedKeys: TrustedKeys = TrustedKeys()
+        trustedKeys: TrustedKeys = TrustedKeys(), policy: UsagePolicy = .open
     ) {
+        self.policy = policy
         self.defaultLeaseUSec = defaultLeaseUSec
         self.maxLeaseUSec = maxLeaseUSec
         self.trustedKeys = trustedKeys

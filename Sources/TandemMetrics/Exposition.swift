@@ -91,9 +91,10 @@ public struct ServerMetrics: Sendable {
                 .increment(by: Int64(clamping: counters.expirations[f] ?? 0))
             counter("feature_releases", "Leases released (or revoked) since tandemd started.", l)
                 .increment(by: Int64(clamping: counters.releases[f] ?? 0))
-            for reason in [DenialReason.insufficientSeats, .reservedForOthers] {
+            for reason in DenialReason.allCases where reason != .unknownFeature {
                 counter(
-                    "feature_denials", "Acquisitions this node refused for lack of seats since it started, by reason.",
+                    "feature_denials",
+                    "Acquisitions refused for lack of seats or by the usage policy since tandemd started, by reason.",
                     l + [("reason", reason.rawValue)]
                 ).increment(by: Int64(clamping: counters.denials[f]?[reason] ?? 0))
             }

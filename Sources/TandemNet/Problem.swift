@@ -18,7 +18,7 @@ extension ProblemBody {
         case .insufficientSeats, .licenseInUse, .seatsReserved, .licensesActive, .licenseAlreadyActive: return 409
         case .unknownFeature, .leaseNotFound, .licenseNotFound, .reservationNotFound: return 404
         case .invalidArgs, .invalidLicense, .wrongServer, .licenseExpired: return 400
-        case .accessDenied, .interactiveAuthorizationRequired: return 403
+        case .accessDenied, .interactiveAuthorizationRequired, .policyDenied: return 403
         case .notServing: return 503
         case .notPrimary, .serverIdUsed, .peerNotPrepared, .pairState: return 409
         case .peerUnreachable: return 502

@@ -1,0 +1,179 @@
+import Testing
+import TandemCore
+@testable import TandemConfig
+
+/// The usage policy: the file's syntax and refusals with their place, then what each rule lets
+/// through and refuses, decided by the pure core as the serving node decides.
+@Suite struct PolicyFileTests {
+    static let systemGroups = ["staff": ["carol", "dave"]]
+
+    func policy(_ text: String) throws(ConfigError) -> UsagePolicy {
+        var ini = IniFile()
+        try ini.parse(text, file: "/etc/tandem/policy.conf")
+        return try PolicyFile.parse(ini) { Self.systemGroups[$0] }
+    }
+
+    func refusal(_ text: String) -> String? {
+        do { _ = try policy(text) } catch { return error.description }
+        return nil
+    }
+
+    @Test func theSyntaxIsRead() throws {
+        let p = try policy(
+            """
+            [Group eng]
+            Users=alice bob
+            Users=dev-*
+            [HostGroup lab]
+            Hosts=lab-?
+            [Feature cad]
+            Reserve=2 group:eng
+            Max=1 user:*
+            Include=group:eng hostgroup:lab
+            Exclude=user:mallory
+            MaxLeaseSec=600
+            Borrow=7
+            Queue=no
+            [Feature cam]
+            Include=group:staff
+            """)
+        #expect(p.groups["eng"] == ["alice", "bob", "dev-*"])
+        #expect(p.groups["staff"] == ["carol", "dave"], "a group without a section is the system's")
+        #expect(p.hostGroups["lab"] == ["lab-?"])
+        let cad = try #require(p.features["cad"])
+        #expect(cad.reserve == [PolicyRule(count: 2, subject: .init(kind: .group, name: "eng"), place: "policy.conf:7")])
+        #expect(cad.max.map(\.count) == [1] && cad.include.count == 2 && cad.exclude.count == 1)
+        #expect(cad.maxLeaseUSec == 600 * usecPerSecond && cad.borrowDays == 7 && cad.queue == false)
+        #expect(p.digest.count == 64)
+        #expect(try policy("").digest == "", "no policy, no digest")
+        // The digest is of what the policy says, not of its layout.
+        let a = try policy("[Feature cad]\nMax=1 user:*\n# note\n"), b = try policy("\n[Feature cad]\n\nMax=1  user:*")
+        #expect(a.digest == b.digest)
+        #expect(a.digest != (try policy("[Feature cad]\nMax=2 user:*")).digest)
+        // An empty assignment drops the rules before it.
+        #expect(try policy("[Feature cad]\nMax=1 user:*\nMax=\n").features["cad"]?.max == [])
+    }
+
+    @Test func mistakesAreRefusedWithTheirPlace() {
+        let cases: [(String, String)] = [
+            ("[Feature cad]\nMax=two user:*", "/etc/tandem/policy.conf:2: Max= takes a seat count"),
+            ("[Feature cad]\nReserve=2 eng", "/etc/tandem/policy.conf:2: Reserve=: 'eng' is not KIND:NAME"),
+            ("[Feature cad]\nInclude=team:eng", "/etc/tandem/policy.conf:2: Include=: unknown kind 'team'"),
+            ("[Feature cad]\nInclude=group:nobody-here", "/etc/tandem/policy.conf:2: no [Group nobody-here]"),
+            ("[Feature cad]\n\nExclude=hostgroup:lab", "/etc/tandem/policy.conf:3: no [HostGroup lab]"),
+            ("[Feature cad]\nQueue=maybe", "/etc/tandem/policy.conf:2: Queue= is yes or no"),
+            ("[Feature cad]\nBorrow=400", "/etc/tandem/policy.conf:2: Borrow= is the longest borrow"),
+            ("[Feature cad]\nMaxLeaseSec=0", "/etc/tandem/policy.conf:2: MaxLeaseSec= must be"),
+            ("[Feature cad]\nSeats=3", "/etc/tandem/policy.conf:2: unknown key 'Seats'"),
+            ("[Feature c/d]\nMax=1 user:*", "/etc/tandem/policy.conf:2: feature may contain only"),
+            ("[Features cad]\nMax=1 user:*", "/etc/tandem/policy.conf:2: unknown section [Features cad]"),
+            ("[Group eng]\nMembers=alice", "/etc/tandem/policy.conf:2: unknown key 'Members' in [Group]"),
+            ("[Feature cad]\nMax=1", "/etc/tandem/policy.conf:2: Max= takes a seat count"),
+        ]
+        for (text, expected) in cases {
+            let got = refusal(text)
+            #expect(got?.hasPrefix(expected) == true, "\(text): \(got ?? "accepted")")
+        }
+    }
+
+    @Test func globs() {
+        #expect(Glob.matches("dev-*", "dev-7") && Glob.matches("*", "") && Glob.matches("a?c", "abc"))
+        #expect(!Glob.matches("dev-*", "ops-1") && !Glob.matches("a?c", "ac") && !Glob.matches("abc", "abcd"))
+        #expect(Glob.matches("*-ws-*", "plant-ws-12") && !Glob.matches("*-ws-*", "plant-ws"))
+    }
+}
+
+@Suite struct PolicyDecisions {
+    let now: USec = 1_800_000_000 * usecPerSecond
+    let user = Caller(uid: 1000, isAdmin: false)
+
+    func state(seats: UInt32) -> LicenseState {
+        var s = LicenseState()
+        s.apply(.serverIdSet(id: "SID-1"))
+        s.apply(
+            .licenseActivated(
+                License(
+                    id: "L1", product: "P", feature: "cad", seats: seats, notAfterUSec: 0, issuedTo: ["SID-1"],
+                    keyId: "k", document: "d")))
+        return s
+    }
+
+    func policy(_ text: String) throws -> UsagePolicy {
+        var ini = IniFile()
+        try ini.parse(text, file: "/etc/tandem/policy.conf")
+        return try PolicyFile.parse(ini) { _ in nil }
+    }
+
+    /// Acquires and applies; the refusal's reason and message, or nil when granted.
+    func acquire(
+        _ s: inout LicenseState, _ p: UsagePolicy, user: String?, host: String? = nil, client: String = "ws",
+        count: UInt32 = 1, ttl: USec = 3_600 * usecPerSecond
+    ) -> (DenialReason?, String)? {
+        let req = AcquireRequest(
+            feature: "cad", count: count, client: client, ttlUSec: ttl, requestId: nil,
+            newLeaseId: "lease-\(s.leases.count)", holder: Holder(user: user, host: host), policy: p)
+        switch s.decide(.acquire(req), caller: self.user, now: now) {
+        case .success(let d):
+            s.apply(d.changes)
+            return nil
+        case .failure(let e):
+            return (s.denialReason(e, feature: "cad", count: count, client: client, at: now), e.message)
+        }
+    }
+
+    @Test func excludeWinsOverInclude() throws {
+        let p = try policy(
+            "[Group eng]\nUsers=alice mallory\n[Feature cad]\nInclude=group:eng\nExclude=user:mallory\n")
+        var s = state(seats: 5)
+        #expect(acquire(&s, p, user: "alice") == nil)
+        let excluded = try #require(acquire(&s, p, user: "mallory"))
+        #expect(excluded.0 == .policyExcluded)
+        #expect(excluded.1.contains("policy.conf:5: Exclude=user:mallory"), "\(excluded.1)")
+        let outside = try #require(acquire(&s, p, user: "eve"))
+        #expect(outside.0 == .policyNotIncluded && outside.1.contains("policy.conf:4: Include=group:eng"))
+        #expect(acquire(&s, p, user: nil)?.0 == .policyNotIncluded, "an unnamed user is in no group")
+        #expect(s.inUse("cad") == 1)
+    }
+
+    @Test func maxCountsEachHolderApart() throws {
+        let p = try policy("[Feature cad]\nMax=2 user:*\nMax=3 host:lab-*\n")
+        var s = state(seats: 10)
+        #expect(acquire(&s, p, user: "alice", count: 2) == nil)
+        let more = try #require(acquire(&s, p, user: "alice"))
+        #expect(more.0 == .policyMax && more.1.contains("user 'alice' holds 2 seat(s)"), "\(more.1)")
+        #expect(acquire(&s, p, user: "bob", count: 2) == nil, "another user has a Max of its own")
+        // Host rules count per host, across users.
+        #expect(acquire(&s, p, user: "carol", host: "lab-1", count: 2) == nil)
+        #expect(acquire(&s, p, user: "dave", host: "lab-1", count: 2)?.0 == .policyMax)
+        #expect(acquire(&s, p, user: "dave", host: "lab-2", count: 2) == nil)
+        #expect(s.inUse("cad") == 8)
+    }
+
+    @Test func reserveSetsSeatsAsideForItsHolders() throws {
+        let p = try policy("[Group eng]\nUsers=alice bob\n[Feature cad]\nReserve=2 group:eng\n")
+        var s = state(seats: 4)
+        #expect(acquire(&s, p, user: "eve", count: 2) == nil)
+        let refused = try #require(acquire(&s, p, user: "eve"))
+        #expect(refused.0 == .policyReserved, "2 free, both reserved for eng")
+        #expect(refused.1.contains("policy.conf:4: Reserve=2 group:eng"), "\(refused.1)")
+        #expect(acquire(&s, p, user: "alice") == nil)
+        #expect(acquire(&s, p, user: "eve")?.0 == .policyReserved, "alice's seat used one; one still set aside")
+        #expect(acquire(&s, p, user: "bob") == nil)
+        #expect(acquire(&s, p, user: "bob")?.0 == .insufficientSeats, "no seats at all is not the policy's doing")
+    }
+
+    @Test func maxLeaseSecShortensTheLease() throws {
+        let p = try policy("[Feature cad]\nMaxLeaseSec=60\n")
+        var s = state(seats: 2)
+        #expect(acquire(&s, p, user: "alice", ttl: 3_600 * usecPerSecond) == nil)
+        #expect(s.leases.values.first?.ttlUSec == 60 * usecPerSecond)
+        #expect(acquire(&s, .open, user: "alice", ttl: 3_600 * usecPerSecond) == nil)
+        #expect(s.leases.values.map(\.ttlUSec).max() == 3_600 * usecPerSecond, "other policies do not")
+    }
+
+    @Test func otherFeaturesAndAnOpenPolicyAreUntouched() throws {
+        let p = try policy("[Feature cam]\nExclude=user:*\n")
+        var s = state(seats: 1)
+        #expect(acquire(&s, p, user: "alice") == nil)
+    }
+}
