@@ -98,7 +98,7 @@ let package = Package(
         // tandemctl: D-Bus client and network client; no engine, no store, no SQLite.
         .target(name: "TandemctlCommands", dependencies: [
             "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemPair", "TandemClient",
-            "TandemAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "TandemAPI", "TandemConfig", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // tandem-vendor: licensing only; no D-Bus, no SQLite.
         .target(name: "TandemVendorCommands", dependencies: [

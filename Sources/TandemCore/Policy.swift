@@ -264,3 +264,37 @@ extension UsagePolicy {
         return out.joined(separator: "\n") + "\n"
     }
 }
+
+extension UsagePolicy {
+    /// What the policy says of a request for `feature` by `who`, for people: a verdict and each
+    /// rule that names the holder, with its place.
+    public func explain(feature: String, for who: PolicyHolder) -> (verdict: String, rules: [String]) {
+        guard let f = features[feature] else { return ("no rules: any holder may use any free seat", []) }
+        var rules: [String] = []
+        if let r = f.exclude.first(where: { names($0.subject, who) }) {
+            return ("refused (PolicyDenied): excluded", ["\(r.place): Exclude=\(r.subject) names this holder"])
+        }
+        if !f.include.isEmpty {
+            guard let r = f.include.first(where: { names($0.subject, who) }) else {
+                let listed = f.include.map { "\($0.place): Include=\($0.subject)" }
+                return ("refused (PolicyDenied): not included", listed.map { "\($0) does not name this holder" })
+            }
+            rules.append("\(r.place): Include=\(r.subject) names this holder")
+        }
+        var cap: UInt32?
+        for r in f.max where names(r.subject, who) {
+            cap = min(cap ?? r.count, r.count)
+            rules.append("\(r.place): Max=\(r.count) \(r.subject): at most \(r.count) seat(s) held at once")
+        }
+        for r in f.reserve {
+            rules.append(
+                names(r.subject, who)
+                    ? "\(r.place): Reserve=\(r.count) \(r.subject): may use these reserved seats"
+                    : "\(r.place): Reserve=\(r.count) \(r.subject): these seats, while unused, are not for this holder")
+        }
+        if let t = f.maxLeaseUSec { rules.append("MaxLeaseSec=\(t / usecPerSecond): leases last at most that long") }
+        rules.append(f.borrowDays.map { "Borrow=\($0): may borrow for up to \($0) day(s)" } ?? "no borrowing")
+        if f.queue == false { rules.append("Queue=no: requests do not wait for a seat") }
+        return (cap.map { "allowed, up to \($0) seat(s) at once, when seats are free" } ?? "allowed when seats are free", rules)
+    }
+}

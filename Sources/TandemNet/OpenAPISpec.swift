@@ -16,7 +16,9 @@ info:
     page cannot send it from a browser without a CORS preflight, which this server never
     grants; renewals and releases carry no body and name an unguessable lease id. A lease
     belongs to the token it was taken with: another token renewing or releasing it, or retrying
-    its `request_id`, gets 403 `AccessDenied` (administrators release any lease over D-Bus). `HEAD` is
+    its `request_id`, gets 403 `AccessDenied` (administrators release any lease over D-Bus). An
+    acquisition the site's usage policy refuses (`policy.conf`) gets 403 `PolicyDenied`, whose
+    `detail` quotes the rule and where it is written. `HEAD` is
     answered wherever `GET` is, another method on a known path gets 405 with `Allow`, and an
     unknown path 404 `NotFound`, and a first request that is not valid HTTP/1.1 400 `BadRequest`
     (431 `RequestHeaderFieldsTooLarge` for headers over the limits), all as problem details.
@@ -241,7 +243,8 @@ components:
           type: integer
         reason:
           type: string
-          enum: [insufficient-seats, reserved-for-others, unknown-feature]
+          enum: [insufficient-seats, reserved-for-others, unknown-feature, policy-excluded, policy-not-included,
+            policy-max, policy-reserved]
     Feature:
       type: object
       required: [feature, seats, in_use, reserved, available, denied]

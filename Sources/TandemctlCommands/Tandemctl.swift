@@ -49,7 +49,7 @@ public struct Tandemctl: ParsableCommand {
             Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
             Reserve.self, Unreserve.self, Reservations.self, Usage.self, Report.self, Sessions.self, Denials.self,
             ResetServerId.self, ClientCmd.self,
-            ServiceAccount.self, PairCmd.self, Audit.self
+            ServiceAccount.self, PairCmd.self, PolicyCmd.self, Audit.self
         ])
     public init() {}
 

@@ -1,6 +1,7 @@
 import Foundation
 import TandemBus
 import TandemBusClient
+import TandemCore
 import Testing
 
 /// The `<interface name="org.tandem...">` blocks of an introspection document, one trimmed
@@ -65,13 +66,8 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
             }
         }
         // And every error the daemon can send is listed.
-        for code in [
-            "InvalidLicense", "WrongServer", "LicenseExpired", "LicenseAlreadyActive", "LicenseNotFound",
-            "UnknownFeature", "InsufficientSeats", "LeaseNotFound", "ReservationNotFound", "LicensesActive",
-            "LicenseInUse", "InvalidArgs", "AccessDenied", "NotServing", "NotPrimary", "ServerIdUsed",
-            "PeerNotPrepared", "PeerUnreachable", "PairState"
-        ] {
-            #expect(reference.contains(".\(code)`"), "docs/dbus-api.md does not list \(code)")
+        for code in TandemErrorCode.allCases {
+            #expect(reference.contains("`\(code.dbusName)`"), "docs/dbus-api.md does not list \(code.dbusName)")
         }
     }
 }
