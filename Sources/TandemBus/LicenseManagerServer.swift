@@ -16,6 +16,8 @@ public struct PairReport: Sendable {
     public var replicatedSeq: UInt64
     /// The serving node: change-log entries the standby has not acknowledged; 0 elsewhere.
     public var replicationLag: UInt64
+    /// The peer said a usage policy digest other than this node's (administrative changes wait).
+    public var policyMismatch = false
     public var witnessAddress: String
     /// `running`, `disconnected`, `not-available`, or empty without a witness.
     public var witnessStatus: String
@@ -25,8 +27,9 @@ public struct PairReport: Sendable {
     public init(
         serving: Bool, peerAddress: String, peerServerId: String, peerStatus: PeerStatus, replicatedSeq: UInt64,
         witnessAddress: String, witnessStatus: String, rejectedFrames: [(reason: String, count: UInt64)],
-        partitionPolicy: String, replicationLag: UInt64 = 0
+        partitionPolicy: String, replicationLag: UInt64 = 0, policyMismatch: Bool = false
     ) {
+        self.policyMismatch = policyMismatch
         (self.serving, self.peerAddress, self.peerServerId, self.peerStatus) = (
             serving, peerAddress, peerServerId, peerStatus
         )
@@ -196,6 +199,8 @@ public final class LicenseManagerServer {
             return .array(
                 elementSignature: "{st}", pair.rejectedFrames.map { .dictEntry(.string($0.reason), .uint64($0.count)) })
         case .partitionPolicy: return .string(pair.partitionPolicy)
+        case .policyDigest: return .string(engine.settings.policy.digest)
+        case .policyMismatch: return .bool(pair.policyMismatch)
         case .networkConnections:
             return .array(
                 elementSignature: "{st}", info.networkConnections().map { .dictEntry(.string($0.0), .uint64($0.1)) })

@@ -135,13 +135,15 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
     case rejectedFrames = "RejectedFrames"
     case partitionPolicy = "PartitionPolicy"
     case networkConnections = "NetworkConnections"
+    case policyDigest = "PolicyDigest"
+    case policyMismatch = "PolicyMismatch"
 
     public var type: String {
         switch self {
         case .epoch, .replicatedSeq, .replicationLag: return "t"
         case .licenseCount, .seatsTotal, .seatsInUse: return "u"
         case .listenAddresses: return "as"
-        case .serving: return "b"
+        case .serving, .policyMismatch: return "b"
         case .rejectedFrames, .networkConnections: return "a{st}"
         default: return "s"
         }
@@ -157,7 +159,8 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
 
     /// The properties that tell how the pair stands (announced when the pair's status moves).
     public static let pairStatusProperties: [ManagerProperty] = [
-        .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId, .peerStatus, .witnessStatus, .rejectedFrames
+        .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId, .peerStatus, .witnessStatus, .rejectedFrames,
+        .policyDigest, .policyMismatch
     ]
 }
 

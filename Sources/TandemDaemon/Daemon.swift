@@ -428,6 +428,7 @@ public final class Daemon {
             m.witnessStatus = report.witnessStatus.isEmpty ? nil : report.witnessStatus
             m.rejectedFrames = report.rejectedFrames
             if let node = pair.node, node.isLeading { m.replicationLagEntries = report.replicationLag }
+            m.policyMismatch = report.policyMismatch
         }
         if let http = network?.http {
             m.connectionsOpen = UInt64(http.openConnections)
@@ -448,6 +449,7 @@ public final class Daemon {
                 line += " (\(p.role == .primary ? "backup" : "primary") \(peer))"
             }
             line += ", epoch \(s.epoch)"
+            if p.report.policyMismatch { line += ", usage policy differs from the peer's" }
         } else {
             line += ", unpaired"
         }
@@ -556,6 +558,7 @@ public final class Daemon {
             }
             config = c
             engine.settings = settings
+            server.announcePairStatus()
             server.authorizer = Self.authorizer(c, logger)
             network?.api.setTokens(tokens)
             // Token names, not tokens: which products may hold seats changed.

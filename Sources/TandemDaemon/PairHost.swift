@@ -241,7 +241,8 @@ final class PairHost: PairControl {
             witnessAddress: config.witness ?? "", witnessStatus: witnessStatus,
             rejectedFrames: FrameRejection.allCases.map { ($0.rawValue, link.rejected[$0] ?? 0) },
             partitionPolicy: settings.partition.description,
-            replicationLag: node.map { $0.isLeading ? $0.lastSeq - min($0.peerMatch, $0.lastSeq) : 0 } ?? 0)
+            replicationLag: node.map { $0.isLeading ? $0.lastSeq - min($0.peerMatch, $0.lastSeq) : 0 } ?? 0,
+            policyMismatch: node?.policyMismatch ?? false)
     }
 
     /// The peer as it last described itself, and how this node sees it.

@@ -12,7 +12,9 @@ import TandemStore
 /// not thread-safe.
 public final class Engine {
     public let store: Store
-    public var settings: EngineSettings
+    public var settings: EngineSettings {
+        didSet { pair?.setPolicyDigest(settings.policy.digest) }
+    }
     let logger: Logger
     let clock: () -> USec
 
@@ -267,6 +269,7 @@ public final class Engine {
             describeNode: { [unowned self] in describeNode($0) },
             send: { [unowned self] in onSend?($0, $1) },
             onWork: { [unowned self] in onWork?() })
+        pair?.setPolicyDigest(settings.policy.digest)
     }
 
     /// Starts paired operation with the pair stored in the store, if one was formed (after a

@@ -36,6 +36,9 @@ public final class PairReplication: Replication {
     }
 
     var state: LicenseState { node.state }
+
+    /// The usage policy this node decides under, told to the peer (see `PairNode.policyMismatch`).
+    func setPolicyDigest(_ digest: String) { node.policyDigest = digest }
     var index: NodeIndex { node.index }
     var stagedCount: Int { Int(node.lastSeq - min(node.lastSeq, store.lastSeq)) }
     /// A pair's batch is what one loop iteration decided and received: it is committed with the

@@ -22,6 +22,8 @@ public struct ServerMetrics: Sendable {
     public var witnessStatus: String?
     /// The serving node: change-log entries the standby has not acknowledged.
     public var replicationLagEntries: UInt64?
+    /// The peer's usage policy differs from this node's (nil when standalone).
+    public var policyMismatch: Bool?
     public var rejectedFrames: [(reason: String, count: UInt64)] = []
     /// The network API's connections open now and refused since start (MaxConnections=...).
     public var connectionsOpen: UInt64 = 0
@@ -129,6 +131,10 @@ public struct ServerMetrics: Sendable {
         }
         if let witnessStatus {
             gauge("witness_up", "", "1 while the witness answers.").set(to: witnessStatus == "running" ? 1.0 : 0.0)
+        }
+        if let policyMismatch {
+            gauge("pair_policy_mismatch", "", "1 while the peer's usage policy differs from this node's.")
+                .set(to: policyMismatch ? 1.0 : 0.0)
         }
         if let replicationLagEntries {
             gauge("replication_lag", "entries", "Change-log entries the standby has not acknowledged.")

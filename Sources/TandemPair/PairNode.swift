@@ -121,6 +121,9 @@ public struct PairNode: Sendable {
         var peerDeparture: (PeerDeparture, at: USec)?
         /// This node said it is leaving (`leave`): it neither serves nor stands any more.
         var left = false
+        /// The peer's usage policy digest, as it last said (nil: not heard since start).
+        var peerPolicyDigest: String?
+        var lastPolicySent: USec?
 
         init(startedAt: USec, splitRefusedUnknown: Bool) {
             self.startedAt = startedAt
@@ -150,6 +153,13 @@ public struct PairNode: Sendable {
     public var peerNeedsSnapshot: Bool { volatile.peerNeedsSnapshot }
 
     public var peer: NodeIndex { 1 - index }
+
+    /// This node's usage policy digest (configuration: the host sets it at start and on reload).
+    public var policyDigest = ""
+    /// The peer's, once heard.
+    public var peerPolicyDigest: String? { volatile.peerPolicyDigest }
+    /// The two nodes decide under different usage policies (administrative changes wait).
+    public var policyMismatch: Bool { volatile.peerPolicyDigest.map { $0 != policyDigest } ?? false }
 
     public init(index: NodeIndex, initial: LicenseState, settings: PairSettings = PairSettings(), now: USec) {
         self.index = index
@@ -363,6 +373,10 @@ public struct PairNode: Sendable {
         case .candidate(let epoch, let sentAt):
             tickCandidate(epoch: epoch, sentAt: sentAt, now: now, &out)
         }
+        if volatile.lastPolicySent.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
+            volatile.lastPolicySent = now
+            out.append(.send(.node(peer), .policy(epoch: promisedEpoch, digest: policyDigest)))
+        }
         return out
     }
 
@@ -444,6 +458,9 @@ public struct PairNode: Sendable {
                 out += becomeCandidate(now: now, floor: epoch)
             }
 
+        case .policy(_, let digest):
+            if case .node = from { volatile.peerPolicyDigest = digest }
+
         case .voteRequest, .renew, .releaseLease:
             break  // for the witness
         }
@@ -476,6 +493,18 @@ public struct PairNode: Sendable {
         }
         expireWithGrace(now: now, epoch: epoch)
         ensureSplitBase()
+        if command.isAdministrative, policyMismatch {
+            func name(_ d: String) -> String { d.isEmpty ? "none" : String(d.prefix(12)) }
+            return (
+                .refused(
+                    TandemError(
+                        .pairState,
+                        "the nodes' usage policies differ (this node's \(name(policyDigest)), the peer's "
+                            + "\(name(volatile.peerPolicyDigest ?? ""))): make policy.conf the same on both and reload"
+                            + " (systemctl reload tandemd), then try again")),
+                out
+            )
+        }
         let alone = !usesWitness && !peerReachable(now: now)
         if alone {
             if command.isAdministrative {

@@ -65,7 +65,7 @@ struct Status: ParsableCommand {
         let keys: [ManagerProperty] = [
             .serverId, .version, .role, .pairStatus, .serving, .epoch, .peerAddress, .peerServerId,
             .peerStatus, .replicatedSeq, .witnessAddress, .witnessStatus, .partitionPolicy,
-            .serviceAccount, .licenseCount, .seatsInUse, .seatsTotal
+            .serviceAccount, .licenseCount, .seatsInUse, .seatsTotal, .policyDigest, .policyMismatch
         ]
         if bus.json {
             var out: [String: Any] = [:]
@@ -85,6 +85,8 @@ struct Status: ParsableCommand {
             if case .bool(let b) = v { return b ? "yes" : "no" }
             return v.stringValue ?? String(v.uint64Value ?? 0)
         }
+        let digest = p(.policyDigest)
+        let policy = digest.isEmpty || digest == "?" ? "none" : "digest \(digest.prefix(12))"
         guard p(.role) != PairRole.standalone.rawValue else {
             print(
                 """
@@ -96,6 +98,7 @@ struct Status: ParsableCommand {
                             Epoch: \(p(.epoch))
                          Licenses: \(p(.licenseCount))
                             Seats: \(p(.seatsInUse))/\(p(.seatsTotal)) in use
+                     Usage policy: \(policy)
                   Service account: \(p(.serviceAccount))
                           Version: \(p(.version))
                 """)
@@ -143,6 +146,8 @@ struct Status: ParsableCommand {
                           Witness: \(witness)
                          Licenses: \(p(.licenseCount))
                             Seats: \(p(.seatsInUse))/\(p(.seatsTotal)) in use
+                     Usage policy: \(policy)\(p(.policyMismatch) == "yes"
+                        ? " — DIFFERS from the peer's: administrative changes are refused until both are the same" : "")
                   Service account: \(p(.serviceAccount))
                           Version: \(p(.version))
             """)

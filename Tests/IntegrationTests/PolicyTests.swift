@@ -25,10 +25,8 @@ import Testing
             let r = try c.call(
                 "Acquire", [.string("cad"), .uint32(count), .string("ws-\(user)"), .vardict([("user", .string(user))])])
             return .success(r.first?.stringValue ?? "")
-        } catch let e as BusError {
-            return .failure(e)
         } catch {
-            return .failure(BusError(name: "unexpected", message: "\(error)"))
+            return .failure(error)
         }
     }
 
@@ -115,5 +113,55 @@ import Testing
         let explain = try run(
             binary("tandemctl"), ["policy", "explain", "cad", "--user", "mallory", "--policy", dir + "/policy.conf"])
         #expect(explain.stdout.contains("refused (PolicyDenied): excluded"), "\(explain.stdout)")
+    }
+}
+
+/// Both nodes of a real pair must hold the same policy (issue 13): a backup reloaded with another
+/// one is shown on both nodes (PolicyMismatch, tandemctl status, /metrics), administrative changes
+/// are refused with PairState meanwhile, seats are still granted, and making them the same again
+/// lifts it.
+@Suite(.serialized) struct UsagePolicyInAPair {
+    @Test func aMismatchIsShownOnBothNodesAndHoldsAdministrativeChanges() throws {
+        let dir = makeTempDir("pairpolicy")
+        try UsagePolicyInTandemd.policy.write(toFile: dir + "/same.conf", atomically: true, encoding: .utf8)
+        try (UsagePolicyInTandemd.policy + "MaxLeaseSec=60\n").write(
+            toFile: dir + "/other.conf", atomically: true, encoding: .utf8)
+        let p = try PairFixture(extra: "[Server]\nPolicy=\(dir)/same.conf\n").formed()
+        let ca = try p.a.client(), cb = try p.b.client()
+        let digest = try ca.get("PolicyDigest").stringValue ?? ""
+        let backupDigest = try cb.get("PolicyDigest")
+        #expect(digest.count == 64 && backupDigest == .string(digest))
+        #expect(try ca.get("PolicyMismatch") == .bool(false) && cb.get("PolicyMismatch") == .bool(false))
+
+        // The backup is reloaded with another policy.
+        try FileManager.default.removeItem(atPath: p.b.configPath)
+        let config = pairConfig(
+            vendor: p.vendor, keyFile: p.keyFile, link: "127.0.0.1:\(p.ports.1)", witness: "127.0.0.1:\(p.ports.2)",
+            extra: "HeartbeatSec=0.2\nFailoverTimeoutSec=1\n[Server]\nPolicy=\(dir)/other.conf\n")
+        try config.write(toFile: p.b.configPath, atomically: true, encoding: .utf8)
+        p.b.signal(SIGHUP)
+        try waitFor("both nodes to see the mismatch", seconds: 10) {
+            try ca.get("PolicyMismatch") == .bool(true) && cb.get("PolicyMismatch") == .bool(true)
+        }
+        #expect(try cb.get("PolicyDigest") != .string(digest))
+        expectBusError("org.tandem.LicenseManager1.PairState") {
+            _ = try ca.call("Reserve", [.string("cad"), .uint32(1), .string("ws-9")])
+        }
+        let status = try tandemctl(p.busA, ["status"])
+        #expect(status.stdout.contains("DIFFERS from the peer's"), "\(status.stdout)")
+        let scrape = samples(try http("GET", "http://" + (try p.a.httpAddress) + "/metrics", contentType: nil).body)
+        #expect(scrape["tandem_pair_policy_mismatch"] == 1, "\(scrape.filter { $0.key.contains("policy") })")
+        // Products still get seats.
+        _ = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("ws-1"), .vardict([])])
+        #expect(try leaseIds(ca).count == 1)
+
+        // The same policy again: the mismatch clears on both and the reservation goes through.
+        try config.replacingOccurrences(of: "other.conf", with: "same.conf")
+            .write(toFile: p.b.configPath, atomically: true, encoding: .utf8)
+        p.b.signal(SIGHUP)
+        try waitFor("the pair to agree again", seconds: 10) {
+            try ca.get("PolicyMismatch") == .bool(false) && cb.get("PolicyMismatch") == .bool(false)
+        }
+        #expect(try ca.call("Reserve", [.string("cad"), .uint32(1), .string("ws-9")]).count == 1)
     }
 }

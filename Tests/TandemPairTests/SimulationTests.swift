@@ -401,3 +401,42 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(pair.nodes[0].peerStatusReason(now: pair.now)?.hasPrefix("nothing heard from the backup for") == true)
     }
 }
+
+/// The nodes of a pair tell each other their usage policy's digest every heartbeat (issue 13):
+/// while the two differ both show it, and administrative changes are refused; products still
+/// get seats. Once the same, the changes go through again.
+@Suite struct PolicyDigests {
+    @Test func differingPoliciesAreShownAndHoldAdministrativeChanges() {
+        var pair = Departures.Witnessed()
+        pair.nodes[0].policyDigest = "aaaa"
+        pair.nodes[1].policyDigest = "bbbb"
+        pair.run(seconds: 10)
+        #expect(pair.serving(0))
+        #expect(pair.nodes[0].policyMismatch && pair.nodes[1].policyMismatch)
+        #expect(pair.nodes[0].peerPolicyDigest == "bbbb" && pair.nodes[1].peerPolicyDigest == "aaaa")
+        let reserve = Command.reserve(feature: "cad", count: 1, holder: "ws-9", newId: "res-1")
+        let (refused, _) = pair.nodes[0].perform(ref: 1, reserve, caller: .root, now: pair.now)
+        guard case .refused(let e) = refused else {
+            Issue.record("a reservation went through while the policies differ: \(refused)")
+            return
+        }
+        #expect(e.code == .pairState && e.message.contains("usage policies differ") && e.message.contains("bbbb"))
+        // Seats are not held up.
+        let effects = pair.nodes[0].request(
+            ref: 2, .acquire(feature: "cad", count: 1, client: "ws-1", ttlUSec: 60_000_000, requestId: "r"),
+            now: pair.now, newLeaseId: "lease-1")
+        pair.deliver(effects, from: 0)
+        pair.run(seconds: 0.2)
+        #expect(pair.nodes[0].state.inUse("cad") == 1)
+        // The backup's policy is made the same and reloaded: within a heartbeat the pair agrees.
+        pair.nodes[1].policyDigest = "aaaa"
+        pair.run(seconds: 1.5)
+        #expect(!pair.nodes[0].policyMismatch && !pair.nodes[1].policyMismatch)
+        let (allowed, more) = pair.nodes[0].perform(ref: 3, reserve, caller: .root, now: pair.now)
+        pair.deliver(more, from: 0)
+        guard case .pending = allowed else {
+            Issue.record("the reservation was refused once the policies agree: \(allowed)")
+            return
+        }
+    }
+}
