@@ -84,7 +84,8 @@ export class ServersView {
         byId("pair-info").textContent = !(p.PeerAddress || p.WitnessAddress) ? "" : (
             `Witness: ${p.WitnessAddress || "none"}` +
             (p.WitnessAddress ? ` (${peerStatus(p.WitnessStatus).label})` : "") +
-            ` · Partition policy: ${p.PartitionPolicy || "—"}`);
+            ` · Partition policy: ${p.PartitionPolicy || "—"}` +
+            (p.PolicyMismatch ? " · Usage policy DIFFERS from the peer's: administrative changes are refused" : ""));
         fill(byId("tiles"), tiles);
         this.renderDetails();
         fill(byId("status-log"), this.log.length
