@@ -190,3 +190,43 @@ func realtimeNowUSec() -> UInt64 {
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec / 1000)
 }
+
+/// Over HTTP with named tokens (issue 11): a renewed and released lease and one left to expire are
+/// sessions carrying the token's name, a refusal a denial with it; the filters by host and a
+/// limit pick what they say.
+@Suite(.serialized) struct UsageHistoryOverHTTP {
+    @Test func tokenNamesRenewalsAndExpiriesAreInTheHistory() throws {
+        let t = try TokenFixture("plant-a aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nplant-b bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n")
+        let (a, b) = ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+        func take(_ body: String, _ token: String) throws -> String {
+            let r = try http("POST", t.base + "/v1/leases", body: body, token: token)
+            #expect(r.status == 201, "\(r.body)")
+            return r.object["lease_id"] as? String ?? ""
+        }
+        let kept = try take(#"{"feature":"cad","count":2,"client":"cam-1","user":"ann","host":"h1"}"#, a)
+        #expect(try http("POST", t.base + "/v1/leases/\(kept)/renew", token: a, contentType: nil).status == 200)
+        #expect(try http("DELETE", t.base + "/v1/leases/\(kept)", token: a).status == 204)
+        let short = try take(#"{"feature":"cad","client":"cam-2","user":"bo","host":"h2","ttl_sec":1}"#, b)
+        let c = try t.fixture.bus.client()
+        try waitFor("the short lease to expire", seconds: 10) { try !leaseIds(c).contains(short) }
+        let refused = try http(
+            "POST", t.base + "/v1/leases", body: #"{"feature":"cad","count":9,"client":"cam-3","host":"h3"}"#, token: b)
+        #expect(refused.status == 409)
+
+        let all = try UsageHistory.sessions(c)
+        #expect(all.map(\.leaseId) == [kept, short] && all.map(\.ended) == ["released", "expired"], "\(all)")
+        #expect(all.map(\.token) == ["plant-a", "plant-b"] && all.map(\.uid) == [AuditRow.noUid, AuditRow.noUid])
+        #expect(all.last.map { $0.endUSec - $0.startUSec } == 1_000_000, "expired at its expiry")
+        let denial = try UsageHistory.denials(c)
+        #expect(denial.map(\.token) == ["plant-b"] && denial.map(\.host) == ["h3"], "\(denial)")
+        // Filters: by host, and the newest `limit`.
+        #expect(try UsageHistory.sessions(c, filter: [("host", .string("h2"))]).map(\.leaseId) == [short])
+        #expect(try UsageHistory.sessions(c, filter: [("limit", .uint32(1))]).map(\.leaseId) == [short])
+        // The same over HTTP and tandemctl --json.
+        let web = try http("GET", t.base + "/v1/sessions?host=h1", token: a)
+        let rows = (try? JSONSerialization.jsonObject(with: Data(web.body.utf8))) as? [[String: Any]] ?? []
+        #expect(rows.map { $0["token"] as? String } == ["plant-a"], "\(web.body)")
+        let cli = try tandemctl(t.fixture.bus, ["sessions", "--json"])
+        #expect(cli.stdout.contains("\"plant-b\""), "\(cli.stdout)")
+    }
+}

@@ -20,6 +20,16 @@ func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         #expect(c.vendorKeys == nil)
     }
 
+    @Test func historyDaysAndPolicyAreRead() throws {
+        #expect(try parse("").historyDays == 400 && parse("").policy == "/etc/tandem/policy.conf")
+        let c = try parse("[Server]\nHistoryDays=30\nPolicy=/srv/tandem/site.conf\n")
+        #expect(c.historyDays == 30 && c.policy == "/srv/tandem/site.conf")
+        #expect(PolicyFile.dropins(of: c.policy) == "/srv/tandem/site.d")
+        for bad in ["HistoryDays=0", "HistoryDays=36501", "HistoryDays=a year", "Policy=site.conf"] {
+            #expect(throws: ConfigError.self, "\(bad)") { try parse("[Server]\n\(bad)\n") }
+        }
+    }
+
     @Test func connectionLimitsAreRead() throws {
         let c = try parse(
             "[Server]\nMaxConnections=500\nMaxConnectionsPerAddress=50\nIdleTimeoutSec=5\nRequestTimeoutSec=3s\n")
