@@ -148,8 +148,7 @@ enum FuzzTargets {
         .renew(epoch: 2, recordSeq: 5, recordEpoch: 2, sentAt: 7),
         .renewed(epoch: 2, recordedSeq: nil, sentAt: 7),
         .merge(epoch: 3, entries: Array(sampleEntries.suffix(2))),
-        .leaving(epoch: 3, lastSeq: 7, forGood: true),
-        .policy(epoch: 3, digest: String(repeating: "5e", count: 32))
+        .leaving(epoch: 3, lastSeq: 7, forGood: true)
     ]
 
     /// The pair's binary message codec. Property: what decodes encodes back to the same message.

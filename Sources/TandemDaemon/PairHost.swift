@@ -169,6 +169,7 @@ final class PairHost: PairControl {
         i.pairStatus = pairStatus.rawValue
         i.serving = serving
         i.epoch = engine.state.epoch
+        i.policyDigest = engine.settings.policy.digest
         return i
     }
 
@@ -194,6 +195,8 @@ final class PairHost: PairControl {
                     peerInfo = i
                     peerInfoAt = now
                 }
+                // A peer that does not answer holds no administrative change up.
+                engine.pair?.notePeerPolicy(answer == nil ? nil : peerInfo?.policyDigest)
             }
         }
         publishStatus()

@@ -39,6 +39,8 @@ public final class PairReplication: Replication {
 
     /// The usage policy this node decides under, told to the peer (see `PairNode.policyMismatch`).
     func setPolicyDigest(_ digest: String) { node.policyDigest = digest }
+    /// What the peer said of its own (PeerInfo, every heartbeat's probe).
+    public func notePeerPolicy(_ digest: String?) { node.notePeerPolicy(digest) }
     var index: NodeIndex { node.index }
     var stagedCount: Int { Int(node.lastSeq - min(node.lastSeq, store.lastSeq)) }
     /// A pair's batch is what one loop iteration decided and received: it is committed with the

@@ -121,9 +121,8 @@ public struct PairNode: Sendable {
         var peerDeparture: (PeerDeparture, at: USec)?
         /// This node said it is leaving (`leave`): it neither serves nor stands any more.
         var left = false
-        /// The peer's usage policy digest, as it last said (nil: not heard since start).
+        /// The peer's usage policy digest, as it last answered a probe (nil: not heard, or gone).
         var peerPolicyDigest: String?
-        var lastPolicySent: USec?
 
         init(startedAt: USec, splitRefusedUnknown: Bool) {
             self.startedAt = startedAt
@@ -156,8 +155,10 @@ public struct PairNode: Sendable {
 
     /// This node's usage policy digest (configuration: the host sets it at start and on reload).
     public var policyDigest = ""
-    /// The peer's, once heard.
+    /// The peer's, as the host last heard it in the peer's description of itself (nil: the peer
+    /// did not answer, left, or is of a version that does not say).
     public var peerPolicyDigest: String? { volatile.peerPolicyDigest }
+    public mutating func notePeerPolicy(_ digest: String?) { volatile.peerPolicyDigest = digest }
     /// The two nodes decide under different usage policies (administrative changes wait).
     public var policyMismatch: Bool { volatile.peerPolicyDigest.map { $0 != policyDigest } ?? false }
 
@@ -373,10 +374,6 @@ public struct PairNode: Sendable {
         case .candidate(let epoch, let sentAt):
             tickCandidate(epoch: epoch, sentAt: sentAt, now: now, &out)
         }
-        if volatile.lastPolicySent.map({ now >= $0 + settings.heartbeatUSec }) ?? true {
-            volatile.lastPolicySent = now
-            out.append(.send(.node(peer), .policy(epoch: promisedEpoch, digest: policyDigest)))
-        }
         return out
     }
 
@@ -450,6 +447,7 @@ public struct PairNode: Sendable {
             // From an older epoch: a frame of a run of the peer that is over (late, or replayed).
             guard case .node = from, epoch >= promisedEpoch else { return out }
             volatile.peerDeparture = (forGood ? .removed : .stopped, now)
+            volatile.peerPolicyDigest = nil  // a node that is gone holds nothing up
             // Handing serving back to a node that is going: keep it.
             if case .handingOver(let mine, _) = volatile.mode { volatile.mode = .leader(epoch: mine) }
             // The serving node stopped: stand at once rather than after the silence (with a
@@ -457,9 +455,6 @@ public struct PairNode: Sendable {
             if case .follower = volatile.mode, volatile.leaderHint != index {
                 out += becomeCandidate(now: now, floor: epoch)
             }
-
-        case .policy(_, let digest):
-            if case .node = from { volatile.peerPolicyDigest = digest }
 
         case .voteRequest, .renew, .releaseLease:
             break  // for the witness

@@ -303,8 +303,6 @@ extension PairMessage {
             w.byte(15); w.u64(e)
         case .leaving(let e, let last, let forGood):
             w.byte(16); w.u64(e); w.u64(last); w.bool(forGood)
-        case .policy(let e, let digest):
-            w.byte(17); w.u64(e); w.string(digest)
         }
     }
 
@@ -344,7 +342,6 @@ extension PairMessage {
         case 14: return .deposed(votedEpoch: try u64())
         case 15: return .releaseLease(epoch: try u64())
         case 16: return .leaving(epoch: try u64(), lastSeq: try u64(), forGood: try r.bool())
-        case 17: return .policy(epoch: try u64(), digest: try r.string())
         case let t: throw WireError(what: "unknown message tag \(t)")
         }
     }

@@ -19,6 +19,8 @@ public struct PeerInfo: Sendable, Equatable, Codable {
     public var epoch: UInt64?
     /// How the node handles partitions (`PartitionMode.description`).
     public var partition: String?
+    /// The digest of the node's usage policy (empty: none; nil from versions before policies).
+    public var policyDigest: String?
     public init(serverId: String, role: String, preparedFor: String?, serverIdUsed: Bool, licensesActive: Bool) {
         self.serverId = serverId
         self.role = role

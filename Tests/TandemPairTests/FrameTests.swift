@@ -138,8 +138,7 @@ import TandemPair
         .renew(epoch: 6, recordSeq: nil, recordEpoch: nil, sentAt: 2),
         .renewed(epoch: 6, recordedSeq: 9, sentAt: 1), .renewed(epoch: 6, recordedSeq: nil, sentAt: 1),
         .deposed(votedEpoch: 9), .releaseLease(epoch: 6),
-        .leaving(epoch: 6, lastSeq: 70, forGood: false), .leaving(epoch: 7, lastSeq: 0, forGood: true),
-        .policy(epoch: 7, digest: String(repeating: "ab", count: 32)), .policy(epoch: 0, digest: "")
+        .leaving(epoch: 6, lastSeq: 70, forGood: false), .leaving(epoch: 7, lastSeq: 0, forGood: true)
     ]
 
     /// A lease without a token's name is written as before names existed (tag 4), so a peer of

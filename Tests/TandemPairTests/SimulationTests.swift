@@ -402,15 +402,17 @@ func licensedState(seats: UInt32) -> LicenseState {
     }
 }
 
-/// The nodes of a pair tell each other their usage policy's digest every heartbeat (issue 13):
-/// while the two differ both show it, and administrative changes are refused; products still
-/// get seats. Once the same, the changes go through again.
+/// The nodes of a pair hear each other's usage policy digest every heartbeat (issue 13, in the
+/// peer's description of itself): while the two differ, administrative changes are refused and
+/// products still get seats; once the same, or once the peer is gone, the changes go through.
 @Suite struct PolicyDigests {
     @Test func differingPoliciesAreShownAndHoldAdministrativeChanges() {
         var pair = Departures.Witnessed()
         pair.nodes[0].policyDigest = "aaaa"
         pair.nodes[1].policyDigest = "bbbb"
         pair.run(seconds: 10)
+        pair.nodes[0].notePeerPolicy("bbbb")
+        pair.nodes[1].notePeerPolicy("aaaa")
         #expect(pair.serving(0))
         #expect(pair.nodes[0].policyMismatch && pair.nodes[1].policyMismatch)
         #expect(pair.nodes[0].peerPolicyDigest == "bbbb" && pair.nodes[1].peerPolicyDigest == "aaaa")
@@ -430,13 +432,20 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(pair.nodes[0].state.inUse("cad") == 1)
         // The backup's policy is made the same and reloaded: within a heartbeat the pair agrees.
         pair.nodes[1].policyDigest = "aaaa"
-        pair.run(seconds: 1.5)
-        #expect(!pair.nodes[0].policyMismatch && !pair.nodes[1].policyMismatch)
+        pair.nodes[0].notePeerPolicy("aaaa")
+        #expect(!pair.nodes[0].policyMismatch)
         let (allowed, more) = pair.nodes[0].perform(ref: 3, reserve, caller: .root, now: pair.now)
         pair.deliver(more, from: 0)
         guard case .pending = allowed else {
             Issue.record("the reservation was refused once the policies agree: \(allowed)")
             return
         }
+        // A peer that says nothing (an older version) or leaves holds nothing up either.
+        pair.nodes[0].notePeerPolicy(nil)
+        #expect(!pair.nodes[0].policyMismatch)
+        pair.nodes[1].notePeerPolicy("bbbb")
+        #expect(pair.nodes[1].policyMismatch)
+        pair.stop(0)
+        #expect(!pair.nodes[1].policyMismatch, "the primary left")
     }
 }
