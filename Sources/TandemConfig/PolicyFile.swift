@@ -40,7 +40,18 @@ public enum PolicyFile {
                 throw fail("unknown section [\(e.section)] (Group NAME, HostGroup NAME, Feature NAME)")
             }
             let (kind, name) = (header[0], header[1].trimmingCharacters(in: .whitespaces))
-            let words = e.value.split(separator: " ").map(String.init)
+            let words = e.value.split(whereSeparator: \.isWhitespace).map(String.init)
+            if kind == "Group" || kind == "HostGroup" {
+                do { try Validate.identifier(name, "\(kind) name") } catch { throw fail(error.message) }
+                // A comment after a value is not one in this format: refuse it rather than take it
+                // for members ("#" and "names;" would join the group).
+                if let bad = words.first(where: {
+                    $0.hasPrefix("#") || $0.hasPrefix(";") || $0.contains(":")
+                        || $0.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
+                }) {
+                    throw fail("\(e.key)=: '\(bad)' is not a name (comments go on lines of their own)")
+                }
+            }
             switch (kind, e.key) {
             case ("Group", "Users"):
                 policy.groups[name] = words.isEmpty ? [] : (policy.groups[name] ?? []) + words
@@ -126,22 +137,39 @@ public enum PolicyFile {
 public enum SystemGroups {
     /// Users whose supplementary or primary group `name` is; nil when there is no such group.
     public static func members(_ name: String) -> [String]? {
-        var grp = group(), result: UnsafeMutablePointer<group>? = nil
-        var buffer = [CChar](repeating: 0, count: 1 << 16)
-        guard getgrnam_r(name, &grp, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        var users: [String] = []
-        if var p = grp.gr_mem {
-            while let m = p.pointee {
-                users.append(String(cString: m))
-                p += 1
+        var size = 1 << 14
+        while size <= 1 << 24 {
+            var grp = group(), result: UnsafeMutablePointer<group>? = nil
+            var buffer = [CChar](repeating: 0, count: size)
+            // gr_mem points into the buffer: read it while the buffer is pinned.
+            let found: (gid: gid_t, users: [String])?? = buffer.withUnsafeMutableBufferPointer { b in
+                let rc = getgrnam_r(name, &grp, b.baseAddress, b.count, &result)
+                if rc == ERANGE { return nil }
+                guard rc == 0, result != nil else { return .some(nil) }
+                var users: [String] = []
+                if var p = grp.gr_mem {
+                    while let m = p.pointee {
+                        users.append(String(cString: m))
+                        p += 1
+                    }
+                }
+                return .some((grp.gr_gid, users))
             }
+            guard let found else {
+                size *= 4
+                continue
+            }
+            guard let (gid, listed) = found else { return nil }
+            var users = listed
+            // Users whose primary group it is are members too (getent group does not list them;
+            // a directory that does not enumerate its users, as sssd by default, names only these).
+            setpwent()
+            while let pw = getpwent() {
+                if pw.pointee.pw_gid == gid { users.append(String(cString: pw.pointee.pw_name)) }
+            }
+            endpwent()
+            return Array(Set(users)).sorted()
         }
-        // Users whose primary group it is are members too (getent group does not list them).
-        setpwent()
-        while let pw = getpwent() {
-            if pw.pointee.pw_gid == grp.gr_gid { users.append(String(cString: pw.pointee.pw_name)) }
-        }
-        endpwent()
-        return Array(Set(users)).sorted()
+        return nil
     }
 }

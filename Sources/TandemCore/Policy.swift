@@ -147,13 +147,13 @@ public enum Glob {
         let p = Array(pattern.unicodeScalars), t = Array(text.unicodeScalars)
         var pi = 0, ti = 0, star = -1, mark = 0
         while ti < t.count {
-            if pi < p.count && (p[pi] == "?" || p[pi] == t[ti]) {
-                pi += 1
-                ti += 1
-            } else if pi < p.count && p[pi] == "*" {
+            if pi < p.count && p[pi] == "*" {
                 star = pi
                 mark = ti
                 pi += 1
+            } else if pi < p.count && (p[pi] == "?" || p[pi] == t[ti]) {
+                pi += 1
+                ti += 1
             } else if star >= 0 {
                 pi = star + 1
                 mark += 1
@@ -204,7 +204,8 @@ extension LicenseState {
     }
 
     /// `Reserve=`: of the `free` seats, those set aside for holders other than this one and not
-    /// used by them are not this holder's.
+    /// used by them are not this holder's — except the ones reserved for this very client over
+    /// D-Bus (`Reserve`), which stay its own whatever the policy keeps for others.
     func checkPolicyReserves(_ req: AcquireRequest, _ rules: FeaturePolicy, free: UInt32) throws(TandemError) {
         let who = PolicyHolder(user: req.holder.user, host: req.holder.host, client: req.client)
         var setAside: UInt64 = 0
@@ -216,12 +217,14 @@ extension LicenseState {
                 blocking.append(rule)
             }
         }
-        guard UInt64(req.count) + setAside > UInt64(free) else { return }
+        let own = min(idleReserved(req.feature, of: req.client), UInt64(free))
+        let general = UInt64(free) - own
+        guard UInt64(req.count) > own + (general > setAside ? general - setAside : 0) else { return }
         let listed = blocking.map { "\($0.place): Reserve=\($0.count) \($0.subject)" }.joined(separator: ", ")
         throw .policyDenied(
             .policyReserved,
             "feature \(quoted(req.feature)): \(req.count) seat(s) requested, \(free) free, of which"
-                + " \(min(setAside, UInt64(free))) are reserved for others (\(listed))")
+                + " \(min(setAside, general)) are reserved for others (\(listed))")
     }
 
     private static func describe(_ who: PolicyHolder) -> String {
@@ -244,22 +247,27 @@ extension LicenseState {
 extension UsagePolicy {
     /// What the policy says, in one deterministic text (sorted, places left out): two nodes with
     /// the same text decide alike. Its digest is `digest`.
+    /// Rules and members are sorted and de-duplicated (their order changes no decision, only
+    /// which rule a refusal quotes first), and a feature without rules is left out.
     public var canonicalText: String {
         var out: [String] = []
-        for name in groups.keys.sorted() { out.append("group \(name) \(groups[name]!.joined(separator: " "))") }
-        for name in hostGroups.keys.sorted() {
-            out.append("hostgroup \(name) \(hostGroups[name]!.joined(separator: " "))")
-        }
+        func members(_ list: [String]) -> String { Set(list).sorted().joined(separator: " ") }
+        for name in groups.keys.sorted() { out.append("group \(name) \(members(groups[name]!))") }
+        for name in hostGroups.keys.sorted() { out.append("hostgroup \(name) \(members(hostGroups[name]!))") }
         for name in features.keys.sorted() {
             let f = features[name]!
-            out.append("feature \(name)")
-            for r in f.reserve { out.append("  reserve \(r.count) \(r.subject)") }
-            for r in f.max { out.append("  max \(r.count) \(r.subject)") }
-            for r in f.include { out.append("  include \(r.subject)") }
-            for r in f.exclude { out.append("  exclude \(r.subject)") }
-            if let t = f.maxLeaseUSec { out.append("  max-lease-usec \(t)") }
-            if let d = f.borrowDays { out.append("  borrow-days \(d)") }
-            if let q = f.queue { out.append("  queue \(q)") }
+            var lines: [String] = []
+            func rules(_ kind: String, _ list: [PolicyRule], counted: Bool) {
+                lines += Set(list.map { "  \(kind) \(counted ? "\($0.count) " : "")\($0.subject)" }).sorted()
+            }
+            rules("reserve", f.reserve, counted: true)
+            rules("max", f.max, counted: true)
+            rules("include", f.include, counted: false)
+            rules("exclude", f.exclude, counted: false)
+            if let t = f.maxLeaseUSec { lines.append("  max-lease-usec \(t)") }
+            if let d = f.borrowDays { lines.append("  borrow-days \(d)") }
+            if let q = f.queue { lines.append("  queue \(q)") }
+            if !lines.isEmpty { out += ["feature \(name)"] + lines }
         }
         return out.joined(separator: "\n") + "\n"
     }

@@ -164,6 +164,13 @@ public struct LicenseState: Sendable, Equatable {
         return idle
     }
 
+    /// Seats reserved for `holder` (D-Bus `Reserve`) that it does not use.
+    public func idleReserved(_ feature: String, of holder: String) -> UInt64 {
+        var total: Int64 = 0
+        for r in reservations.values where r.feature == feature && r.holder == holder { total += Int64(r.count) }
+        return UInt64(max(0, total - Int64(held[feature]?[.client(holder)] ?? 0)))
+    }
+
     /// Seats `client` could acquire now: those neither in use nor set aside for someone else.
     public func available(_ feature: String, for client: String?, at now: USec) -> UInt32 {
         let free =

@@ -50,6 +50,10 @@ import TandemCore
         let a = try policy("[Feature cad]\nMax=1 user:*\n# note\n"), b = try policy("\n[Feature cad]\n\nMax=1  user:*")
         #expect(a.digest == b.digest)
         #expect(a.digest != (try policy("[Feature cad]\nMax=2 user:*")).digest)
+        // Nor of the order of rules and members, nor of a feature left without rules.
+        let c = try policy("[Group g]\nUsers=b a\n[Feature cad]\nExclude=user:x user:y\n[Feature cam]\nMax=1 user:*\nMax=\n")
+        let d = try policy("[Group g]\nUsers=a\nUsers=b a\n[Feature cad]\nExclude=user:y\nExclude=user:x\n")
+        #expect(c.digest == d.digest, "\(c.canonicalText) vs \(d.canonicalText)")
         // An empty assignment drops the rules before it.
         #expect(try policy("[Feature cad]\nMax=1 user:*\nMax=\n").features["cad"]?.max == [])
     }
@@ -69,6 +73,9 @@ import TandemCore
             ("[Features cad]\nMax=1 user:*", "/etc/tandem/policy.conf:2: unknown section [Features cad]"),
             ("[Group eng]\nMembers=alice", "/etc/tandem/policy.conf:2: unknown key 'Members' in [Group]"),
             ("[Feature cad]\nMax=1", "/etc/tandem/policy.conf:2: Max= takes a seat count"),
+            ("[Group eng]\nUsers=alice  # the lead", "/etc/tandem/policy.conf:2: Users=: '#' is not a name"),
+            ("[HostGroup lab]\nHosts=lab-1 ;old", "/etc/tandem/policy.conf:2: Hosts=: ';old' is not a name"),
+            ("[Group a b]\nUsers=c", "/etc/tandem/policy.conf:2: Group name may contain only"),
         ]
         for (text, expected) in cases {
             let got = refusal(text)
@@ -76,10 +83,16 @@ import TandemCore
         }
     }
 
+    @Test func systemGroupsComeFromNSS() {
+        #expect(SystemGroups.members("root")?.contains("root") == true, "root's primary group")
+        #expect(SystemGroups.members("no-such-group-here") == nil)
+    }
+
     @Test func globs() {
         #expect(Glob.matches("dev-*", "dev-7") && Glob.matches("*", "") && Glob.matches("a?c", "abc"))
         #expect(!Glob.matches("dev-*", "ops-1") && !Glob.matches("a?c", "ac") && !Glob.matches("abc", "abcd"))
         #expect(Glob.matches("*-ws-*", "plant-ws-12") && !Glob.matches("*-ws-*", "plant-ws"))
+        #expect(Glob.matches("*x", "*yx") && Glob.matches("a*", "a*b") && !Glob.matches("*x", "*xy"))
     }
 }
 
@@ -174,6 +187,18 @@ import TandemCore
     @Test func otherFeaturesAndAnOpenPolicyAreUntouched() throws {
         let p = try policy("[Feature cam]\nExclude=user:*\n")
         var s = state(seats: 1)
+        #expect(acquire(&s, p, user: "alice") == nil)
+    }
+}
+
+extension PolicyDecisions {
+    /// A client's own reservation over D-Bus stays its own under a policy Reserve (review).
+    @Test func aClientsOwnReservationIsNotTakenByAPolicyReserve() throws {
+        let p = try policy("[Group eng]\nUsers=alice\n[Feature cad]\nReserve=2 group:eng\n")
+        var s = state(seats: 3)
+        s.apply(.reservationAdded(Reservation(id: "res-1", feature: "cad", holder: "ws-x", count: 2)))
+        #expect(acquire(&s, p, user: "eve", client: "ws-x", count: 2) == nil, "its own reserved seats")
+        #expect(acquire(&s, p, user: "eve", client: "ws-x")?.0 == .policyReserved, "the last seat is eng's")
         #expect(acquire(&s, p, user: "alice") == nil)
     }
 }
