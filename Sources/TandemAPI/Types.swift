@@ -39,10 +39,16 @@ public struct AcquireBody: Sendable, Equatable {
     /// The holder's login and host names, for the usage history.
     public var user: String?
     public var host: String?
+    /// How long to wait for a seat when none is free (a held request, at most `maxWaitSec`).
+    public var waitSec: UInt64?
+    /// The longest the network API holds a request waiting for a seat; a client that would wait
+    /// longer asks again with the same request id (its place in the queue is kept).
+    public static let maxWaitSec: UInt64 = 60
     public init(
         feature: String, count: UInt32, client: String, requestId: String? = nil, ttlSec: UInt64? = nil,
-        user: String? = nil, host: String? = nil
+        user: String? = nil, host: String? = nil, waitSec: UInt64? = nil
     ) {
+        self.waitSec = waitSec
         self.feature = feature
         self.count = count
         self.client = client
@@ -179,7 +185,7 @@ extension AcquireBody {
         guard let dict = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             throw TandemError(.invalidArgs, "the body must be a JSON object")
         }
-        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec", "user", "host"]
+        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec", "user", "host", "wait_sec"]
         if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
             throw TandemError(.invalidArgs, "unknown field \(quoted(unknown))")
         }
@@ -205,8 +211,33 @@ extension AcquireBody {
         }
         let ttl = try integer("ttl_sec")
         if let ttl, ttl < 1 || ttl > 100 * 365 * 86_400 { throw TandemError(.invalidArgs, "'ttl_sec' is out of range") }
+        let wait = try integer("wait_sec")
+        if let wait, wait < 0 || wait > Int64(Self.maxWaitSec) {
+            throw TandemError(.invalidArgs, "'wait_sec' must be from 0 to \(Self.maxWaitSec)")
+        }
         self.init(
             feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
-            ttlSec: ttl.map { UInt64($0) }, user: try string("user"), host: try string("host"))
+            ttlSec: ttl.map { UInt64($0) }, user: try string("user"), host: try string("host"),
+            waitSec: wait.map { UInt64($0) })
+    }
+}
+
+/// A request waiting for a seat, as `GET /v1/queue` shows it.
+public struct QueueEntry: Codable, Sendable, Equatable {
+    public var feature: String
+    public var position: Int
+    public var client: String
+    public var count: UInt32
+    public var user: String?
+    public var host: String?
+    public var since: String
+    public var sinceUsec: UInt64
+    public var untilUsec: UInt64
+    public init(
+        feature: String, position: Int, client: String, count: UInt32, user: String?, host: String?, since: String,
+        sinceUsec: UInt64, untilUsec: UInt64
+    ) {
+        (self.feature, self.position, self.client, self.count) = (feature, position, client, count)
+        (self.user, self.host, self.since, self.sinceUsec, self.untilUsec) = (user, host, since, sinceUsec, untilUsec)
     }
 }

@@ -47,6 +47,18 @@ extension LicenseManagerServer {
             }
         case .listAudit: return { [unowned self] in authorized($0, .readAudit, listAudit) }
         case .listLeaseHolders: return { [unowned self] _ in read([LeaseHolderRow.array(leaseHolderRows())]) }
+        case .listQueue:
+            return { [unowned self] _ in
+                read([
+                    QueueRow.array(
+                        engine.waiting.map {
+                            QueueRow(
+                                feature: $0.request.feature, position: UInt32($0.position), client: $0.request.client,
+                                count: $0.request.count, user: $0.request.holder.user ?? "",
+                                host: $0.request.holder.host ?? "", sinceUSec: $0.sinceUSec, untilUSec: $0.untilUSec)
+                        })
+                ])
+            }
         case .getUsageHistory: return { [unowned self] in getUsageHistory($0) }
         case .listSessions: return { [unowned self] in listSessions($0) }
         case .listDenials: return { [unowned self] in listDenials($0) }
@@ -180,6 +192,7 @@ extension LicenseManagerServer {
 
     private func acquire(_ call: BusCall) -> BusAnswer {
         var ttl: USec?
+        var wait: USec = 0
         var requestId: String?
         var holder = Holder()
         var given: Set<String> = []
@@ -190,12 +203,14 @@ extension LicenseManagerServer {
             }
             switch (key, v) {
             case ("ttl_usec", .uint64(let t)): ttl = t
+            case ("wait_usec", .uint64(let t)): wait = t
             case ("request_id", .string(let s)): requestId = s
             case ("user", .string(let s)): holder.user = s
             case ("host", .string(let s)): holder.host = s
-            case ("ttl_usec", _), ("request_id", _), ("user", _), ("host", _):
+            case ("ttl_usec", _), ("wait_usec", _), ("request_id", _), ("user", _), ("host", _):
                 return .error(
-                    TandemError(.invalidArgs, "option \(quoted(key)) must be of type \(key == "ttl_usec" ? "t" : "s")"))
+                    TandemError(
+                        .invalidArgs, "option \(quoted(key)) must be of type \(key.hasSuffix("_usec") ? "t" : "s")"))
             default:
                 return .error(TandemError(.invalidArgs, "unknown option \(quoted(key))"))
             }
@@ -207,7 +222,7 @@ extension LicenseManagerServer {
         if holder.host == nil { holder.host = info.hostName }
         let ticket = engine.acquire(
             feature: call.string(0), count: call.uint32(1), client: call.string(2), ttlUSec: ttl,
-            requestId: requestId, holder: holder, caller: who)
+            requestId: requestId, holder: holder, caller: who, waitUSec: wait)
         return answer(call, ticket) { o in
             guard case .leaseGranted(let l, _) = o else { return [] }
             return [.string(l.id), .uint64(l.expiresUSec)]

@@ -162,3 +162,40 @@ public struct UsageReportRow: BusRow {
 
     public var busValue: BusValue { .structure([.string(group), .uint64(count), .uint64(seatSeconds)]) }
 }
+
+/// ListQueue: one acquisition waiting for a seat, in its feature's queue order.
+public struct QueueRow: BusRow {
+    public static let signature = "(sususstt)"
+    public var feature: String
+    public var position: UInt32
+    public var client: String
+    public var count: UInt32
+    public var user, host: String
+    public var sinceUSec, untilUSec: UInt64
+
+    public init(
+        feature: String, position: UInt32, client: String, count: UInt32, user: String, host: String,
+        sinceUSec: UInt64, untilUSec: UInt64
+    ) {
+        (self.feature, self.position, self.client, self.count) = (feature, position, client, count)
+        (self.user, self.host, self.sinceUSec, self.untilUSec) = (user, host, sinceUSec, untilUSec)
+    }
+
+    public init?(_ value: BusValue) {
+        guard let f = value.structValue, f.count == 8, case .uint32(let position) = f[1],
+            case .uint32(let count) = f[3], case .uint64(let since) = f[6], case .uint64(let until) = f[7]
+        else { return nil }
+        let s = [0, 2, 4, 5].compactMap { f[$0].stringValue }
+        guard s.count == 4 else { return nil }
+        self.init(
+            feature: s[0], position: position, client: s[1], count: count, user: s[2], host: s[3], sinceUSec: since,
+            untilUSec: until)
+    }
+
+    public var busValue: BusValue {
+        .structure([
+            .string(feature), .uint32(position), .string(client), .uint32(count), .string(user), .string(host),
+            .uint64(sinceUSec), .uint64(untilUSec)
+        ])
+    }
+}

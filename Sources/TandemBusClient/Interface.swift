@@ -51,6 +51,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
     case listSessions = "ListSessions"
     case listDenials = "ListDenials"
     case getUsageReport = "GetUsageReport"
+    case listQueue = "ListQueue"
 
     public var input: [BusArgument] {
         switch self {
@@ -80,7 +81,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
                 BusArgument("by", "s"), BusArgument("filter", "a{sv}")
             ]
         case .getActivationRequest, .listLicenses, .listLeases, .listLeaseHolders, .listReservations, .getUsage,
-            .resetServerId,
+            .resetServerId, .listQueue,
             .disableBackup, .getPeerStatus, .sync, .prepareRemoval:
             return []
         }
@@ -105,6 +106,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .listSessions: return [BusArgument("sessions", "a" + SessionRow.signature)]
         case .listDenials: return [BusArgument("denials", "a" + DenialRow.signature)]
         case .getUsageReport: return [BusArgument("groups", "a" + UsageReportRow.signature)]
+        case .listQueue: return [BusArgument("waiting", "a" + QueueRow.signature)]
         case .deactivateLicense, .release, .unreserve, .prepareBackup, .enableBackup, .disableBackup, .sync,
             .prepareRemoval:
             return []

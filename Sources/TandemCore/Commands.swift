@@ -43,6 +43,11 @@ public struct AcquireRequest: Sendable, Equatable {
 }
 
 extension Command {
+    public var isAcquisition: Bool {
+        if case .acquire = self { return true }
+        return false
+    }
+
     /// Changes of the license configuration (as opposed to seat use by products).
     public var isAdministrative: Bool {
         switch self {
@@ -66,6 +71,9 @@ public enum Outcome: Sendable, Equatable {
     case expired([Lease])
     case audited(AuditRecord)
     case denialRecorded(Denial)
+    /// An acquisition waits for a seat (`wait_usec`); its answer is the grant, or the refusal
+    /// when the wait runs out.
+    case waiting
 }
 
 public struct Decision: Sendable, Equatable {

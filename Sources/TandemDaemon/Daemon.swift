@@ -409,7 +409,12 @@ public final class Daemon {
     }
 
     func armExpiry() {
-        if let next = engine.nextExpiry { expiryTimer.schedule(at: next) } else { expiryTimer.enable(false) }
+        // Lease expiry, and the end of a wait for a seat.
+        if let next = [engine.nextExpiry, engine.nextWaitDeadline].compactMap({ $0 }).min() {
+            expiryTimer.schedule(at: next)
+        } else {
+            expiryTimer.enable(false)
+        }
     }
 
     /// The server as `GET /metrics` shows it: taken in one piece on the loop.
@@ -422,6 +427,7 @@ public final class Daemon {
         m.features = state.usage(at: now)
         m.counters = usageCounters
         m.licenses = state.licenses.values.sorted { $0.id < $1.id }
+        for w in engine.waiting { m.waiting[w.request.feature, default: 0] += 1 }
         if let pair {
             let report = pair.report
             m.peerStatus = report.peerStatus.rawValue

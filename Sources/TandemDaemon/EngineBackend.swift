@@ -83,7 +83,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
             d.engine.acquire(
                 feature: r.feature, count: r.count, client: r.client,
                 ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId,
-                holder: Holder(user: r.user, host: r.host), caller: caller)
+                holder: Holder(user: r.user, host: r.host), caller: caller, waitUSec: (r.waitSec ?? 0) * usecPerSecond)
         }) { d, o in
             guard case .leaseGranted(let lease, let existing) = o else { return nil }
             return (LeaseView(lease, serverId: d.engine.state.serverId), created: !existing)
@@ -114,6 +114,18 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
         await read { d in
             let sid = d.engine.state.serverId
             return d.engine.state.activeLeases(client: client, at: d.engine.now).map { LeaseView($0, serverId: sid) }
+        }
+    }
+
+    func queue() async -> [QueueEntry] {
+        await onLoop { d, done in
+            done(
+                d.engine.waiting.map {
+                    QueueEntry(
+                        feature: $0.request.feature, position: $0.position, client: $0.request.client,
+                        count: $0.request.count, user: $0.request.holder.user, host: $0.request.holder.host,
+                        since: RFC3339.format(usec: $0.sinceUSec), sinceUsec: $0.sinceUSec, untilUsec: $0.untilUSec)
+                })
         }
     }
 

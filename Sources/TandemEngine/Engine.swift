@@ -13,7 +13,10 @@ import TandemStore
 public final class Engine {
     public let store: Store
     public var settings: EngineSettings {
-        didSet { pair?.setPolicyDigest(settings.policy.digest) }
+        didSet {
+            pair?.setPolicyDigest(settings.policy.digest)
+            serveWaiters()  // under the policy as it is now
+        }
     }
     let logger: Logger
     let clock: () -> USec
@@ -35,6 +38,9 @@ public final class Engine {
     var pendingAudits: [AuditRecord] = []
     /// User names by uid (see `userName`).
     var userNames: [UInt32: String?] = [:]
+    /// Acquisitions waiting for a seat on this node (see `WaitQueue`).
+    var queue = WaitQueue()
+    private var servingWaiters = false
     public private(set) var commitCount = 0
     public private(set) var committedChanges = 0
 
@@ -89,19 +95,19 @@ public final class Engine {
 
     /// Decides `command`. The ticket says what was decided at once and carries the final answer.
     public func submit(_ command: Command, caller: Caller) -> Ticket {
+        let ticket = submit(command, caller: caller, countsRefusal: true)
+        // Seats that came free go to the requests waiting for them first.
+        if case .success = ticket.decision, !command.isAcquisition { serveWaiters() }
+        return ticket
+    }
+
+    /// `countsRefusal`: a refused acquisition is a denial (not while it may still wait).
+    private func submit(_ command: Command, caller: Caller, countsRefusal: Bool) -> Ticket {
         if let refusal { return Ticket(decision: .failure(refusal)) }
         let ticket = replication.perform(command, caller: caller, now: clock())
         auditLeaseCommand(command, caller: caller, ticket.decision)
-        if case .failure(let e) = ticket.decision, case .acquire(let req) = command {
-            if e.code == .insufficientSeats {
-                replication.countDenied(req.feature)
-                deniedDirty = true
-            }
-            if let reason = state.denialReason(
-                e, feature: req.feature, count: req.count, client: req.client, at: clock())
-            {
-                recordDenial(req, reason: reason, caller: caller)
-            }
+        if countsRefusal, case .failure(let e) = ticket.decision, case .acquire(let req) = command {
+            countRefusal(req, e, caller: caller)
         }
         if ticket.answer == nil {
             let serial = nextSerial
@@ -122,7 +128,10 @@ public final class Engine {
     public var isSettled: Bool { open.isEmpty }
 
     /// Refuses every command submitted from now on with `error` (the daemon is stopping).
-    public func refuseNew(_ error: TandemError) { refusal = error }
+    public func refuseNew(_ error: TandemError) {
+        refusal = error
+        settleWaiters(now: clock())
+    }
 
     /// Answers every command still waiting with `error` (they may still take effect, as after
     /// any refusal by a node that stopped serving: a client retries with its request id).
@@ -167,6 +176,17 @@ public final class Engine {
         }
     }
 
+    /// Counts a refused acquisition (GetUsage's denied) and records it as a denial when it is one.
+    private func countRefusal(_ req: AcquireRequest, _ e: TandemError, caller: Caller) {
+        if e.code == .insufficientSeats {
+            replication.countDenied(req.feature)
+            deniedDirty = true
+        }
+        if let reason = state.denialReason(e, feature: req.feature, count: req.count, client: req.client, at: clock()) {
+            recordDenial(req, reason: reason, caller: caller)
+        }
+    }
+
     /// Puts a refused acquisition into the usage history (replicated like any change; the
     /// refused caller does not wait for it). Only a serving node refuses for lack of seats.
     private func recordDenial(_ req: AcquireRequest, reason: DenialReason, caller: Caller) {
@@ -178,9 +198,11 @@ public final class Engine {
         }
     }
 
+    /// Acquires seats. With `waitUSec`, a request refused for want of seats waits for them in
+    /// this node's queue (see `WaitQueue`) instead, unless the policy says `Queue=no`.
     public func acquire(
         feature: String, count: UInt32, client: String, ttlUSec: USec?, requestId: String?,
-        holder: Holder = .unknown, caller: Caller
+        holder: Holder = .unknown, caller: Caller, waitUSec: USec = 0
     ) -> Ticket {
         let ttl = ttlUSec ?? settings.defaultLeaseUSec
         guard ttl >= EngineSettings.minLeaseUSec && ttl <= settings.maxLeaseUSec else {
@@ -190,13 +212,129 @@ public final class Engine {
                         .invalidArgs, "ttl must be from 1 s to \(settings.maxLeaseUSec / usecPerSecond) s (MaxLeaseSec)"
                     )))
         }
-        return submit(
-            .acquire(
-                AcquireRequest(
-                    feature: feature, count: count, client: client, ttlUSec: ttl,
-                    requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy)),
-            caller: caller)
+        guard waitUSec <= EngineSettings.maxWaitUSec else {
+            return Ticket(
+                decision: .failure(
+                    TandemError(.invalidArgs, "wait must be at most \(EngineSettings.maxWaitUSec / usecPerSecond) s")))
+        }
+        let req = AcquireRequest(
+            feature: feature, count: count, client: client, ttlUSec: ttl,
+            requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy)
+        let now = clock()
+        if waitUSec > 0, refusal == nil, let i = queue.position(of: req) {
+            let w = queue.byFeature[feature]![i]
+            guard w.caller == caller, w.request.count == count else {
+                return Ticket(
+                    decision: .failure(
+                        TandemError(.invalidArgs, "request_id \(quoted(requestId ?? "")) waits for a different acquisition")))
+            }
+            let ticket = Ticket.waiting()
+            queue.rejoin(
+                feature, at: i, ticket: ticket, untilUSec: now + waitUSec,
+                superseded: TandemError(.insufficientSeats, "asked again with the same request_id: that request waits now"))
+            onWork?()
+            return ticket
+        }
+        let ticket = submit(.acquire(req), caller: caller, countsRefusal: waitUSec == 0)
+        guard waitUSec > 0, case .failure(let e) = ticket.decision else { return ticket }
+        guard Self.waitsFor(e), settings.policy.features[feature]?.queue != false else {
+            countRefusal(req, e, caller: caller)
+            return ticket
+        }
+        let waiting = Ticket.waiting()
+        queue.append(
+            WaitQueue.Waiter(
+                request: req, caller: caller, ticket: waiting, sinceUSec: now, untilUSec: now + waitUSec,
+                lastRefusal: e))
+        onWork?()
+        return waiting
     }
+
+    /// Refusals a request may wait out: too few free seats, or free ones the policy keeps for others.
+    static func waitsFor(_ e: TandemError) -> Bool {
+        e.code == .insufficientSeats || (e.code == .policyDenied && e.policyReason == .policyReserved)
+    }
+
+    /// Grants what it can to the waiting requests, per feature in the order they came.
+    func serveWaiters() {
+        guard !queue.isEmpty, !servingWaiters, refusal == nil else { return }
+        servingWaiters = true
+        defer { servingWaiters = false }
+        var left: [String: [WaitQueue.Waiter]] = [:]
+        for feature in queue.byFeature.keys.sorted() {
+            for var w in queue.byFeature[feature]! {
+                guard w.keptUntilUSec == nil, let waiting = w.ticket else {
+                    left[feature, default: []].append(w)
+                    continue
+                }
+                var req = w.request
+                req.newLeaseId = Identifiers.lease()
+                req.policy = settings.policy
+                let t = submit(.acquire(req), caller: w.caller, countsRefusal: false)
+                switch t.decision {
+                case .success:
+                    t.whenAnswered { waiting.finish($0) }
+                case .failure(let e) where Self.waitsFor(e):
+                    w.lastRefusal = e
+                    left[feature, default: []].append(w)
+                case .failure(let e):
+                    countRefusal(req, e, caller: w.caller)
+                    waiting.finish(.failure(e))
+                }
+            }
+        }
+        queue.byFeature = left
+    }
+
+    /// Waits that ran out are answered `InsufficientSeats` (their place kept a while for the same
+    /// request id); places not taken up again go, each a denial. A node that does not serve (a
+    /// standby, one stopping) answers every waiter with why, so that clients go to the one that does.
+    func settleWaiters(now: USec) {
+        guard !queue.isEmpty else { return }
+        let notServing: TandemError? = refusal ?? pair.flatMap {
+            $0.node.isServing(now: now) ? nil : TandemError(.notServing, "this node no longer serves")
+        }
+        var left: [String: [WaitQueue.Waiter]] = [:]
+        for feature in queue.byFeature.keys.sorted() {
+            for var w in queue.byFeature[feature]! {
+                if let notServing {
+                    w.ticket?.finish(.failure(notServing))
+                } else if let kept = w.keptUntilUSec {
+                    if now < kept {
+                        left[feature, default: []].append(w)
+                    } else {
+                        countRefusal(w.request, w.lastRefusal, caller: w.caller)
+                    }
+                } else if now >= w.untilUSec {
+                    let waited = (now - w.sinceUSec) / usecPerSecond
+                    w.ticket?.finish(
+                        .failure(
+                            TandemError(
+                                w.lastRefusal.code,
+                                "\(w.lastRefusal.message); waited \(waited) s (ask again with the same request_id"
+                                    + " within \(WaitQueue.rejoinUSec / usecPerSecond) s to keep the place in the queue)")))
+                    w.ticket = nil
+                    w.keptUntilUSec = now + WaitQueue.rejoinUSec
+                    left[feature, default: []].append(w)
+                } else {
+                    left[feature, default: []].append(w)
+                }
+            }
+        }
+        queue.byFeature = left
+    }
+
+    /// The acquisitions waiting for a seat, per feature in queue order.
+    public var waiting: [WaitingRequest] {
+        queue.waiting.map {
+            WaitingRequest(
+                position: $0.position, request: $0.waiter.request, sinceUSec: $0.waiter.sinceUSec,
+                untilUSec: $0.waiter.untilUSec)
+        }
+    }
+
+    /// When the next wait runs out (or a kept place lapses).
+    public var nextWaitDeadline: USec? { queue.nextDeadline }
 
     public func reserve(feature: String, count: UInt32, holder: String, caller: Caller) -> Ticket {
         submit(
@@ -218,8 +356,11 @@ public final class Engine {
     /// Time-driven work: standalone, the expiry of leases whose time has come; paired, the
     /// protocol's heartbeats, elections and expiry (with grace for clock offsets).
     public func tick() {
-        replication.tick(now: clock())
+        let now = clock()
+        replication.tick(now: now)
         submitPendingAudits()
+        settleWaiters(now: now)
+        serveWaiters()
     }
 
     /// When the next lease expires while standalone (a pair expires leases in its tick).

@@ -18,6 +18,8 @@ public struct EngineSettings: Sendable {
         self.trustedKeys = trustedKeys
     }
     public static let minLeaseUSec: USec = usecPerSecond
+    /// The longest an acquisition may wait for a seat (`wait_usec`).
+    public static let maxWaitUSec: USec = 3_600 * usecPerSecond
 }
 
 /// Fresh identifiers.

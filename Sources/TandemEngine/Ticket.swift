@@ -35,6 +35,9 @@ public final class Ticket {
         after?()
     }
 
+    /// An acquisition that waits for a seat: answered later, with what its wait comes to.
+    static func waiting() -> Ticket { Ticket(decision: .success(.waiting)) }
+
     func finish() {
         if case .success = decision { finish(decision) }
     }

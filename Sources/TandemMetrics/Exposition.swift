@@ -22,6 +22,8 @@ public struct ServerMetrics: Sendable {
     public var witnessStatus: String?
     /// The serving node: change-log entries the standby has not acknowledged.
     public var replicationLagEntries: UInt64?
+    /// Acquisitions waiting for a seat on this node, per feature.
+    public var waiting: [String: Int] = [:]
     /// The peer's usage policy differs from this node's (nil when standalone).
     public var policyMismatch: Bool?
     public var rejectedFrames: [(reason: String, count: UInt64)] = []
@@ -79,6 +81,8 @@ public struct ServerMetrics: Sendable {
             gauge("feature_seats_in_use", "", "Seats held by leases.", l).set(to: Double(f.inUse))
             gauge("feature_seats_reserved", "", "Seats set aside for holders and not used by them.", l)
                 .set(to: Double(f.reserved))
+            gauge("feature_queue_waiting", "", "Acquisitions waiting for a seat on this node (wait_usec).", l)
+                .set(to: Double(waiting[f.feature] ?? 0))
             gauge("feature_seats_available", "", "Seats a client without a reservation can acquire now.", l)
                 .set(to: Double(f.available))
         }

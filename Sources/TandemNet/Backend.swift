@@ -15,6 +15,8 @@ public protocol LicenseBackend: Sendable {
     /// Leases, all or those of one client.
     func leases(client: String?) async -> [LeaseView]
     func features() async -> [FeatureUsage]
+    /// The acquisitions waiting for a seat.
+    func queue() async -> [QueueEntry]
     /// The server at this moment, for `GET /metrics`.
     func metrics() async -> ServerMetrics
     /// The usage history (read once what was submitted before is durable).

@@ -104,6 +104,9 @@ public struct NetworkAPI: Sendable {
                     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
                 }),
             Route(
+                method: .get, path: "/v1/queue",
+                handler: authorized { _, _, _ in Self.json(await api.backend.queue()) }),
+            Route(
                 method: .get, path: "/v1/features",
                 handler: authorized { _, _, _ in
                     let rows = await api.backend.features().map {

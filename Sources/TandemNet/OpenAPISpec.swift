@@ -111,6 +111,18 @@ components:
           description: >-
             Lease time; at most the server's MaxLeaseSec (86400 unless configured otherwise: a server
             with a larger MaxLeaseSec accepts up to it). Default DefaultLeaseSec.
+        wait_sec:
+          type: integer
+          minimum: 0
+          maximum: 60
+          description: >-
+            When no seat is free, wait up to this long for one in the feature's queue (a held
+            request: the answer comes when the seat does) instead of a 409 at once. Seats that come
+            free go to waiting requests first, in the order they came. A wait that runs out is a 409
+            InsufficientSeats; asked again within 10 s with the same request_id and client, the
+            request keeps its place in the queue, which is how a client waits longer than 60 s. The
+            queue is the serving node's: after a failover, ask the node that serves (503 NotServing
+            names it) with the same request_id. Waiting is off for a feature whose policy says Queue=no.
         user:
           type: string
           minLength: 1
@@ -245,6 +257,31 @@ components:
           type: string
           enum: [insufficient-seats, reserved-for-others, unknown-feature, policy-excluded, policy-not-included,
             policy-max, policy-reserved]
+    QueueEntry:
+      type: object
+      required: [feature, position, client, count, since, since_usec, until_usec]
+      properties:
+        feature:
+          type: string
+        position:
+          type: integer
+          description: 1 for the first in the feature's queue.
+        client:
+          type: string
+        count:
+          type: integer
+        user:
+          type: string
+        host:
+          type: string
+        since:
+          type: string
+          format: date-time
+        since_usec:
+          type: integer
+        until_usec:
+          type: integer
+          description: When its wait runs out.
     Feature:
       type: object
       required: [feature, seats, in_use, reserved, available, denied]
@@ -407,6 +444,21 @@ paths:
                 type: array
                 items:
                   $ref: "#/components/schemas/Feature"
+        "401":
+          $ref: "#/components/responses/Problem"
+  /v1/queue:
+    get:
+      operationId: listQueue
+      summary: Acquisitions waiting for a seat on this node, per feature in queue order.
+      responses:
+        "200":
+          description: The waiting requests.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  $ref: "#/components/schemas/QueueEntry"
         "401":
           $ref: "#/components/responses/Problem"
   /metrics:

@@ -412,6 +412,7 @@ struct NullBackend: LicenseBackend {
     func lease(id: String) async -> Result<LeaseView, TandemError> { .failure(TandemError(.failed, "")) }
     func leases(client: String?) async -> [LeaseView] { [] }
     func features() async -> [FeatureUsage] { [] }
+    func queue() async -> [QueueEntry] { [] }
     func metrics() async -> ServerMetrics {
         ServerMetrics(version: "", serverId: "", role: "standalone", pairStatus: "unpaired", serving: true, epoch: 0)
     }
