@@ -237,7 +237,10 @@ public final class Engine {
         }
         let ticket = submit(.acquire(req), caller: caller, countsRefusal: waitUSec == 0)
         guard waitUSec > 0, case .failure(let e) = ticket.decision else { return ticket }
-        guard Self.waitsFor(e), settings.policy.features[feature]?.queue != false else {
+        // More seats than the feature has would wait for ever: refused at once, as without a wait.
+        guard Self.waitsFor(e), settings.policy.features[feature]?.queue != false,
+            count <= state.seats(feature, at: now)
+        else {
             countRefusal(req, e, caller: caller)
             return ticket
         }

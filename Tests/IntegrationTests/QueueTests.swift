@@ -133,3 +133,25 @@ import Testing
         #expect(long.status == 400, "\(long.body)")
     }
 }
+
+extension WaitingForASeat {
+    /// Queue=no in the policy, and a request for more seats than the feature has, are refused at once.
+    @Test func noWaitingWhereItCannotEndWell() throws {
+        let dir = makeTempDir("queue-policy")
+        try "[Feature one]\nQueue=no\n".write(toFile: dir + "/policy.conf", atomically: true, encoding: .utf8)
+        let f = try Fixture(extraConfig: "Policy=\(dir)/policy.conf\n")
+        let c = try f.bus.client()
+        _ = try c.call("ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], feature: "one", seats: 1, id: "ONE"))])
+        _ = try c.call("Acquire", [.string("one"), .uint32(1), .string("ws-a"), .vardict([])])
+        let wait: BusValue = .vardict([("wait_usec", .uint64(5_000_000))])
+        let started = Date()
+        expectBusError("org.tandem.LicenseManager1.InsufficientSeats") {
+            _ = try c.call("Acquire", [.string("one"), .uint32(1), .string("ws-b"), wait])
+        }
+        expectBusError("org.tandem.LicenseManager1.InsufficientSeats") {
+            _ = try c.call("Acquire", [.string("cad"), .uint32(6), .string("ws-b"), wait])
+        }
+        #expect(Date().timeIntervalSince(started) < 2, "neither waited")
+        #expect(try Self.queue(c).isEmpty)
+    }
+}
