@@ -73,13 +73,15 @@ public final class TandemClient: @unchecked Sendable {
     }
 
     /// One request to one server.
+    /// `held`: how long the server may hold the request before it answers (a wait for a seat),
+    /// on top of the timeout.
     public func send(
-        _ method: String, _ path: String, body: Data? = nil, to server: String
+        _ method: String, _ path: String, body: Data? = nil, to server: String, held: TimeInterval = 0
     ) async throws(ClientError) -> (Int, Data) {
         guard let url = Self.url(server, path) else {
             throw ClientError(name: "InvalidArgs", status: 400, detail: "bad server address '\(server)'")
         }
-        var req = URLRequest(url: url, timeoutInterval: timeout)
+        var req = URLRequest(url: url, timeoutInterval: timeout + held)
         req.httpMethod = method
         if let body {
             req.httpBody = body
@@ -111,12 +113,14 @@ public final class TandemClient: @unchecked Sendable {
     /// server is unreachable or not serving (503). Other answers, errors included, are final.
     /// When no server serves, the round is repeated every 250 ms until `failoverWait` has passed
     /// (a retried acquisition carries the same request id, so it never takes seats twice).
-    func withFailover(_ method: String, _ path: String, body: Data? = nil) async throws(ClientError) -> (Int, Data) {
+    func withFailover(
+        _ method: String, _ path: String, body: Data? = nil, held: TimeInterval = 0
+    ) async throws(ClientError) -> (Int, Data) {
         guard !servers.isEmpty else { throw ClientError.unreachable("no servers configured") }
         let deadline = Date().addingTimeInterval(failoverWait)
         while true {
             do throws(ClientError) {
-                return try await failoverRound(method, path, body: body)
+                return try await failoverRound(method, path, body: body, held: held)
             } catch {
                 if Date().addingTimeInterval(0.25) >= deadline { throw error }
                 logger.info("no server is serving; trying again", metadata: ["detail": "\(error.detail)"])
@@ -126,13 +130,15 @@ public final class TandemClient: @unchecked Sendable {
     }
 
     /// One try of every server, the current one first.
-    func failoverRound(_ method: String, _ path: String, body: Data?) async throws(ClientError) -> (Int, Data) {
+    func failoverRound(
+        _ method: String, _ path: String, body: Data?, held: TimeInterval = 0
+    ) async throws(ClientError) -> (Int, Data) {
         let start = lock.withLock { current }
         var failures: [String] = []
         for k in 0..<servers.count {
             let i = (start + k) % servers.count
             do {
-                let (status, data) = try await send(method, path, body: body, to: servers[i])
+                let (status, data) = try await send(method, path, body: body, to: servers[i], held: held)
                 if status == 503 {
                     failures.append("\(servers[i]): not serving")
                     continue
@@ -166,9 +172,12 @@ public final class TandemClient: @unchecked Sendable {
 
     /// Takes seats; `requestId` (generated when nil) makes retries and failovers return the same lease.
     /// The server's usage history records `holder` (by default this process's login and host names).
+    /// With `wait`, when no seat is free it waits for one up to that long: held requests of at most
+    /// a minute each, asked again with the same request id (which keeps the place in the server's
+    /// queue, and after a failover queues at the node that serves, never granting twice).
     public func acquire(
         feature: String, count: UInt32 = 1, client: String, ttlSec: UInt64? = nil,
-        requestId: String? = nil, holder: Holder = .thisProcess
+        requestId: String? = nil, holder: Holder = .thisProcess, wait: TimeInterval = 0
     ) async throws(ClientError) -> LeaseView {
         var body: [String: Any] = [
             "feature": feature, "count": count, "client": client,
@@ -177,9 +186,20 @@ public final class TandemClient: @unchecked Sendable {
         if let ttlSec { body["ttl_sec"] = ttlSec }
         if let user = holder.user { body["user"] = user }
         if let host = holder.host { body["host"] = host }
-        let data = try! JSONSerialization.data(withJSONObject: body)
-        let (s, reply) = try await withFailover("POST", "/v1/leases", body: data)
-        return try decode(LeaseView.self, s, reply, expect: [200, 201])
+        let deadline = Date().addingTimeInterval(wait)
+        while true {
+            let left = deadline.timeIntervalSinceNow.rounded(.up)
+            let held = left >= 1 ? min(left, TimeInterval(AcquireBody.maxWaitSec)) : 0
+            body["wait_sec"] = held > 0 ? Int(held) : nil
+            let data = try! JSONSerialization.data(withJSONObject: body)
+            let (s, reply) = try await withFailover("POST", "/v1/leases", body: data, held: held)
+            if s == 409, held > 0, deadline.timeIntervalSinceNow >= 1,
+                Self.problem(s, reply).name == "InsufficientSeats"
+            {
+                continue  // the held request ran out; the wait has not
+            }
+            return try decode(LeaseView.self, s, reply, expect: [200, 201])
+        }
     }
 
     public func renew(leaseId: String) async throws(ClientError) -> LeaseView {

@@ -173,13 +173,16 @@ struct ClientCmd: ParsableCommand {
         @Option(help: "Client id (default: user@host).") var client: String?
         @Option(help: "Lease time in seconds.") var ttl: UInt64?
         @Option(help: "Request id (default: generated).") var requestId: String?
+        @Option(help: "When no seat is free, wait up to this many seconds for one (the server's queue).")
+        var wait: Double = 0
         @OptionGroup var holder: HolderOptions
         func run() async throws {
             let c = try options.client()
             let id = client ?? defaultClientId()
             let l = try await attempt { () async throws(ClientError) in
                 try await c.acquire(
-                    feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId, holder: holder.holder)
+                    feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId, holder: holder.holder,
+                    wait: wait)
             }
             print(
                 options.json
@@ -269,14 +272,16 @@ struct ClientCmd: ParsableCommand {
             discussion: """
                 Acquires the seats, runs COMMAND, renews the lease while it runs (moving to the backup if \
                 the server fails), releases it when COMMAND exits and exits with COMMAND's status \
-                (128+N if a signal N ended it). If no seat is available COMMAND is not started and the \
-                exit status is 75; if no server is reachable, 69.
+                (128+N if a signal N ended it). If no seat is available (within --wait seconds, when \
+                given) COMMAND is not started and the exit status is 75; if no server is reachable, 69.
                 """)
         @OptionGroup var options: ClientOptions
         @Option(help: "Feature name.") var feature: String
         @Option(help: "Number of seats.") var count: UInt32 = 1
         @Option(help: "Client id (default: user@host).") var client: String?
         @Option(help: "Lease time in seconds (renewed at a third of it).") var ttl: UInt64?
+        @Option(help: "When no seat is free, wait up to this many seconds for one, then start COMMAND.")
+        var wait: Double = 0
         @OptionGroup var holder: HolderOptions
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command:
             [String] = []
@@ -291,7 +296,8 @@ struct ClientCmd: ParsableCommand {
             let lease: LeaseView
             let id = client ?? defaultClientId()
             switch await outcome({ () async throws(ClientError) in
-                try await c.acquire(feature: feature, count: count, client: id, ttlSec: ttl, holder: holder.holder)
+                try await c.acquire(
+                    feature: feature, count: count, client: id, ttlSec: ttl, holder: holder.holder, wait: wait)
             }) {
             case .success(let l): lease = l
             case .failure(let e):

@@ -155,3 +155,37 @@ extension WaitingForASeat {
         #expect(try Self.queue(c).isEmpty)
     }
 }
+
+/// A waiter outlives a failover (issue 13): `tandemctl client acquire --wait` is waiting at the
+/// primary when it is killed; the client asks the backup with the same request id, waits there,
+/// and is granted once, when the seat comes free.
+@Suite(.serialized) struct WaitingThroughAFailover {
+    @Test func aWaiterIsQueuedAgainOnTheBackupAndGrantedOnce() throws {
+        let p = try PairFixture().formed(seats: 1)
+        let ca = try p.a.client(), cb = try p.b.client()
+        let held = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("ws-a"), .vardict([])])[0]
+            .stringValue ?? ""
+        let config = makeTempDir("client") + "/client.conf"
+        try "[Client]\nServer=\(try p.a.httpAddress)\nBackup=\(try p.b.httpAddress)\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
+        let waiter = try WaitingForASeat.Background(
+            binary("tandemctl"),
+            [
+                "client", "acquire", "cad", "--client", "ws-b", "--request-id", "rb", "--wait", "60", "--json",
+                "--config", config, "--failover-wait", "20"
+            ], env: [:])
+        try waitFor("ws-b to wait at the primary", seconds: 10) {
+            try WaitingForASeat.queue(ca).map(\.client) == ["ws-b"]
+        }
+        _ = p.a.stop(SIGKILL)
+        try waitFor("ws-b to wait at the backup", seconds: 20) {
+            try WaitingForASeat.queue(cb).map(\.client) == ["ws-b"]
+        }
+        _ = try cb.call("Release", [.string(held)])
+        let granted = waiter.finish()
+        #expect(granted.status == 0 && granted.output.contains("\"client\" : \"ws-b\""), "\(granted.output)")
+        let leases = try LeaseHolderRow.rows(cb.call("ListLeaseHolders"))
+        #expect(leases.map(\.client) == ["ws-b"], "granted once: \(leases)")
+        #expect(try WaitingForASeat.queue(cb).isEmpty)
+    }
+}
