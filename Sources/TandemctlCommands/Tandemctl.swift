@@ -47,7 +47,8 @@ public struct Tandemctl: ParsableCommand {
         abstract: "Control the Tandem license server over D-Bus.",
         subcommands: [
             Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
-            Reserve.self, Unreserve.self, Reservations.self, Usage.self, Report.self, Sessions.self, Denials.self,
+            Reserve.self, Unreserve.self, Reservations.self, QueueCmd.self, Usage.self, Report.self, Sessions.self,
+            Denials.self,
             ResetServerId.self, ClientCmd.self,
             ServiceAccount.self, PairCmd.self, PolicyCmd.self, Audit.self
         ])
@@ -281,6 +282,40 @@ struct Release: ParsableCommand {
     func run() throws {
         _ = try bus.call(.release, [.string(id)])
         Output.report(asJSON: bus.json, json: ["lease_id": id, "released": true], text: "Released \(id)")
+    }
+}
+
+struct QueueCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue", abstract: "List the acquisitions waiting for a seat, per feature in queue order.")
+    @OptionGroup var bus: BusOptions
+    func run() throws {
+        let list = try bus.rows(.listQueue, as: QueueRow.self)
+        let now = UInt64(Date().timeIntervalSince1970 * 1e6)
+        if bus.json {
+            print(
+                Output.json(
+                    list.map {
+                        [
+                            "feature": $0.feature, "position": $0.position, "client": $0.client, "count": $0.count,
+                            "user": $0.user, "host": $0.host, "since_usec": $0.sinceUSec, "until_usec": $0.untilUSec
+                        ] as [String: Any]
+                    }))
+        } else if list.isEmpty {
+            print("No acquisition is waiting for a seat.")
+        } else {
+            print(
+                Output.table(
+                    ["FEATURE", "#", "CLIENT", "COUNT", "WAITING", "LEFT", "USER", "HOST"],
+                    list.map { r in
+                        [
+                            r.feature, String(r.position), r.client, String(r.count),
+                            "\((now - min(now, r.sinceUSec)) / 1_000_000) s",
+                            "\((r.untilUSec - min(r.untilUSec, now)) / 1_000_000) s",
+                            HistoryFormat.cell(r.user), HistoryFormat.cell(r.host)
+                        ]
+                    }))
+        }
     }
 }
 

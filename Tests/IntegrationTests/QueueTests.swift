@@ -62,6 +62,10 @@ import Testing
         let q = try Self.queue(c)
         #expect(q.map(\.client) == ["ws-b", "ws-c", "ws-d"] && q.map(\.position) == [1, 2, 3], "\(q)")
         #expect(q.allSatisfy { $0.untilUSec - $0.sinceUSec == 20_000_000 && $0.user == "root" })
+        let table = try tandemctl(f.bus, ["queue"]).stdout.split(separator: "\n").dropFirst()
+        #expect(table.map { $0.split(separator: " ").prefix(3).joined(separator: " ") } == [
+            "one 1 ws-b", "one 2 ws-c", "one 3 ws-d"
+        ], "\(table)")
         let base = "http://" + (try f.daemon.httpAddress)
         let web = try http("GET", base + "/v1/queue")
         #expect(web.status == 200 && web.body.contains("\"position\":3"), "\(web.body)")
