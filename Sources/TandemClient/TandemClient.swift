@@ -117,7 +117,9 @@ public final class TandemClient: @unchecked Sendable {
         _ method: String, _ path: String, body: Data? = nil, held: TimeInterval = 0
     ) async throws(ClientError) -> (Int, Data) {
         guard !servers.isEmpty else { throw ClientError.unreachable("no servers configured") }
-        let deadline = Date().addingTimeInterval(failoverWait)
+        // A held request may end in a failover late in its hold: the search for the serving node
+        // gets its full time after it.
+        let deadline = Date().addingTimeInterval(failoverWait + held)
         while true {
             do throws(ClientError) {
                 return try await failoverRound(method, path, body: body, held: held)
@@ -192,11 +194,14 @@ public final class TandemClient: @unchecked Sendable {
             let held = left >= 1 ? min(left, TimeInterval(AcquireBody.maxWaitSec)) : 0
             body["wait_sec"] = held > 0 ? Int(held) : nil
             let data = try! JSONSerialization.data(withJSONObject: body)
+            let sent = Date()
             let (s, reply) = try await withFailover("POST", "/v1/leases", body: data, held: held)
-            if s == 409, held > 0, deadline.timeIntervalSinceNow >= 1,
+            // The held request ran out and the wait has not: ask again (the place is kept). A
+            // refusal that came at once (the request could never wait) is final.
+            if s == 409, held > 0, Date().timeIntervalSince(sent) >= held - 1, deadline.timeIntervalSinceNow >= 1,
                 Self.problem(s, reply).name == "InsufficientSeats"
             {
-                continue  // the held request ran out; the wait has not
+                continue
             }
             return try decode(LeaseView.self, s, reply, expect: [200, 201])
         }

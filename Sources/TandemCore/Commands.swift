@@ -43,9 +43,12 @@ public struct AcquireRequest: Sendable, Equatable {
 }
 
 extension Command {
-    public var isAcquisition: Bool {
-        if case .acquire = self { return true }
-        return false
+    /// Commands after which seats may be free that were not: waiting requests are tried again.
+    public var maySeatWaiters: Bool {
+        switch self {
+        case .release, .unreserve, .activate, .expireLeases: return true
+        case .acquire, .renew, .deactivate, .reserve, .resetServerId, .audit, .recordDenial: return false
+        }
     }
 
     /// Changes of the license configuration (as opposed to seat use by products).

@@ -64,7 +64,7 @@ extension Engine {
     /// record of an EnableBackup is made before the new pair serves. At most
     /// `maxPendingAudits` wait; the journal has them all.
     func keep(_ record: AuditRecord) {
-        guard case .failure(let e) = submit(.audit(record), caller: .root).decision else { return }
+        guard case .failure(let e) = submit(.audit(record), caller: .root, countsRefusal: false).decision else { return }
         guard e.code == .notServing else {
             logger.info(
                 "audit record kept in the journal only",

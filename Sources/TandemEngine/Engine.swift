@@ -97,12 +97,13 @@ public final class Engine {
     public func submit(_ command: Command, caller: Caller) -> Ticket {
         let ticket = submit(command, caller: caller, countsRefusal: true)
         // Seats that came free go to the requests waiting for them first.
-        if case .success = ticket.decision, !command.isAcquisition { serveWaiters() }
+        if case .success = ticket.decision, command.maySeatWaiters { serveWaiters() }
         return ticket
     }
 
-    /// `countsRefusal`: a refused acquisition is a denial (not while it may still wait).
-    private func submit(_ command: Command, caller: Caller, countsRefusal: Bool) -> Ticket {
+    /// `countsRefusal`: a refused acquisition is a denial (not while it may still wait). Serves
+    /// no waiter: the engine's own records (audit, denials) go through here.
+    func submit(_ command: Command, caller: Caller, countsRefusal: Bool) -> Ticket {
         if let refusal { return Ticket(decision: .failure(refusal)) }
         let ticket = replication.perform(command, caller: caller, now: clock())
         auditLeaseCommand(command, caller: caller, ticket.decision)
@@ -130,7 +131,7 @@ public final class Engine {
     /// Refuses every command submitted from now on with `error` (the daemon is stopping).
     public func refuseNew(_ error: TandemError) {
         refusal = error
-        settleWaiters(now: clock())
+        expireWaits(now: clock())
     }
 
     /// Answers every command still waiting with `error` (they may still take effect, as after
@@ -193,7 +194,7 @@ public final class Engine {
         let denial = Denial(
             id: Identifiers.denial(), timeUSec: clock(), feature: req.feature, count: req.count, client: req.client,
             holder: req.holder, uid: caller.uid, token: caller.network ? caller.token : nil, reason: reason)
-        if case .failure(let e) = submit(.recordDenial(denial), caller: .root).decision {
+        if case .failure(let e) = submit(.recordDenial(denial), caller: .root, countsRefusal: false).decision {
             logger.debug("refused acquisition not recorded", metadata: ["reason": "\(e.message)"])
         }
     }
@@ -221,23 +222,28 @@ public final class Engine {
             feature: feature, count: count, client: client, ttlUSec: ttl,
             requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy)
         let now = clock()
-        if waitUSec > 0, refusal == nil, let i = queue.position(of: req) {
+        if refusal == nil, let i = queue.position(of: req) {
             let w = queue.byFeature[feature]![i]
             guard w.caller == caller, w.request.count == count else {
                 return Ticket(
                     decision: .failure(
                         TandemError(.invalidArgs, "request_id \(quoted(requestId ?? "")) waits for a different acquisition")))
             }
-            let ticket = Ticket.waiting()
-            queue.rejoin(
-                feature, at: i, ticket: ticket, untilUSec: now + waitUSec,
-                superseded: TandemError(.insufficientSeats, "asked again with the same request_id: that request waits now"))
-            onWork?()
-            return ticket
+            // Asked again with a wait: it waits on where it was. Without: it no longer waits.
+            let ticket = waitUSec > 0 ? Ticket.waiting() : nil
+            let earlier = queue.rejoin(feature, at: i, ticket: ticket, untilUSec: now + waitUSec)
+            earlier?.finish(
+                .failure(TandemError(.insufficientSeats, "asked again with the same request_id: that request answers")))
+            if let ticket {
+                serveWaiters()
+                onWork?()
+                return ticket
+            }
         }
         let ticket = submit(.acquire(req), caller: caller, countsRefusal: waitUSec == 0)
         guard waitUSec > 0, case .failure(let e) = ticket.decision else { return ticket }
-        // More seats than the feature has would wait for ever: refused at once, as without a wait.
+        // More seats than the feature has would wait for ever: refused at once, as without a wait
+        // (the refusal says so, so that a client does not ask again and again).
         guard Self.waitsFor(e), settings.policy.features[feature]?.queue != false,
             count <= state.seats(feature, at: now)
         else {
@@ -264,7 +270,14 @@ public final class Engine {
         servingWaiters = true
         defer { servingWaiters = false }
         var left: [String: [WaitQueue.Waiter]] = [:]
+        var refused: [(WaitQueue.Waiter, TandemError)] = []
+        let now = clock()
         for feature in queue.byFeature.keys.sorted() {
+            // No seat free at all: nobody of this feature can be served (one decision skipped per waiter).
+            if state.seats(feature, at: now) <= state.inUse(feature) {
+                left[feature] = queue.byFeature[feature]
+                continue
+            }
             for var w in queue.byFeature[feature]! {
                 guard w.keptUntilUSec == nil, let waiting = w.ticket else {
                     left[feature, default: []].append(w)
@@ -281,41 +294,45 @@ public final class Engine {
                     w.lastRefusal = e
                     left[feature, default: []].append(w)
                 case .failure(let e):
-                    countRefusal(req, e, caller: w.caller)
-                    waiting.finish(.failure(e))
+                    refused.append((w, e))
                 }
             }
         }
         queue.byFeature = left
+        for (w, e) in refused {
+            countRefusal(w.request, e, caller: w.caller)
+            w.ticket?.finish(.failure(e))
+        }
     }
 
     /// Waits that ran out are answered `InsufficientSeats` (their place kept a while for the same
     /// request id); places not taken up again go, each a denial. A node that does not serve (a
     /// standby, one stopping) answers every waiter with why, so that clients go to the one that does.
-    func settleWaiters(now: USec) {
+    func expireWaits(now: USec) {
         guard !queue.isEmpty else { return }
         let notServing: TandemError? = refusal ?? pair.flatMap {
             $0.node.isServing(now: now) ? nil : TandemError(.notServing, "this node no longer serves")
         }
         var left: [String: [WaitQueue.Waiter]] = [:]
+        var answered: [(Ticket?, TandemError)] = []
+        var lapsed: [WaitQueue.Waiter] = []
         for feature in queue.byFeature.keys.sorted() {
             for var w in queue.byFeature[feature]! {
                 if let notServing {
-                    w.ticket?.finish(.failure(notServing))
+                    answered.append((w.ticket, notServing))
                 } else if let kept = w.keptUntilUSec {
-                    if now < kept {
-                        left[feature, default: []].append(w)
-                    } else {
-                        countRefusal(w.request, w.lastRefusal, caller: w.caller)
-                    }
+                    if now < kept { left[feature, default: []].append(w) } else { lapsed.append(w) }
                 } else if now >= w.untilUSec {
                     let waited = (now - w.sinceUSec) / usecPerSecond
-                    w.ticket?.finish(
-                        .failure(
+                    // InsufficientSeats whatever kept it waiting: the client may ask again.
+                    answered.append(
+                        (
+                            w.ticket,
                             TandemError(
-                                w.lastRefusal.code,
+                                .insufficientSeats,
                                 "\(w.lastRefusal.message); waited \(waited) s (ask again with the same request_id"
-                                    + " within \(WaitQueue.rejoinUSec / usecPerSecond) s to keep the place in the queue)")))
+                                    + " within \(WaitQueue.rejoinUSec / usecPerSecond) s to keep the place in the queue)")
+                        ))
                     w.ticket = nil
                     w.keptUntilUSec = now + WaitQueue.rejoinUSec
                     left[feature, default: []].append(w)
@@ -324,7 +341,10 @@ public final class Engine {
                 }
             }
         }
+        // The queue is settled before anyone is answered or recorded: those may reach the engine.
         queue.byFeature = left
+        for (ticket, error) in answered { ticket?.finish(.failure(error)) }
+        for w in lapsed { countRefusal(w.request, w.lastRefusal, caller: w.caller) }
     }
 
     /// The acquisitions waiting for a seat, per feature in queue order.
@@ -362,8 +382,8 @@ public final class Engine {
         let now = clock()
         replication.tick(now: now)
         submitPendingAudits()
-        settleWaiters(now: now)
-        serveWaiters()
+        serveWaiters()  // seats that expired go to waiters before their waits are judged
+        expireWaits(now: now)
     }
 
     /// When the next lease expires while standalone (a pair expires leases in its tick).

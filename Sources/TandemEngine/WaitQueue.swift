@@ -1,15 +1,5 @@
 import TandemCore
 
-/// Acquisitions waiting for a seat (`wait_usec`), per feature, oldest first. A waiting request
-/// holds nothing and lives only on the node that serves: it is not replicated. After a failover
-/// the client sends it again, with the same request id, to the node that serves then (a grant is
-/// never given twice: the request id names the lease).
-///
-/// Seats that come free go to the waiters first, in the order they came, each that can be
-/// served (a waiter whose request does not fit yet does not hold up smaller ones behind it).
-/// A waiter whose time runs out is answered `InsufficientSeats` and keeps its place for
-/// `rejoinUSec`, so that a client whose wait is longer than one held request (the network API
-/// holds one at most `maxHeldWaitUSec`) asks again with the same request id without losing it.
 /// One acquisition waiting for a seat, as ListQueue and /v1/queue show it.
 public struct WaitingRequest: Sendable {
     /// 1 for the first in its feature's queue.
@@ -19,6 +9,17 @@ public struct WaitingRequest: Sendable {
     public var untilUSec: USec
 }
 
+/// Acquisitions waiting for a seat (`wait_usec`), per feature, oldest first. A waiting request
+/// holds nothing and lives only on the node that serves: it is not replicated. After a failover
+/// the client sends it again, with the same request id, to the node that serves then (a grant is
+/// never given twice: the request id names the lease).
+///
+/// Seats that come free go to the waiters first, in the order they came, each that can be
+/// served (a waiter whose request does not fit yet does not hold up smaller ones behind it).
+/// A waiter whose time runs out is answered `InsufficientSeats` and keeps its place for
+/// `rejoinUSec`, so that a client whose wait is longer than one held request (the network API
+/// holds one at most a minute) asks again with the same request id without losing it. While it
+/// is between two requests it is not served: a seat that comes free then goes to the next one.
 struct WaitQueue {
     struct Waiter {
         var request: AcquireRequest
@@ -38,7 +39,6 @@ struct WaitQueue {
     var byFeature: [String: [Waiter]] = [:]
 
     var isEmpty: Bool { byFeature.isEmpty }
-    var count: Int { byFeature.values.reduce(0) { $0 + $1.count } }
 
     /// Where the request that `req` repeats (same client and request id) waits, if it does.
     func position(of req: AcquireRequest) -> Int? {
@@ -48,15 +48,20 @@ struct WaitQueue {
 
     mutating func append(_ w: Waiter) { byFeature[w.request.feature, default: []].append(w) }
 
-    /// A repeated request takes over its place: the earlier ticket, if still unanswered, is
-    /// answered with `superseded`.
-    mutating func rejoin(
-        _ feature: String, at i: Int, ticket: Ticket, untilUSec: USec, superseded: TandemError
-    ) {
-        byFeature[feature]![i].ticket?.finish(.failure(superseded))
-        byFeature[feature]![i].ticket = ticket
-        byFeature[feature]![i].untilUSec = untilUSec
-        byFeature[feature]![i].keptUntilUSec = nil
+    /// A repeated request takes over its place (`ticket` nil: it no longer waits, and leaves the
+    /// queue). Returns the earlier ticket, still to be answered, which the caller finishes once
+    /// the queue is settled.
+    mutating func rejoin(_ feature: String, at i: Int, ticket: Ticket?, untilUSec: USec) -> Ticket? {
+        let earlier = byFeature[feature]![i].ticket
+        if let ticket {
+            byFeature[feature]![i].ticket = ticket
+            byFeature[feature]![i].untilUSec = untilUSec
+            byFeature[feature]![i].keptUntilUSec = nil
+        } else {
+            byFeature[feature]!.remove(at: i)
+            if byFeature[feature]!.isEmpty { byFeature[feature] = nil }
+        }
+        return earlier
     }
 
     /// The earliest time a wait runs out or a kept place lapses.

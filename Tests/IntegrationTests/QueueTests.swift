@@ -157,6 +157,15 @@ extension WaitingForASeat {
         }
         #expect(Date().timeIntervalSince(started) < 2, "neither waited")
         #expect(try Self.queue(c).isEmpty)
+        // The client takes such a refusal as final: it does not ask again and again for its --wait.
+        let config = makeTempDir("client") + "/client.conf"
+        try "[Client]\nServer=\(try f.daemon.httpAddress)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let asked = Date()
+        let cli = try run(
+            binary("tandemctl"), ["client", "acquire", "one", "--client", "ws-c", "--wait", "20", "--config", config])
+        #expect(cli.status != 0 && cli.stderr.contains("InsufficientSeats"), "\(cli.stderr)")
+        #expect(Date().timeIntervalSince(asked) < 5)
+        #expect(try UsageHistory.denials(c).filter { $0.client == "ws-c" }.count == 1)
     }
 }
 
