@@ -88,7 +88,8 @@ public enum PolicyFile {
                 case "MaxLeaseSec":
                     let v = e.value.hasSuffix("s") ? String(e.value.dropLast()) : e.value
                     guard let n = UInt64(v), n >= 1, n <= 365 * 86_400 else {
-                        throw fail("MaxLeaseSec= must be a whole number of seconds from 1 to 31536000, got '\(e.value)'")
+                        throw fail(
+                            "MaxLeaseSec= must be a whole number of seconds from 1 to 31536000, got '\(e.value)'")
                     }
                     rules.maxLeaseUSec = n * usecPerSecond
                 case "Borrow":
@@ -104,7 +105,8 @@ public enum PolicyFile {
                     }
                 default:
                     throw fail(
-                        "unknown key '\(e.key)' in [Feature] (Reserve, Max, Include, Exclude, MaxLeaseSec, Borrow, Queue)")
+                        "unknown key '\(e.key)' in [Feature] (Reserve, Max, Include, Exclude, MaxLeaseSec, Borrow, Queue)"
+                    )
                 }
                 policy.features[name] = rules
             case ("Group", _), ("HostGroup", _):

@@ -42,7 +42,8 @@ public struct PolicySubject: Sendable, Equatable, Hashable, CustomStringConverti
             return .failure(.init("'\(text)' is not KIND:NAME (user:, host:, group:, hostgroup:, client:)"))
         }
         guard let kind = Kind(rawValue: String(text[..<colon])) else {
-            return .failure(.init("unknown kind '\(text[..<colon])' in '\(text)' (user, host, group, hostgroup, client)"))
+            return .failure(
+                .init("unknown kind '\(text[..<colon])' in '\(text)' (user, host, group, hostgroup, client)"))
         }
         let name = String(text[text.index(after: colon)...])
         guard !name.isEmpty, name.utf8.count <= 255, !name.contains(where: { $0.isWhitespace || $0.isNewline }) else {
@@ -185,7 +186,8 @@ extension LicenseState {
         let f = quoted(req.feature)
         if let rule = rules.exclude.first(where: { policy.names($0.subject, who) }) {
             throw .policyDenied(
-                .policyExcluded, "feature \(f): \(Self.describe(who)) is excluded (\(rule.place): Exclude=\(rule.subject))")
+                .policyExcluded,
+                "feature \(f): \(Self.describe(who)) is excluded (\(rule.place): Exclude=\(rule.subject))")
         }
         if !rules.include.isEmpty, !rules.include.contains(where: { policy.names($0.subject, who) }) {
             let listed = rules.include.map { "\($0.place): Include=\($0.subject)" }.joined(separator: ", ")
@@ -303,6 +305,9 @@ extension UsagePolicy {
         if let t = f.maxLeaseUSec { rules.append("MaxLeaseSec=\(t / usecPerSecond): leases last at most that long") }
         rules.append(f.borrowDays.map { "Borrow=\($0): may borrow for up to \($0) day(s)" } ?? "no borrowing")
         if f.queue == false { rules.append("Queue=no: requests do not wait for a seat") }
-        return (cap.map { "allowed, up to \($0) seat(s) at once, when seats are free" } ?? "allowed when seats are free", rules)
+        return (
+            cap.map { "allowed, up to \($0) seat(s) at once, when seats are free" } ?? "allowed when seats are free",
+            rules
+        )
     }
 }

@@ -154,7 +154,10 @@ public final class Daemon {
             }
         }
         let policy: UsagePolicy
-        do { policy = try PolicyFile.load(path: config.policy, required: config.policy != PolicyFile.defaultPath) } catch {
+        do {
+            // The default file may be missing (no policy); one named by Policy= must exist.
+            policy = try PolicyFile.load(path: config.policy, required: config.policy != PolicyFile.defaultPath)
+        } catch {
             throw ServiceError("usage policy: \(error)")
         }
         return EngineSettings(

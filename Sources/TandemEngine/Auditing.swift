@@ -64,7 +64,8 @@ extension Engine {
     /// record of an EnableBackup is made before the new pair serves. At most
     /// `maxPendingAudits` wait; the journal has them all.
     func keep(_ record: AuditRecord) {
-        guard case .failure(let e) = submit(.audit(record), caller: .root, countsRefusal: false).decision else { return }
+        let ticket = submit(.audit(record), caller: .root, countsRefusal: false)
+        guard case .failure(let e) = ticket.decision else { return }
         guard e.code == .notServing else {
             logger.info(
                 "audit record kept in the journal only",

@@ -225,9 +225,9 @@ public final class Engine {
         if refusal == nil, let i = queue.position(of: req) {
             let w = queue.byFeature[feature]![i]
             guard w.caller == caller, w.request.count == count else {
+                let r = quoted(requestId ?? "")
                 return Ticket(
-                    decision: .failure(
-                        TandemError(.invalidArgs, "request_id \(quoted(requestId ?? "")) waits for a different acquisition")))
+                    decision: .failure(TandemError(.invalidArgs, "request_id \(r) waits for a different acquisition")))
             }
             // Asked again with a wait: it waits on where it was. Without: it no longer waits.
             let ticket = waitUSec > 0 ? Ticket.waiting() : nil

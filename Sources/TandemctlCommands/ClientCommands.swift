@@ -181,8 +181,8 @@ struct ClientCmd: ParsableCommand {
             let id = client ?? defaultClientId()
             let l = try await attempt { () async throws(ClientError) in
                 try await c.acquire(
-                    feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId, holder: holder.holder,
-                    wait: wait)
+                    feature: feature, count: count, client: id, ttlSec: ttl, requestId: requestId,
+                    holder: holder.holder, wait: wait)
             }
             print(
                 options.json

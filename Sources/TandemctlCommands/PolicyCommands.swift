@@ -25,7 +25,9 @@ struct PolicyCmd: ParsableCommand {
         func run() throws {
             let p = try PolicyCmd.load(file)
             let file = file ?? PolicyFile.defaultPath
-            let rules = p.features.values.reduce(0) { $0 + $1.reserve.count + $1.max.count + $1.include.count + $1.exclude.count }
+            let rules = p.features.values.reduce(0) {
+                $0 + $1.reserve.count + $1.max.count + $1.include.count + $1.exclude.count
+            }
             print(
                 "\(file): valid; \(p.features.count) feature(s), \(rules) rule(s), \(p.groups.count) group(s),"
                     + " \(p.hostGroups.count) host group(s)" + (p.isOpen ? "" : "; digest \(p.digest.prefix(12))"))

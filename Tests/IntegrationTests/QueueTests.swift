@@ -43,6 +43,14 @@ import Testing
 
     static func queue(_ c: BusClient) throws -> [QueueRow] { try QueueRow.rows(c.call("ListQueue")) }
 
+    /// Activates a one-seat feature `one` and takes its seat for `ws-a`: the lease's id.
+    static func oneSeatTaken(_ f: Fixture) throws -> String {
+        let c = try f.bus.client()
+        let license = try f.vendor.issue(to: [f.serverId], feature: "one", seats: 1, id: "ONE")
+        _ = try c.call("ActivateLicense", [.string(license)])
+        return try c.call("Acquire", [.string("one"), .uint32(1), .string("ws-a"), .vardict([])])[0].stringValue ?? ""
+    }
+
     static func holder(_ c: BusClient) throws -> [LeaseHolderRow] {
         try LeaseHolderRow.rows(c.call("ListLeaseHolders")).filter { $0.feature == "one" }
     }
@@ -50,9 +58,7 @@ import Testing
     @Test func waitersAreGrantedInTheirOrderAsSoonAsASeatComesFree() throws {
         let f = try Fixture()
         let c = try f.bus.client()
-        _ = try c.call("ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], feature: "one", seats: 1, id: "ONE"))])
-        let first = try c.call("Acquire", [.string("one"), .uint32(1), .string("ws-a"), .vardict([])])[0]
-            .stringValue ?? ""
+        let first = try Self.oneSeatTaken(f)
         // Three requests come one after the other and wait, in that order.
         var waiters: [Background] = []
         for (i, name) in ["ws-b", "ws-c", "ws-d"].enumerated() {
@@ -63,14 +69,17 @@ import Testing
         #expect(q.map(\.client) == ["ws-b", "ws-c", "ws-d"] && q.map(\.position) == [1, 2, 3], "\(q)")
         #expect(q.allSatisfy { $0.untilUSec - $0.sinceUSec == 20_000_000 && $0.user == "root" })
         let table = try tandemctl(f.bus, ["queue"]).stdout.split(separator: "\n").dropFirst()
-        #expect(table.map { $0.split(separator: " ").prefix(3).joined(separator: " ") } == [
-            "one 1 ws-b", "one 2 ws-c", "one 3 ws-d"
-        ], "\(table)")
+        #expect(
+            table.map { $0.split(separator: " ").prefix(3).joined(separator: " ") } == [
+                "one 1 ws-b", "one 2 ws-c", "one 3 ws-d"
+            ], "\(table)")
         let base = "http://" + (try f.daemon.httpAddress)
         let web = try http("GET", base + "/v1/queue")
         #expect(web.status == 200 && web.body.contains("\"position\":3"), "\(web.body)")
         let metrics = samples(try http("GET", base + "/metrics", contentType: nil).body)
-        #expect(metrics["tandem_feature_queue_waiting{feature=\"one\"}"] == 3, "\(metrics.filter { $0.key.contains("queue") })")
+        #expect(
+            metrics["tandem_feature_queue_waiting{feature=\"one\"}"] == 3,
+            "\(metrics.filter { $0.key.contains("queue") })")
 
         // Each release hands the seat to the next waiter, at once.
         var held = first
@@ -102,9 +111,7 @@ import Testing
     @Test func aWaitThatRunsOutIsRefusedAndAnHTTPRequestIsHeld() throws {
         let f = try Fixture()
         let c = try f.bus.client()
-        _ = try c.call("ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], feature: "one", seats: 1, id: "ONE"))])
-        let first = try c.call("Acquire", [.string("one"), .uint32(1), .string("ws-a"), .vardict([])])[0]
-            .stringValue ?? ""
+        let first = try Self.oneSeatTaken(f)
         // A one-second wait with no seat coming: InsufficientSeats after it, and a denial.
         let started = Date()
         let short = try Self.waiter(f, "ws-late", waitSec: 1).finish()
@@ -145,8 +152,7 @@ extension WaitingForASeat {
         try "[Feature one]\nQueue=no\n".write(toFile: dir + "/policy.conf", atomically: true, encoding: .utf8)
         let f = try Fixture(extraConfig: "Policy=\(dir)/policy.conf\n")
         let c = try f.bus.client()
-        _ = try c.call("ActivateLicense", [.string(try f.vendor.issue(to: [f.serverId], feature: "one", seats: 1, id: "ONE"))])
-        _ = try c.call("Acquire", [.string("one"), .uint32(1), .string("ws-a"), .vardict([])])
+        _ = try Self.oneSeatTaken(f)
         let wait: BusValue = .vardict([("wait_usec", .uint64(5_000_000))])
         let started = Date()
         expectBusError("org.tandem.LicenseManager1.InsufficientSeats") {
@@ -176,7 +182,8 @@ extension WaitingForASeat {
     @Test func aWaiterIsQueuedAgainOnTheBackupAndGrantedOnce() throws {
         let p = try PairFixture().formed(seats: 1)
         let ca = try p.a.client(), cb = try p.b.client()
-        let held = try ca.call("Acquire", [.string("cad"), .uint32(1), .string("ws-a"), .vardict([])])[0]
+        let held =
+            try ca.call("Acquire", [.string("cad"), .uint32(1), .string("ws-a"), .vardict([])])[0]
             .stringValue ?? ""
         let config = makeTempDir("client") + "/client.conf"
         try "[Client]\nServer=\(try p.a.httpAddress)\nBackup=\(try p.b.httpAddress)\n".write(

@@ -41,7 +41,8 @@ import TandemCore
         #expect(p.groups["staff"] == ["carol", "dave"], "a group without a section is the system's")
         #expect(p.hostGroups["lab"] == ["lab-?"])
         let cad = try #require(p.features["cad"])
-        #expect(cad.reserve == [PolicyRule(count: 2, subject: .init(kind: .group, name: "eng"), place: "policy.conf:7")])
+        #expect(
+            cad.reserve == [PolicyRule(count: 2, subject: .init(kind: .group, name: "eng"), place: "policy.conf:7")])
         #expect(cad.max.map(\.count) == [1] && cad.include.count == 2 && cad.exclude.count == 1)
         #expect(cad.maxLeaseUSec == 600 * usecPerSecond && cad.borrowDays == 7 && cad.queue == false)
         #expect(p.digest.count == 64)
@@ -51,7 +52,8 @@ import TandemCore
         #expect(a.digest == b.digest)
         #expect(a.digest != (try policy("[Feature cad]\nMax=2 user:*")).digest)
         // Nor of the order of rules and members, nor of a feature left without rules.
-        let c = try policy("[Group g]\nUsers=b a\n[Feature cad]\nExclude=user:x user:y\n[Feature cam]\nMax=1 user:*\nMax=\n")
+        let c = try policy(
+            "[Group g]\nUsers=b a\n[Feature cad]\nExclude=user:x user:y\n[Feature cam]\nMax=1 user:*\nMax=\n")
         let d = try policy("[Group g]\nUsers=a\nUsers=b a\n[Feature cad]\nExclude=user:y\nExclude=user:x\n")
         #expect(c.digest == d.digest, "\(c.canonicalText) vs \(d.canonicalText)")
         // An empty assignment drops the rules before it.
@@ -75,7 +77,7 @@ import TandemCore
             ("[Feature cad]\nMax=1", "/etc/tandem/policy.conf:2: Max= takes a seat count"),
             ("[Group eng]\nUsers=alice  # the lead", "/etc/tandem/policy.conf:2: Users=: '#' is not a name"),
             ("[HostGroup lab]\nHosts=lab-1 ;old", "/etc/tandem/policy.conf:2: Hosts=: ';old' is not a name"),
-            ("[Group a b]\nUsers=c", "/etc/tandem/policy.conf:2: Group name may contain only"),
+            ("[Group a b]\nUsers=c", "/etc/tandem/policy.conf:2: Group name may contain only")
         ]
         for (text, expected) in cases {
             let got = refusal(text)
