@@ -55,6 +55,12 @@ public enum PolicyFile {
             switch (kind, e.key) {
             case ("Group", "Users"):
                 policy.groups[name] = words.isEmpty ? [] : (policy.groups[name] ?? []) + words
+            case ("Group", "Priority"):
+                guard let n = Int(e.value), n >= -1000, n <= 1000 else {
+                    throw fail("Priority= is a whole number from -1000 to 1000 (higher waits less), got '\(e.value)'")
+                }
+                policy.groupPriority[name] = n
+                if policy.groups[name] == nil { policy.groups[name] = [] }
             case ("HostGroup", "Hosts"):
                 policy.hostGroups[name] = words.isEmpty ? [] : (policy.hostGroups[name] ?? []) + words
             case ("Feature", _):
@@ -110,7 +116,7 @@ public enum PolicyFile {
                 }
                 policy.features[name] = rules
             case ("Group", _), ("HostGroup", _):
-                throw fail("unknown key '\(e.key)' in [\(kind)] (\(kind == "Group" ? "Users" : "Hosts")=)")
+                throw fail("unknown key '\(e.key)' in [\(kind)] (\(kind == "Group" ? "Users=, Priority" : "Hosts")=)")
             default:
                 throw fail("unknown section [\(e.section)] (Group NAME, HostGroup NAME, Feature NAME)")
             }

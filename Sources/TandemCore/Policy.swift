@@ -6,6 +6,8 @@
 public struct UsagePolicy: Sendable, Equatable {
     /// Group name -> member user names (globs): `[Group NAME] Users=`, or the system's group.
     public var groups: [String: [String]] = [:]
+    /// Group name -> `Priority=` of its members' waiting requests (higher first; 0 when unset).
+    public var groupPriority: [String: Int] = [:]
     /// Host group name -> member host names (globs): `[HostGroup NAME] Hosts=`.
     public var hostGroups: [String: [String]] = [:]
     /// Per feature, by exact name.
@@ -19,7 +21,8 @@ public struct UsagePolicy: Sendable, Equatable {
     /// No policy: every holder may use every seat.
     public static let open = UsagePolicy()
 
-    public var isOpen: Bool { features.isEmpty }
+    /// Says nothing that changes a decision or a queue's order.
+    public var isOpen: Bool { features.isEmpty && groupPriority.values.allSatisfy { $0 == 0 } }
 }
 
 /// Who a rule names: `user:NAME`, `host:NAME`, `group:NAME`, `hostgroup:NAME` or `client:NAME`,
@@ -121,6 +124,12 @@ extension UsagePolicy {
             guard let host = holder.host else { return false }
             return (hostGroups[subject.name] ?? []).contains { Glob.matches($0, host) }
         }
+    }
+
+    /// Where a waiting request of `who` stands: the highest `Priority=` of the groups naming its
+    /// user (0 for none).
+    public func priority(of who: PolicyHolder) -> Int {
+        groupPriority.filter { names(PolicySubject(kind: .group, name: $0.key), who) }.values.max() ?? 0
     }
 
     /// The key a `Max=` rule counts a holder's seats by: its user for user and group rules, its
@@ -255,6 +264,7 @@ extension UsagePolicy {
         var out: [String] = []
         func members(_ list: [String]) -> String { Set(list).sorted().joined(separator: " ") }
         for name in groups.keys.sorted() { out.append("group \(name) \(members(groups[name]!))") }
+        for name in groupPriority.keys.sorted() { out.append("priority \(name) \(groupPriority[name]!)") }
         for name in hostGroups.keys.sorted() { out.append("hostgroup \(name) \(members(hostGroups[name]!))") }
         for name in features.keys.sorted() {
             let f = features[name]!

@@ -222,6 +222,12 @@ public final class Engine {
             feature: feature, count: count, client: client, ttlUSec: ttl,
             requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy)
         let now = clock()
+        // Leases whose time has come go first, and their seats to those already waiting: a newcomer
+        // does not take them ahead of the queue (a pair expires leases in its own tick).
+        if !queue.isEmpty, let alone = replication as? StandaloneReplication {
+            alone.tick(now: now)
+            serveWaiters()
+        }
         if refusal == nil, let i = queue.position(of: req) {
             let w = queue.byFeature[feature]![i]
             guard w.caller == caller, w.request.count == count else {
@@ -251,10 +257,11 @@ public final class Engine {
             return ticket
         }
         let waiting = Ticket.waiting()
+        let who = PolicyHolder(user: holder.user, host: holder.host, client: client)
         queue.append(
             WaitQueue.Waiter(
                 request: req, caller: caller, ticket: waiting, sinceUSec: now, untilUSec: now + waitUSec,
-                lastRefusal: e))
+                lastRefusal: e, priority: settings.policy.priority(of: who)))
         onWork?()
         return waiting
     }

@@ -14,8 +14,8 @@ public struct WaitingRequest: Sendable {
 /// the client sends it again, with the same request id, to the node that serves then (a grant is
 /// never given twice: the request id names the lease).
 ///
-/// Seats that come free go to the waiters first, in the order they came, each that can be
-/// served (a waiter whose request does not fit yet does not hold up smaller ones behind it).
+/// Seats that come free go to the waiters first, in the order they came (a higher `Priority=`
+/// of the holder's groups first), each that can be served (a waiter whose request does not fit yet does not hold up smaller ones behind it).
 /// A waiter whose time runs out is answered `InsufficientSeats` and keeps its place for
 /// `rejoinUSec`, so that a client whose wait is longer than one held request (the network API
 /// holds one at most a minute) asks again with the same request id without losing it. While it
@@ -32,6 +32,8 @@ struct WaitQueue {
         var lastRefusal: TandemError
         /// Answered and gone from the queue unless its client asks again before this time.
         var keptUntilUSec: USec?
+        /// The policy's `Priority=` of its holder's groups: a higher one goes before.
+        var priority = 0
     }
 
     static let rejoinUSec: USec = 10 * usecPerSecond
@@ -46,7 +48,12 @@ struct WaitQueue {
         return byFeature[req.feature]?.firstIndex { $0.request.requestId == r && $0.request.client == req.client }
     }
 
-    mutating func append(_ w: Waiter) { byFeature[w.request.feature, default: []].append(w) }
+    /// Behind every waiter of its priority or a higher one (first come first served within one).
+    mutating func append(_ w: Waiter) {
+        var list = byFeature[w.request.feature] ?? []
+        list.insert(w, at: list.firstIndex { $0.priority < w.priority } ?? list.endIndex)
+        byFeature[w.request.feature] = list
+    }
 
     /// A repeated request takes over its place (`ticket` nil: it no longer waits, and leaves the
     /// queue). Returns the earlier ticket, still to be answered, which the caller finishes once

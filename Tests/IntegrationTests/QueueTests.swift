@@ -31,13 +31,13 @@ import Testing
     }
 
     /// `busctl call Acquire` of one seat of `one` for `client`, waiting up to `waitSec`.
-    static func waiter(_ f: Fixture, _ client: String, waitSec: Int) throws -> Background {
+    static func waiter(_ f: Fixture, _ client: String, waitSec: Int, user: String = "root") throws -> Background {
         try Background(
             "/usr/bin/busctl",
             [
                 "--timeout=\(waitSec + 20)", "call", BusNames.service, BusNames.rootPath, BusNames.managerInterface,
-                "Acquire", "susa{sv}", "one", "1", client, "2", "wait_usec", "t", "\(waitSec * 1_000_000)",
-                "request_id", "s", "r-\(client)"
+                "Acquire", "susa{sv}", "one", "1", client, "3", "wait_usec", "t", "\(waitSec * 1_000_000)",
+                "request_id", "s", "r-\(client)", "user", "s", user
             ], env: f.bus.env)
     }
 
@@ -172,6 +172,30 @@ extension WaitingForASeat {
         #expect(cli.status != 0 && cli.stderr.contains("InsufficientSeats"), "\(cli.stderr)")
         #expect(Date().timeIntervalSince(asked) < 5)
         #expect(try UsageHistory.denials(c).filter { $0.client == "ws-c" }.count == 1)
+    }
+}
+
+extension WaitingForASeat {
+    /// `Priority=` of a group in the policy: its members' waiting requests go before the others'
+    /// (first come first served within one priority).
+    @Test func aGroupsPriorityGoesFirst() throws {
+        let dir = makeTempDir("queue-priority")
+        try "[Group ops]\nUsers=carol\nPriority=10\n".write(
+            toFile: dir + "/policy.conf", atomically: true, encoding: .utf8)
+        let f = try Fixture(extraConfig: "Policy=\(dir)/policy.conf\n")
+        let c = try f.bus.client()
+        let first = try Self.oneSeatTaken(f)
+        var waiters: [Background] = []
+        for (i, (name, user)) in [("ws-b", "eve"), ("ws-c", "dan"), ("ws-d", "carol")].enumerated() {
+            waiters.append(try Self.waiter(f, name, waitSec: 20, user: user))
+            try waitFor("\(name) to wait", seconds: 10) { try Self.queue(c).count == i + 1 }
+        }
+        #expect(try Self.queue(c).map(\.client) == ["ws-d", "ws-b", "ws-c"], "carol's ops request first")
+        _ = try c.call("Release", [.string(first)])
+        let granted = waiters[2].finish()
+        #expect(granted.status == 0, "\(granted.output)")
+        #expect(try Self.holder(c).map(\.client) == ["ws-d"])
+        #expect(try Self.queue(c).map(\.position) == [1, 2])
     }
 }
 

@@ -85,6 +85,16 @@ import TandemCore
         }
     }
 
+    @Test func groupPriorities() throws {
+        let p = try policy("[Group ops]\nUsers=carol\nPriority=10\n[Group lab]\nUsers=carol dan\nPriority=-5\n")
+        #expect(p.priority(of: PolicyHolder(user: "carol", host: nil, client: "c")) == 10, "the highest of its groups")
+        #expect(p.priority(of: PolicyHolder(user: "dan", host: nil, client: "c")) == -5)
+        #expect(p.priority(of: PolicyHolder(user: "eve", host: nil, client: "c")) == 0)
+        #expect(p.priority(of: PolicyHolder(user: nil, host: nil, client: "c")) == 0)
+        #expect(refusal("[Group ops]\nPriority=high")?.contains("Priority= is a whole number") == true)
+        #expect(try policy("[Group ops]\nPriority=1\n").digest != (try policy("[Group ops]\nPriority=2\n")).digest)
+    }
+
     @Test func systemGroupsComeFromNSS() {
         #expect(SystemGroups.members("root")?.contains("root") == true, "root's primary group")
         #expect(SystemGroups.members("no-such-group-here") == nil)
