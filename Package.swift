@@ -60,7 +60,7 @@ let package = Package(
             "TandemCore", "TandemPair", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "TandemClient", dependencies: [
-            "TandemAPI", "TandemCore", .product(name: "Logging", package: "swift-log"),
+            "TandemAPI", "TandemCore", "TandemLicensing", .product(name: "Logging", package: "swift-log"),
         ]),
         // What /metrics shows: a snapshot of the server, in the Prometheus text format.
         .target(name: "TandemMetrics", dependencies: [
@@ -97,7 +97,7 @@ let package = Package(
         ]),
         // tandemctl: D-Bus client and network client; no engine, no store, no SQLite.
         .target(name: "TandemctlCommands", dependencies: [
-            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemPair", "TandemClient",
+            "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemPeer", "TandemPair", "TandemClient", "TandemLicensing",
             "TandemAPI", "TandemConfig", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // tandem-vendor: licensing only; no D-Bus, no SQLite.

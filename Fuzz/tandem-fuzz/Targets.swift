@@ -32,7 +32,7 @@ enum FuzzTargets {
     // MARK: - Licenses
 
     /// The vendor key the license seeds are signed with (fixed, so the corpus stays valid).
-    static let vendorKey = try! VendorPrivateKey(rawRepresentation: Data(repeating: 7, count: 32))
+    static let vendorKey = try! PrivateSigningKey(rawRepresentation: Data(repeating: 7, count: 32))
     static let trusted = TrustedKeys([vendorKey.publicKey])
 
     /// The license parser and verifier. Property: a document is accepted only in its one

@@ -26,6 +26,8 @@ public struct SessionView: Codable, Sendable, Equatable {
     public var end: String?
     public var endUsec: UInt64?
     public var ended: String?
+    /// A borrow's: the `/etc/machine-id` of the machine the seats were taken to.
+    public var machineId: String?
 
     public init(_ s: Session) {
         (leaseId, feature, client, count) = (s.leaseId, s.feature, s.client, s.count)
@@ -35,6 +37,7 @@ public struct SessionView: Codable, Sendable, Equatable {
         end = s.endUSec.map { RFC3339.format(usec: $0) }
         endUsec = s.endUSec
         ended = s.ended?.rawValue
+        machineId = s.machineId
     }
 }
 

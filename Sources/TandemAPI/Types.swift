@@ -14,10 +14,14 @@ public struct ServerStatus: Codable, Sendable, Equatable {
     public var epoch: UInt64
     public var peerAddress: String?
     public var peerServerId: String?
+    /// The public key borrow certificates are signed with (`ed25519 <base64>`): the same on both
+    /// nodes of a pair. `tandemctl client configure` keeps it as `BorrowKey=`.
+    public var borrowKey: String?
     public init(
         serverId: String, version: String, role: String, pairStatus: String, serving: Bool, epoch: UInt64,
-        peerAddress: String? = nil, peerServerId: String? = nil
+        peerAddress: String? = nil, peerServerId: String? = nil, borrowKey: String? = nil
     ) {
+        self.borrowKey = borrowKey
         self.serverId = serverId
         self.version = version
         self.role = role
@@ -41,6 +45,10 @@ public struct AcquireBody: Sendable, Equatable {
     public var host: String?
     /// How long to wait for a seat when none is free (a held request, at most `maxWaitSec`).
     public var waitSec: UInt64?
+    /// A borrow (`POST /v1/borrows`): seats for the machine `machineId` (its `/etc/machine-id`)
+    /// for `borrowSec` seconds, with a signed certificate in the answer; never renewed.
+    public var borrowSec: UInt64?
+    public var machineId: String?
     /// The longest the network API holds a request waiting for a seat; a client that would wait
     /// longer asks again with the same request id (its place in the queue is kept).
     public static let maxWaitSec: UInt64 = 60
@@ -74,6 +82,11 @@ public struct LeaseView: Codable, Sendable, Equatable {
     public var user: String?
     public var host: String?
     public var token: String?
+    /// A borrow's machine, and when an administrator revoked it.
+    public var machineId: String?
+    public var revokedAt: String?
+    /// A borrow's signed certificate (only in the answer to the borrow).
+    public var certificate: String?
 
     public init(
         leaseId: String, feature: String, client: String, count: UInt32, acquiredAt: String, expiresAt: String,
@@ -101,16 +114,14 @@ public struct LeaseView: Codable, Sendable, Equatable {
         ttlSec = lease.ttlUSec / usecPerSecond
         self.serverId = serverId
         (user, host, token) = (lease.user, lease.host, lease.token)
+        machineId = lease.machineId
+        revokedAt = lease.borrowRevokedUSec.map { RFC3339.format(usec: $0) }
     }
 }
 
 public enum RFC3339 {
     /// "2026-11-29T17:40:00Z" (UTC, whole seconds).
-    public static func format(usec: UInt64) -> String {
-        let rem = Int64(usec / 1_000_000) % 86_400
-        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(CivilDate.format(usec: usec))T\(two(rem / 3600)):\(two(rem / 60 % 60)):\(two(rem % 60))Z"
-    }
+    public static func format(usec: UInt64) -> String { CivilDate.formatInstant(usec: usec) }
 }
 
 /// A feature's row of `GET /v1/features`.
@@ -181,11 +192,16 @@ private enum JSONValue: Decodable {
 extension AcquireBody {
     /// Parses the acquisition body strictly: a JSON object with only the known keys, each of its
     /// JSON type (a count of "1" is refused), every value in range.
-    public init(json data: Data) throws(TandemError) {
+    /// `borrow`: the body of `POST /v1/borrows` (with `borrow_sec` and `machine_id`, without
+    /// `ttl_sec` and `wait_sec`), else of `POST /v1/leases`.
+    public init(json data: Data, borrow: Bool = false) throws(TandemError) {
         guard let dict = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             throw TandemError(.invalidArgs, "the body must be a JSON object")
         }
-        let known: Set = ["feature", "count", "client", "request_id", "ttl_sec", "user", "host", "wait_sec"]
+        let known: Set =
+            borrow
+            ? ["feature", "count", "client", "request_id", "user", "host", "borrow_sec", "machine_id"]
+            : ["feature", "count", "client", "request_id", "ttl_sec", "user", "host", "wait_sec"]
         if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
             throw TandemError(.invalidArgs, "unknown field \(quoted(unknown))")
         }
@@ -219,6 +235,17 @@ extension AcquireBody {
             feature: feature, count: UInt32(count), client: client, requestId: try string("request_id"),
             ttlSec: ttl.map { UInt64($0) }, user: try string("user"), host: try string("host"),
             waitSec: wait.map { UInt64($0) })
+        guard borrow else { return }
+        guard let seconds = try integer("borrow_sec") else {
+            throw TandemError(.invalidArgs, "'borrow_sec' is required")
+        }
+        guard seconds >= 1 && seconds <= 365 * 86_400 else {
+            throw TandemError(.invalidArgs, "'borrow_sec' must be from 1 to \(365 * 86_400)")
+        }
+        guard let machine = try string("machine_id") else {
+            throw TandemError(.invalidArgs, "'machine_id' is required")
+        }
+        (borrowSec, machineId) = (UInt64(seconds), machine)
     }
 }
 

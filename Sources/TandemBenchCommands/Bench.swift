@@ -51,7 +51,7 @@ public struct TandemBench: ParsableCommand {
         // A private bus and a daemon with a big license.
         let (bus, address) = try Self.startBus(dir: work)
         defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
-        let key = VendorPrivateKey()
+        let key = PrivateSigningKey()
         try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
         try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n".write(
             toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)

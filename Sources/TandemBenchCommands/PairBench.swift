@@ -20,7 +20,7 @@ extension TandemBench {
         defer { try? FileManager.default.removeItem(atPath: work) }
         let keyFile = work + "/keys/pair.key"
         try PairKey.generate().write(path: keyFile)
-        let vendor = VendorPrivateKey()
+        let vendor = PrivateSigningKey()
         try vendor.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
         let base = Int.random(in: 20_000...60_000)
         let (portA, portB, portW) = (base, base + 1, base + 2)

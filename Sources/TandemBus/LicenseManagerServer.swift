@@ -67,6 +67,8 @@ public protocol PairControl: AnyObject {
 public struct ServerInfo: Sendable {
     public var version: String
     public var serviceAccount: String
+    /// The public half of the key that signs borrow certificates (`ed25519 <base64>`).
+    public var borrowKey: String = ""
     /// Where the network API listens (bound addresses, with real ports).
     public var listenAddresses: [String] = []
     /// The network API's connections now: `open`, and `refused` for a limit since start.
@@ -200,6 +202,7 @@ public final class LicenseManagerServer {
                 elementSignature: "{st}", pair.rejectedFrames.map { .dictEntry(.string($0.reason), .uint64($0.count)) })
         case .partitionPolicy: return .string(pair.partitionPolicy)
         case .policyDigest: return .string(engine.settings.policy.digest)
+        case .borrowKey: return .string(info.borrowKey)
         case .policyMismatch: return .bool(pair.policyMismatch)
         case .networkConnections:
             return .array(

@@ -59,6 +59,19 @@ extension LicenseManagerServer {
                         })
                 ])
             }
+        case .listBorrows:
+            return { [unowned self] _ in
+                read([
+                    BorrowRow.array(
+                        engine.state.activeLeases(at: engine.now).filter(\.isBorrowed).map {
+                            BorrowRow(
+                                leaseId: $0.id, feature: $0.feature, count: $0.count, machineId: $0.machineId ?? "",
+                                user: $0.user ?? "", host: $0.host ?? "", acquiredUSec: $0.acquiredUSec,
+                                expiresUSec: $0.expiresUSec, revokedUSec: $0.borrowRevokedUSec ?? 0)
+                        })
+                ])
+            }
+        case .revokeBorrow: return { [unowned self] in authorized($0, .manageSeats, revokeBorrow) }
         case .getUsageHistory: return { [unowned self] in getUsageHistory($0) }
         case .listSessions: return { [unowned self] in listSessions($0) }
         case .listDenials: return { [unowned self] in listDenials($0) }
@@ -178,6 +191,15 @@ extension LicenseManagerServer {
         return answer(
             call, audited(call, "Unreserve", submit(.unreserve(reservationId: id), call), ["reservation_id": id])
         ) { _ in [] }
+    }
+
+    private func revokeBorrow(_ call: BusCall) -> BusAnswer {
+        let id = call.string(0)
+        let ticket = audited(call, "RevokeBorrow", submit(.revokeBorrow(leaseId: id), call), ["lease_id": id]) { o in
+            guard case .borrowRevoked(let l) = o else { return [:] }
+            return ["feature": l.feature, "count": "\(l.count)", "machine_id": l.machineId ?? ""]
+        }
+        return answer(call, ticket) { _ in [] }
     }
 
     private func deactivateLicense(_ call: BusCall) -> BusAnswer {

@@ -70,7 +70,7 @@ extension LicenseManagerServer {
             case .leaseReleased:
                 managerProps.insert(.seatsInUse)
                 touchedFeatures = Set(engine.state.features)
-            case .leaseRenewed:
+            case .leaseRenewed, .borrowRevoked:
                 break
             case .reservationAdded(let r):
                 touchedFeatures.insert(r.feature)

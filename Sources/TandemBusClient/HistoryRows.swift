@@ -199,3 +199,40 @@ public struct QueueRow: BusRow {
         ])
     }
 }
+
+/// ListBorrows: seats taken to a machine that is away (`tandemctl client borrow`).
+public struct BorrowRow: BusRow {
+    public static let signature = "(ssusssttt)"
+    public var leaseId, feature: String
+    public var count: UInt32
+    public var machineId, user, host: String
+    public var acquiredUSec, expiresUSec: UInt64
+    /// When an administrator revoked it (0: not revoked).
+    public var revokedUSec: UInt64
+
+    public init(
+        leaseId: String, feature: String, count: UInt32, machineId: String, user: String, host: String,
+        acquiredUSec: UInt64, expiresUSec: UInt64, revokedUSec: UInt64
+    ) {
+        (self.leaseId, self.feature, self.count, self.machineId) = (leaseId, feature, count, machineId)
+        (self.user, self.host, self.acquiredUSec) = (user, host, acquiredUSec)
+        (self.expiresUSec, self.revokedUSec) = (expiresUSec, revokedUSec)
+    }
+
+    public init?(_ value: BusValue) {
+        guard var r = FieldReader(value, count: 9), let id = r.string(), let feature = r.string(),
+            let count = r.uint32(), let machine = r.string(), let user = r.string(), let host = r.string(),
+            let acquired = r.uint64(), let expires = r.uint64(), let revoked = r.uint64()
+        else { return nil }
+        self.init(
+            leaseId: id, feature: feature, count: count, machineId: machine, user: user, host: host,
+            acquiredUSec: acquired, expiresUSec: expires, revokedUSec: revoked)
+    }
+
+    public var busValue: BusValue {
+        .structure([
+            .string(leaseId), .string(feature), .uint32(count), .string(machineId), .string(user), .string(host),
+            .uint64(acquiredUSec), .uint64(expiresUSec), .uint64(revokedUSec)
+        ])
+    }
+}

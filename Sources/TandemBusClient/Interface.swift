@@ -52,6 +52,8 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
     case listDenials = "ListDenials"
     case getUsageReport = "GetUsageReport"
     case listQueue = "ListQueue"
+    case listBorrows = "ListBorrows"
+    case revokeBorrow = "RevokeBorrow"
 
     public var input: [BusArgument] {
         switch self {
@@ -62,7 +64,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
                 BusArgument("feature", "s"), BusArgument("count", "u"), BusArgument("client", "s"),
                 BusArgument("options", "a{sv}")
             ]
-        case .renew, .release: return [BusArgument("lease_id", "s")]
+        case .renew, .release, .revokeBorrow: return [BusArgument("lease_id", "s")]
         case .reserve: return [BusArgument("feature", "s"), BusArgument("count", "u"), BusArgument("holder", "s")]
         case .unreserve: return [BusArgument("reservation_id", "s")]
         case .prepareBackup: return [BusArgument("primary_address", "s")]
@@ -81,7 +83,7 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
                 BusArgument("by", "s"), BusArgument("filter", "a{sv}")
             ]
         case .getActivationRequest, .listLicenses, .listLeases, .listLeaseHolders, .listReservations, .getUsage,
-            .resetServerId, .listQueue,
+            .resetServerId, .listQueue, .listBorrows,
             .disableBackup, .getPeerStatus, .sync, .prepareRemoval:
             return []
         }
@@ -107,7 +109,9 @@ public enum ManagerMethod: String, CaseIterable, Sendable {
         case .listDenials: return [BusArgument("denials", "a" + DenialRow.signature)]
         case .getUsageReport: return [BusArgument("groups", "a" + UsageReportRow.signature)]
         case .listQueue: return [BusArgument("waiting", "a" + QueueRow.signature)]
-        case .deactivateLicense, .release, .unreserve, .prepareBackup, .enableBackup, .disableBackup, .sync,
+        case .listBorrows: return [BusArgument("borrows", "a" + BorrowRow.signature)]
+        case .deactivateLicense, .release, .revokeBorrow, .unreserve, .prepareBackup, .enableBackup, .disableBackup,
+            .sync,
             .prepareRemoval:
             return []
         }
@@ -139,6 +143,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
     case networkConnections = "NetworkConnections"
     case policyDigest = "PolicyDigest"
     case policyMismatch = "PolicyMismatch"
+    case borrowKey = "BorrowKey"
 
     public var type: String {
         switch self {
@@ -153,7 +158,7 @@ public enum ManagerProperty: String, CaseIterable, Sendable {
 
     public var change: BusPropertyChange {
         switch self {
-        case .version, .serviceAccount, .listenAddresses, .partitionPolicy: return .constant
+        case .version, .serviceAccount, .listenAddresses, .partitionPolicy, .borrowKey: return .constant
         case .networkConnections: return .unannounced
         default: return .emitsChange
         }

@@ -28,7 +28,7 @@ extension BusRow {
 }
 
 /// Reads the fields of a struct value in order.
-private struct FieldReader {
+struct FieldReader {
     var fields: ArraySlice<BusValue>
     init?(_ value: BusValue, count: Int) {
         guard let f = value.structValue, f.count == count else { return nil }

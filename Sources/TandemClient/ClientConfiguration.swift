@@ -6,6 +6,11 @@ import Foundation
 ///     Server=license1.example:7390
 ///     Backup=license2.example:7390
 ///     TokenFile=/etc/tandem/client.token
+///     BorrowKey=ed25519 MCowBQYDK2VwAyEA...
+///
+/// `BorrowKey=` is the pair's public key for borrow certificates, as the server reports it
+/// (`tandemctl client configure` writes it); `BorrowDirectory=` where they are kept (default
+/// `$XDG_STATE_HOME/tandem/borrowed`).
 ///
 /// A server given as `https://HOST:PORT` is reached over TLS and verified against the
 /// system's certificate authorities (a private CA goes in with update-ca-certificates).
@@ -13,6 +18,8 @@ public struct ClientConfiguration: Sendable, Equatable {
     public var server: String?
     public var backup: String?
     public var tokenFile: String?
+    public var borrowKey: String?
+    public var borrowDirectory: String?
 
     public init(server: String? = nil, backup: String? = nil, tokenFile: String? = nil) {
         self.server = server
@@ -56,6 +63,12 @@ public struct ClientConfiguration: Sendable, Equatable {
             case "Server": c.server = value.isEmpty ? nil : value
             case "Backup": c.backup = value.isEmpty ? nil : value
             case "TokenFile": c.tokenFile = value.isEmpty ? nil : value
+            case "BorrowKey": c.borrowKey = value.isEmpty ? nil : value
+            case "BorrowDirectory":
+                guard value.isEmpty || value.hasPrefix("/") else {
+                    throw ParseError(description: "\(file):\(i + 1): BorrowDirectory= must be an absolute path")
+                }
+                c.borrowDirectory = value.isEmpty ? nil : value
             default: throw ParseError(description: "\(file):\(i + 1): unknown key '\(key)'")
             }
         }
@@ -74,6 +87,8 @@ public struct ClientConfiguration: Sendable, Equatable {
         if let server { lines.append("Server=\(server)") }
         if let backup { lines.append("Backup=\(backup)") }
         if let tokenFile { lines.append("TokenFile=\(tokenFile)") }
+        if let borrowKey { lines.append("BorrowKey=\(borrowKey)") }
+        if let borrowDirectory { lines.append("BorrowDirectory=\(borrowDirectory)") }
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -38,4 +38,28 @@ public enum CivilDate {
         func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
         return "\(y)-\(two(m))-\(two(d))"
     }
+
+    /// "YYYY-MM-DDTHH:MM:SSZ" (RFC 3339, UTC, whole seconds) of `usec`.
+    public static func formatInstant(usec: USec) -> String {
+        let rem = Int64(usec / usecPerSecond) % 86_400
+        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(format(usec: usec))T\(two(rem / 3600)):\(two(rem / 60 % 60)):\(two(rem % 60))Z"
+    }
+
+    /// The instant `formatInstant` writes, read back (nil for anything else).
+    public static func parseInstant(_ s: String) -> USec? {
+        let u = Array(s.utf8)
+        guard u.count == 20, u[10] == UInt8(ascii: "T"), u[13] == UInt8(ascii: ":"), u[16] == UInt8(ascii: ":"),
+            u[19] == UInt8(ascii: "Z"), let day = parse(String(decoding: u[0..<10], as: UTF8.self))
+        else { return nil }
+        func num(_ r: Range<Int>, max: Int64) -> Int64? {
+            guard u[r].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            let v = u[r].reduce(Int64(0)) { $0 * 10 + Int64($1 - 0x30) }
+            return v <= max ? v : nil
+        }
+        guard let h = num(11..<13, max: 23), let m = num(14..<16, max: 59), let sec = num(17..<19, max: 59) else {
+            return nil
+        }
+        return USec(day * 86_400 + h * 3600 + m * 60 + sec) * usecPerSecond
+    }
 }

@@ -6,6 +6,8 @@ public enum Command: Sendable, Equatable {
     case acquire(AcquireRequest)
     case renew(leaseId: String)
     case release(leaseId: String)
+    /// An administrator voids a borrow (its seats stay counted until its expiry).
+    case revokeBorrow(leaseId: String)
     case reserve(feature: String, count: UInt32, holder: String, newId: String)
     case unreserve(reservationId: String)
     case resetServerId(newId: String)
@@ -27,10 +29,13 @@ public struct AcquireRequest: Sendable, Equatable {
     public var holder: Holder
     /// The usage policy the serving node decides under (configuration, not replicated).
     public var policy: UsagePolicy
+    /// A borrow: seats taken to a machine that will be offline, for `ttlUSec`, never renewed.
+    public var borrowFor: String?
     public init(
         feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String?, newLeaseId: String,
-        holder: Holder = .unknown, policy: UsagePolicy = .open
+        holder: Holder = .unknown, policy: UsagePolicy = .open, borrowFor machineId: String? = nil
     ) {
+        self.borrowFor = machineId
         self.policy = policy
         self.feature = feature
         self.count = count
@@ -47,7 +52,8 @@ extension Command {
     public var maySeatWaiters: Bool {
         switch self {
         case .release, .unreserve, .activate, .expireLeases: return true
-        case .acquire, .renew, .deactivate, .reserve, .resetServerId, .audit, .recordDenial: return false
+        case .acquire, .renew, .revokeBorrow, .deactivate, .reserve, .resetServerId, .audit, .recordDenial:
+            return false
         }
     }
 
@@ -55,7 +61,9 @@ extension Command {
     public var isAdministrative: Bool {
         switch self {
         case .activate, .deactivate, .reserve, .unreserve, .resetServerId: return true
-        case .acquire, .renew, .release, .expireLeases, .audit, .recordDenial: return false
+        // Revoking a borrow, like an administrator's release, is about seats in use: the
+        // serving node does it.
+        case .acquire, .renew, .release, .revokeBorrow, .expireLeases, .audit, .recordDenial: return false
         }
     }
 }
@@ -68,6 +76,7 @@ public enum Outcome: Sendable, Equatable {
     case leaseGranted(Lease, existing: Bool)
     case leaseRenewed(Lease)
     case leaseReleased(Lease)
+    case borrowRevoked(Lease)
     case reservationAdded(Reservation)
     case reservationRemoved(Reservation)
     case serverIdReset(String)
@@ -153,9 +162,15 @@ extension LicenseState {
                     guard caller.owns(existing) else {
                         throw TandemError(.accessDenied, "request_id \(quoted(r)) was used by another caller")
                     }
-                    guard existing.feature == req.feature && existing.count == req.count else {
+                    guard existing.feature == req.feature && existing.count == req.count,
+                        existing.machineId == req.borrowFor
+                    else {
                         throw TandemError(
                             .invalidArgs, "request_id \(quoted(r)) was already used for a different acquisition")
+                    }
+                    // A borrow's expiry is in its certificate: a retry gets it unchanged.
+                    if existing.isBorrowed {
+                        return Decision(outcome: .leaseGranted(existing, existing: true), changes: [])
                     }
                     // A retry (lost answer, failover) gets the same lease, renewed from now: the
                     // client reckons its lease time from when it sent the retry.
@@ -170,6 +185,7 @@ extension LicenseState {
             }
             let rules = req.policy.features[req.feature]
             if let rules { try admit(req, rules) }
+            if let machine = req.borrowFor { try admitBorrow(req, machine, rules) }
             let free = available(req.feature, for: req.client, at: now)
             guard req.count <= free else {
                 throw TandemError(
@@ -177,17 +193,24 @@ extension LicenseState {
                     "feature \(quoted(req.feature)): \(req.count) seats requested, \(free) available")
             }
             if let rules { try checkPolicyReserves(req, rules, free: free) }
-            let ttl = min(req.ttlUSec, rules?.maxLeaseUSec ?? req.ttlUSec)
-            let lease = Lease(
+            // MaxLeaseSec= bounds what a client renews; a borrow's length is bounded by Borrow=.
+            let ttl = req.borrowFor != nil ? req.ttlUSec : min(req.ttlUSec, rules?.maxLeaseUSec ?? req.ttlUSec)
+            var lease = Lease(
                 id: req.newLeaseId, feature: req.feature, client: req.client, count: req.count,
                 uid: caller.uid, token: caller.network ? caller.token : nil, holder: req.holder,
                 requestId: req.requestId,
                 acquiredUSec: now,
                 expiresUSec: now + ttl, ttlUSec: ttl, epoch: epoch)
+            lease.machineId = req.borrowFor
             return Decision(outcome: .leaseGranted(lease, existing: false), changes: [.leaseGranted(lease)])
 
         case .renew(let id):
             var lease = try ownedLease(id, caller, now: now)
+            guard !lease.isBorrowed else {
+                throw TandemError(
+                    .invalidArgs,
+                    "lease \(quoted(id)) is a borrow: it is not renewed, it ends when its certificate expires")
+            }
             lease.expiresUSec = now + lease.ttlUSec
             return Decision(
                 outcome: .leaseRenewed(lease), changes: [.leaseRenewed(id: id, expiresUSec: lease.expiresUSec)])
@@ -196,8 +219,24 @@ extension LicenseState {
             let lease = try ownedLease(id, caller, now: now)
             // An administrator's release of a lease that is not theirs is a revocation.
             let revoked = !caller.withoutAdministration.owns(lease)
+            if revoked && lease.isBorrowed {
+                throw TandemError(
+                    .invalidArgs,
+                    "lease \(quoted(id)) is a borrow: its machine is away and keeps its seats until its certificate"
+                        + " expires; revoke it (RevokeBorrow), or its holder returns it")
+            }
             return Decision(
                 outcome: .leaseReleased(lease), changes: [.leaseReleased(id: id, atUSec: now, revoked: revoked)])
+
+        case .revokeBorrow(let id):
+            try requireAdmin(caller, "RevokeBorrow")
+            guard let lease = activeLease(id, at: now), lease.isBorrowed else {
+                throw TandemError(.leaseNotFound, "no borrow \(quoted(id))")
+            }
+            guard lease.borrowRevokedUSec == nil else { return Decision(outcome: .borrowRevoked(lease), changes: []) }
+            var revoked = lease
+            revoked.borrowRevokedUSec = now
+            return Decision(outcome: .borrowRevoked(revoked), changes: [.borrowRevoked(id: id, atUSec: now)])
 
         case .reserve(let feature, let count, let holder, let newId):
             try requireAdmin(caller, "Reserve")

@@ -70,6 +70,8 @@ public struct Session: Sendable, Equatable {
     public var startUSec: USec
     public var endUSec: USec?
     public var ended: SessionEnd?
+    /// A borrow's: the machine the seats were taken to.
+    public var machineId: String?
 
     public init(
         leaseId: String, feature: String, count: UInt32, client: String, holder: Holder, uid: UInt32?,
@@ -91,6 +93,7 @@ public struct Session: Sendable, Equatable {
         self.init(
             leaseId: lease.id, feature: lease.feature, count: lease.count, client: lease.client,
             holder: lease.holder, uid: lease.uid, token: lease.token, startUSec: lease.acquiredUSec)
+        machineId = lease.machineId
     }
 
     /// Seat-microseconds held within [since, until) (an open session counts up to `now`).

@@ -55,6 +55,12 @@ public struct Lease: Codable, Sendable, Equatable {
     public var ttlUSec: USec
     /// The serving epoch in which the lease was granted.
     public var epoch: UInt64
+    /// A borrow (`tandemctl client borrow`): the `/etc/machine-id` of the machine that took the
+    /// seats away. Its expiry is fixed (never renewed) and its certificate says so.
+    public var machineId: String?
+    /// When an administrator revoked the borrow. Its seats stay counted until the expiry: the
+    /// borrowing machine is offline and cannot be told.
+    public var borrowRevokedUSec: USec?
 
     public init(
         id: String, feature: String, client: String, count: UInt32, uid: UInt32?, token: String? = nil,
@@ -75,6 +81,8 @@ public struct Lease: Codable, Sendable, Equatable {
         self.ttlUSec = ttlUSec
         self.epoch = epoch
     }
+
+    public var isBorrowed: Bool { machineId != nil }
 
     public var holder: Holder {
         get { Holder(user: user, host: host) }
@@ -118,11 +126,13 @@ public enum DenialReason: String, Sendable, Equatable, CaseIterable, Codable {
     case policyMax = "policy-max"
     /// Free seats exist but the usage policy's `Reserve=` sets them aside for others.
     case policyReserved = "policy-reserved"
+    /// A borrow the usage policy's `Borrow=` does not allow (none, or not that long).
+    case policyBorrow = "policy-borrow"
 
     /// Refusals by the usage policy (`PolicyDenied`).
     public var isPolicy: Bool {
         switch self {
-        case .policyExcluded, .policyNotIncluded, .policyMax, .policyReserved: return true
+        case .policyExcluded, .policyNotIncluded, .policyMax, .policyReserved, .policyBorrow: return true
         case .insufficientSeats, .reservedForOthers, .unknownFeature: return false
         }
     }
@@ -168,6 +178,8 @@ public enum Change: Codable, Sendable, Equatable {
     /// entries written before the usage history, which are taken as released at their commit).
     case leaseReleased(id: String, atUSec: USec? = nil, revoked: Bool? = nil)
     case leaseExpired(id: String)
+    /// An administrator revoked a borrow: it stays, counted, until it expires.
+    case borrowRevoked(id: String, atUSec: USec)
     case reservationAdded(Reservation)
     case reservationRemoved(id: String)
     /// A node started serving in a new epoch (the first entry of every serving period).
@@ -191,6 +203,7 @@ public enum Change: Codable, Sendable, Equatable {
         case .leaseRenewed: return "lease-renewed"
         case .leaseReleased: return "lease-released"
         case .leaseExpired: return "lease-expired"
+        case .borrowRevoked: return "borrow-revoked"
         case .reservationAdded: return "reservation-added"
         case .reservationRemoved: return "reservation-removed"
         case .epochStarted: return "epoch-started"

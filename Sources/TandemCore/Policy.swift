@@ -188,6 +188,21 @@ extension TandemError {
 }
 
 extension LicenseState {
+    /// A borrow: allowed only by the feature's `Borrow=`, and for no longer than it says.
+    func admitBorrow(_ req: AcquireRequest, _ machineId: String, _ rules: FeaturePolicy?) throws(TandemError) {
+        try Validate.machineId(machineId)
+        let f = quoted(req.feature)
+        guard let days = rules?.borrowDays else {
+            throw .policyDenied(.policyBorrow, "feature \(f): borrowing is not allowed (the policy sets no Borrow=)")
+        }
+        guard req.ttlUSec <= USec(days) * 86_400 * usecPerSecond else {
+            throw .policyDenied(
+                .policyBorrow,
+                "feature \(f): a borrow of \(req.ttlUSec / usecPerSecond) s is longer than Borrow=\(days) (days) allows"
+            )
+        }
+    }
+
     /// `Exclude=`, `Include=` and `Max=` for an acquisition (before seats are counted).
     func admit(_ req: AcquireRequest, _ rules: FeaturePolicy) throws(TandemError) {
         let policy = req.policy

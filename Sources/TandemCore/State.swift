@@ -24,6 +24,8 @@ public struct LicenseState: Sendable, Equatable {
     /// acquisition.
     private var held: [String: [HolderKey: UInt64]] = [:]
     private var heldTotal: [String: UInt64] = [:]
+    /// Seats of borrows per feature (part of `heldTotal`).
+    private var borrowedTotal: [String: UInt64] = [:]
     /// No lease expires before this (a lower bound; see `settleExpiryBound`).
     private var expiryBound = ExpiryBound()
 
@@ -49,6 +51,8 @@ public struct LicenseState: Sendable, Equatable {
         case .leaseRenewed(let id, let expires):
             leases[id]?.expiresUSec = expires
             if leases[id] != nil { expiryBound.lower(to: expires) }
+        case .borrowRevoked(let id, let at):
+            leases[id]?.borrowRevokedUSec = at
         case .leaseReleased(let id, _, _), .leaseExpired(let id):
             if let lease = leases.removeValue(forKey: id) {
                 account(lease, -1)
@@ -79,6 +83,10 @@ public struct LicenseState: Sendable, Equatable {
         if held[lease.feature]?.isEmpty == true { held[lease.feature] = nil }
         let total = Int64(heldTotal[lease.feature] ?? 0) + delta
         heldTotal[lease.feature] = total > 0 ? UInt64(total) : nil
+        if lease.isBorrowed {
+            let b = Int64(borrowedTotal[lease.feature] ?? 0) + delta
+            borrowedTotal[lease.feature] = b > 0 ? UInt64(b) : nil
+        }
         if sign > 0 { expiryBound.lower(to: lease.expiresUSec) }
     }
 
@@ -142,6 +150,11 @@ public struct LicenseState: Sendable, Equatable {
     /// Seats held by leases of `feature`.
     public func inUse(_ feature: String) -> UInt32 {
         UInt32(clamping: heldTotal[feature] ?? 0)
+    }
+
+    /// Seats of `feature` borrowed to machines that are away (counted in `inUse`).
+    public func borrowed(_ feature: String) -> UInt32 {
+        UInt32(clamping: borrowedTotal[feature] ?? 0)
     }
 
     /// Seats of all reservations of `feature`, used by their holders or not.

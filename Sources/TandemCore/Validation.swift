@@ -33,4 +33,13 @@ public enum Validate {
         guard value >= 1 else { throw TandemError(.invalidArgs, "\(what) must be at least 1") }
         guard value <= maxCount else { throw TandemError(.invalidArgs, "\(what) must be at most \(maxCount)") }
     }
+
+    /// A machine id as `/etc/machine-id` holds it (machine-id(5)): 32 lowercase hex digits.
+    public static func machineId(_ value: String) throws(TandemError) {
+        guard value.utf8.count == 32,
+            value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+        else {
+            throw TandemError(.invalidArgs, "machine_id must be 32 lowercase hex digits, as /etc/machine-id holds")
+        }
+    }
 }

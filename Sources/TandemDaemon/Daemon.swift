@@ -38,6 +38,8 @@ public final class Daemon {
     var config: DaemonConfig
     let loop: EventLoop
     let engine: Engine
+    /// Signs the certificates of borrows (see `borrowSigner(_:stateDir:)`).
+    let borrowSigner: BorrowSigner
     let bus: OpaquePointer
     let server: LicenseManagerServer
     let logControl: LogControlObject
@@ -105,13 +107,14 @@ public final class Daemon {
         }
         engine = try Self.openEngine(
             stateDir: options.resolvedStateDir, settings: try Self.loadSettings(config), logger: logger)
+        borrowSigner = try Self.borrowSigner(config, stateDir: options.resolvedStateDir)
         do { loop = try EventLoop() } catch { throw ServiceError("\(error)") }
         bus = try Self.connectBus(user: options.userBus)
         do {
+            var info = ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount())
+            info.borrowKey = borrowSigner.publicKey.text
             server = try LicenseManagerServer(
-                bus: bus, engine: engine, authorizer: Self.authorizer(config, logger),
-                info: ServerInfo(version: TandemVersion.string, serviceAccount: Self.serviceAccount()),
-                logger: logger)
+                bus: bus, engine: engine, authorizer: Self.authorizer(config, logger), info: info, logger: logger)
             // Administrative calls are put to polkit where it runs (on the system bus; where it is
             // not, the bus says so and the admin group decides).
             server.polkit = PolkitAuthority(bus: bus, logger: logger)
@@ -431,6 +434,7 @@ public final class Daemon {
         m.counters = usageCounters
         m.licenses = state.licenses.values.sorted { $0.id < $1.id }
         for w in engine.waiting { m.waiting[w.request.feature, default: 0] += 1 }
+        for f in m.features where state.borrowed(f.feature) > 0 { m.borrowed[f.feature] = state.borrowed(f.feature) }
         if let pair {
             let report = pair.report
             m.peerStatus = report.peerStatus.rawValue

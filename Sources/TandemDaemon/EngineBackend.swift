@@ -49,7 +49,8 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
                     role: (pair?.role ?? .standalone).rawValue,
                     pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true,
                     epoch: d.engine.state.epoch,
-                    peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pair?.peerServerId))
+                    peerAddress: pair?.peerAPIAddress, peerServerId: d.engine.pair?.peerServerId,
+                    borrowKey: info.borrowKey))
         }
     }
 
@@ -80,13 +81,21 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
 
     func acquire(_ r: AcquireBody, caller: Caller) async -> Result<(LeaseView, created: Bool), TandemError> {
         await answer({ d in
-            d.engine.acquire(
+            let holder = Holder(user: r.user, host: r.host)
+            if let machine = r.machineId, let sec = r.borrowSec {
+                return d.engine.borrow(
+                    feature: r.feature, count: r.count, client: r.client, machineId: machine,
+                    durationUSec: sec * usecPerSecond, requestId: r.requestId, holder: holder, caller: caller)
+            }
+            return d.engine.acquire(
                 feature: r.feature, count: r.count, client: r.client,
                 ttlUSec: r.ttlSec.map { $0 * usecPerSecond }, requestId: r.requestId,
-                holder: Holder(user: r.user, host: r.host), caller: caller, waitUSec: (r.waitSec ?? 0) * usecPerSecond)
+                holder: holder, caller: caller, waitUSec: (r.waitSec ?? 0) * usecPerSecond)
         }) { d, o in
             guard case .leaseGranted(let lease, let existing) = o else { return nil }
-            return (LeaseView(lease, serverId: d.engine.state.serverId), created: !existing)
+            var view = LeaseView(lease, serverId: d.engine.state.serverId)
+            if lease.isBorrowed { view.certificate = d.borrowSigner.certificate(for: lease).text }
+            return (view, created: !existing)
         }
     }
 

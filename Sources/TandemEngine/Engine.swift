@@ -266,6 +266,22 @@ public final class Engine {
         return waiting
     }
 
+    /// Borrows seats for the machine `machineId` for `durationUSec` (the policy's `Borrow=` must
+    /// allow it). A borrow never waits: its holder is about to leave.
+    public func borrow(
+        feature: String, count: UInt32, client: String, machineId: String, durationUSec: USec, requestId: String?,
+        holder: Holder = .unknown, caller: Caller
+    ) -> Ticket {
+        guard durationUSec >= EngineSettings.minLeaseUSec && durationUSec <= EngineSettings.maxBorrowUSec else {
+            return Ticket(
+                decision: .failure(TandemError(.invalidArgs, "a borrow lasts from 1 s to 365 days")))
+        }
+        let req = AcquireRequest(
+            feature: feature, count: count, client: client, ttlUSec: durationUSec, requestId: requestId,
+            newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy, borrowFor: machineId)
+        return submit(.acquire(req), caller: caller, countsRefusal: true)
+    }
+
     /// Refusals a request may wait out: too few free seats, or free ones the policy keeps for others.
     static func waitsFor(_ e: TandemError) -> Bool {
         e.code == .insufficientSeats || (e.code == .policyDenied && e.policyReason == .policyReserved)
@@ -317,9 +333,11 @@ public final class Engine {
     /// standby, one stopping) answers every waiter with why, so that clients go to the one that does.
     func expireWaits(now: USec) {
         guard !queue.isEmpty else { return }
-        let notServing: TandemError? = refusal ?? pair.flatMap {
-            $0.node.isServing(now: now) ? nil : TandemError(.notServing, "this node no longer serves")
-        }
+        let notServing: TandemError? =
+            refusal
+            ?? pair.flatMap {
+                $0.node.isServing(now: now) ? nil : TandemError(.notServing, "this node no longer serves")
+            }
         var left: [String: [WaitQueue.Waiter]] = [:]
         var answered: [(Ticket?, TandemError)] = []
         var lapsed: [WaitQueue.Waiter] = []
@@ -338,7 +356,8 @@ public final class Engine {
                             TandemError(
                                 .insufficientSeats,
                                 "\(w.lastRefusal.message); waited \(waited) s (ask again with the same request_id"
-                                    + " within \(WaitQueue.rejoinUSec / usecPerSecond) s to keep the place in the queue)")
+                                    + " within \(WaitQueue.rejoinUSec / usecPerSecond) s to keep the place in the queue)"
+                            )
                         ))
                     w.ticket = nil
                     w.keptUntilUSec = now + WaitQueue.rejoinUSec

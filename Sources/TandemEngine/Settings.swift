@@ -20,6 +20,8 @@ public struct EngineSettings: Sendable {
     public static let minLeaseUSec: USec = usecPerSecond
     /// The longest an acquisition may wait for a seat (`wait_usec`).
     public static let maxWaitUSec: USec = 3_600 * usecPerSecond
+    /// The longest borrow any policy may allow (`Borrow=` is at most 365 days).
+    public static let maxBorrowUSec: USec = 365 * 86_400 * usecPerSecond
 }
 
 /// Fresh identifiers.

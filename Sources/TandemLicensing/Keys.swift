@@ -2,8 +2,9 @@ import Crypto
 import Foundation
 import TandemCore
 
-/// A vendor's public key, as kept in `*.pub` files: `ed25519 <base64> [comment]`.
-public struct VendorPublicKey: Sendable {
+/// An Ed25519 public key as kept in `*.pub` files, `ed25519 <base64> [comment]`: a vendor's
+/// (which licenses it signed), or a pair's borrow key (`BorrowKey=` of client.conf).
+public struct PublicSigningKey: Sendable {
     public let rawRepresentation: Data
     public let comment: String
 
@@ -24,11 +25,14 @@ public struct VendorPublicKey: Sendable {
         SHA256.hash(data: raw).prefix(8).map { String(format: "%02x", $0) }.joined()
     }
 
-    public var fileText: String {
-        "ed25519 \(key.rawRepresentation.base64EncodedString())\(comment.isEmpty ? "" : " " + comment)\n"
+    public var fileText: String { text + "\n" }
+
+    /// `ed25519 <base64> [comment]` on one line.
+    public var text: String {
+        "ed25519 \(key.rawRepresentation.base64EncodedString())\(comment.isEmpty ? "" : " " + comment)"
     }
 
-    public static func parse(_ text: String) throws -> VendorPublicKey {
+    public static func parse(_ text: String) throws -> PublicSigningKey {
         let line =
             text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             .first { !$0.isEmpty && !$0.hasPrefix("#") } ?? ""
@@ -36,7 +40,7 @@ public struct VendorPublicKey: Sendable {
         guard parts.count >= 2, parts[0] == "ed25519", let raw = Data(base64Encoded: parts[1]), raw.count == 32 else {
             throw KeyFileError("not an 'ed25519 <base64>' public key")
         }
-        return try VendorPublicKey(rawRepresentation: raw, comment: parts.count > 2 ? parts[2] : "")
+        return try PublicSigningKey(rawRepresentation: raw, comment: parts.count > 2 ? parts[2] : "")
     }
 }
 
@@ -45,8 +49,9 @@ public struct KeyFileError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// The vendor's signing key, kept in a 0600 file: `ed25519-private <base64>`.
-public struct VendorPrivateKey: Sendable {
+/// An Ed25519 signing key, kept in a 0600 file as `ed25519-private <base64>`: a vendor's, or a
+/// standalone server's borrow key.
+public struct PrivateSigningKey: Sendable {
     let raw: Data
 
     public init() { raw = Curve25519.Signing.PrivateKey().rawRepresentation }
@@ -56,17 +61,17 @@ public struct VendorPrivateKey: Sendable {
 
     public var key: Curve25519.Signing.PrivateKey { try! Curve25519.Signing.PrivateKey(rawRepresentation: raw) }
 
-    public var publicKey: VendorPublicKey { try! VendorPublicKey(rawRepresentation: key.publicKey.rawRepresentation) }
+    public var publicKey: PublicSigningKey { try! PublicSigningKey(rawRepresentation: key.publicKey.rawRepresentation) }
 
     public var fileText: String { "ed25519-private \(key.rawRepresentation.base64EncodedString())\n" }
 
-    public static func parse(_ text: String) throws -> VendorPrivateKey {
+    public static func parse(_ text: String) throws -> PrivateSigningKey {
         let parts = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
         guard parts.count == 2, parts[0] == "ed25519-private", let raw = Data(base64Encoded: parts[1]), raw.count == 32
         else {
             throw KeyFileError("not an 'ed25519-private <base64>' key file")
         }
-        return try VendorPrivateKey(rawRepresentation: raw)
+        return try PrivateSigningKey(rawRepresentation: raw)
     }
 
     /// Signs `doc` (its key id is set to this key's).
@@ -80,8 +85,8 @@ public struct VendorPrivateKey: Sendable {
 
 /// The set of vendor keys a server trusts.
 public struct TrustedKeys: Sendable {
-    public private(set) var keys: [String: VendorPublicKey] = [:]
-    public init(_ list: [VendorPublicKey] = []) {
+    public private(set) var keys: [String: PublicSigningKey] = [:]
+    public init(_ list: [PublicSigningKey] = []) {
         for k in list { keys[k.keyId] = k }
     }
 
@@ -96,12 +101,12 @@ public struct TrustedKeys: Sendable {
             files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".pub") }.sorted()
                 .map { (path as NSString).appendingPathComponent($0) }
         }
-        var list: [VendorPublicKey] = []
+        var list: [PublicSigningKey] = []
         for f in files {
             guard let text = try? String(contentsOfFile: f, encoding: .utf8) else {
                 throw KeyFileError("\(f): cannot read")
             }
-            do { list.append(try VendorPublicKey.parse(text)) } catch { throw KeyFileError("\(f): \(error)") }
+            do { list.append(try PublicSigningKey.parse(text)) } catch { throw KeyFileError("\(f): \(error)") }
         }
         return TrustedKeys(list)
     }

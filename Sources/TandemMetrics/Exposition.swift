@@ -24,6 +24,8 @@ public struct ServerMetrics: Sendable {
     public var replicationLagEntries: UInt64?
     /// Acquisitions waiting for a seat on this node, per feature.
     public var waiting: [String: Int] = [:]
+    /// Seats borrowed to machines that are away, per feature (part of the seats in use).
+    public var borrowed: [String: UInt32] = [:]
     /// The peer's usage policy differs from this node's (nil when standalone).
     public var policyMismatch: Bool?
     public var rejectedFrames: [(reason: String, count: UInt64)] = []
@@ -83,6 +85,8 @@ public struct ServerMetrics: Sendable {
                 .set(to: Double(f.reserved))
             gauge("feature_queue_waiting", "", "Acquisitions waiting for a seat on this node (wait_usec).", l)
                 .set(to: Double(waiting[f.feature] ?? 0))
+            gauge("feature_seats_borrowed", "", "Seats in use by borrows (machines away until the borrow ends).", l)
+                .set(to: Double(borrowed[f.feature] ?? 0))
             gauge("feature_seats_available", "", "Seats a client without a reservation can acquire now.", l)
                 .set(to: Double(f.available))
         }

@@ -116,32 +116,8 @@ public struct NetworkAPI: Sendable {
                     }
                     return Self.json(rows)
                 }),
-            Route(
-                method: .post, path: "/v1/leases",
-                handler: authorized { request, _, caller in
-                    // A JSON body only: a browser cannot send one cross-origin without asking
-                    // first (a CORS preflight, which this server never grants), so a web page
-                    // cannot take seats behind an administrator's back.
-                    guard Self.isJSON(request) else { return Problem.notJSON.response() }
-                    // Announced too large: refused before a byte of it is read.
-                    if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
-                        return Problem.tooLarge.response()
-                    }
-                    let body: ByteBuffer
-                    switch await Self.collect(request, within: api.requestTimeoutSec) {
-                    case .some(.success(let b)): body = b
-                    case .some(.failure): return Problem.tooLarge.response()
-                    case nil: return Problem.requestTimeout.response()
-                    }
-                    let parsed: AcquireBody
-                    do throws(TandemError) { parsed = try AcquireBody(json: Data(buffer: body)) } catch {
-                        return Problem(error).response()
-                    }
-                    switch await api.backend.acquire(parsed, caller: caller) {
-                    case .success(let (lease, created)): return Self.json(lease, status: created ? .created : .ok)
-                    case .failure(let e): return Problem(e).response()
-                    }
-                }),
+            Route(method: .post, path: "/v1/leases", handler: authorized { await api.acquire($0, $2, borrow: false) }),
+            Route(method: .post, path: "/v1/borrows", handler: authorized { await api.acquire($0, $2, borrow: true) }),
             Route(
                 method: .get, path: "/v1/leases",
                 handler: authorized { request, _, _ in
@@ -187,6 +163,32 @@ public struct NetworkAPI: Sendable {
                     }
                 })
         ]
+    }
+
+    /// `POST /v1/leases` and `POST /v1/borrows`.
+    func acquire(_ request: Request, _ caller: Caller, borrow: Bool) async -> Response {
+        // A JSON body only: a browser cannot send one cross-origin without asking
+        // first (a CORS preflight, which this server never grants), so a web page
+        // cannot take seats behind an administrator's back.
+        guard Self.isJSON(request) else { return Problem.notJSON.response() }
+        // Announced too large: refused before a byte of it is read.
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
+            return Problem.tooLarge.response()
+        }
+        let body: ByteBuffer
+        switch await Self.collect(request, within: requestTimeoutSec) {
+        case .some(.success(let b)): body = b
+        case .some(.failure): return Problem.tooLarge.response()
+        case nil: return Problem.requestTimeout.response()
+        }
+        let parsed: AcquireBody
+        do throws(TandemError) { parsed = try AcquireBody(json: Data(buffer: body), borrow: borrow) } catch {
+            return Problem(error).response()
+        }
+        switch await backend.acquire(parsed, caller: caller) {
+        case .success(let (lease, created)): return Self.json(lease, status: created ? .created : .ok)
+        case .failure(let e): return Problem(e).response()
+        }
     }
 
     /// The request's body, at most `maxBodyBytes` of it, if it arrives within `seconds` (nil

@@ -73,6 +73,61 @@ components:
           type: string
         peer_server_id:
           type: string
+        borrow_key:
+          type: string
+          description: >-
+            The public key borrow certificates are signed with ("ed25519 <base64>"), the same on both
+            nodes of a pair. `tandemctl client configure` keeps it as BorrowKey= of client.conf.
+    BorrowRequest:
+      type: object
+      required: [feature, client, borrow_sec, machine_id]
+      additionalProperties: false
+      description: >-
+        Seats taken to a machine that will be away from the servers. The usage policy's Borrow=
+        for the feature must allow it and for that long (else 403 PolicyDenied). The answer is the
+        lease with its signed certificate; the lease is not renewed, ends at its expiry, and is
+        returned early with DELETE /v1/leases/{id}.
+      properties:
+        feature:
+          type: string
+          minLength: 1
+          maxLength: 128
+          pattern: "^[A-Za-z0-9._:-]+$"
+        count:
+          type: integer
+          minimum: 1
+          maximum: 1000000
+          default: 1
+        client:
+          type: string
+          minLength: 1
+          maxLength: 64
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
+        request_id:
+          type: string
+          minLength: 1
+          maxLength: 32
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
+          description: A retry with the same request_id and client returns the same borrow (200), unchanged.
+        borrow_sec:
+          type: integer
+          minimum: 1
+          maximum: 31536000
+          description: How long the borrow lasts; at most the policy's Borrow= days.
+        machine_id:
+          type: string
+          pattern: "^[0-9a-f]{32}$"
+          description: The borrowing machine's /etc/machine-id; the certificate verifies there only.
+        user:
+          type: string
+          minLength: 1
+          maxLength: 32
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
+        host:
+          type: string
+          minLength: 1
+          maxLength: 64
+          pattern: "^[^\\u0000-\\u001f\\u007f]+$"
     AcquireRequest:
       type: object
       required: [feature, client]
@@ -171,6 +226,20 @@ components:
         token:
           type: string
           description: The name of the token it was acquired with (ClientTokenFile=), if any.
+        machine_id:
+          type: string
+          description: A borrow's machine (its /etc/machine-id).
+        revoked_at:
+          type: string
+          format: date-time
+          description: >-
+            When an administrator revoked the borrow. Its seats stay counted until it expires: the
+            machine is away and its certificate verifies there until then.
+        certificate:
+          type: string
+          description: >-
+            A borrow's certificate, signed by the pair (only in the answer to POST /v1/borrows):
+            text lines "Key: value", the last "Signature:", as docs/policy.md describes.
     UsageBucket:
       type: object
       required: [start, start_usec, max_in_use, seats, acquisitions, denials]
@@ -639,6 +708,47 @@ paths:
         "409":
           $ref: "#/components/responses/Problem"
         "408":
+          $ref: "#/components/responses/Problem"
+        "413":
+          $ref: "#/components/responses/Problem"
+        "415":
+          $ref: "#/components/responses/Problem"
+        "503":
+          $ref: "#/components/responses/NotServing"
+  /v1/borrows:
+    post:
+      operationId: borrow
+      summary: Borrow seats for a machine that will be away.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: "#/components/schemas/BorrowRequest"
+      responses:
+        "201":
+          description: The borrow, with its certificate.
+          content:
+            application/json:
+              schema:
+                $ref: "#/components/schemas/Lease"
+        "200":
+          description: The borrow granted earlier to the same request_id.
+          content:
+            application/json:
+              schema:
+                $ref: "#/components/schemas/Lease"
+        "400":
+          $ref: "#/components/responses/Problem"
+        "401":
+          $ref: "#/components/responses/Problem"
+        "403":
+          $ref: "#/components/responses/Problem"
+        "404":
+          $ref: "#/components/responses/Problem"
+        "408":
+          $ref: "#/components/responses/Problem"
+        "409":
           $ref: "#/components/responses/Problem"
         "413":
           $ref: "#/components/responses/Problem"

@@ -124,13 +124,18 @@ extension Change {
             // Tag 12 is tag 4 with the token's name after it: a lease taken without a named
             // token is written as before, so a peer that predates token names still reads it.
             // Tag 14 adds the holder's user and host names (optional each) and an optional token.
-            let named = l.user != nil || l.host != nil
-            w.byte(named ? 14 : l.token == nil ? 4 : 12); w.string(l.id); w.string(l.feature); w.string(l.client)
+            // Tag 17 (a borrow) is tag 14 with the machine id and the revocation time after it.
+            let named = l.user != nil || l.host != nil || l.isBorrowed
+            w.byte(l.isBorrowed ? 17 : named ? 14 : l.token == nil ? 4 : 12)
+            w.string(l.id); w.string(l.feature); w.string(l.client)
             w.u32(l.count); w.optional(l.uid) { $0.u32($1) }; w.optional(l.requestId) { $0.string($1) }
             w.u64(l.acquiredUSec); w.u64(l.expiresUSec); w.u64(l.ttlUSec); w.u64(l.epoch)
             if named {
                 w.optional(l.token) { $0.string($1) }; w.optional(l.user) { $0.string($1) }
                 w.optional(l.host) { $0.string($1) }
+                if let machine = l.machineId {
+                    w.string(machine); w.optional(l.borrowRevokedUSec) { $0.u64($1) }
+                }
             } else if let token = l.token {
                 w.string(token)
             }
@@ -145,6 +150,8 @@ extension Change {
             }
         case .leaseExpired(let id):
             w.byte(7); w.string(id)
+        case .borrowRevoked(let id, let at):
+            w.byte(18); w.string(id); w.u64(at)
         case .reservationAdded(let r):
             w.byte(8); w.string(r.id); w.string(r.feature); w.string(r.holder); w.u32(r.count)
         case .reservationRemoved(let id):
@@ -180,22 +187,27 @@ extension Change {
                     keyId: try r.string(),
                     document: try r.string(), activatedUSec: try r.u64()))
         case 3: return .licenseDeactivated(id: try r.string())
-        case let tag where tag == 4 || tag == 12 || tag == 14:
+        case let tag where tag == 4 || tag == 12 || tag == 14 || tag == 17:
             var lease = Lease(
                 id: try r.string(), feature: try r.string(), client: try r.string(), count: try r.u32(),
                 uid: try r.optional { (r: inout WireReader) throws(WireError) in try r.u32() },
                 requestId: try r.optional { (r: inout WireReader) throws(WireError) in try r.string() },
                 acquiredUSec: try r.u64(), expiresUSec: try r.u64(), ttlUSec: try r.u64(), epoch: try r.u64())
             if tag == 12 { lease.token = try r.string() }
-            if tag == 14 {
+            if tag == 14 || tag == 17 {
                 lease.token = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
                 lease.user = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
                 lease.host = try r.optional { (r: inout WireReader) throws(WireError) in try r.string() }
+            }
+            if tag == 17 {
+                lease.machineId = try r.string()
+                lease.borrowRevokedUSec = try r.optional { (r: inout WireReader) throws(WireError) in try r.u64() }
             }
             return .leaseGranted(lease)
         case 5: return .leaseRenewed(id: try r.string(), expiresUSec: try r.u64())
         case 6: return .leaseReleased(id: try r.string())
         case 7: return .leaseExpired(id: try r.string())
+        case 18: return .borrowRevoked(id: try r.string(), atUSec: try r.u64())
         case 15: return .leaseReleased(id: try r.string(), atUSec: try r.u64(), revoked: try r.bool())
         case 16:
             let id = try r.string(), time = try r.u64(), feature = try r.string(), count = try r.u32()

@@ -20,6 +20,9 @@ public struct PairKey: Sendable {
         self.bytes = bytes
     }
 
+    /// The secret itself, for keys derived from it (the pair's borrow signing key).
+    public var secret: [UInt8] { bytes }
+
     public static func generate() -> PairKey {
         // swift-crypto's SymmetricKey uses the system's secure random generator.
         let k = SymmetricKey(size: .bits256)

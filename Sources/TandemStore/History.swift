@@ -125,10 +125,10 @@ extension Store {
     private func endSession(_ l: Lease, at: USec, _ how: SessionEnd) throws {
         try db.run(
             "INSERT INTO sessions (lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec,"
-                + " ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                + " ended, machine_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             .text(l.id), .text(l.feature), .int(Int64(l.count)), .text(l.client), Self.text(l.user),
             Self.text(l.host), l.uid.map { .int(Int64($0)) } ?? .null, Self.text(l.token),
-            Self.int(l.acquiredUSec), Self.int(max(at, l.acquiredUSec)), .text(how.rawValue))
+            Self.int(l.acquiredUSec), Self.int(max(at, l.acquiredUSec)), .text(how.rawValue), Self.text(l.machineId))
     }
 
     private func insertDenial(_ d: Denial) throws {

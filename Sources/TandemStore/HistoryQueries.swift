@@ -60,16 +60,18 @@ extension Store {
         let (conditions, args) = Self.conditions(filter)
         let limit = try Self.limit(filter)
         let rows = try db.query(
-            "SELECT lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec, ended"
+            "SELECT lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec, ended, machine_id"
                 + " FROM sessions WHERE start_usec < ? AND end_usec >= ?" + conditions
                 + " ORDER BY start_usec DESC, lease_id DESC LIMIT ?",
             arguments: [Self.int(until), Self.int(since)] + args + [.int(Int64(limit))])
         let ended = rows.map { r in
-            Session(
+            var s = Session(
                 leaseId: r[0].text ?? "", feature: r[1].text ?? "", count: UInt32(clamping: r[2].int ?? 0),
                 client: r[3].text ?? "", holder: Holder(user: r[4].text, host: r[5].text),
                 uid: r[6].int.map { UInt32(clamping: $0) }, token: r[7].text, startUSec: USec(r[8].int ?? 0),
                 endUSec: r[9].int.map { USec($0) }, ended: r[10].text.flatMap { SessionEnd(rawValue: $0) })
+            s.machineId = r[11].text
+            return s
         }
         let all = ended + openSessions(until: until, filter)
         return all.sorted { ($0.startUSec, $0.leaseId) > ($1.startUSec, $1.leaseId) }.prefix(limit).reversed()

@@ -66,7 +66,9 @@ public final class Store {
                 CREATE INDEX audit_time ON audit (time_usec);
                 """),
         // The usage history: sessions, denials, usage series; leases name their holders.
-        historyMigration
+        historyMigration,
+        // Borrows: a lease's borrowing machine and revocation, and a session's machine.
+        Migration(sql: "", code: { try $0.addBorrowColumns() })
     ]
 
     public init(path: String, logger: Logger) throws {
@@ -139,7 +141,8 @@ public final class Store {
     /// The lease table's holder columns, or NULLs while a migration before them reads it.
     private func leaseHolderColumns() throws -> String {
         let columns = try db.query("SELECT name FROM pragma_table_info('leases')").compactMap { $0[0].text }
-        return columns.contains("host") ? "user, host" : "NULL, NULL"
+        return (columns.contains("host") ? "user, host" : "NULL, NULL")
+            + (columns.contains("machine_id") ? ", machine_id, borrow_revoked_usec" : ", NULL, NULL")
     }
 
     func loadTables() throws -> LicenseState {
@@ -160,14 +163,14 @@ public final class Store {
             "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch,"
                 + " token, \(try leaseHolderColumns()) FROM leases"
         ) {
-            state.apply(
-                .leaseGranted(
-                    Lease(
-                        id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
-                        uid: r[4].int.map { UInt32($0) }, token: r[10].text,
-                        holder: Holder(user: r[11].text, host: r[12].text), requestId: r[5].text,
-                        acquiredUSec: USec(r[6].int!), expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!),
-                        epoch: UInt64(r[9].int!))))
+            var lease = Lease(
+                id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
+                uid: r[4].int.map { UInt32($0) }, token: r[10].text,
+                holder: Holder(user: r[11].text, host: r[12].text), requestId: r[5].text,
+                acquiredUSec: USec(r[6].int!), expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!),
+                epoch: UInt64(r[9].int!))
+            (lease.machineId, lease.borrowRevokedUSec) = (r[13].text, r[14].int.map { USec($0) })
+            state.apply(.leaseGranted(lease))
         }
         for r in try db.query("SELECT id, feature, holder, count FROM reservations") {
             state.apply(
@@ -347,6 +350,7 @@ extension Store {
         // It writes lease rows as this version does, token and holder included.
         try addLeaseTokenColumn()
         try addLeaseHolderColumns()
+        try addBorrowColumns()
         if let position = try meta("pair_base"), let text = try meta("pair_base_state") {
             let changes = try JSONDecoder().decode([Change].self, from: Data(text.utf8))
             let used = try meta("server_id_used") ?? "0"
@@ -369,5 +373,19 @@ extension Store {
     func addLeaseTokenColumn() throws {
         let columns = try db.query("SELECT name FROM pragma_table_info('leases')").compactMap { $0[0].text }
         if !columns.contains("token") { try db.exec("ALTER TABLE leases ADD COLUMN token TEXT") }
+    }
+
+    /// Migration 6: `leases.machine_id`, `leases.borrow_revoked_usec` and `sessions.machine_id`
+    /// where they are missing (migration 2 writes lease rows as this version does).
+    func addBorrowColumns() throws {
+        let columns = try db.query("SELECT name FROM pragma_table_info('leases')").compactMap { $0[0].text }
+        if !columns.contains("machine_id") { try db.exec("ALTER TABLE leases ADD COLUMN machine_id TEXT") }
+        if !columns.contains("borrow_revoked_usec") {
+            try db.exec("ALTER TABLE leases ADD COLUMN borrow_revoked_usec INTEGER")
+        }
+        let sessions = try db.query("SELECT name FROM pragma_table_info('sessions')").compactMap { $0[0].text }
+        if !sessions.isEmpty && !sessions.contains("machine_id") {
+            try db.exec("ALTER TABLE sessions ADD COLUMN machine_id TEXT")
+        }
     }
 }

@@ -14,6 +14,8 @@ struct TableFold {
     private(set) var leases: [String: Row<Lease>] = [:]
     /// New expiry times of leases that are in the tables (not put by this fold).
     private(set) var renewals: [String: USec] = [:]
+    /// Revocation times of borrows that are in the tables (not put by this fold).
+    private(set) var revocations: [String: USec] = [:]
     private(set) var reservations: [String: Row<Reservation>] = [:]
     private(set) var serverId: String?
     private(set) var serverIdUsed: Bool?
@@ -41,6 +43,7 @@ struct TableFold {
         case .leaseGranted(let l):
             leases[l.id] = .put(l)
             renewals[l.id] = nil
+            revocations[l.id] = nil
         case .leaseRenewed(let id, let expires):
             switch leases[id] {
             case .put(var l)?:
@@ -49,9 +52,18 @@ struct TableFold {
             case .delete?: break  // renewing a lease that is gone changes nothing
             case nil: renewals[id] = expires
             }
+        case .borrowRevoked(let id, let at):
+            switch leases[id] {
+            case .put(var l)?:
+                l.borrowRevokedUSec = at
+                leases[id] = .put(l)
+            case .delete?: break
+            case nil: revocations[id] = at
+            }
         case .leaseReleased(let id, _, _), .leaseExpired(let id):
             leases[id] = .delete
             renewals[id] = nil
+            revocations[id] = nil
         case .reservationAdded(let r):
             reservations[r.id] = .put(r)
         case .reservationRemoved(let id):
@@ -98,16 +110,21 @@ extension Store {
             case .put(let l):
                 try db.run(
                     "INSERT OR REPLACE INTO leases (id, feature, client, count, uid, request_id, acquired_usec,"
-                        + " expires_usec, ttl_usec, epoch, token, user, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        + " expires_usec, ttl_usec, epoch, token, user, host, machine_id, borrow_revoked_usec)"
+                        + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     .text(l.id), .text(l.feature), .text(l.client), .int(Int64(l.count)),
                     l.uid.map { .int(Int64($0)) } ?? .null, l.requestId.map { .text($0) } ?? .null,
                     .int(Int64(l.acquiredUSec)), .int(Int64(l.expiresUSec)), .int(Int64(l.ttlUSec)),
-                    .int(Int64(l.epoch)), Self.text(l.token), Self.text(l.user), Self.text(l.host))
+                    .int(Int64(l.epoch)), Self.text(l.token), Self.text(l.user), Self.text(l.host),
+                    Self.text(l.machineId), l.borrowRevokedUSec.map { .int(Int64($0)) } ?? .null)
             case .delete: try db.run("DELETE FROM leases WHERE id = ?", .text(id))
             }
         }
         for (id, expires) in fold.renewals {
             try db.run("UPDATE leases SET expires_usec = ? WHERE id = ?", .int(Int64(expires)), .text(id))
+        }
+        for (id, at) in fold.revocations {
+            try db.run("UPDATE leases SET borrow_revoked_usec = ? WHERE id = ?", .int(Int64(at)), .text(id))
         }
         for a in fold.audits { try insertAudit(a) }
         if !fold.audits.isEmpty { try pruneAudit() }

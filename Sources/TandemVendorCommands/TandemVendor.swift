@@ -12,11 +12,11 @@ public struct TandemVendor: ParsableCommand {
         subcommands: [Keygen.self, PublicKey.self, Issue.self, Verify.self])
     public init() {}
 
-    static func readPrivateKey(_ path: String) throws -> VendorPrivateKey {
+    static func readPrivateKey(_ path: String) throws -> PrivateSigningKey {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw CLIFailure("cannot read \(path)")
         }
-        do { return try VendorPrivateKey.parse(text) } catch { throw CLIFailure("\(path): \(error)") }
+        do { return try PrivateSigningKey.parse(text) } catch { throw CLIFailure("\(path): \(error)") }
     }
 
     /// Writes `text` to `path` with `mode`, refusing to overwrite unless `force`.
@@ -44,7 +44,7 @@ public struct TandemVendor: ParsableCommand {
         @Option(help: "Also write the public key to this file (for VendorKeys=).") var publicKey: String?
         @Flag(help: "Replace existing files.") var force = false
         func run() throws {
-            let key = VendorPrivateKey()
+            let key = PrivateSigningKey()
             try TandemVendor.write(key.fileText, to: privateKey, mode: 0o600, force: force)
             if let publicKey {
                 try TandemVendor.write(key.publicKey.fileText, to: publicKey, mode: 0o644, force: force)
@@ -103,8 +103,8 @@ public struct TandemVendor: ParsableCommand {
             guard let keyText = try? String(contentsOfFile: publicKey, encoding: .utf8),
                 let text = try? String(contentsOfFile: file, encoding: .utf8)
             else { throw CLIFailure("cannot read input files") }
-            let key: VendorPublicKey
-            do { key = try VendorPublicKey.parse(keyText) } catch { throw CLIFailure("\(publicKey): \(error)") }
+            let key: PublicSigningKey
+            do { key = try PublicSigningKey.parse(keyText) } catch { throw CLIFailure("\(publicKey): \(error)") }
             do {
                 let doc = try TrustedKeys([key]).verify(text)
                 print("OK \(doc.id): \(doc.seats) seats of \(doc.feature) for \(doc.issuedTo.joined(separator: ", "))")

@@ -77,7 +77,7 @@ struct ClientCmd: ParsableCommand {
         abstract: "The product side: configure servers, test the connection, acquire seats over the network.",
         subcommands: [
             Configure.self, TestConnection.self, ClientAcquire.self, ClientRenew.self, ClientRelease.self,
-            ClientLeases.self, ClientUsage.self, Run.self
+            ClientLeases.self, ClientUsage.self, Run.self, Borrow.self, Return.self, Check.self
         ])
 
     struct Configure: AsyncParsableCommand {
@@ -90,11 +90,13 @@ struct ClientCmd: ParsableCommand {
 
         func run() async throws {
             var config = ClientConfiguration(server: server, tokenFile: tokenFile)
+            config.borrowDirectory = (try? ClientConfiguration.load(path: options.path))?.borrowDirectory
             var token: String?
             do { token = try config.token() } catch { throw CLIFailure(error.description) }
             let client = TandemClient(servers: [server], token: token, timeout: options.timeout)
             switch await outcome({ () async throws(ClientError) in try await client.status(of: server) }) {
             case .success(let (status, _)):
+                config.borrowKey = status.borrowKey
                 if enableBackup {
                     if let peer = status.peerAddress {
                         config.backup = peer
@@ -270,7 +272,9 @@ struct ClientCmd: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Hold a lease while COMMAND runs.",
             discussion: """
-                Acquires the seats, runs COMMAND, renews the lease while it runs (moving to the backup if \
+                With a valid borrow of the feature on this machine (client borrow), runs COMMAND at \
+                once, without a server. Otherwise acquires the seats, runs COMMAND, renews the lease \
+                while it runs (moving to the backup if \
                 the server fails), releases it when COMMAND exits and exits with COMMAND's status \
                 (128+N if a signal N ended it). If no seat is available (within --wait seconds, when \
                 given) COMMAND is not started and the exit status is 75; if no server is reachable, 69.
@@ -291,6 +295,12 @@ struct ClientCmd: ParsableCommand {
             if argv.first == "--" { argv.removeFirst() }
             guard !argv.isEmpty else {
                 throw CLIFailure("no COMMAND given (tandemctl client run --feature F -- COMMAND ...)", exitCode: 64)
+            }
+            // A borrow for this machine serves without a server (it is why one borrows).
+            if let setup = try? BorrowSetup(options), let cert = try? setup.store.check(feature, key: setup.key),
+                cert.seats >= count
+            {
+                throw ExitCode(ChildProcess.run(argv))
             }
             let c = try options.client()
             let lease: LeaseView

@@ -47,7 +47,8 @@ public struct Tandemctl: ParsableCommand {
         abstract: "Control the Tandem license server over D-Bus.",
         subcommands: [
             Status.self, LicenseCmd.self, Acquire.self, Renew.self, Release.self, Leases.self,
-            Reserve.self, Unreserve.self, Reservations.self, QueueCmd.self, Usage.self, Report.self, Sessions.self,
+            Reserve.self, Unreserve.self, Reservations.self, QueueCmd.self, Borrows.self, RevokeBorrow.self,
+            Usage.self, Report.self, Sessions.self,
             Denials.self,
             ResetServerId.self, ClientCmd.self,
             ServiceAccount.self, PairCmd.self, PolicyCmd.self, Audit.self

@@ -214,3 +214,103 @@ extension PolicyDecisions {
         #expect(acquire(&s, p, user: "alice") == nil)
     }
 }
+
+/// Borrowing as the core decides it: only where `Borrow=` allows and for no longer; counted in
+/// use; never renewed; a revocation keeps the seats counted until the expiry; the holder's
+/// release returns it early; the expiry ends it.
+@Suite struct BorrowDecisions {
+    let now: USec = 1_800_000_000 * usecPerSecond
+    let laptop = Caller.networkClient(token: "laptops")
+    let machine = "3d1219c7c4c5404aaa1f6d2a48adfda4"
+    let day: USec = 86_400 * usecPerSecond
+
+    func borrow(
+        _ s: LicenseState, _ p: UsagePolicy, for length: USec, machine: String? = nil, count: UInt32 = 1,
+        requestId: String? = nil
+    ) -> Result<Decision, TandemError> {
+        let req = AcquireRequest(
+            feature: "cad", count: count, client: "laptop-7", ttlUSec: length, requestId: requestId,
+            newLeaseId: "lease-b\(s.leases.count)", holder: Holder(user: "alice", host: "laptop-7"), policy: p,
+            borrowFor: machine ?? self.machine)
+        return s.decide(.acquire(req), caller: laptop, now: now)
+    }
+
+    @Test func onlyWhatBorrowAllows() throws {
+        let decisions = PolicyDecisions()
+        var s = decisions.state(seats: 2)
+        let none = try decisions.policy("[Feature cad]\nMax=5 user:*\n")
+        guard case .failure(let off) = borrow(s, none, for: day) else {
+            Issue.record("borrowed without Borrow="); return
+        }
+        #expect(off.code == .policyDenied && off.policyReason == .policyBorrow, "\(off)")
+        let p = try decisions.policy("[Feature cad]\nBorrow=7\n")
+        guard case .failure(let long) = borrow(s, p, for: 8 * day) else { Issue.record("8 days allowed"); return }
+        #expect(long.policyReason == .policyBorrow && long.message.contains("Borrow=7"), "\(long.message)")
+        guard case .failure(let bad) = borrow(s, p, for: day, machine: "not-a-machine") else {
+            Issue.record("a malformed machine id was taken")
+            return
+        }
+        #expect(bad.code == .invalidArgs)
+        // Allowed: counted in use, replicated as a lease with its machine.
+        let granted = try borrow(s, p, for: 7 * day, count: 2, requestId: "r1").get()
+        s.apply(granted.changes)
+        guard case .leaseGranted(let lease, existing: false) = granted.outcome else { Issue.record("no lease"); return }
+        #expect(lease.machineId == machine && lease.expiresUSec == now + 7 * day)
+        #expect(s.inUse("cad") == 2 && s.borrowed("cad") == 2 && s.usage("cad", at: now).available == 0)
+        // A retry with the same request id gets the same borrow, its expiry unchanged (its
+        // certificate says it); the same request id for an ordinary lease is another acquisition.
+        let again = try borrow(s, p, for: 7 * day, count: 2, requestId: "r1").get()
+        #expect(again.changes.isEmpty && again.outcome == .leaseGranted(lease, existing: true))
+        let plain = AcquireRequest(
+            feature: "cad", count: 2, client: "laptop-7", ttlUSec: day, requestId: "r1", newLeaseId: "x", policy: p)
+        guard case .failure(let mixed) = s.decide(.acquire(plain), caller: laptop, now: now) else {
+            Issue.record("a borrow's request id made a lease")
+            return
+        }
+        #expect(mixed.code == .invalidArgs)
+    }
+
+    @Test func neverRenewedRevokedButCountedReturnedOrExpired() throws {
+        let decisions = PolicyDecisions()
+        var s = decisions.state(seats: 3)
+        let p = try decisions.policy("[Feature cad]\nBorrow=3\n")
+        let d = try borrow(s, p, for: day).get()
+        s.apply(d.changes)
+        guard case .leaseGranted(let lease, _) = d.outcome else { Issue.record("no lease"); return }
+        guard case .failure(let renew) = s.decide(.renew(leaseId: lease.id), caller: laptop, now: now) else {
+            Issue.record("a borrow was renewed")
+            return
+        }
+        #expect(renew.code == .invalidArgs && renew.message.contains("not renewed"))
+        // An administrator revokes it (not a user); an administrator's release is refused.
+        let user = Caller(uid: 1000, isAdmin: false)
+        #expect((try? s.decide(.revokeBorrow(leaseId: lease.id), caller: user, now: now).get()) == nil)
+        guard case .failure(let release) = s.decide(.release(leaseId: lease.id), caller: .root, now: now) else {
+            Issue.record("an administrator's release freed a borrow's seats")
+            return
+        }
+        #expect(release.message.contains("RevokeBorrow"))
+        let revoked = try s.decide(.revokeBorrow(leaseId: lease.id), caller: .root, now: now + 5).get()
+        s.apply(revoked.changes)
+        #expect(s.leases[lease.id]?.borrowRevokedUSec == now + 5 && s.inUse("cad") == 1, "still counted")
+        #expect(try s.decide(.revokeBorrow(leaseId: lease.id), caller: .root, now: now + 9).get().changes.isEmpty)
+        // Its holder returns it early; or it runs out at its expiry.
+        let back = try s.decide(.release(leaseId: lease.id), caller: laptop, now: now + 10).get()
+        var returned = s
+        returned.apply(back.changes)
+        #expect(returned.inUse("cad") == 0 && returned.borrowed("cad") == 0)
+        #expect(try s.decide(.expireLeases, caller: .root, now: lease.expiresUSec - 1).get().changes.isEmpty)
+        let ended = try s.decide(.expireLeases, caller: .root, now: lease.expiresUSec).get()
+        s.apply(ended.changes)
+        #expect(ended.changes == [.leaseExpired(id: lease.id)] && s.inUse("cad") == 0)
+        // Not a borrow: RevokeBorrow does not know it.
+        let plain = AcquireRequest(
+            feature: "cad", count: 1, client: "ws", ttlUSec: day, requestId: nil, newLeaseId: "p1", policy: p)
+        s.apply(try s.decide(.acquire(plain), caller: laptop, now: now).get().changes)
+        guard case .failure(let notBorrow) = s.decide(.revokeBorrow(leaseId: "p1"), caller: .root, now: now) else {
+            Issue.record("revoked a plain lease")
+            return
+        }
+        #expect(notBorrow.code == .leaseNotFound)
+    }
+}

@@ -12,10 +12,10 @@ final class FakeClock: @unchecked Sendable {
     var now: USec = 1_800_000_000 * usecPerSecond
 }
 
-func makeEngine(dir: String? = nil, clock: FakeClock = FakeClock()) throws -> (Engine, String, VendorPrivateKey) {
+func makeEngine(dir: String? = nil, clock: FakeClock = FakeClock()) throws -> (Engine, String, PrivateSigningKey) {
     let d = dir ?? makeTempDir("engine")
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    let key = VendorPrivateKey()
+    let key = PrivateSigningKey()
     let store = try Store(path: d + "/t.db", logger: Logger(label: "test"))
     let engine = try Engine(
         store: store, settings: EngineSettings(trustedKeys: TrustedKeys([key.publicKey])),
@@ -23,7 +23,7 @@ func makeEngine(dir: String? = nil, clock: FakeClock = FakeClock()) throws -> (E
     return (engine, d, key)
 }
 
-func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
+func activate(_ e: Engine, _ key: PrivateSigningKey, seats: UInt32 = 10) throws {
     let doc = try key.sign(
         LicenseDocument(
             id: "L1", product: "P", feature: "cad", seats: seats, notAfter: nil,
@@ -55,7 +55,7 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
     }
 
     @Test func generatesAndKeepsAServerId() throws {
-        var (e, dir, _): (Engine?, String, VendorPrivateKey) = try makeEngine()
+        var (e, dir, _): (Engine?, String, PrivateSigningKey) = try makeEngine()
         let id = e!.state.serverId
         #expect(id.hasPrefix("TS-") && id.count == 22)
         e = nil  // the database is locked while its engine is open
@@ -120,7 +120,7 @@ func activate(_ e: Engine, _ key: VendorPrivateKey, seats: UInt32 = 10) throws {
 
     @Test func untrustedOrMalformedLicensesAreRefusedBeforeTheCore() throws {
         let (e, _, _) = try makeEngine()
-        let stranger = VendorPrivateKey()
+        let stranger = PrivateSigningKey()
         let doc = try stranger.sign(
             LicenseDocument(
                 id: "X", product: "P", feature: "cad", seats: 1, notAfter: nil,

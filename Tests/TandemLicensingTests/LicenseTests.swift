@@ -3,7 +3,7 @@ import Testing
 import TandemCore
 @testable import TandemLicensing
 
-func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "2030-01-31") throws -> LicenseDocument {
+func sample(_ key: PrivateSigningKey, seats: UInt32 = 5, notAfter: String? = "2030-01-31") throws -> LicenseDocument {
     try key.sign(
         LicenseDocument(
             id: "LIC-1", product: "Demo Suite", feature: "demo", seats: seats, notAfter: notAfter,
@@ -12,7 +12,7 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
 
 @Suite struct Licensing {
     @Test func signedLicenseVerifies() throws {
-        let key = VendorPrivateKey()
+        let key = PrivateSigningKey()
         let doc = try sample(key)
         let back = try TrustedKeys([key.publicKey]).verify(doc.text)
         #expect(back == doc)
@@ -21,16 +21,16 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
     }
 
     @Test func tamperingIsDetected() throws {
-        let key = VendorPrivateKey()
+        let key = PrivateSigningKey()
         let text = try sample(key).text.replacingOccurrences(of: "Seats: 5", with: "Seats: 500")
         #expect(throws: TandemError.self) { try TrustedKeys([key.publicKey]).verify(text) }
         do { _ = try TrustedKeys([key.publicKey]).verify(text) } catch { #expect(error.code == .invalidLicense) }
     }
 
     @Test func untrustedKeyIsRefused() throws {
-        let text = try sample(VendorPrivateKey()).text
+        let text = try sample(PrivateSigningKey()).text
         do {
-            _ = try TrustedKeys([VendorPrivateKey().publicKey]).verify(text)
+            _ = try TrustedKeys([PrivateSigningKey().publicKey]).verify(text)
             Issue.record("accepted a license from an untrusted key")
         } catch { #expect(error.code == .invalidLicense) }
     }
@@ -48,7 +48,7 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
     }
 
     @Test func crlfAndBlankLinesAreTolerated() throws {
-        let key = VendorPrivateKey()
+        let key = PrivateSigningKey()
         let text = "\n\n" + (try sample(key).text).replacingOccurrences(of: "\n", with: "\r\n") + "\n\n"
         #expect(try TrustedKeys([key.publicKey]).verify(text).id == "LIC-1")
     }
@@ -56,7 +56,7 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
     /// One canonical form: a signature that decodes to the same bytes from another text (unused
     /// bits set, padding changed), a blank line between fields, or a space too many is refused.
     @Test func onlyTheCanonicalFormIsAccepted() throws {
-        let key = VendorPrivateKey()
+        let key = PrivateSigningKey()
         let text = try sample(key).text
         let trusted = TrustedKeys([key.publicKey])
         #expect(try trusted.verify(text).id == "LIC-1")
@@ -83,19 +83,19 @@ func sample(_ key: VendorPrivateKey, seats: UInt32 = 5, notAfter: String? = "203
     }
 
     @Test func notAfterIsTheEndOfThatDayUTC() throws {
-        let doc = try sample(VendorPrivateKey(), notAfter: "1970-01-02")
+        let doc = try sample(PrivateSigningKey(), notAfter: "1970-01-02")
         #expect(doc.notAfterUSec == 2 * 86_400 * 1_000_000 - 1)
         #expect(LicenseDocument.parseDay("2027-02-29") == nil)
         #expect(LicenseDocument.parseDay("2028-02-29") != nil)
         #expect(LicenseDocument.formatDay(usec: 1_800_000_000_000_000) == "2027-01-15")
-        #expect(try sample(VendorPrivateKey(), notAfter: nil).notAfterUSec == 0)
+        #expect(try sample(PrivateSigningKey(), notAfter: nil).notAfterUSec == 0)
     }
 
     @Test func keyFilesRoundTrip() throws {
-        let key = VendorPrivateKey()
-        let back = try VendorPrivateKey.parse(key.fileText)
+        let key = PrivateSigningKey()
+        let back = try PrivateSigningKey.parse(key.fileText)
         #expect(back.publicKey.keyId == key.publicKey.keyId)
-        #expect(try VendorPublicKey.parse(key.publicKey.fileText).keyId == key.publicKey.keyId)
-        #expect(throws: (any Error).self) { try VendorPublicKey.parse("ssh-rsa AAAA") }
+        #expect(try PublicSigningKey.parse(key.publicKey.fileText).keyId == key.publicKey.keyId)
+        #expect(throws: (any Error).self) { try PublicSigningKey.parse("ssh-rsa AAAA") }
     }
 }

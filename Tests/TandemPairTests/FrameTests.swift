@@ -91,6 +91,13 @@ import TandemPair
     static let lease = Lease(
         id: "lease-1", feature: "cad", client: "ws-1", count: 2, uid: 1000, requestId: "r1",
         acquiredUSec: 1, expiresUSec: 1 << 40, ttlUSec: 300_000_000, epoch: 7)
+    static func borrow(revoked: USec?) -> Lease {
+        var l = Lease(
+            id: "b1", feature: "cad", client: "laptop", count: 2, uid: nil, token: "t", requestId: "r",
+            acquiredUSec: 5, expiresUSec: 6 + 86_400_000_000, ttlUSec: 86_400_000_000, epoch: 2)
+        (l.machineId, l.borrowRevokedUSec) = ("3d1219c7c4c5404aaa1f6d2a48adfda4", revoked)
+        return l
+    }
     static let changes: [Change] = [
         .serverIdSet(id: "TS-1"),
         .licenseActivated(
@@ -108,6 +115,9 @@ import TandemPair
                 id: "l3", feature: "f", client: "c", count: 1, uid: nil, token: "cad-farm", requestId: "r",
                 acquiredUSec: 5, expiresUSec: 6, ttlUSec: 1, epoch: 2)),
         .leaseRenewed(id: "lease-1", expiresUSec: UInt64.max), .leaseReleased(id: "lease-1"), .leaseExpired(id: "x"),
+        // A borrow (tag 17), revoked and not, and its revocation (tag 18).
+        .leaseGranted(WireFormat.borrow(revoked: nil)), .leaseGranted(WireFormat.borrow(revoked: 77)),
+        .borrowRevoked(id: "b1", atUSec: 1 << 45),
         .reservationAdded(Reservation(id: "res", feature: "cad", holder: "h", count: 3)),
         .reservationRemoved(id: "res"),
         .epochStarted(epoch: 12), .leasesMerged(epoch: 5, through: 99),

@@ -273,7 +273,12 @@ let lic = License(
         func change() -> Change {
             let id = "x\(next(4))"
             switch next(10) {
-            case 0, 1, 2: return .leaseGranted(lease(id, expires: USec(next(1000))))
+            case 0, 1:
+                var l = lease(id, expires: USec(next(1000)))
+                // A borrow now and then, revoked or not (its machine and revocation are columns).
+                if next(3) == 0 { (l.machineId, l.borrowRevokedUSec) = ("0123456789abcdef0123456789abcdef", nil) }
+                return .leaseGranted(l)
+            case 2: return .borrowRevoked(id: id, atUSec: USec(next(1000)))
             case 3, 4: return .leaseRenewed(id: id, expiresUSec: USec(next(1000)))
             case 5: return .leaseReleased(id: id)
             case 6:

@@ -1,0 +1,40 @@
+import Foundation
+import TandemConfig
+import TandemLicensing
+import TandemPeer
+import TandemSystemd
+
+extension Daemon {
+    /// The standalone server's borrow signing key, in its state directory.
+    static let borrowKeyFileName = "borrow-signing.key"
+
+    /// The key that signs borrow certificates. Paired (`KeyFile=` set): derived from the pair
+    /// key, the same on both nodes. Standalone: a key of its own, made at the first start
+    /// (`ed25519-private`, mode 0600). Pairing a standalone server changes its borrow key: the
+    /// clients learn the pair's (`tandemctl client configure`); borrows made before keep their
+    /// certificates, which verify against the old key they were configured with.
+    static func borrowSigner(_ config: DaemonConfig, stateDir: String) throws -> BorrowSigner {
+        if let keyFile = config.pair.keyFile {
+            try SecretFile.check(keyFile, setting: "KeyFile")
+            do { return BorrowSigner(pairSecret: try PairKey.load(path: keyFile).secret) } catch {
+                throw ServiceError("KeyFile=\(keyFile): \(error)")
+            }
+        }
+        let path = (stateDir as NSString).appendingPathComponent(borrowKeyFileName)
+        if !FileManager.default.fileExists(atPath: path) {
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw ServiceError("\(path): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            let text = Array(PrivateSigningKey().fileText.utf8)
+            guard write(fd, text, text.count) == text.count, fsync(fd) == 0 else {
+                throw ServiceError("\(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ServiceError("\(path): cannot read")
+        }
+        do { return BorrowSigner(try PrivateSigningKey.parse(text)) } catch {
+            throw ServiceError("\(path): \(error)")
+        }
+    }
+}
