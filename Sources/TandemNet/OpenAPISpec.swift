@@ -325,7 +325,7 @@ components:
         reason:
           type: string
           enum: [insufficient-seats, reserved-for-others, unknown-feature, policy-excluded, policy-not-included,
-            policy-max, policy-reserved]
+            policy-max, policy-reserved, policy-borrow]
     QueueEntry:
       type: object
       required: [feature, position, client, count, since, since_usec, until_usec]
