@@ -135,7 +135,9 @@ let package = Package(
         ]),
         .testTarget(
             name: "TandemDaemonTests",
-            dependencies: ["TandemTesting", "TandemDaemon", "TandemConfig", "TandemPair", "TandemSystemd", "CSystemd"]),
+            dependencies: [
+                "TandemTesting", "TandemDaemon", "TandemConfig", "TandemCore", "TandemPair", "TandemSystemd", "CSystemd",
+            ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "TandemTesting", "CSystemd", "TandemPeer", "TandemBus", "TandemBusClient", "TandemCore", "TandemLicensing",
             "TandemNet", "TandemAPI", "TandemClient", "TandemctlCommands", "TandemCommandLine", "TandemMetrics",

@@ -222,9 +222,14 @@ public final class LicenseManagerServer {
         case .issuedTo: return .strings(l.issuedTo)
         case .activatedUSec: return .uint64(l.activatedUSec)
         case .keyId: return .string(l.keyId)
-        case .inUse: return .uint32(engine.state.licenseUsage(id, at: engine.now).inUse)
-        case .reserved: return .uint32(engine.state.licenseUsage(id, at: engine.now).reserved)
+        case .inUse: return .uint32(share(of: id).inUse)
+        case .reserved: return .uint32(share(of: id).reserved)
         }
+    }
+
+    /// A license's part of its feature's account, under the usage policy's reserves.
+    private func share(of id: String) -> LicenseShare {
+        engine.state.licenseUsage(id, at: engine.now, policy: engine.settings.policy)
     }
 
     fileprivate func licenseExists(_ path: UnsafePointer<CChar>) -> Bool {

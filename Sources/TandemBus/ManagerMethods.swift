@@ -350,7 +350,10 @@ extension LicenseManagerServer {
         let state = engine.state
         let now = engine.now
         var shares: [String: LicenseShare] = [:]
-        for f in state.features { for share in state.shares(f, at: now) { shares[share.licenseId] = share } }
+        let policy = engine.settings.policy
+        for f in state.features {
+            for share in state.shares(f, at: now, policy: policy) { shares[share.licenseId] = share }
+        }
         return state.licenses.values.sorted { $0.id < $1.id }.map { l in
             let u = shares[l.id]!
             return LicenseRow(
@@ -374,7 +377,7 @@ extension LicenseManagerServer {
     }
 
     private func usageRows() -> [UsageRow] {
-        engine.state.usage(at: engine.now).map { u in
+        engine.state.usage(at: engine.now, policy: engine.settings.policy).map { u in
             UsageRow(
                 feature: u.feature, seats: u.seats, inUse: u.inUse, reserved: u.reserved, available: u.available,
                 denied: u.denied)

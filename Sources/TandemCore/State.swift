@@ -192,18 +192,30 @@ public struct LicenseState: Sendable, Equatable {
         return UInt32(clamping: max(0, free))
     }
 
-    /// The seat account of one feature (see `FeatureUsage` for what each number means).
-    public func usage(_ feature: String, at now: USec) -> FeatureUsage {
+    /// The seat account of one feature (see `FeatureUsage` for what each number means). Seats
+    /// the usage `policy` keeps for holders (`Reserve=`) and they do not use count as reserved.
+    public func usage(_ feature: String, at now: USec, policy: UsagePolicy = .open) -> FeatureUsage {
         let seats = seats(feature, at: now), inUse = inUse(feature)
         let unused = UInt64(seats > inUse ? seats - inUse : 0)
-        let reserved = UInt32(min(idleReserved(feature, exceptHolder: nil), unused))
+        let reserved = min(idleReserved(feature, exceptHolder: nil) + policyReserved(feature, policy), unused)
         return FeatureUsage(
-            feature: feature, seats: seats, inUse: inUse, reserved: reserved,
-            available: UInt32(unused) - reserved, denied: denied[feature] ?? 0)
+            feature: feature, seats: seats, inUse: inUse, reserved: UInt32(reserved),
+            available: UInt32(unused - reserved), denied: denied[feature] ?? 0)
     }
 
-    public func usage(at now: USec) -> [FeatureUsage] {
-        features.map { usage($0, at: now) }
+    public func usage(at now: USec, policy: UsagePolicy = .open) -> [FeatureUsage] {
+        features.map { usage($0, at: now, policy: policy) }
+    }
+
+    /// Seats the policy's `Reserve=` rules of `feature` keep and their holders do not use.
+    func policyReserved(_ feature: String, _ policy: UsagePolicy) -> UInt64 {
+        guard let rules = policy.features[feature] else { return 0 }
+        var idle: UInt64 = 0
+        for rule in rules.reserve {
+            let used = held(feature, byAll: rule.subject, policy)
+            if used < UInt64(rule.count) { idle += UInt64(rule.count) - used }
+        }
+        return idle
     }
 
     /// Why an acquisition of `count` seats of `feature` by `client` is refused, as reports and
@@ -227,8 +239,8 @@ public struct LicenseState: Sendable, Equatable {
     /// license takes use, then reservations, up to its seats; use beyond all valid seats (a
     /// license ran out, or a partition healed under takeover) goes to the last license, so the
     /// shares always add up to the feature's `inUse` and `reserved`.
-    public func shares(_ feature: String, at now: USec) -> [LicenseShare] {
-        let account = usage(feature, at: now)
+    public func shares(_ feature: String, at now: USec, policy: UsagePolicy = .open) -> [LicenseShare] {
+        let account = usage(feature, at: now, policy: policy)
         let ordered = licenses.values.filter { $0.feature == feature }.sorted { $0.id < $1.id }
         var inUseLeft = account.inUse, reservedLeft = account.reserved
         var out = ordered.map { l -> LicenseShare in
@@ -247,9 +259,9 @@ public struct LicenseState: Sendable, Equatable {
     }
 
     /// The share of license `id` (zero for an unknown license).
-    public func licenseUsage(_ id: String, at now: USec) -> LicenseShare {
+    public func licenseUsage(_ id: String, at now: USec, policy: UsagePolicy = .open) -> LicenseShare {
         guard let license = licenses[id] else { return LicenseShare(licenseId: id, seats: 0, inUse: 0, reserved: 0) }
-        return shares(license.feature, at: now).first { $0.licenseId == id }!
+        return shares(license.feature, at: now, policy: policy).first { $0.licenseId == id }!
     }
 
     /// Seats of all licenses valid at `now` (the Manager's `SeatsTotal`).

@@ -430,7 +430,7 @@ public final class Daemon {
         var m = ServerMetrics(
             version: server.info.version, serverId: state.serverId, role: (pair?.role ?? .standalone).rawValue,
             pairStatus: (pair?.pairStatus ?? .unpaired).rawValue, serving: pair?.serving ?? true, epoch: state.epoch)
-        m.features = state.usage(at: now)
+        m.features = state.usage(at: now, policy: engine.settings.policy)
         m.counters = usageCounters
         m.licenses = state.licenses.values.sorted { $0.id < $1.id }
         for w in engine.waiting { m.waiting[w.request.feature, default: 0] += 1 }

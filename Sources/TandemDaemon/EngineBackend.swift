@@ -139,7 +139,7 @@ final class EngineBackend: LicenseBackend, @unchecked Sendable {
     }
 
     func features() async -> [FeatureUsage] {
-        await read { d in d.engine.state.usage(at: d.engine.now) }
+        await read { d in d.engine.state.usage(at: d.engine.now, policy: d.engine.settings.policy) }
     }
 
     func metrics() async -> ServerMetrics {

@@ -203,7 +203,7 @@ public final class Engine {
     /// this node's queue (see `WaitQueue`) instead, unless the policy says `Queue=no`.
     public func acquire(
         feature: String, count: UInt32, client: String, ttlUSec: USec?, requestId: String?,
-        holder: Holder = .unknown, caller: Caller, waitUSec: USec = 0
+        holder: Holder = .unknown, caller: Caller, waitUSec: USec = 0, newLeaseId: String = Identifiers.lease()
     ) -> Ticket {
         let ttl = ttlUSec ?? settings.defaultLeaseUSec
         guard ttl >= EngineSettings.minLeaseUSec && ttl <= settings.maxLeaseUSec else {
@@ -220,7 +220,7 @@ public final class Engine {
         }
         let req = AcquireRequest(
             feature: feature, count: count, client: client, ttlUSec: ttl,
-            requestId: requestId, newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy)
+            requestId: requestId, newLeaseId: newLeaseId, holder: holder, policy: settings.policy)
         let now = clock()
         // Leases whose time has come go first, and their seats to those already waiting: a newcomer
         // does not take them ahead of the queue (a pair expires leases in its own tick).

@@ -297,6 +297,9 @@ components:
           description: >-
             revoked: an administrator released another's lease; merged: a partition healed and the
             serving node's log does not hold the lease.
+        machine_id:
+          type: string
+          description: A borrow's machine (its /etc/machine-id); absent for other leases.
     Denial:
       type: object
       required: [denial_id, time, time_usec, feature, client, count, reason]

@@ -3,7 +3,9 @@ import TandemPair
 
 /// What the simulation's clients ask a node (a product's acquire/renew/release loop).
 public enum ClientCommand: Sendable, Equatable {
-    case acquire(feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String)
+    /// `waitUSec`: wait that long for a seat in the serving node's queue (engines only: a bare
+    /// node has no queue and refuses at once).
+    case acquire(feature: String, count: UInt32, client: String, ttlUSec: USec, requestId: String, waitUSec: USec = 0)
     case renew(leaseId: String)
     case release(leaseId: String)
 }
@@ -39,7 +41,7 @@ extension PairNode {
     public mutating func request(ref: Int, _ command: ClientCommand, now: USec, newLeaseId: String) -> [NodeEffect] {
         let core: Command
         switch command {
-        case .acquire(let feature, let count, let client, let ttl, let requestId):
+        case .acquire(let feature, let count, let client, let ttl, let requestId, _):
             core = .acquire(
                 AcquireRequest(
                     feature: feature, count: count, client: client, ttlUSec: ttl,

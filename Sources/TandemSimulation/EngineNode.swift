@@ -71,17 +71,17 @@ final class EngineNode {
     /// A client's command, answered (as a `.reply` effect) once the engine answers its ticket.
     func request(ref: Int, _ command: ClientCommand, newLeaseId: String) {
         guard let engine else { return }
-        let core: Command
+        let ticket: Ticket
         switch command {
-        case .acquire(let feature, let count, let client, let ttl, let requestId):
-            core = .acquire(
-                AcquireRequest(
-                    feature: feature, count: count, client: client, ttlUSec: ttl, requestId: requestId,
-                    newLeaseId: newLeaseId))
-        case .renew(let id): core = .renew(leaseId: id)
-        case .release(let id): core = .release(leaseId: id)
+        case .acquire(let feature, let count, let client, let ttl, let requestId, let wait):
+            // As tandemd hands it over: through the queue when it may wait.
+            ticket = engine.acquire(
+                feature: feature, count: count, client: client, ttlUSec: ttl, requestId: requestId, caller: .root,
+                waitUSec: wait, newLeaseId: newLeaseId)
+        case .renew(let id): ticket = engine.submit(.renew(leaseId: id), caller: .root)
+        case .release(let id): ticket = engine.submit(.release(leaseId: id), caller: .root)
         }
-        engine.submit(core, caller: .root).whenAnswered { [unowned self] result in
+        ticket.whenAnswered { [unowned self] result in
             switch result {
             case .success(let o): effects.append(.reply(ref: ref, .done(o)))
             case .failure(let e) where e.code == .notServing:

@@ -13,7 +13,10 @@ extension Simulation {
         clients[j].attempt += 1
         let attempt = clients[j].attempt
         send(from: .client(j), to: .node(clients[j].target), .request(ref: ref, command))
-        schedule(1_500_000, .clientTimeout(j, attempt: attempt))
+        // A request that may wait for a seat is given its wait before the client asks again.
+        var wait: USec = 0
+        if case .acquire(_, _, _, _, _, let w) = command { wait = w }
+        schedule(1_500_000 + wait, .clientTimeout(j, attempt: attempt))
     }
 
     func clientTick(_ j: Int) {
@@ -25,15 +28,18 @@ extension Simulation {
                 c.requests += 1
                 let count = UInt32(rng.range(1, 2))
                 let ttl = rng.range(6_000_000, 12_000_000)
+                // Engines queue: half the requests would rather wait up to a few seconds for a seat.
+                let wait = engines != nil && rng.chance(0.5) ? rng.range(500_000, 4_000_000) : 0
                 c.count = count
                 c.ttl = ttl
-                c.phase = .acquiring(requestId: "c\(j)-r\(c.requests)", count: count, ttl: ttl, sentLocal: t)
+                c.phase = .acquiring(
+                    requestId: "c\(j)-r\(c.requests)", count: count, ttl: ttl, wait: wait, sentLocal: t)
                 clients[j] = c
                 clientSend(
                     j,
                     .acquire(
                         feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl,
-                        requestId: "c\(j)-r\(c.requests)"))
+                        requestId: "c\(j)-r\(c.requests)", waitUSec: wait))
             }
         case .holding:
             if t >= c.deadlineLocal {
@@ -64,10 +70,15 @@ extension Simulation {
         if switchNode { clients[j].target = 1 - clients[j].target }
         let c = clients[j]
         switch c.phase {
-        case .acquiring(let requestId, let count, let ttl, _):
-            clients[j].phase = .acquiring(requestId: requestId, count: count, ttl: ttl, sentLocal: local(.client(j)))
+        case .acquiring(let requestId, let count, let ttl, let wait, _):
+            // Asked again with the same request id (and wait): granted once, wherever it waits.
+            clients[j].phase = .acquiring(
+                requestId: requestId, count: count, ttl: ttl, wait: wait, sentLocal: local(.client(j)))
             clientSend(
-                j, .acquire(feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: requestId))
+                j,
+                .acquire(
+                    feature: "cad", count: count, client: "client-\(j)", ttlUSec: ttl, requestId: requestId,
+                    waitUSec: wait))
         case .renewing:
             if local(.client(j)) >= c.deadlineLocal {
                 if let id = c.leaseId { held[id] = nil }
@@ -86,11 +97,21 @@ extension Simulation {
 
     func clientReceive(_ j: Int, ref: Int, _ reply: SimReply) -> String? {
         guard let r = refs[ref] else { return nil }
+        // A request is granted once: a second lease for it while the first is still held by a
+        // node would be seats granted twice (after a wait, a retry, a failover).
+        if case .granted(let id, _) = reply, case .acquire(_, _, _, _, let rid, _) = r.command {
+            if let first = grantsByRequest[rid], first != id, withWitness,
+                nodes.contains(where: { $0.state.leases[first] != nil })
+            {
+                return "request \(rid) granted twice: \(first), then \(id)"
+            }
+            grantsByRequest[rid] = id
+        }
         var c = clients[j]
         let margin = 0.8
         switch (c.phase, reply) {
-        case (.acquiring(let requestId, _, let ttl, _), .granted(let id, _)):
-            guard case .acquire(_, _, _, _, let rid) = r.command, rid == requestId else { return nil }
+        case (.acquiring(let requestId, _, let ttl, _, _), .granted(let id, _)):
+            guard case .acquire(_, _, _, _, let rid, _) = r.command, rid == requestId else { return nil }
             c.phase = .holding
             c.leaseId = id
             c.deadlineLocal = r.sentLocal + USec(Double(ttl) * margin)

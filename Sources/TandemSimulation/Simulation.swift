@@ -36,6 +36,9 @@ public struct SimResult: Sendable, CustomStringConvertible {
     public var events = 0
     public var granted = 0
     public var released = 0
+    /// Engine runs: acquisitions that waited in a node's queue, and grants that ended a wait.
+    public var queued = 0
+    public var grantedAfterWaiting = 0
     public var leaderChanges = 0
     public var faults = 0
     /// Of the faults, graceful stops (the node told its peer as it went).
@@ -51,7 +54,9 @@ public struct SimResult: Sendable, CustomStringConvertible {
         return
             "seed \(seed): ok (\(partition), \(events) events, \(faults) faults (\(gracefulStops) stops), "
             + "\(leaderChanges) leader "
-            + "changes, \(granted) grants, \(released) releases, converged in "
+            + "changes, \(granted) grants (\(grantedAfterWaiting) after waiting in \(queued) waits), "
+            + "\(released) releases, "
+            + "converged in "
             + "\(Double(convergedAfterUSec ?? 0) / 1e6) s)"
     }
 }
@@ -92,8 +97,11 @@ public final class Simulation {
 
     struct Client {
         enum Phase {
-            case idle, acquiring(requestId: String, count: UInt32, ttl: USec, sentLocal: USec), holding, renewing(
-                sentLocal: USec), releasing
+            case idle
+            case acquiring(requestId: String, count: UInt32, ttl: USec, wait: USec, sentLocal: USec)
+            case holding
+            case renewing(sentLocal: USec)
+            case releasing
         }
         var phase: Phase = .idle
         var target = 0
@@ -134,6 +142,11 @@ public final class Simulation {
     // Ground truth for the invariants.
     var epochLeader: [UInt64: Int] = [:]
     var held: [String: (count: UInt32, untilGlobal: USec)] = [:]
+    /// The lease each request was granted (a second, different one while the first lives is a
+    /// grant given twice).
+    var grantsByRequest: [String: String] = [:]
+    /// Requests that joined a node's queue (engine runs).
+    var waited: Set<Int> = []
     var ackedGrants: Set<String> = []
     var ackedReleases: Set<String> = []
     var logIndex: [LogIndex] = [LogIndex(), LogIndex()]
@@ -309,7 +322,7 @@ public final class Simulation {
         guard let r = refs[ref] else { return }
         let margin = 0.8
         switch (reply, r.command) {
-        case (.granted(let id, _), .acquire(_, let count, _, let ttl, _)):
+        case (.granted(let id, _), .acquire(_, let count, _, let ttl, _, _)):
             ackedGrants.insert(id)
             let until = clocks[.client(r.client)]!.global(r.sentLocal + USec(Double(ttl) * margin))
             if var h = held[id] {
@@ -319,6 +332,7 @@ public final class Simulation {
                 held[id] = (count, until)
             }
             result.granted += 1
+            if waited.contains(ref) { result.grantedAfterWaiting += 1 }
         case (.renewed(let id, _), .renew):
             if var h = held[id] {
                 let until = clocks[.client(r.client)]!.global(
@@ -369,6 +383,12 @@ public final class Simulation {
                     leaseCounter += 1
                     if let en = engines?[i] {
                         en.request(ref: ref, cmd, newLeaseId: "lease-\(leaseCounter)")
+                        if case .acquire(_, _, _, _, let rid, let wait) = cmd, wait > 0,
+                            en.engine?.waiting.contains(where: { $0.request.requestId == rid }) == true
+                        {
+                            result.queued += 1
+                            waited.insert(ref)
+                        }
                         settle(i)
                     } else {
                         apply(

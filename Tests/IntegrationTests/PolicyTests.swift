@@ -51,6 +51,11 @@ import Testing
         let max = Self.refusal(Self.acquire(c, user: "eve"))
         #expect(max.hasPrefix(denied + "user 'eve' holds 2 seat(s)") && max.contains("policy.conf:5: Max=2 user:*"))
         let dan = try Self.acquire(c, user: "dan").get()
+        // The seats the policy keeps for eng count as reserved, not available, in every view.
+        let usage = try UsageRow.rows(c.call("GetUsage")).first
+        #expect(usage?.inUse == 3 && usage?.reserved == 2 && usage?.available == 0, "\(String(describing: usage))")
+        let features = try http("GET", base + "/v1/features").body
+        #expect(features.contains(#""reserved":2"#) && features.contains(#""available":0"#), "\(features)")
         let reserved = Self.refusal(Self.acquire(c, user: "frank"))
         #expect(reserved.hasPrefix(denied) && reserved.contains("policy.conf:4: Reserve=2 group:eng"), "\(reserved)")
         // The same rules over HTTP: a 403 problem named PolicyDenied; eng's reserved seats are eng's.
