@@ -193,3 +193,22 @@ extension Result {
         #expect(stored.splitBase == at)
     }
 }
+
+/// Identifiers come from a buffer of the kernel's CSPRNG: all distinct, in their formats, and
+/// using every hex digit in every place (no byte handed out twice, no bias from the buffer).
+@Suite struct FreshIdentifiers {
+    @Test func distinctWellFormedAndUniform() {
+        let ids = (0..<20_000).map { _ in Identifiers.lease() }
+        #expect(Set(ids).count == ids.count)
+        let hex = Set("0123456789abcdef")
+        #expect(ids.allSatisfy { $0.hasPrefix("lease-") && $0.count == 22 && $0.dropFirst(6).allSatisfy(hex.contains) })
+        // Each of the 16 digit places sees each of the 16 digits about 1,250 times.
+        for place in 6..<22 {
+            var seen: [Character: Int] = [:]
+            for id in ids { seen[id[id.index(id.startIndex, offsetBy: place)], default: 0] += 1 }
+            #expect(seen.count == 16 && seen.values.allSatisfy { $0 > 1_000 && $0 < 1_500 }, "place \(place): \(seen)")
+        }
+        let sid = Identifiers.serverId()
+        #expect(sid.count == 22 && sid.hasPrefix("TS-") && Set(sid.split(separator: "-").map(\.count)) == [2, 4])
+    }
+}
