@@ -34,15 +34,23 @@ public struct TandemBench: ParsableCommand {
     @Option(help: "Failovers to measure with --pair.") var runs: Int = 20
     @Flag(help: "Measure the usage history's reads over a year of one-minute data and a million sessions instead.")
     var history = false
+    @Flag(
+        help: "Measure tandemd with many live leases instead (RSS, restart, HTTP renewals, a million leases).")
+    var scale = false
+
+    /// Where tandemd is: --bin-dir, else beside tandem-bench.
+    var binaries: String {
+        binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+    }
 
     public func run() throws {
         if pair { return try runPair() }
         if history { return try runHistory() }
+        if scale { return try runScale() }
         let work = dir + "/tandem-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: work + "/keys", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let bins =
-            binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let bins = binaries
 
         // Baseline 1: raw single-row synchronous=FULL commits on the same disk.
         let raw = try rawCommitRate(path: work + "/raw.db", seconds: seconds)

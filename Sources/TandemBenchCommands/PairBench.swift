@@ -13,8 +13,7 @@ extension TandemBench {
     /// (each followed by a restart and failback).
     func runPair() throws {
         let work = dir + "/tandem-bench-pair-\(getpid())"
-        let bins =
-            binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let bins = binaries
         let dirs = [work + "/a", work + "/b", work + "/w", work + "/keys"]
         for d in dirs { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
         defer { try? FileManager.default.removeItem(atPath: work) }

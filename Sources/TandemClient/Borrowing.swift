@@ -24,6 +24,26 @@ public enum MachineIdentity {
     }
 }
 
+extension ClientConfiguration {
+    /// `BorrowKey=` of the configuration at `path`, trusted only when the file is root's and
+    /// no one else may change it: whoever could put their own key there could sign their own
+    /// borrows. (Products read /etc/tandem/client.conf; `client configure` writes it as root.)
+    public static func trustedBorrowKey(path: String) throws(BorrowError) -> (PublicSigningKey, ClientConfiguration) {
+        let c: ClientConfiguration
+        do { c = try load(path: path) } catch { throw BorrowError(error.description) }
+        guard let text = c.borrowKey else {
+            throw BorrowError(
+                "\(path): no BorrowKey= (run 'tandemctl client configure' again: it asks the server for it)")
+        }
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_uid == 0, st.st_mode & 0o022 == 0 else {
+            throw BorrowError(
+                "\(path): BorrowKey= is trusted only in a file owned by root that no one else may write")
+        }
+        do { return (try PublicSigningKey.parse(text), c) } catch { throw BorrowError("\(path): BorrowKey=: \(error)") }
+    }
+}
+
 /// The certificates of the seats this user borrowed, one file per feature (`FEATURE.borrow`).
 public struct BorrowStore: Sendable {
     public let directory: String
@@ -96,6 +116,13 @@ public struct BorrowStore: Sendable {
 }
 
 extension TandemClient {
+    /// The same for every borrow of `feature` by this machine: a borrow asked again after its
+    /// answer was lost gets the lease granted the first time (while it lives) instead of a
+    /// second one whose seats no certificate could give back.
+    public static func borrowRequestId(feature: String, machineId: String) -> String {
+        "borrow-\(machineId)-\(feature.prefix(80))"
+    }
+
     /// Borrows `count` seats of `feature` for this machine for `seconds` (the policy's
     /// `Borrow=` bounds it), and checks the certificate against the pair's `key` before it
     /// is kept: a certificate that would not verify offline is refused here, while the
@@ -106,7 +133,7 @@ extension TandemClient {
     ) async throws(ClientError) -> (LeaseView, BorrowCertificate) {
         var body: [String: Any] = [
             "feature": feature, "count": count, "client": client, "borrow_sec": seconds, "machine_id": machineId,
-            "request_id": requestId ?? UUID().uuidString.lowercased()
+            "request_id": requestId ?? Self.borrowRequestId(feature: feature, machineId: machineId)
         ]
         if let user = holder.user { body["user"] = user }
         if let host = holder.host { body["host"] = host }

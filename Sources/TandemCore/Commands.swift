@@ -168,7 +168,12 @@ extension LicenseState {
                         throw TandemError(
                             .invalidArgs, "request_id \(quoted(r)) was already used for a different acquisition")
                     }
-                    // A borrow's expiry is in its certificate: a retry gets it unchanged.
+                    // A borrow's expiry is in its certificate: a retry gets it unchanged, unless it
+                    // was revoked (a new certificate for it is not given out).
+                    if existing.borrowRevokedUSec != nil {
+                        throw TandemError(
+                            .accessDenied, "borrow \(quoted(existing.id)) was revoked by an administrator")
+                    }
                     if existing.isBorrowed {
                         return Decision(outcome: .leaseGranted(existing, existing: true), changes: [])
                     }

@@ -222,12 +222,7 @@ public final class Engine {
             feature: feature, count: count, client: client, ttlUSec: ttl,
             requestId: requestId, newLeaseId: newLeaseId, holder: holder, policy: settings.policy)
         let now = clock()
-        // Leases whose time has come go first, and their seats to those already waiting: a newcomer
-        // does not take them ahead of the queue (a pair expires leases in its own tick).
-        if !queue.isEmpty, let alone = replication as? StandaloneReplication {
-            alone.tick(now: now)
-            serveWaiters()
-        }
+        serveWaitersFirst(now: now)
         if refusal == nil, let i = queue.position(of: req) {
             let w = queue.byFeature[feature]![i]
             guard w.caller == caller, w.request.count == count else {
@@ -279,7 +274,16 @@ public final class Engine {
         let req = AcquireRequest(
             feature: feature, count: count, client: client, ttlUSec: durationUSec, requestId: requestId,
             newLeaseId: Identifiers.lease(), holder: holder, policy: settings.policy, borrowFor: machineId)
+        serveWaitersFirst(now: clock())
         return submit(.acquire(req), caller: caller, countsRefusal: true)
+    }
+
+    /// Leases whose time has come go first, and their seats to those already waiting: a newcomer
+    /// does not take them ahead of the queue (a pair expires leases in its own tick).
+    func serveWaitersFirst(now: USec) {
+        guard !queue.isEmpty, let alone = replication as? StandaloneReplication else { return }
+        alone.tick(now: now)
+        serveWaiters()
     }
 
     /// Refusals a request may wait out: too few free seats, or free ones the policy keeps for others.

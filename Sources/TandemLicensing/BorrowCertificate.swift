@@ -100,8 +100,9 @@ public struct BorrowCertificate: Sendable, Equatable {
     }
 
     /// Checks the certificate on the machine whose id is `machineId`, at `now`, against the
-    /// pair's public key: signed by it, for this machine, not yet expired. Offline: no server
-    /// is asked (a revocation is learnt only when a server is reached).
+    /// pair's public key: signed by it, for this machine, not yet expired, and not before it was
+    /// issued (a clock set back by more than `clockSlackUSec`). Offline: no server is asked, so
+    /// a revocation does not reach it (the seats stay counted until `Not-After` for that reason).
     public func verify(key: PublicSigningKey, machineId: String, now: USec) throws(BorrowCheckError) {
         guard keyId == key.keyId else {
             throw .wrongKey("signed by key \(keyId), not by the configured borrow key \(key.keyId)")
@@ -115,7 +116,14 @@ public struct BorrowCertificate: Sendable, Equatable {
         guard now < notAfterUSec else {
             throw .expired("the borrow ended at \(CivilDate.formatInstant(usec: notAfterUSec))")
         }
+        guard now + Self.clockSlackUSec >= issuedUSec else {
+            throw .expired(
+                "this machine's clock is before the borrow was issued (\(CivilDate.formatInstant(usec: issuedUSec)))")
+        }
     }
+
+    /// How far this machine's clock may be behind the server's that issued the certificate.
+    public static let clockSlackUSec: USec = 3_600 * usecPerSecond
 }
 
 /// Why a borrow certificate does not hold here.

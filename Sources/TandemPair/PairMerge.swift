@@ -12,7 +12,7 @@ extension PairNode {
         for e in entries {
             var kept = e
             switch e.change {
-            case .leaseGranted, .leaseReleased, .acquisitionDenied:
+            case .leaseGranted, .leaseReleased, .acquisitionDenied, .borrowRevoked:
                 break
             case .audited(let a) where !a.succeeded:
                 break  // a refusal stays true; what was done alone is not merged (the journal has it)
@@ -39,7 +39,8 @@ extension PairNode {
     }
 
     /// Leader: merges lease changes made while the pair was cut off (grants — renewals arrive
-    /// as grants, see `keepUnmerged` — and releases) and the refusals audited meanwhile.
+    /// as grants, see `keepUnmerged` — releases and borrow revocations) and the refusals
+    /// audited meanwhile.
     /// Only their effect on the current state is appended — a lease the log does not hold
     /// (unless it has run out), a later expiry for one it holds, the release of a lease still
     /// held; expiries are left to this node's own clock — followed by one `leasesMerged` mark
@@ -63,6 +64,11 @@ extension PairNode {
                 }
             case .leaseReleased(let id, _, _):
                 if state.leases[id] != nil { append(item.change, epoch: epoch) }
+            case .borrowRevoked(let id, _):
+                // A revocation made alone stays, on the borrow if it is still held.
+                if state.leases[id]?.isBorrowed == true, state.leases[id]?.borrowRevokedUSec == nil {
+                    append(item.change, epoch: epoch)
+                }
             case .audited, .acquisitionDenied:
                 // A refusal made alone stays in the trail or the history (kept once: by its id).
                 append(item.change, epoch: epoch)

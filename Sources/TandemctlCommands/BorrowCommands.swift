@@ -14,13 +14,8 @@ struct BorrowSetup {
 
     init(_ options: ClientOptions) throws {
         let c: ClientConfiguration
-        do { c = try ClientConfiguration.load(path: options.path) } catch { throw CLIFailure(error.description) }
-        guard let text = c.borrowKey else {
-            throw CLIFailure(
-                "\(options.path): no BorrowKey= (run 'tandemctl client configure' again: it asks the server for it)")
-        }
-        do { key = try PublicSigningKey.parse(text) } catch {
-            throw CLIFailure("\(options.path): BorrowKey=: \(error)")
+        do { (key, c) = try ClientConfiguration.trustedBorrowKey(path: options.path) } catch {
+            throw CLIFailure(error.description)
         }
         store = BorrowStore(directory: c.borrowDirectory ?? BorrowStore.defaultDirectory)
     }
@@ -58,7 +53,11 @@ extension ClientCmd {
             }
             let machine: String
             do { machine = try MachineIdentity.current() } catch { throw CLIFailure(error.description) }
-            if let held = try? setup.store.check(feature, key: setup.key) {
+            // A stored borrow that has not ended (valid or not: its seats may still be held) is
+            // returned first, else its lease id would be lost with the file.
+            if let held = try? setup.store.certificate(of: feature),
+                held.notAfterUSec > USec(Date().timeIntervalSince1970 * 1e6)
+            {
                 throw CLIFailure(
                     "\(feature) is already borrowed on this machine until "
                         + "\(RFC3339.format(usec: held.notAfterUSec)): return it first ('tandemctl client return')")

@@ -57,7 +57,8 @@ import Testing
         // Longer than Borrow= allows: PolicyDenied, a denial with its reason.
         let long = try clientctl(config, ["borrow", "cad", "--days", "3"])
         #expect(long.status != 0 && long.stderr.contains("PolicyDenied") && long.stderr.contains("Borrow=2"))
-        let borrowed = try clientctl(config, ["borrow", "cad", "--count", "2", "--days", "1.5", "--json"])
+        let borrowed = try clientctl(
+            config, ["borrow", "cad", "--count", "2", "--days", "1.5", "--client", "laptop-7", "--json"])
         #expect(borrowed.status == 0, "\(borrowed.stderr)")
         let cert = try String(contentsOfFile: store + "/cad.borrow", encoding: .utf8)
         #expect(cert.contains("Machine-Id: \(try Self.thisMachine())\n") && cert.contains("Seats: 2\n"))
@@ -108,6 +109,13 @@ import Testing
         let rows = try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [[String: Any]]
         #expect((rows?.first?["revoked_usec"] as? Int ?? 0) > 0, "\(listed)")
         #expect(try UsageRow.rows(c.call("GetUsage")).first?.inUse == 2)
+        // Asked again (the same request id, as a lost answer would be), a revoked borrow gets no
+        // new certificate.
+        let retry = try http(
+            "POST", base + "/v1/borrows",
+            body: #"{"feature":"cad","count":2,"client":"laptop-7","borrow_sec":129600,"machine_id":"\#(machine)","#
+                + #""request_id":"borrow-\#(machine)-cad"}"#)
+        #expect(retry.status == 403 && retry.body.contains("revoked"), "\(retry.body)")
         let audit = try tandemctl(f.bus, ["audit", "--json"])
         #expect(audit.stdout.contains("RevokeBorrow"), "\(audit.stdout.suffix(500))")
 
@@ -158,6 +166,11 @@ import Testing
         try "[Client]\nServer=\(try f.daemon.httpAddress)\n".write(toFile: config, atomically: true, encoding: .utf8)
         let noKey = try clientctl(config, ["borrow", "cad", "--days", "1"])
         #expect(noKey.status == 1 && noKey.stderr.contains("no BorrowKey="), "\(noKey.stderr)")
+        // A key in a file others may change is not trusted: they could sign their own borrows.
+        let (loose, _) = try Self.configure(try f.daemon.httpAddress)
+        chmod(loose, 0o666)
+        let untrusted = try clientctl(loose, ["check", "cad"])
+        #expect(untrusted.status == 1 && untrusted.stderr.contains("owned by root"), "\(untrusted.stderr)")
     }
 }
 
@@ -171,6 +184,7 @@ import Testing
         let ca = try p.a.client(), cb = try p.b.client()
         #expect(try ca.get("BorrowKey") == cb.get("BorrowKey"), "one key for the pair")
         let (config, _) = try BorrowingInTandemd.configure(try p.a.httpAddress, enableBackup: true)
+        let (later, _) = try BorrowingInTandemd.configure(try p.a.httpAddress, enableBackup: true)
         #expect((try String(contentsOfFile: config, encoding: .utf8)).contains("Backup="))
         let borrowed = try clientctl(config, ["borrow", "cad", "--days", "2"])
         #expect(borrowed.status == 0, "\(borrowed.stderr)")
@@ -183,6 +197,13 @@ import Testing
         #expect(try BorrowRow.rows(cb.call("ListBorrows")) == [lease])
         #expect(try UsageRow.rows(cb.call("GetUsage")).first?.inUse == 1)
         #expect(try clientctl(config, ["check", "cad"]).status == 0)
+        // A borrow the backup signs verifies with the key learnt from the primary.
+        let fromBackup = try clientctl(
+            later, ["borrow", "cad", "--days", "1", "--client", "laptop-8", "--failover-wait", "20"])
+        #expect(fromBackup.status == 0, "\(fromBackup.stderr)")
+        #expect(try clientctl(later, ["check", "cad"]).status == 0)
+        #expect(try BorrowRow.rows(cb.call("ListBorrows")).count == 2)
+        #expect(try clientctl(later, ["return", "cad"]).status == 0)
         let returned = try clientctl(config, ["return", "cad", "--failover-wait", "20"])
         #expect(returned.status == 0, "\(returned.stderr)")
         #expect(try BorrowRow.rows(cb.call("ListBorrows")).isEmpty)

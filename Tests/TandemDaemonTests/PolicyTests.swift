@@ -274,7 +274,7 @@ extension PolicyDecisions {
         let decisions = PolicyDecisions()
         var s = decisions.state(seats: 3)
         let p = try decisions.policy("[Feature cad]\nBorrow=3\n")
-        let d = try borrow(s, p, for: day).get()
+        let d = try borrow(s, p, for: day, requestId: "r1").get()
         s.apply(d.changes)
         guard case .leaseGranted(let lease, _) = d.outcome else { Issue.record("no lease"); return }
         guard case .failure(let renew) = s.decide(.renew(leaseId: lease.id), caller: laptop, now: now) else {
@@ -292,6 +292,12 @@ extension PolicyDecisions {
         #expect(release.message.contains("RevokeBorrow"))
         let revoked = try s.decide(.revokeBorrow(leaseId: lease.id), caller: .root, now: now + 5).get()
         s.apply(revoked.changes)
+        // Asked again with its request id, a revoked borrow is refused (no new certificate).
+        guard case .failure(let retry) = borrow(s, p, for: day, requestId: "r1") else {
+            Issue.record("a revoked borrow was granted again")
+            return
+        }
+        #expect(retry.code == .accessDenied && retry.message.contains("revoked"))
         #expect(s.leases[lease.id]?.borrowRevokedUSec == now + 5 && s.inUse("cad") == 1, "still counted")
         #expect(try s.decide(.revokeBorrow(leaseId: lease.id), caller: .root, now: now + 9).get().changes.isEmpty)
         // Its holder returns it early; or it runs out at its expiry.

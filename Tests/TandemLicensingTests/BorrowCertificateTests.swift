@@ -44,6 +44,12 @@ import TandemLicensing
             try cert.verify(key: signer.publicKey, machineId: Self.machine, now: cert.notAfterUSec)
             Issue.record("verified at its end")
         } catch { #expect(error.description.contains("ended at 2027-")) }
+        // A clock set back to before the borrow was issued (beyond an hour's slack) does not pass.
+        try cert.verify(key: signer.publicKey, machineId: Self.machine, now: cert.issuedUSec - 3_000 * usecPerSecond)
+        #expect(throws: BorrowCheckError.self) {
+            try cert.verify(
+                key: signer.publicKey, machineId: Self.machine, now: cert.issuedUSec - 3_700 * usecPerSecond)
+        }
         // Another key, an edited line, a copied machine id: none verifies.
         let stranger = BorrowSigner(PrivateSigningKey()).publicKey
         #expect(throws: BorrowCheckError.self) { try cert.verify(key: stranger, machineId: Self.machine, now: now) }

@@ -282,6 +282,40 @@ func licensedState(seats: UInt32) -> LicenseState {
                 == true)
     }
 
+    /// A borrow revoked by the node that serves alone while cut off stays revoked after the heal,
+    /// whichever node leads then (the revocation is merged like a release).
+    @Test(arguments: [0, 1]) func aRevocationMadeAloneIsMergedAfterTheHeal(revokedOn: Int) {
+        var p = Pair(.takeover, seats: 2)
+        p.run(seconds: 8)
+        var policy = UsagePolicy()
+        var rules = FeaturePolicy()
+        rules.borrowDays = 7
+        policy.features["cad"] = rules
+        let borrow = AcquireRequest(
+            feature: "cad", count: 1, client: "laptop", ttlUSec: 86_400_000_000, requestId: "b", newLeaseId: "borrow-1",
+            policy: policy, borrowFor: "0123456789abcdef0123456789abcdef")
+        let (granted, effects) = p.nodes[0].perform(ref: 1, .acquire(borrow), caller: .root, now: p.now)
+        p.deliver(effects, from: 0)
+        guard case .pending = granted else {
+            Issue.record("not granted: \(granted)")
+            return
+        }
+        #expect(p.nodes[1].state.leases["borrow-1"]?.isBorrowed == true)
+        p.linked = false
+        p.run(seconds: 5)
+        let (revoked, more) = p.nodes[revokedOn].perform(
+            ref: 2, .revokeBorrow(leaseId: "borrow-1"), caller: .root, now: p.now)
+        p.deliver(more, from: revokedOn)
+        guard case .pending = revoked else {
+            Issue.record("not revoked: \(revoked)")
+            return
+        }
+        p.linked = true
+        p.run(seconds: 5)
+        #expect(p.nodes[0].state.leases == p.nodes[1].state.leases)
+        #expect(p.nodes[0].state.leases["borrow-1"]?.borrowRevokedUSec != nil, "the revocation was lost in the merge")
+    }
+
     @Test func splitGrantsOnlyEachSidesShareWhileCutOff() {
         var p = Pair(.split(primaryPercent: 50), seats: 5)
         p.run(seconds: 8)
