@@ -8,4 +8,5 @@
 #include <sys/uio.h>
 #include <sys/eventfd.h>
 #include <sys/xattr.h>
+#include <malloc.h> /* malloc_trim: tandemd hands back the heap its start-up used */
 #endif

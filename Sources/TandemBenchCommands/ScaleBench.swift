@@ -23,11 +23,17 @@ extension TandemBench {
             toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
 
         var (daemon, startSec) = try startAndWait(bins: bins, work: work, address: address)
+        defer {
+            if daemon.isRunning {
+                kill(daemon.processIdentifier, SIGTERM)
+                daemon.waitUntilExit()
+            }
+        }
         let admin = try BusClient(.address(address))
         let sid = try admin.get(.serverId).stringValue ?? ""
         let doc = try key.sign(
             LicenseDocument(
-                id: "BENCH", product: "Bench", feature: "bench", seats: 2_000_000, notAfter: nil,
+                id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
                 issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
         _ = try admin.call(.activateLicense, [.string(doc.text)])
         let base = "http://" + (try admin.get(.listenAddresses).arrayValue?.first?.stringValue ?? "")
