@@ -8,5 +8,4 @@
 #include <sys/uio.h>
 #include <sys/eventfd.h>
 #include <sys/xattr.h>
-#include <malloc.h> /* malloc_trim: tandemd hands back the heap its start-up used */
 #endif

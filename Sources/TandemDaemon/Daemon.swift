@@ -107,9 +107,6 @@ public final class Daemon {
         }
         engine = try Self.openEngine(
             stateDir: options.resolvedStateDir, settings: try Self.loadSettings(config), logger: logger)
-        // Loading the state (rows, the log, the changes replayed) leaves much of the heap free
-        // but kept by malloc: hand it back, so that a restart holds what running does.
-        malloc_trim(0)
         borrowSigner = try Self.borrowSigner(config, stateDir: options.resolvedStateDir)
         do { loop = try EventLoop() } catch { throw ServiceError("\(error)") }
         bus = try Self.connectBus(user: options.userBus)
