@@ -61,7 +61,7 @@ public final class Engine {
         self.settings = settings
         self.logger = logger
         self.clock = clock
-        var state = try store.load()
+        var state = store.committedState
         if state.serverId.isEmpty {
             let id = Identifiers.serverId()
             try store.commit([.serverIdSet(id: id)], epoch: state.epoch, now: clock())

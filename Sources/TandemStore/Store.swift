@@ -126,6 +126,10 @@ public final class Store {
         try db.query("SELECT value FROM meta WHERE key = ?", .text(key)).first?.first?.text
     }
 
+    /// The state as committed, kept up to date by every commit (for the history): what `load()`
+    /// would read again, without reading the tables a second time at start-up.
+    public var committedState: LicenseState { durable }
+
     /// The state now: the tables with the log applied.
     public func load() throws -> LicenseState {
         var state = try loadTables()

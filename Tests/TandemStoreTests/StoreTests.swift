@@ -312,10 +312,13 @@ let lic = License(
                 let (base, tail) = try store.loadLog()
                 #expect(base.state == LicenseState(changes: Array(all.prefix(Int(base.seq)))), "step \(step)")
                 #expect(tail.map(\.change) == Array(all.dropFirst(Int(base.seq))))
+                // What the engine starts from without reading the tables again.
+                #expect(store.committedState == LicenseState(changes: all), "step \(step)")
             }
         }
         let reopened = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
         #expect(try reopened.load() == LicenseState(changes: all))
+        #expect(reopened.committedState == LicenseState(changes: all))
         // The trail beside the state: every record once, in order.
         let trail = try reopened.audit().map(\.id)
         #expect(audits > 10 && trail == (1...audits).map { "audit-\($0)" })
