@@ -69,7 +69,7 @@ extension TandemBench {
         // A million: written into the store while tandemd is stopped, as a restart would find them.
         kill(daemon.processIdentifier, SIGTERM)
         daemon.waitUntilExit()
-        try writeLeases(path: work + "/state/tandem.db", upTo: 1_000_000)
+        try writeLeases(path: work + "/state/tandem.db", upTo: 999_999)  // one seat of the million left
         (daemon, startSec) = try startAndWait(bins: bins, work: work, address: address)
         let million = try admin.call(.getUsage).first?.arrayValue?.first.flatMap(UsageRow.init)?.inUse ?? 0
         let one2 = try admin.call(.acquire, [.string("bench"), .uint32(1), .string("bench"), .vardict([])])
