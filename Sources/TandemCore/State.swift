@@ -71,6 +71,12 @@ public struct LicenseState: Sendable, Equatable {
         }
     }
 
+    /// Room for `n` leases, before loading that many (no rehashing as they come).
+    public mutating func reserveLeases(_ n: Int) {
+        leases.reserveCapacity(n)
+        requestIndex.reserveCapacity(n)
+    }
+
     public mutating func apply(_ changes: [Change]) {
         for c in changes { apply(c) }
     }

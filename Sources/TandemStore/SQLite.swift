@@ -91,16 +91,26 @@ public final class SQLiteDatabase {
     public func query(_ sql: String, _ args: Value...) throws -> [[Value]] { try query(sql, arguments: args) }
 
     public func query(_ sql: String, arguments args: [Value]) throws -> [[Value]] {
+        var rows: [[Value]] = []
+        try forEachRow(sql, arguments: args) { rows.append($0) }
+        return rows
+    }
+
+    /// Runs a query and hands each row to `body` as it is read: a table of a million rows is
+    /// never held whole (tandemd's start-up reads its leases so).
+    public func forEachRow(_ sql: String, arguments args: [Value] = [], _ body: ([Value]) throws -> Void) throws {
         let stmt = try prepared(sql)
         try bind(stmt, args)
         defer { sqlite3_reset(stmt) }
-        var rows: [[Value]] = []
+        let columns = sqlite3_column_count(stmt)
+        var row: [Value] = []
+        row.reserveCapacity(Int(columns))
         while true {
             let rc = sqlite3_step(stmt)
             if rc == SQLITE_DONE { break }
             guard rc == SQLITE_ROW else { throw error(rc) }
-            var row: [Value] = []
-            for c in 0..<sqlite3_column_count(stmt) {
+            row.removeAll(keepingCapacity: true)
+            for c in 0..<columns {
                 switch sqlite3_column_type(stmt, c) {
                 case SQLITE_NULL: row.append(.null)
                 case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(stmt, c)))
@@ -112,9 +122,8 @@ public final class SQLiteDatabase {
                     }
                 }
             }
-            rows.append(row)
+            try body(row)
         }
-        return rows
     }
 
     /// Rows the last INSERT, UPDATE or DELETE changed.

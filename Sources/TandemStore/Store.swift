@@ -163,10 +163,11 @@ public final class Store {
                         notAfterUSec: USec(r[4].int!), issuedTo: r[5].text!.split(separator: ",").map(String.init),
                         keyId: r[6].text!, document: r[7].text!, activatedUSec: USec(r[8].int!))))
         }
-        for r in try db.query(
+        if let n = try db.query("SELECT COUNT(*) FROM leases").first?.first?.int { state.reserveLeases(Int(n)) }
+        try db.forEachRow(
             "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch,"
                 + " token, \(try leaseHolderColumns()) FROM leases"
-        ) {
+        ) { r in
             var lease = Lease(
                 id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
                 uid: r[4].int.map { UInt32($0) }, token: r[10].text,
