@@ -59,10 +59,7 @@ public struct TandemBench: ParsableCommand {
         // A private bus and a daemon with a big license.
         let (bus, address) = try Self.startBus(dir: work)
         defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
-        let key = PrivateSigningKey()
-        try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
-        try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n".write(
-            toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
+        let key = try Self.writeDaemonConfig(work: work)
         let daemon = try Self.startTandemd(bins: bins, dir: work, address: address)
         var stopped = false
         defer { if !stopped { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() } }
@@ -293,6 +290,16 @@ public struct TandemBench: ParsableCommand {
         try bus.run()
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/bus.sock") { usleep(20_000) }
         return (bus, "unix:path=\(dir)/bus.sock")
+    }
+
+    /// A vendor key trusted by `work`/tandemd.conf (returned, to sign the benchmark's license)
+    /// and the configuration: the network API on a free loopback port, and `extra` settings.
+    static func writeDaemonConfig(work: String, extra: String = "") throws -> PrivateSigningKey {
+        let key = PrivateSigningKey()
+        try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
+        try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n\(extra)".write(
+            toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
+        return key
     }
 
     /// tandemd with `dir`/tandemd.conf and state in `dir`/state, logging to `dir`/tandemd.log.

@@ -17,10 +17,7 @@ extension TandemBench {
         let bins = binaries
         let (bus, address) = try Self.startBus(dir: work)
         defer { kill(bus.processIdentifier, SIGKILL); bus.waitUntilExit() }
-        let key = PrivateSigningKey()
-        try key.publicKey.fileText.write(toFile: work + "/keys/bench.pub", atomically: true, encoding: .utf8)
-        try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\nMaxLeaseSec=864000\n".write(
-            toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
+        let key = try Self.writeDaemonConfig(work: work, extra: "MaxLeaseSec=864000\n")
 
         var (daemon, startSec) = try startAndWait(bins: bins, work: work, address: address)
         defer {
