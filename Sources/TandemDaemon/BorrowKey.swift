@@ -11,8 +11,8 @@ extension Daemon {
     /// The key that signs borrow certificates. Paired (`KeyFile=` set): derived from the pair
     /// key, the same on both nodes. Standalone: a key of its own, made at the first start
     /// (`ed25519-private`, mode 0600). Pairing a standalone server changes its borrow key: the
-    /// clients learn the pair's (`tandemctl client configure`); borrows made before keep their
-    /// certificates, which verify against the old key they were configured with.
+    /// clients learn the pair's (`tandemctl client configure`), and a certificate signed before
+    /// verifies only against the old key, so borrows are returned before that.
     static func borrowSigner(_ config: DaemonConfig, stateDir: String) throws -> BorrowSigner {
         if let keyFile = config.pair.keyFile {
             try SecretFile.check(keyFile, setting: "KeyFile")
