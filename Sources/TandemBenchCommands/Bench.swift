@@ -71,12 +71,7 @@ public struct TandemBench: ParsableCommand {
             if !up { usleep(25_000) }
         }
         guard up else { throw CLIFailure("tandemd did not start") }
-        let sid = try admin.get(.serverId).stringValue ?? ""
-        let doc = try key.sign(
-            LicenseDocument(
-                id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
-                issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
-        _ = try admin.call(.activateLicense, [.string(doc.text)])
+        try Self.activateBenchLicense(admin, key)
 
         // Baseline 2: raw Peer.Ping round trips to the daemon on the same bus.
         let ping = try measure(address: address, clients: 1, seconds: seconds) { c in
@@ -300,6 +295,16 @@ public struct TandemBench: ParsableCommand {
         try "[Server]\nVendorKeys=\(work)/keys\nListen=127.0.0.1:0\n\(extra)".write(
             toFile: work + "/tandemd.conf", atomically: true, encoding: .utf8)
         return key
+    }
+
+    /// Activates the benchmark's license: a million seats of `bench`, signed by `key`.
+    static func activateBenchLicense(_ admin: BusClient, _ key: PrivateSigningKey) throws {
+        let sid = try admin.get(.serverId).stringValue ?? ""
+        let doc = try key.sign(
+            LicenseDocument(
+                id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
+                issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
+        _ = try admin.call(.activateLicense, [.string(doc.text)])
     }
 
     /// tandemd with `dir`/tandemd.conf and state in `dir`/state, logging to `dir`/tandemd.log.

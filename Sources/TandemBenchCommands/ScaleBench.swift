@@ -27,12 +27,7 @@ extension TandemBench {
             }
         }
         let admin = try BusClient(.address(address))
-        let sid = try admin.get(.serverId).stringValue ?? ""
-        let doc = try key.sign(
-            LicenseDocument(
-                id: "BENCH", product: "Bench", feature: "bench", seats: 1_000_000, notAfter: nil,
-                issuedTo: [sid], issuedAt: "2026-01-01", keyId: ""))
-        _ = try admin.call(.activateLicense, [.string(doc.text)])
+        try Self.activateBenchLicense(admin, key)
         let base = "http://" + (try admin.get(.listenAddresses).arrayValue?.first?.stringValue ?? "")
 
         // Renewals of one lease over HTTP, with 1,000 live leases and with 100,000.
