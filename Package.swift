@@ -108,7 +108,7 @@ let package = Package(
         // tandem-bench: the one program that touches the store directly (its baselines).
         .target(name: "TandemBenchCommands", dependencies: [
             "TandemCommandLine", "TandemBusClient", "TandemCore", "TandemLicensing", "TandemStore", "CTandemSQLite",
-            "TandemPeer",
+            "TandemPeer", "TandemPair",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -32,6 +32,14 @@ public struct TandemBench: ParsableCommand {
     )
     var pair = false
     @Option(help: "Failovers to measure with --pair.") var runs: Int = 20
+    @Option(
+        help: ArgumentHelp(
+            """
+            With --pair: instead of the rates and failovers, keep the pair under CPU hogs (two busy \
+            processes per core) and the clients' load for this many seconds, and count elections.
+            """,
+            valueName: "seconds"))
+    var soak: Double?
     @Flag(help: "Measure the usage history's reads over a year of one-minute data and a million sessions instead.")
     var history = false
     @Flag(

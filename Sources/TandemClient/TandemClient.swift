@@ -28,7 +28,7 @@ public final class TandemClient: @unchecked Sendable {
     let token: String?
     public let timeout: TimeInterval
     /// How long to keep trying when no server serves: a pair's failover takes its
-    /// FailoverTimeoutSec (default 3 s) and an election.
+    /// FailoverTimeoutSec (default 0.8 s, often set longer) and an election.
     public let failoverWait: TimeInterval
     let session: URLSession
     let logger: Logger
@@ -111,8 +111,12 @@ public final class TandemClient: @unchecked Sendable {
 
     /// Runs `call` against the current server, then the others in order, moving on when a
     /// server is unreachable or not serving (503). Other answers, errors included, are final.
-    /// When no server serves, the round is repeated every 250 ms until `failoverWait` has passed
+    /// When no server serves, the round is repeated every `retryPause` until `failoverWait` has passed
     /// (a retried acquisition carries the same request id, so it never takes seats twice).
+    /// A small part of a failover (under a second by default): a client finds the new serving
+    /// node soon after it serves. A round costs each node one refused request.
+    static let retryPause: TimeInterval = 0.1
+
     func withFailover(
         _ method: String, _ path: String, body: Data? = nil, held: TimeInterval = 0
     ) async throws(ClientError) -> (Int, Data) {
@@ -124,9 +128,9 @@ public final class TandemClient: @unchecked Sendable {
             do throws(ClientError) {
                 return try await failoverRound(method, path, body: body, held: held)
             } catch {
-                if Date().addingTimeInterval(0.25) >= deadline { throw error }
+                if Date().addingTimeInterval(Self.retryPause) >= deadline { throw error }
                 logger.info("no server is serving; trying again", metadata: ["detail": "\(error.detail)"])
-                try? await Task.sleep(nanoseconds: 250_000_000)
+                try? await Task.sleep(nanoseconds: UInt64(Self.retryPause * 1e9))
             }
         }
     }

@@ -227,8 +227,8 @@ public struct PairConfig: Sendable, Equatable {
     public var listen = "0.0.0.0:7391"
     /// The witness's UDP address (`tandem-witness`).
     public var witness: String?
-    public var heartbeatUSec: UInt64 = 1_000_000
-    public var failoverTimeoutUSec: UInt64 = 3_000_000
+    public var heartbeatUSec = PairSettings.defaultHeartbeatUSec
+    public var failoverTimeoutUSec = PairSettings.defaultFailoverTimeoutUSec
     /// Without a witness: `takeover` or `split` (see `PartitionMode`).
     public var partitionPolicy = "takeover"
     /// `split`: the primary's share of the free seats while cut off, in percent (the backup's is the rest).

@@ -288,14 +288,17 @@ public final class Daemon {
         server.pairControl = host
         pairHost = host
         do {
-            sources.append(try loop.onReadable(host.link.socket.fd) { host.drain() })
+            // Frames first: after the loop was held up (a long commit, a slow machine), the
+            // heartbeats and renewals that arrived meanwhile count before the tick judges silence.
+            sources.append(try loop.onReadable(host.link.socket.fd, priority: -1) { host.drain() })
             let tick = try loop.timer(.monotonic)
+            let every = min(Self.pairTickUSec, config.pair.heartbeatUSec / 2)
             tick.onFire = { [unowned self, unowned tick] in
                 host.tick()
-                tick.schedule(at: loop.now(.monotonic) + Self.pairTickUSec)
+                tick.schedule(at: loop.now(.monotonic) + every)
             }
             sources.append(tick)
-            tick.schedule(at: loop.now(.monotonic) + Self.pairTickUSec)
+            tick.schedule(at: loop.now(.monotonic) + every)
         } catch { throw ServiceError("\(error)") }
         logger.notice(
             "pair link open",

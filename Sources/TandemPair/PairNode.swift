@@ -90,6 +90,8 @@ public struct PairNode: Sendable {
         var peerCaughtUp = false
         var witnessRecorded: UInt64 = 0
         var leaseValidUntil: USec = 0
+        /// The lease the witness gave with this epoch's vote; its renewals last as long.
+        var votedLeaseUSec: USec?
         var lastHeartbeatSent: USec?
         var lastRecordRequested: UInt64 = 0
         var lastHandoverRequest: USec?
@@ -421,6 +423,7 @@ public struct PairNode: Sendable {
         case .voteGranted(let epoch, let leaseUSec):
             guard case .candidate(let e, let sentAt) = volatile.mode, e == epoch else { return out }
             lead(epoch: epoch, validUntil: sentAt + USec(Double(leaseUSec) * settings.leaseSafety), now: now, &out)
+            volatile.votedLeaseUSec = leaseUSec
 
         case .merge(let epoch, let entries):
             guard let mine = leadingEpoch, mine == epoch, !usesWitness else { return out }
@@ -434,8 +437,11 @@ public struct PairNode: Sendable {
 
         case .renewed(let epoch, let recorded, let sentAt):
             guard let mine = leadingEpoch, mine == epoch else { return out }
+            // A witness set to a shorter lease than this node's timing is trusted no longer than
+            // it gives: the leader must stop before the witness votes for its peer.
+            let lease = min(settings.witnessLeaseUSec, volatile.votedLeaseUSec ?? settings.witnessLeaseUSec)
             volatile.leaseValidUntil = max(
-                volatile.leaseValidUntil, sentAt + USec(Double(settings.witnessLeaseUSec) * settings.leaseSafety))
+                volatile.leaseValidUntil, sentAt + USec(Double(lease) * settings.leaseSafety))
             if let r = recorded { volatile.witnessRecorded = max(volatile.witnessRecorded, r) }
             releaseAnswers(&out, now: now)
 

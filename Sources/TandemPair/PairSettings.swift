@@ -4,9 +4,18 @@ import TandemCore
 /// drift a little, so no absolute time is ever compared across hosts except lease expiry,
 /// which gets `expiryGraceUSec`).
 public struct PairSettings: Sendable, Equatable {
+    /// The shipped timing (`HeartbeatSec=`, `FailoverTimeoutSec=`): a dead serving node is
+    /// noticed in under a second. etcd's heartbeat; a shorter timeout than its election's,
+    /// because the witness, not a randomised election, settles who serves.
+    public static let defaultHeartbeatUSec: USec = 100_000
+    public static let defaultFailoverTimeoutUSec: USec = 800_000
+    /// The witness's lease for the shipped timing: 5/6 of the timeout, so that a dead node's
+    /// lease has ended when its peer asks for a vote.
+    public static let defaultWitnessLeaseUSec: USec = defaultFailoverTimeoutUSec * 5 / 6
     public var heartbeatUSec: USec = 1_000_000
     public var failoverTimeoutUSec: USec = 3_000_000
-    /// How long a witness vote or renewal keeps a leader serving, measured by the witness.
+    /// How long a witness vote or renewal keeps a leader serving, measured by the witness. The
+    /// leader counts the shorter of this and the lease the witness says it gives.
     public var witnessLeaseUSec: USec = 2_500_000
     /// The leader trusts its lease for this fraction of `witnessLeaseUSec` after it *sent*
     /// the request that earned it (covers clock drift between leader and witness).

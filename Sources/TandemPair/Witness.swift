@@ -1,33 +1,45 @@
 import TandemCore
 
 /// The tie-breaker: decides which node may serve. It keeps durably only the last epoch it
-/// voted for and the latest log position a leader recorded with it while its follower was
-/// unreachable; the lease it hands out lives in memory (after a restart it waits one lease
-/// time before voting, so that a lease it forgot has run out).
+/// voted for, the lease it told that epoch's leader, and the latest log position a leader
+/// recorded with it while its follower was unreachable; when a lease ends lives in memory
+/// (after a restart it waits one lease time before voting, so that a lease it forgot has run
+/// out).
 public struct PairWitness: Sendable {
+    /// The lease a new vote gives.
     public var leaseUSec: USec
     // Durable.
     public private(set) var votedEpoch: UInt64 = 0
     public private(set) var recordedEpoch: UInt64 = 0
     public private(set) var recordedSeq: UInt64 = 0
+    /// The lease the leader of `votedEpoch` was told with its vote: its renewals last as long,
+    /// even after a restart with another `leaseUSec` (the leader trusts what it was told).
+    public private(set) var votedLeaseUSec: USec
     // Volatile.
     var leaseUntil: USec
 
     public init(leaseUSec: USec, now: USec) {
         self.leaseUSec = leaseUSec
+        votedLeaseUSec = leaseUSec
         leaseUntil = now + leaseUSec
     }
 
     /// A witness restored from its durable record: it waits one lease time before voting.
-    public init(leaseUSec: USec, now: USec, votedEpoch: UInt64, recordedEpoch: UInt64, recordedSeq: UInt64) {
+    /// A record without the voted lease (an older witness's) counts the older default, 2.5 s.
+    public init(
+        leaseUSec: USec, now: USec, votedEpoch: UInt64, recordedEpoch: UInt64, recordedSeq: UInt64,
+        votedLeaseUSec: USec?
+    ) {
         self.init(leaseUSec: leaseUSec, now: now)
         self.votedEpoch = votedEpoch
         self.recordedEpoch = recordedEpoch
         self.recordedSeq = recordedSeq
+        self.votedLeaseUSec = votedLeaseUSec ?? max(leaseUSec, 2_500_000)
+        leaseUntil = now + max(leaseUSec, self.votedLeaseUSec)
     }
 
     public mutating func restart(now: USec) {
-        leaseUntil = now + leaseUSec
+        leaseUntil = now + max(leaseUSec, votedLeaseUSec)
     }
 
     static func atLeast(_ a: (UInt64, UInt64), _ b: (UInt64, UInt64)) -> Bool {
@@ -44,13 +56,14 @@ public struct PairWitness: Sendable {
                 return [(node, .voteDenied(epoch: epoch, votedEpoch: votedEpoch))]
             }
             votedEpoch = epoch
+            votedLeaseUSec = leaseUSec
             leaseUntil = now + leaseUSec
             return [(node, .voteGranted(epoch: epoch, leaseUSec: leaseUSec))]
         case .renew(let epoch, let seq, let seqEpoch, let sentAt):
             guard epoch == votedEpoch else {
                 return epoch < votedEpoch ? [(node, .deposed(votedEpoch: votedEpoch))] : []
             }
-            leaseUntil = now + leaseUSec
+            leaseUntil = now + votedLeaseUSec
             if let seq, let seqEpoch, Self.atLeast((seqEpoch, seq), (recordedEpoch, recordedSeq)) {
                 recordedEpoch = seqEpoch
                 recordedSeq = seq

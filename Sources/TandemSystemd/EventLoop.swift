@@ -59,14 +59,18 @@ public final class EventLoop {
         }
     }
 
-    /// Calls `handler` whenever `fd` is readable.
-    public func onReadable(_ fd: Int32, _ handler: @escaping () -> Void = {}) throws(Failure) -> EventSource {
+    /// Calls `handler` whenever `fd` is readable. Of the sources ready at once, the one with the
+    /// lowest `priority` is handled first.
+    public func onReadable(
+        _ fd: Int32, priority: Int64 = 0, _ handler: @escaping () -> Void = {}
+    ) throws(Failure) -> EventSource {
         let source = EventSource()
         source.onFire = handler
         var s: OpaquePointer?
         try Self.check(
             sd_event_add_io(event, &s, fd, UInt32(EPOLLIN.rawValue), ioCallback, source.userdata), "add io \(fd)")
         source.attach(s!)
+        sd_event_source_set_priority(s, priority)
         return source
     }
 

@@ -17,8 +17,11 @@ public struct WitnessCommand: ParsableCommand {
             "Where the last vote is kept (default $STATE_DIRECTORY, else /var/lib/tandem-witness).",
             valueName: "dir"))
     var stateDir: String?
-    @Option(help: ArgumentHelp("How long a vote or renewal lets a node serve, in seconds.", valueName: "s"))
-    var leaseSec = 2.5
+    @Option(
+        help: ArgumentHelp(
+            "How long a vote or renewal lets a node serve, in seconds (5/6 of the nodes' FailoverTimeoutSec=).",
+            valueName: "s"))
+    var leaseSec = WitnessOptions().leaseSec
 
     public init() {}
 

@@ -9,7 +9,7 @@ public struct WitnessOptions: Sendable {
     public var listen = "0.0.0.0:7392"
     public var keyFile = "/etc/tandem/pair.key"
     public var stateDir: String?
-    public var leaseSec: Double = 2.5
+    public var leaseSec = Double(PairSettings.defaultWitnessLeaseUSec) / 1e6
     public init() {}
 
     public var resolvedStateDir: String { stateDirectory(given: stateDir, fallback: "/var/lib/tandem-witness") }
@@ -40,16 +40,20 @@ public final class WitnessService {
         try? FileManager.default.createDirectory(
             atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         statePath = dir + "/witness.state"
-        var voted: UInt64 = 0, recEpoch: UInt64 = 0, recSeq: UInt64 = 0
+        let lease = USec(options.leaseSec * 1e6)
+        var voted: UInt64 = 0, recEpoch: UInt64 = 0, recSeq: UInt64 = 0, votedLease: UInt64? = lease
         if let data = FileManager.default.contents(atPath: statePath) {
-            let n = String(decoding: data, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap
-            { UInt64($0) }
-            guard n.count == 3 else { throw ServiceError("\(statePath): damaged; expected three numbers") }
+            let text = String(decoding: data, as: UTF8.self)
+            let n = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { UInt64($0) }
+            guard n.count == 3 || n.count == 4 else {
+                throw ServiceError("\(statePath): damaged; expected three or four numbers")
+            }
             (voted, recEpoch, recSeq) = (n[0], n[1], n[2])
+            votedLease = n.count == 4 ? n[3] : nil
         }
         witness = PairWitness(
-            leaseUSec: USec(options.leaseSec * 1e6), now: SystemClock.monotonicUSec(),
-            votedEpoch: voted, recordedEpoch: recEpoch, recordedSeq: recSeq)
+            leaseUSec: lease, now: SystemClock.monotonicUSec(), votedEpoch: voted, recordedEpoch: recEpoch,
+            recordedSeq: recSeq, votedLeaseUSec: votedLease)
         do {
             socket = try SealedSocket(
                 key: key, bind: SocketAddress(resolving: options.listen, defaultPort: 7392),
@@ -61,7 +65,8 @@ public final class WitnessService {
 
     func persist() throws {
         let tmp = statePath + ".tmp"
-        let text = "\(witness.votedEpoch) \(witness.recordedEpoch) \(witness.recordedSeq)\n"
+        let text =
+            "\(witness.votedEpoch) \(witness.recordedEpoch) \(witness.recordedSeq) \(witness.votedLeaseUSec)\n"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ServiceError("\(tmp): \(String(cString: strerror(errno)))") }
         let bytes = Array(text.utf8)
@@ -87,9 +92,9 @@ public final class WitnessService {
             }
             // Node 0 or 1 is told by the vote's epoch parity or the renewal's epoch.
             let node = NodeIndex(pm.epoch % 2)
-            let before = (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq)
+            let before = (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq, witness.votedLeaseUSec)
             let out = witness.receive(from: node, pm, now: SystemClock.monotonicUSec())
-            if (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq) != before {
+            if (witness.votedEpoch, witness.recordedEpoch, witness.recordedSeq, witness.votedLeaseUSec) != before {
                 try persist()
                 if witness.votedEpoch != before.0 {
                     logger.notice(

@@ -122,6 +122,38 @@ import TandemCore
             w.receive(from: 0, .voteRequest(epoch: 3, lastSeq: 9, lastEpoch: 3), now: 9000).first?.1
                 == .voteDenied(epoch: 3, votedEpoch: 3))
     }
+
+    /// The leader trusts the lease its vote told it; a witness restarted with a shorter
+    /// `--lease-sec` keeps renewing, and waiting, that long for the epoch it voted for.
+    @Test func aVotedLeaseOutlivesARestartWithAShorterOne() {
+        var w = PairWitness(leaseUSec: 1000, now: 0)
+        #expect(
+            w.receive(from: 0, .voteRequest(epoch: 2, lastSeq: 0, lastEpoch: 0), now: 1000).first?.1
+                == .voteGranted(epoch: 2, leaseUSec: 1000))
+        var restarted = PairWitness(
+            leaseUSec: 300, now: 1500, votedEpoch: w.votedEpoch, recordedEpoch: w.recordedEpoch,
+            recordedSeq: w.recordedSeq, votedLeaseUSec: w.votedLeaseUSec)
+        #expect(
+            restarted.receive(from: 0, .renew(epoch: 2, recordSeq: nil, recordEpoch: nil, sentAt: 1), now: 2600)
+                .first?.1 == .renewed(epoch: 2, recordedSeq: nil, sentAt: 1))
+        // 300 µs after the renewal the leader may still serve: its lease is 1000.
+        #expect(
+            restarted.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 0, lastEpoch: 0), now: 3000).first?.1
+                == .voteDenied(epoch: 3, votedEpoch: 2))
+        // Once it ran out, the new vote gives the configured, shorter lease.
+        #expect(
+            restarted.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 0, lastEpoch: 0), now: 3600).first?.1
+                == .voteGranted(epoch: 3, leaseUSec: 300))
+        // A record from before the lease was kept counts the older default, 2.5 s.
+        var old = PairWitness(
+            leaseUSec: 300, now: 0, votedEpoch: 2, recordedEpoch: 0, recordedSeq: 0, votedLeaseUSec: nil)
+        #expect(
+            old.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 0, lastEpoch: 0), now: 2_000_000).first?.1
+                == .voteDenied(epoch: 3, votedEpoch: 2))
+        #expect(
+            old.receive(from: 1, .voteRequest(epoch: 3, lastSeq: 0, lastEpoch: 0), now: 2_500_000).first?.1
+                == .voteGranted(epoch: 3, leaseUSec: 300))
+    }
 }
 
 /// A server "S" with one license of `seats` seats for the feature "cad".
@@ -357,10 +389,11 @@ func licensedState(seats: UInt32) -> LicenseState {
         var witness: PairWitness
         var now: USec = 0
         var up = [true, true]
-        init() {
+        /// `witnessLeaseUSec`: the witness's own lease, when it is not set like the nodes.
+        init(witnessLeaseUSec: USec? = nil) {
             let settings = PairSettings()
             nodes = (0..<2).map { PairNode(index: $0, initial: licensedState(seats: 2), settings: settings, now: 0) }
-            witness = PairWitness(leaseUSec: settings.witnessLeaseUSec, now: 0)
+            witness = PairWitness(leaseUSec: witnessLeaseUSec ?? settings.witnessLeaseUSec, now: 0)
         }
         mutating func deliver(_ effects: [NodeEffect], from i: Int) {
             var queue = effects.map { (i, $0) }
@@ -402,7 +435,7 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(pair.nodes[1].peerStatus(now: pair.now) == .running)
         #expect(pair.nodes[1].peerStatusReason(now: pair.now) == nil)
         pair.stop(0)
-        // No waiting for FailoverTimeoutSec= (3 s here): stopped, and serving, within 200 ms.
+        // No waiting for FailoverTimeoutSec= (3 s, PairSettings' own): stopped, and serving, within 200 ms.
         #expect(pair.nodes[1].peerStatus(now: pair.now) == .stopped)
         #expect(pair.nodes[1].pairStatus(now: pair.now) == .primaryNotAvailable)
         #expect(pair.nodes[1].peerStatusReason(now: pair.now)?.contains("the primary said its service") == true)
@@ -415,6 +448,20 @@ func licensedState(seats: UInt32) -> LicenseState {
         #expect(pair.nodes[1].peerStatus(now: pair.now) == .running)
         #expect(pair.nodes[0].peerStatus(now: pair.now) == .running)
         #expect(pair.serving(0) && !pair.serving(1))
+    }
+
+    /// A witness set to a shorter lease than the nodes' timing: the leader counts its renewals
+    /// no longer than the witness gives, so it stops before the witness may vote for its peer.
+    @Test func theLeaderTrustsNoLongerLeaseThanTheWitnessGives() {
+        // Still longer than a heartbeat (1 s here), or the leader could not renew in time.
+        var pair = Witnessed(witnessLeaseUSec: 1_500_000)
+        pair.run(seconds: 10)
+        #expect(pair.serving(0) && !pair.serving(1))
+        let safety = pair.nodes[0].settings.leaseSafety
+        #expect(pair.nodes[0].settings.witnessLeaseUSec > 1_500_000)
+        #expect(
+            pair.nodes[0].volatile.leaseValidUntil <= pair.now + USec(1_500_000 * safety),
+            "the leader counts on its lease until \(pair.nodes[0].volatile.leaseValidUntil), now \(pair.now)")
     }
 
     @Test func aStoppedStandbyIsShownStoppedAndAnUninstalledOneNotAvailable() {
