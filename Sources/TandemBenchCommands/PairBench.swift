@@ -9,8 +9,8 @@ import TandemPeer
 extension TandemBench {
     /// `tandem-bench --pair`: two tandemd and a witness on loopback with the shipped timing
     /// (`PairSettings.default…`: tandemd.conf and tandem-witness set nothing). Prints the
-    /// primary's Acquire+Release rate standalone and then paired (same node, same run), and the time from kill -9 of the
-    /// serving primary to the first successful Acquire on the backup, over `runs` failovers
+    /// primary's Acquire+Release rate standalone and then paired (same node, same run), and the
+    /// time from kill -9 of the serving primary to the first successful Acquire on the backup, over `runs` failovers
     /// (each followed by a restart and failback).
     func runPair() throws {
         let work = dir + "/tandem-bench-pair-\(getpid())"
@@ -111,9 +111,11 @@ extension TandemBench {
                           %.0f s, %d CPU hogs and %d clients on the primary: machine %.0f%% busy, \
                         %.0f pairs/s, %d refused
                           elections (epoch changes, target 0): %d
-                          samples every 50 ms: %d; primary not serving in %d, not paired-and-available in %d
+                          samples every 50 ms: %d; primary not serving in %d
                         """, r.seconds, r.hogs, clients, r.busyPercent, r.pairsPerSecond, r.refusedCalls,
-                    r.elections, r.samples, r.primaryNotServing, r.notPairedAndAvailable))
+                    r.elections, r.samples, r.primaryNotServing))
+            print("  pair status (target: paired-and-available in every sample):")
+            print("    primary: \(Self.histogram(r.statuses[0]))\n    backup: \(Self.histogram(r.statuses[1]))")
             return
         }
         let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)

@@ -14,7 +14,8 @@ extension TandemBench {
         /// Epoch changes seen on either node: each is an election, so a failover or a re-election.
         var elections = 0
         var primaryNotServing = 0
-        var notPairedAndAvailable = 0
+        /// How often each node reported each pair status: [primary's, backup's].
+        var statuses: [[String: Int]] = [[:], [:]]
         /// Acquire+Release pairs of the load that failed (NotServing during an election).
         var refusedCalls = 0
     }
@@ -84,10 +85,9 @@ extension TandemBench {
             lastEpochs = epochs
             result.samples += 1
             if try primary.get(.serving) != .bool(true) { result.primaryNotServing += 1 }
-            if try primary.get(.pairStatus) != .string("paired-and-available")
-                || backup.get(.pairStatus) != .string("paired-and-available")
-            {
-                result.notPairedAndAvailable += 1
+            for (i, node) in [primary, backup].enumerated() {
+                guard case .string(let status) = try node.get(.pairStatus) else { continue }
+                result.statuses[i][status, default: 0] += 1
             }
         }
         group.wait()
@@ -96,5 +96,11 @@ extension TandemBench {
         result.pairsPerSecond = Double(load.done) / seconds
         result.refusedCalls = load.refused
         return result
+    }
+
+    /// "paired-and-available 10170, recovering 8": most frequent first.
+    static func histogram(_ counts: [String: Int]) -> String {
+        counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }
+            .joined(separator: ", ")
     }
 }

@@ -138,7 +138,9 @@ extension PairNode {
             }
             volatile.peerMatchSeq = max(volatile.peerMatchSeq, matchSeq)
             volatile.peerNextSeq = max(volatile.peerNextSeq, volatile.peerMatchSeq + 1)
-            volatile.peerCaughtUp = caughtUp && volatile.peerMatchSeq == lastSeq
+            // Caught up means the follower held all the leader had when it sent that frame: entries
+            // still in flight under load are not catching up (every answer waits for them anyway).
+            volatile.peerCaughtUp = caughtUp
             // The peer acknowledges only with nothing unmerged: the pair is in step again.
             if caughtUp { endSplit() }
         }
@@ -160,6 +162,7 @@ extension PairNode {
             }
         }
         agree = min(agree, followerLast)
+        volatile.peerCaughtUp = false
         if agree < logBase { volatile.peerNeedsSnapshot = true }
         volatile.peerNextSeq = max(agree, logBase) + 1
         out += replicate(epoch: epoch, resend: false)

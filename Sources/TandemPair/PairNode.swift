@@ -271,7 +271,7 @@ public struct PairNode: Sendable {
         guard peerReachable(now: now) else { return index == 0 ? .backupNotAvailable : .primaryNotAvailable }
         switch volatile.mode {
         case .leader, .handingOver:
-            return volatile.peerCaughtUp && volatile.peerMatchSeq == lastSeq ? .pairedAndAvailable : .recovering
+            return volatile.peerCaughtUp ? .pairedAndAvailable : .recovering
         case .follower:
             return volatile.lastHeardLeader != nil && lastSeq == volatile.leaderLastSeq
                 ? .pairedAndAvailable : .recovering
@@ -383,6 +383,8 @@ public struct PairNode: Sendable {
         var out: [NodeEffect] = []
         guard !volatile.left else { return out }
         if case .node = from {
+            // A peer heard again after a silence or a departure has to show it caught up anew.
+            if !peerReachable(now: now) { volatile.peerCaughtUp = false }
             volatile.lastHeardPeer = now
             if case .leaving = message {} else { volatile.peerDeparture = nil }
         }

@@ -211,6 +211,42 @@ func licensedState(seats: UInt32) -> LicenseState {
             ])
     }
 
+    /// Entries in flight under load are not catching up: the leader stays paired-and-available
+    /// while its follower acknowledges each frame whole; a follower more than a frame behind is
+    /// recovering until it has everything.
+    @Test func entriesInFlightAreNotRecovering() {
+        var p = PartitionPolicies.Pair(.takeover, seats: 100)
+        p.run(seconds: 8)
+        guard p.nodes[0].isServing(now: p.now) else {
+            Issue.record("the primary does not lead")
+            return
+        }
+        #expect(p.nodes[0].pairStatus(now: p.now) == .pairedAndAvailable)
+        let sent = p.nodes[0].request(
+            ref: 1, .acquire(feature: "cad", count: 1, client: "c", ttlUSec: 60_000_000, requestId: "r1"), now: p.now,
+            newLeaseId: "lease-1")
+        #expect(p.answers[1] == nil, "the answer waits for the follower")
+        #expect(p.nodes[0].pairStatus(now: p.now) == .pairedAndAvailable)
+        p.deliver(sent, from: 0)
+        #expect(p.answers[1] != nil)
+        // 70 changes whose frames are lost: the next heartbeat resends the first 64 of them.
+        p.linked = false
+        for ref in 2...71 { _ = p.acquire(on: 0, ref: ref) }
+        p.linked = true
+        p.now += p.nodes[0].settings.heartbeatUSec
+        for case .send(.node(1), let append) in p.nodes[0].tick(now: p.now) {
+            for case .send(.node(0), let ack) in p.nodes[1].receive(from: .node(0), append, now: p.now) {
+                p.deliver(p.nodes[0].receive(from: .node(1), ack, now: p.now), from: 0)
+            }
+        }
+        #expect(p.nodes[0].pairStatus(now: p.now) == .recovering)
+        #expect(p.nodes[1].pairStatus(now: p.now) == .recovering)
+        p.run(seconds: 1)
+        #expect(p.nodes[0].pairStatus(now: p.now) == .pairedAndAvailable)
+        #expect(p.nodes[1].pairStatus(now: p.now) == .pairedAndAvailable)
+        #expect((1...71).allSatisfy { p.answers[$0] != nil })
+    }
+
     @Test func aStaleLeaderIsTurnedAway() {
         var backup = PairNode(index: 1, initial: initial(), now: 0)
         _ = backup.receive(
