@@ -12,8 +12,9 @@ import TandemCore
 ///
 /// A session is written once, when it ends (appended in rowid order): while it is open it is its
 /// lease, which the state holds durably anyway, so a grant costs the history no row and a commit
-/// dirties few pages however long the history grows. Readers add the open ones from `durable`. A bucket's time never goes back (`seriesClock`): an expiry noticed after a
-/// later event is counted where it was noticed.
+/// dirties few pages however long the history grows. Readers add the open ones from `durable`.
+/// A bucket's time never goes back (`seriesClock`): an expiry noticed after a later event is
+/// counted where it was noticed.
 extension Store {
     static let historyMigration = Migration(
         sql: """

@@ -47,6 +47,8 @@ public final class SQLiteDatabase {
     public enum Value: Sendable, Equatable {
         case int(Int64)
         case text(String)
+        /// Bytes (the change log's payloads).
+        case blob([UInt8])
         case null
     }
 
@@ -70,6 +72,10 @@ public final class SQLiteDatabase {
             switch v {
             case .int(let n): rc = sqlite3_bind_int64(stmt, idx, n)
             case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, tandem_sqlite_transient())
+            case .blob(let b):
+                rc = b.withUnsafeBytes {
+                    sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), tandem_sqlite_transient())
+                }
             case .null: rc = sqlite3_bind_null(stmt, idx)
             }
             guard rc == SQLITE_OK else { throw error(rc) }
@@ -114,6 +120,10 @@ public final class SQLiteDatabase {
                 switch sqlite3_column_type(stmt, c) {
                 case SQLITE_NULL: row.append(.null)
                 case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(stmt, c)))
+                case SQLITE_BLOB:
+                    let n = Int(sqlite3_column_bytes(stmt, c))
+                    let p = sqlite3_column_blob(stmt, c)
+                    row.append(.blob(p.map { Array(UnsafeRawBufferPointer(start: $0, count: n)) } ?? []))
                 default:
                     if let p = sqlite3_column_text(stmt, c) {
                         row.append(.text(String(cString: p)))
@@ -131,10 +141,11 @@ public final class SQLiteDatabase {
 
     /// Runs `body` in one transaction (BEGIN IMMEDIATE ... COMMIT), rolling back on error.
     public func transaction<T>(_ body: () throws -> T) throws -> T {
-        try exec("BEGIN IMMEDIATE")
+        // Prepared once and kept, as every statement run through `run`.
+        try run("BEGIN IMMEDIATE")
         do {
             let result = try body()
-            try exec("COMMIT")
+            try run("COMMIT")
             return result
         } catch {
             try? exec("ROLLBACK")
@@ -147,6 +158,7 @@ public final class SQLiteDatabase {
         switch v {
         case .int(let n): return String(n)
         case .text(let s): return s
+        case .blob(let b): return String(decoding: b, as: UTF8.self)
         case .null: return ""
         }
     }
@@ -158,7 +170,7 @@ extension SQLiteDatabase.Value {
         switch self {
         case .text(let s): return s
         case .int(let n): return String(n)
-        case .null: return nil
+        case .blob, .null: return nil
         }
     }
 }

@@ -55,6 +55,30 @@ let lic = License(
         #expect(log.map(\.change) == Array(changes.dropFirst(2)))
     }
 
+    /// The log's payloads are the changes' binary form; a row an older version wrote in JSON is
+    /// read beside them, and a payload that is neither is an error, not a guess.
+    @Test func logPayloadsAreBinaryAndOlderJSONRowsStillRead() throws {
+        let dir = tempDir()
+        let granted = Change.leaseGranted(
+            Lease(
+                id: "a", feature: "cad", client: "c", count: 2, uid: 1000, requestId: "r", acquiredUSec: 1,
+                expiresUSec: 99, ttlUSec: 98, epoch: 1))
+        let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
+        try store.commit([.licenseActivated(lic), granted], epoch: 1, now: 10)
+        #expect(try store.db.query("SELECT typeof(payload) FROM change_log").map { $0[0].text } == ["blob", "blob"])
+        // As version 6 wrote it: JSON text.
+        let json = String(
+            decoding: try JSONEncoder().encode(Change.leaseRenewed(id: "a", expiresUSec: 300)), as: UTF8.self)
+        try store.db.run(
+            "INSERT INTO change_log VALUES (3, 1, 11, 'leaseRenewed', ?)", .text(json))
+        #expect(
+            try store.changes(after: 0).map(\.change) == [
+                .licenseActivated(lic), granted, .leaseRenewed(id: "a", expiresUSec: 300)
+            ])
+        try store.db.run("INSERT INTO change_log VALUES (4, 1, 12, 'leaseReleased', ?)", .blob([6]))
+        #expect(throws: WireError.self) { try store.changes(after: 3) }
+    }
+
     @Test func failedTransactionLeavesNothing() throws {
         let dir = tempDir()
         let store = try Store(path: dir + "/t.db", logger: Logger(label: "test"))
