@@ -84,7 +84,11 @@ extension TandemBench {
             _ = try c.call(.release, [r[0]])
         }
         let solo1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
+        let pids = [daemons[0].processIdentifier, daemons[1].processIdentifier, buses[0].processIdentifier, getpid()]
+        let soloCPU0 = pids.map(ProcessTimes.cpuSeconds), soloMachine0 = ProcessTimes.machine()
         let soloN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
+        let soloCPU1 = pids.map(ProcessTimes.cpuSeconds), soloMachine1 = ProcessTimes.machine()
+        let soloPerPair = (0..<pids.count).map { (soloCPU1[$0] - soloCPU0[$0]) / (soloN * seconds) * 1e6 }
         _ = try ca.call(.deactivateLicense, [.string("SOLO")])
 
         // Pair them and measure the same on the primary.
@@ -119,7 +123,6 @@ extension TandemBench {
             return
         }
         let paired1 = try measure(address: addresses[0], clients: 1, seconds: seconds, pairOp)
-        let pids = [daemons[0].processIdentifier, daemons[1].processIdentifier, buses[0].processIdentifier, getpid()]
         let cpu0 = pids.map(ProcessTimes.cpuSeconds), machine0 = ProcessTimes.machine()
         let pairedN = try measure(address: addresses[0], clients: clients, seconds: seconds, pairOp)
         let cpu1 = pids.map(ProcessTimes.cpuSeconds), machine1 = ProcessTimes.machine()
@@ -159,20 +162,29 @@ extension TandemBench {
             ? 0
             : (sorted.count % 2 == 1
                 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
+        // What the machine's cores allow for each, from the CPU each pair took in this run: here
+        // both nodes share the cores, so the backup's work is taken from the primary's.
+        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        let soloCeiling = cores / soloPerPair.reduce(0, +) * 1e6, pairedCeiling = cores / perPair.reduce(0, +) * 1e6
         print(
             String(
                 format: """
                     Tandem pair benchmark (loopback, \(timing), %.0f s per rate)
                       Acquire+Release pairs on the primary, standalone, 1 client:   %.0f/s
                       Acquire+Release pairs on the primary, standalone, %d clients:  %.0f/s
+                        CPU per pair: tandemd %.0f µs, dbus-daemon %.0f µs, bench clients %.0f µs; machine %.0f%% busy
                       Acquire+Release pairs on the primary, paired, 1 client:       %.0f/s  = %.2fx standalone
                       Acquire+Release pairs on the primary, paired, %d clients:      %.0f/s  = %.2fx standalone
                         CPU per pair: primary %.0f µs, backup %.0f µs, primary's dbus-daemon %.0f µs, \
                     bench clients %.0f µs; machine %.0f%% busy
+                      CPU ceilings, %.0f cores / CPU per pair: standalone %.0f/s, paired %.0f/s = %.2fx standalone \
+                    (both nodes on this machine's cores)
                       failover, kill -9 of the primary to the first Acquire granted by the backup, %d runs:
                         median %.2f s, min %.2f s, max %.2f s (targets: median 1.0 s, max 1.5 s)
-                    """, seconds, solo1, clients, soloN, paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,
+                    """, seconds, solo1, clients, soloN, soloPerPair[0], soloPerPair[2], soloPerPair[3],
+                busyPercent(soloMachine0, soloMachine1), paired1, paired1 / solo1, clients, pairedN, pairedN / soloN,
                 perPair[0], perPair[1], perPair[2], perPair[3], busyPercent(machine0, machine1),
+                cores, soloCeiling, pairedCeiling, pairedCeiling / soloCeiling,
                 times.count, median, sorted.first ?? 0, sorted.last ?? 0))
     }
 }
