@@ -70,19 +70,6 @@ public final class Daemon {
     private var stopping: StopProgress?
     /// Seats' events since start, for /metrics.
     private var usageCounters = UsageCounters()
-    /// The state the counters know the leases of: the replication (pairing replaces the state)
-    /// and how often its log was rewritten (a snapshot or a truncation replaces leases without
-    /// a granted entry for each).
-    private var countedState: (replication: ObjectIdentifier?, rewrites: Int) = (nil, 0)
-
-    /// After the leases were replaced other than by the change log, the counters learn them
-    /// anew (else a release or expiry of a lease they never saw granted would go uncounted).
-    private func resyncUsageCountersIfReplaced() {
-        let now = (engine.pair.map { ObjectIdentifier($0) }, engine.pair?.node.truncations ?? 0)
-        guard now != countedState else { return }
-        countedState = now
-        usageCounters.resync(activeLeases: engine.state.leases.values)
-    }
 
     struct StopProgress {
         var networkStopped = false
@@ -238,10 +225,9 @@ public final class Daemon {
         propertiesTimer.onFire = { [unowned self] in server.emitPendingPropertyChanges() }
         stopTimer.onFire = { [unowned self] in stopTimeUp() }
         finishSource.onFire = { [unowned self] in finish() }
-        usageCounters = UsageCounters(activeLeases: engine.state.leases.values)
         engine.onCommit = { [unowned self] logged in
             server.didCommit(logged)
-            usageCounters.count(logged)
+            usageCounters.count(logged) { [store = engine.store] in store.endedLeaseFeatures[$0] }
         }
         engine.onWork = { [unowned self] in scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
@@ -405,7 +391,6 @@ public final class Daemon {
                 Instruments.shared.commit(
                     duration: ContinuousClock.now - started, changes: engine.committedChanges - changes)
             }
-            resyncUsageCountersIfReplaced()
         }
         do { try engine.flush() } catch {
             logger.critical("fatal: cannot commit to the state database: \(error)")

@@ -11,26 +11,20 @@ public struct UsageCounters: Sendable {
     public private(set) var denials: [String: [DenialReason: UInt64]] = [:]
     /// Refused for want of a license: not per feature (the name is the caller's, any string).
     public private(set) var unknownFeatureDenials: UInt64 = 0
-    /// The feature of each active lease: an expiry or release names only the lease.
-    private var featureOfLease: [String: String] = [:]
+    public init() {}
 
-    /// Leases whose feature is remembered (for the host to see it does not grow unbounded).
-    public var trackedLeases: Int { featureOfLease.count }
-
-    public init(activeLeases: some Sequence<Lease> = []) {
-        for l in activeLeases { featureOfLease[l.id] = l.feature }
-    }
-
-    public mutating func count(_ entries: [LogEntry]) {
+    /// Counts a commit's entries. An expiry or a release names only its lease: `featureOfEnded`
+    /// says whose feature it was (the store's history resolved it as it wrote the session, so no
+    /// second map of every live lease is kept here); an end it cannot place is not guessed at.
+    public mutating func count(_ entries: [LogEntry], featureOfEnded: (String) -> String?) {
         for e in entries {
             switch e.change {
             case .leaseGranted(let l):
                 acquisitions[l.feature, default: 0] += 1
-                featureOfLease[l.id] = l.feature
             case .leaseExpired(let id):
-                if let f = featureOfLease.removeValue(forKey: id) { expirations[f, default: 0] += 1 }
+                if let f = featureOfEnded(id) { expirations[f, default: 0] += 1 }
             case .leaseReleased(let id, _, _):
-                if let f = featureOfLease.removeValue(forKey: id) { releases[f, default: 0] += 1 }
+                if let f = featureOfEnded(id) { releases[f, default: 0] += 1 }
             case .acquisitionDenied(let d):
                 refused(d.feature, d.reason)
             default:
@@ -45,10 +39,5 @@ public struct UsageCounters: Sendable {
         } else {
             denials[feature, default: [:]][reason, default: 0] += 1
         }
-    }
-
-    /// The active leases now (after a snapshot replaced the log, or a merge): forgets the others.
-    public mutating func resync(activeLeases: some Sequence<Lease>) {
-        featureOfLease = Dictionary(activeLeases.map { ($0.id, $0.feature) }, uniquingKeysWith: { a, _ in a })
     }
 }

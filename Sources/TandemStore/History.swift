@@ -48,6 +48,7 @@ extension Store {
     /// history, and applies them to `durable`. `now` stands in for the time of a release
     /// logged before releases had one.
     func recordHistory(_ entries: some Sequence<LogEntry>, now: USec) throws {
+        endedLeaseFeatures.removeAll(keepingCapacity: true)
         var series = SeriesDelta()
         for e in entries {
             switch e.change {
@@ -94,6 +95,7 @@ extension Store {
     /// says so, else `merged`), and its log's denials are kept (those of leases new to it are
     /// open: they are its leases).
     func recordReplacement(by state: LicenseState, log: some Sequence<LogEntry>, now: USec) throws {
+        endedLeaseFeatures.removeAll(keepingCapacity: true)
         var ends: [String: (USec, SessionEnd)] = [:]
         for e in log {
             switch e.change {
@@ -124,6 +126,7 @@ extension Store {
 
     /// Writes the session of lease `l`, which ended at `at` (never before it started).
     private func endSession(_ l: Lease, at: USec, _ how: SessionEnd) throws {
+        endedLeaseFeatures[l.id] = l.feature
         try db.run(
             "INSERT INTO sessions (lease_id, feature, count, client, user, host, uid, token, start_usec, end_usec,"
                 + " ended, machine_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -27,6 +27,9 @@ public final class Store {
     /// The state as it is on disk (the tables with the log applied): what the usage history is
     /// derived against (a release names only its lease).
     var durable = LicenseState()
+    /// The leases the last write ended (their ids and features), as the history found them: an
+    /// expiry or a release names only its lease, and the metrics count it under its feature.
+    public internal(set) var endedLeaseFeatures: [String: String] = [:]
     /// The series' clock (see `recordHistory`).
     var seriesClock: USec = 0
     let encoder = JSONEncoder()

@@ -53,6 +53,11 @@ let lic = License(
         let log = try reopened.changes(after: 2)
         #expect(log.map(\.seq) == Array(3...UInt64(changes.count)))
         #expect(log.map(\.change) == Array(changes.dropFirst(2)))
+        // The history names the feature of each lease a write ended, for the metrics.
+        try reopened.commit([.leaseReleased(id: "a")], epoch: 1, now: 12)
+        #expect(reopened.endedLeaseFeatures == ["a": "cad"])
+        try reopened.commit([.leaseRenewed(id: "nothing ended", expiresUSec: 1)], epoch: 1, now: 13)
+        #expect(reopened.endedLeaseFeatures.isEmpty)
     }
 
     /// The log's payloads are the changes' binary form; a row an older version wrote in JSON is
