@@ -10,7 +10,7 @@ public struct LicenseState: Sendable, Equatable {
     public var serverIdUsed: Bool = false
     public var epoch: UInt64 = 1
     public private(set) var licenses: [String: License] = [:]
-    public private(set) var leases: [String: Lease] = [:]
+    public private(set) var leases = LeaseTable()
     public private(set) var reservations: [String: Reservation] = [:]
     /// Per epoch, the highest sequence number of that epoch's lease changes merged into the
     /// log after a partition (see `Change.leasesMerged`).
@@ -44,17 +44,15 @@ public struct LicenseState: Sendable, Equatable {
         case .licenseDeactivated(let id):
             licenses[id] = nil
         case .leaseGranted(let lease):
-            if let old = leases[lease.id] { account(old, -1) }
-            leases[lease.id] = lease
+            if let old = leases.insert(lease) { account(old, -1) }
             account(lease, 1)
             if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = lease.id }
         case .leaseRenewed(let id, let expires):
-            leases[id]?.expiresUSec = expires
-            if leases[id] != nil { expiryBound.lower(to: expires) }
+            if leases.update(id, { $0.expiresUSec = expires }) { expiryBound.lower(to: expires) }
         case .borrowRevoked(let id, let at):
-            leases[id]?.borrowRevokedUSec = at
+            leases.update(id) { $0.borrowRevokedUSec = at }
         case .leaseReleased(let id, _, _), .leaseExpired(let id):
-            if let lease = leases.removeValue(forKey: id) {
+            if let lease = leases.remove(id) {
                 account(lease, -1)
                 if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = nil }
             }

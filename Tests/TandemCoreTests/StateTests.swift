@@ -77,6 +77,26 @@ extension Result {
 }
 
 @Suite struct Leases {
+    /// Leases are boxed (a state copy shares them): a copy stays a value all the same.
+    @Test func aCopiedStateKeepsItsLeasesWhenTheOtherChanges() {
+        var s = state()
+        _ = acquire(&s, count: 2, id: "a")
+        _ = acquire(&s, count: 1, id: "b")
+        let copy = s
+        s.apply(.leaseRenewed(id: "a", expiresUSec: t0 + 999))
+        s.apply(.borrowRevoked(id: "b", atUSec: t0 + 5))
+        #expect(copy.leases["a"]?.expiresUSec == t0 + 60 * usecPerSecond && s.leases["a"]?.expiresUSec == t0 + 999)
+        #expect(copy.leases["b"]?.borrowRevokedUSec == nil && s.leases["b"]?.borrowRevokedUSec == t0 + 5)
+        #expect(copy.leases != s.leases && copy != s)
+        s.apply(.leaseReleased(id: "a", atUSec: t0 + 1, revoked: false))
+        #expect(copy.leases.count == 2 && s.leases.count == 1 && copy.inUse("cad") == 3 && s.inUse("cad") == 1)
+        // Equal contents are equal, whether or not they share boxes.
+        var rebuilt = LicenseState(changes: s.asChanges)
+        rebuilt.denied = s.denied
+        #expect(rebuilt.leases == s.leases && Set(rebuilt.leases.keys) == ["b"])
+        #expect(s.leases.values.map(\.id) == ["b"])
+    }
+
     @Test func requestIdIsIdempotent() {
         var s = state()
         let first = acquire(&s, count: 2, id: "a", requestId: "r1")
