@@ -80,23 +80,30 @@ public struct LicenseState: Sendable, Equatable {
     }
 
     private mutating func account(_ lease: Lease, _ sign: Int64) {
+        // Runs for every lease loaded at start-up and every grant and end, on each state that
+        // applies it: one lookup of the feature per map, each count changed in place.
         let delta = Int64(lease.count) * sign
-        count(lease.feature, .client(lease.client), delta)
-        if let user = lease.user { count(lease.feature, .user(user), delta) }
-        if let host = lease.host { count(lease.feature, .host(host), delta) }
-        if held[lease.feature]?.isEmpty == true { held[lease.feature] = nil }
-        let total = Int64(heldTotal[lease.feature] ?? 0) + delta
-        heldTotal[lease.feature] = total > 0 ? UInt64(total) : nil
-        if lease.isBorrowed {
-            let b = Int64(borrowedTotal[lease.feature] ?? 0) + delta
-            borrowedTotal[lease.feature] = b > 0 ? UInt64(b) : nil
+        func countHolders(_ byHolder: inout [HolderKey: UInt64]) -> Bool {
+            Self.add(delta, to: &byHolder, .client(lease.client))
+            if let user = lease.user { Self.add(delta, to: &byHolder, .user(user)) }
+            if let host = lease.host { Self.add(delta, to: &byHolder, .host(host)) }
+            return byHolder.isEmpty
         }
+        if countHolders(&held[lease.feature, default: [:]]) { held[lease.feature] = nil }
+        Self.add(delta, to: &heldTotal, lease.feature)
+        if lease.isBorrowed { Self.add(delta, to: &borrowedTotal, lease.feature) }
         if sign > 0 { expiryBound.lower(to: lease.expiresUSec) }
     }
 
-    private mutating func count(_ feature: String, _ key: HolderKey, _ delta: Int64) {
-        let n = Int64(held[feature]?[key] ?? 0) + delta
-        held[feature, default: [:]][key] = n > 0 ? UInt64(n) : nil
+    /// Adds `delta` to the count of `key` (one lookup when it is there); a count that reaches
+    /// zero is removed, so that the maps' keys are what is held.
+    private static func add<K: Hashable>(_ delta: Int64, to counts: inout [K: UInt64], _ key: K) {
+        if let i = counts.index(forKey: key) {
+            let n = Int64(counts.values[i]) + delta
+            if n > 0 { counts.values[i] = UInt64(n) } else { counts.remove(at: i) }
+        } else if delta > 0 {
+            counts[key] = UInt64(delta)
+        }
     }
 
     /// Seats of `feature` held by one holder.
