@@ -1,11 +1,12 @@
 /// The live leases of a `LicenseState`, by id.
 ///
 /// Each lease is kept in an immutable box, so that a dictionary bucket holds a reference, not the
-/// ~190 bytes of a `Lease`. States are copied (the engine's and the store's history's share the
-/// loaded leases, and part the moment either changes): copying a table copies references, and a
-/// half-empty bucket array (Swift's dictionaries grow at 3/4 full) costs 8 bytes a bucket, not
-/// the size of a lease. With a million leases that is the difference between ~450 MB per copy
-/// and ~50 MB (tandem-bench --scale).
+/// ~190 bytes of a `Lease`. Swift's dictionaries grow at 3/4 full, so a table of a million leases
+/// has 2^21 buckets: 24 bytes each (the id and a reference) instead of 208, ~50 MB instead of
+/// ~440 MB. That matters because states are copied: the engine's and the store's history's
+/// share the leases loaded at start-up and part the moment either changes, and a copied table
+/// copies references. The boxes (~220 bytes each) are shared by the copies until a lease
+/// changes; a lease granted or renewed afterwards is boxed by each state that applies it.
 public struct LeaseTable: Sendable, Equatable {
     final class Box: Sendable {
         let lease: Lease
@@ -17,6 +18,9 @@ public struct LeaseTable: Sendable, Equatable {
     public init() {}
 
     public subscript(id: String) -> Lease? { boxes[id]?.lease }
+
+    /// Whether there is a lease `id` (without copying it out).
+    public func contains(_ id: String) -> Bool { boxes.index(forKey: id) != nil }
 
     public var count: Int { boxes.count }
     public var isEmpty: Bool { boxes.isEmpty }
@@ -36,9 +40,10 @@ public struct LeaseTable: Sendable, Equatable {
     /// Changes the lease `id`, if there is one (a new box: others may hold the old one).
     @discardableResult
     mutating func update(_ id: String, _ body: (inout Lease) -> Void) -> Bool {
-        guard var lease = boxes[id]?.lease else { return false }
+        guard let i = boxes.index(forKey: id) else { return false }
+        var lease = boxes.values[i].lease
         body(&lease)
-        boxes[id] = Box(lease)
+        boxes.values[i] = Box(lease)
         return true
     }
 

@@ -63,7 +63,7 @@ extension PairNode {
                     append(.leaseGranted(merged), epoch: epoch)
                 }
             case .leaseReleased(let id, _, _):
-                if state.leases[id] != nil { append(item.change, epoch: epoch) }
+                if state.leases.contains(id) { append(item.change, epoch: epoch) }
             case .borrowRevoked(let id, _):
                 // A revocation made alone stays, on the borrow if it is still held.
                 if state.leases[id]?.isBorrowed == true, state.leases[id]?.borrowRevokedUSec == nil {

@@ -25,7 +25,7 @@ extension PairNode {
         }
         var withdrawn: Set<String> = []
         for p in volatile.pending {
-            guard case .done(.leaseGranted(let l, false)) = p.reply, state.leases[l.id] != nil else { continue }
+            guard case .done(.leaseGranted(let l, false)) = p.reply, state.leases.contains(l.id) else { continue }
             if counted[l.feature, default: 0] + UInt64(l.count) > splitShare(l.feature, at: now) {
                 withdrawn.insert(l.id)
             } else {
@@ -92,7 +92,7 @@ extension PairNode {
     /// `split`: leases in the state that were not in it at the split base.
     var leasesSinceSplitBase: [Lease] {
         guard let base = volatile.splitBase else { return [] }
-        return state.leases.values.filter { base.leases[$0.id] == nil }
+        return state.leases.values.filter { !base.leases.contains($0.id) }
     }
 
     static func seats(of leases: some Sequence<Lease>, _ feature: String) -> UInt64 {
@@ -112,7 +112,7 @@ extension PairNode {
             return TandemError(.insufficientSeats, splitRefusal(l.feature, at: now))
         case .leaseGranted(let l, true)
         where volatile.splitRefused.contains(l.id)
-            || (volatile.splitRefusedUnknown && volatile.splitBase?.leases[l.id] == nil):
+            || (volatile.splitRefusedUnknown && volatile.splitBase?.leases.contains(l.id) != true):
             return TandemError(.insufficientSeats, splitRefusal(l.feature, at: now))
         case .leaseRenewed(let l) where volatile.splitRefused.contains(l.id):
             return TandemError(.leaseNotFound, "lease \(l.id) was refused while cut off from the peer")

@@ -101,7 +101,7 @@ extension Simulation {
         // node would be seats granted twice (after a wait, a retry, a failover).
         if case .granted(let id, _) = reply, case .acquire(_, _, _, _, let rid, _) = r.command {
             if let first = grantsByRequest[rid], first != id, withWitness,
-                nodes.contains(where: { $0.state.leases[first] != nil })
+                nodes.contains(where: { $0.state.leases.contains(first) })
             {
                 return "request \(rid) granted twice: \(first), then \(id)"
             }

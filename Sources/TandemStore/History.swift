@@ -109,7 +109,7 @@ extension Store {
         }
         var series = SeriesDelta()
         let t = seriesTime(now), features = Set(durable.features).union(state.features)
-        for l in durable.leases.values where state.leases[l.id] == nil {
+        for l in durable.leases.values where !state.leases.contains(l.id) {
             let (at, how) = ends[l.id] ?? (l.expiresUSec <= now ? (l.expiresUSec, .expired) : (now, .merged))
             try endSession(l, at: at, how)
         }

@@ -83,6 +83,7 @@ extension Result {
         _ = acquire(&s, count: 2, id: "a")
         _ = acquire(&s, count: 1, id: "b")
         let copy = s
+        #expect(copy.leases == s.leases && copy.leases.contains("a") && !copy.leases.contains("z"))
         s.apply(.leaseRenewed(id: "a", expiresUSec: t0 + 999))
         s.apply(.borrowRevoked(id: "b", atUSec: t0 + 5))
         #expect(copy.leases["a"]?.expiresUSec == t0 + 60 * usecPerSecond && s.leases["a"]?.expiresUSec == t0 + 999)
