@@ -48,9 +48,9 @@ public struct LicenseState: Sendable, Equatable {
             account(lease, 1)
             if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = lease.id }
         case .leaseRenewed(let id, let expires):
-            if leases.update(id, { $0.expiresUSec = expires }) { expiryBound.lower(to: expires) }
+            if leases.renew(id, expiresUSec: expires) { expiryBound.lower(to: expires) }
         case .borrowRevoked(let id, let at):
-            leases.update(id) { $0.borrowRevokedUSec = at }
+            leases.revokeBorrow(id, at: at)
         case .leaseReleased(let id, _, _), .leaseExpired(let id):
             if let lease = leases.remove(id) {
                 account(lease, -1)

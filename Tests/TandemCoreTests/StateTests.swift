@@ -96,6 +96,16 @@ extension Result {
         rebuilt.denied = s.denied
         #expect(rebuilt.leases == s.leases && Set(rebuilt.leases.keys) == ["b"])
         #expect(s.leases.values.map(\.id) == ["b"])
+        // A lease renewed equals the same lease granted with that expiry.
+        var granted = LicenseState()
+        granted.apply(.leaseGranted(s.leases["b"]!))
+        var renewed = LicenseState()
+        var original = s.leases["b"]!
+        original.expiresUSec = t0 + 1
+        renewed.apply(.leaseGranted(original))
+        #expect(renewed.leases != granted.leases)
+        renewed.apply(.leaseRenewed(id: "b", expiresUSec: s.leases["b"]!.expiresUSec))
+        #expect(renewed.leases == granted.leases && renewed.leases["b"] == s.leases["b"])
     }
 
     @Test func requestIdIsIdempotent() {
