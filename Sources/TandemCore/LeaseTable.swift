@@ -7,7 +7,8 @@
 /// states are copied: the engine's and the store's history's share the leases loaded at start-up
 /// and part the moment either changes, and a copied table copies references. A renewal changes
 /// the bucket, not the box, so the boxes (~220 bytes each) stay shared by the copies; a lease
-/// granted after start-up is boxed by each state that applies it.
+/// granted after start-up is boxed once too, when the second state to apply it is given the
+/// first one's table (`insert(_:sharingWith:)`).
 public struct LeaseTable: Sendable, Equatable {
     final class Box: Sendable {
         let lease: Lease
@@ -19,8 +20,8 @@ public struct LeaseTable: Sendable, Equatable {
         var expiresUSec: USec
         var borrowRevokedUSec: USec?
 
-        init(_ lease: Lease) {
-            (box, expiresUSec, borrowRevokedUSec) = (Box(lease), lease.expiresUSec, lease.borrowRevokedUSec)
+        init(_ lease: Lease, in box: Box? = nil) {
+            (self.box, expiresUSec, borrowRevokedUSec) = (box ?? Box(lease), lease.expiresUSec, lease.borrowRevokedUSec)
         }
 
         var lease: Lease {
@@ -46,10 +47,12 @@ public struct LeaseTable: Sendable, Equatable {
 
     mutating func reserveCapacity(_ n: Int) { entries.reserveCapacity(n) }
 
-    /// Puts `lease` in (replacing the one with its id); returns the one it replaced.
+    /// Puts `lease` in (replacing the one with its id); returns the one it replaced. The box of
+    /// `other`'s lease of that id is shared if it holds this very lease (as granted).
     @discardableResult
-    mutating func insert(_ lease: Lease) -> Lease? {
-        entries.updateValue(Entry(lease), forKey: lease.id)?.lease
+    mutating func insert(_ lease: Lease, sharingWith other: LeaseTable? = nil) -> Lease? {
+        let shared = other?.entries[lease.id].flatMap { $0.box.lease == lease ? $0.box : nil }
+        return entries.updateValue(Entry(lease, in: shared), forKey: lease.id)?.lease
     }
 
     mutating func remove(_ id: String) -> Lease? { entries.removeValue(forKey: id)?.lease }
@@ -66,6 +69,12 @@ public struct LeaseTable: Sendable, Equatable {
     mutating func revokeBorrow(_ id: String, at: USec) {
         guard let i = entries.index(forKey: id) else { return }
         entries.values[i].borrowRevokedUSec = at
+    }
+
+    /// Whether lease `id` is in the same box here and in `other` (see `insert(_:sharingWith:)`).
+    func sharesBox(_ id: String, with other: LeaseTable) -> Bool {
+        guard let mine = entries[id], let theirs = other.entries[id] else { return false }
+        return mine.box === theirs.box
     }
 
     public static func == (a: LeaseTable, b: LeaseTable) -> Bool {

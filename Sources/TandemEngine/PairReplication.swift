@@ -183,7 +183,7 @@ public final class PairReplication: Replication {
             let entries = Array(node.entries(from: store.lastSeq + 1, through: node.lastSeq))
             try store.append(
                 entries, now: now, progress: unstored.contains(.progress) ? progress : nil, denied: denied,
-                compactTo: unstored.contains(.base) ? node.logBase : nil)
+                compactTo: unstored.contains(.base) ? node.logBase : nil, applied: node.state)
             written = entries
         }
         node.markStored()

@@ -114,7 +114,7 @@ final class StandaloneReplication: Replication {
     func commit(now: USec, denied: [String: UInt64]?) throws -> [LogEntry]? {
         var logged: [LogEntry]?
         if !staged.isEmpty || denied != nil {
-            logged = try store.commit(staged, epoch: state.epoch, now: now, denied: denied)
+            logged = try store.commit(staged, epoch: state.epoch, now: now, denied: denied, applied: state)
             staged = []
         }
         let answered = waiting

@@ -14,7 +14,7 @@ extension PairNode {
         let target = min(seq, compactableSeq)
         guard target > logBase, let targetEpoch = epochAt(target) else { return }
         let n = Int(target - logBase)
-        for e in log.prefix(n) { baseState.apply(e.change) }
+        for e in log.prefix(n) { baseState.apply(e.change, sharingWith: state) }
         log.removeFirst(n)
         logBase = target
         logBaseEpoch = targetEpoch

@@ -45,18 +45,19 @@ extension Store {
     // MARK: - Writing
 
     /// Records what `entries` (in log order, being written in this transaction) add to the
-    /// history, and applies them to `durable`. `now` stands in for the time of a release
+    /// history, and applies them to `durable`, sharing what they grant with `applied` (the state
+    /// that applied them first: see `LeaseTable`). `now` stands in for the time of a release
     /// logged before releases had one.
-    func recordHistory(_ entries: some Sequence<LogEntry>, now: USec) throws {
+    func recordHistory(_ entries: some Sequence<LogEntry>, now: USec, applied: LicenseState? = nil) throws {
         endedLeaseFeatures.removeAll(keepingCapacity: true)
         var series = SeriesDelta()
         for e in entries {
             switch e.change {
             case .leaseGranted(let l):
-                let old = durable.leases[l.id]
-                durable.apply(e.change)
+                let old = durable.leases.contains(l.id)
+                durable.apply(e.change, sharingWith: applied)
                 let t = seriesTime(l.acquiredUSec)
-                if old == nil { series.acquired(l.feature, at: t) }
+                if !old { series.acquired(l.feature, at: t) }
                 series.level(of: l.feature, in: durable, at: t)
             case .leaseReleased(let id, let at, let revoked):
                 guard let l = durable.leases[id] else { break }

@@ -98,10 +98,10 @@ extension Store {
     /// Writes entries decided by a pair (their own sequence numbers and epochs), and the pair's
     /// progress if given, in one durable transaction. With `compactTo`, the log through that
     /// position is folded into the tables (the pair's node compacted its log), in the same
-    /// transaction.
+    /// transaction. `applied`: the state the entries were applied to (see `commit`).
     public func append(
         _ entries: some Collection<LogEntry>, now: USec, progress: PairProgress? = nil,
-        denied: [String: UInt64]? = nil, compactTo: UInt64? = nil
+        denied: [String: UInt64]? = nil, compactTo: UInt64? = nil, applied: LicenseState? = nil
     ) throws {
         let entries = Array(entries)
         var seq = lastSeq
@@ -112,7 +112,7 @@ extension Store {
         let folded = try compactTo.flatMap { try compaction(through: $0, appended: entries) }
         try db.transaction {
             for e in entries { try insertLog(e, now: now) }
-            try recordHistory(entries, now: now)
+            try recordHistory(entries, now: now, applied: applied)
             if let folded { try write(folded) }
             if let progress { try writeProgress(progress) }
             if let denied { try writeDenied(denied) }

@@ -206,9 +206,10 @@ public final class Store {
 
     /// Appends `changes` to the log in one durable transaction (a standalone server's commit),
     /// compacting when the log has grown past twice `compactKeep`. Returns the entries written.
+    /// `applied`: the state the changes were applied to (its leases are shared, not copied).
     @discardableResult
     public func commit(
-        _ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil
+        _ changes: [Change], epoch: UInt64, now: USec, denied: [String: UInt64]? = nil, applied: LicenseState? = nil
     ) throws -> [LogEntry] {
         var seq = lastSeq
         let logged = changes.map { change in
@@ -219,7 +220,7 @@ public final class Store {
         let folded = seq - base.seq > 2 * keep ? try compaction(through: seq - keep, appended: logged) : nil
         try db.transaction {
             for entry in logged { try insertLog(entry, now: now) }
-            try recordHistory(logged, now: now)
+            try recordHistory(logged, now: now, applied: applied)
             if let denied { try writeDenied(denied) }
             if let folded { try write(folded) }
         }

@@ -108,6 +108,28 @@ extension Result {
         #expect(renewed.leases == granted.leases && renewed.leases["b"] == s.leases["b"])
     }
 
+    /// A second state applying a grant shares the first one's box only if it holds that very lease.
+    @Test func aGrantAppliedTwiceIsBoxedOnce() {
+        var engine = state()
+        _ = acquire(&engine, count: 2, id: "a")
+        let lease = engine.leases["a"]!
+        var store = LicenseState()
+        store.apply(.leaseGranted(lease), sharingWith: engine)
+        #expect(store.leases.sharesBox("a", with: engine.leases) && store.leases["a"] == lease)
+        // The engine renewed it meanwhile: the box (what it was granted with) is still the same.
+        engine.apply(.leaseRenewed(id: "a", expiresUSec: t0 + 999))
+        var later = LicenseState()
+        later.apply(.leaseGranted(lease), sharingWith: engine)
+        #expect(later.leases.sharesBox("a", with: engine.leases) && later.leases["a"] == lease)
+        // Another lease under the same id is not shared.
+        var other = lease
+        other.count = 1
+        var third = LicenseState()
+        third.apply(.leaseGranted(other), sharingWith: engine)
+        #expect(!third.leases.sharesBox("a", with: engine.leases) && third.leases["a"] == other)
+        #expect(third.inUse("cad") == 1 && store.inUse("cad") == 2)
+    }
+
     @Test func requestIdIsIdempotent() {
         var s = state()
         let first = acquire(&s, count: 2, id: "a", requestId: "r1")
