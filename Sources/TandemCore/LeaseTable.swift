@@ -1,16 +1,17 @@
 /// The live leases of a `LicenseState`, by id.
 ///
 /// What a lease was granted with is kept in an immutable box, so that a dictionary bucket holds
-/// a reference and the two times that change (the expiry, a borrow's revocation), 32 bytes, not
-/// the ~190 of a `Lease`. Swift's dictionaries grow at 3/4 full, so a table of a million leases
-/// has 2^21 buckets: 48 bytes each with the id, ~100 MB instead of ~440 MB. That matters because
-/// states are copied: the engine's and the store's history's share the leases loaded at start-up
-/// and part the moment either changes, and a copied table copies references. A renewal changes
-/// the bucket, not the box, so the boxes (~220 bytes each) stay shared by the copies; a lease
-/// granted after start-up is boxed once too, when the second state to apply it is given the
-/// first one's table (`insert(_:sharingWith:)`).
+/// a reference and the expiry (which every renewal changes), 16 bytes, not the ~190 of a `Lease`.
+/// Swift's dictionaries grow at 3/4 full, so a table of a million leases has 2^21 buckets: 32
+/// bytes each with the id, ~67 MB instead of ~440 MB. That matters because states are copied:
+/// the engine's and the store's history's share the leases loaded at start-up and part the
+/// moment either changes, and a copied table copies references. A renewal changes the bucket,
+/// not the box, so the boxes (~220 bytes each) stay shared by the copies; a lease granted after
+/// start-up is boxed once too, when the second state to apply it is given the first one's table
+/// (`insert(_:sharingWith:)`). A borrow's revocation, which is rare, boxes the lease again.
 public struct LeaseTable: Sendable, Equatable {
     final class Box: Sendable {
+        /// The lease as granted or revoked (its expiry is the entry's).
         let lease: Lease
         init(_ lease: Lease) { self.lease = lease }
     }
@@ -18,15 +19,12 @@ public struct LeaseTable: Sendable, Equatable {
     struct Entry: Sendable {
         let box: Box
         var expiresUSec: USec
-        var borrowRevokedUSec: USec?
 
-        init(_ lease: Lease, in box: Box? = nil) {
-            (self.box, expiresUSec, borrowRevokedUSec) = (box ?? Box(lease), lease.expiresUSec, lease.borrowRevokedUSec)
-        }
+        init(_ lease: Lease, in box: Box? = nil) { (self.box, expiresUSec) = (box ?? Box(lease), lease.expiresUSec) }
 
         var lease: Lease {
             var l = box.lease
-            (l.expiresUSec, l.borrowRevokedUSec) = (expiresUSec, borrowRevokedUSec)
+            l.expiresUSec = expiresUSec
             return l
         }
     }
@@ -65,10 +63,13 @@ public struct LeaseTable: Sendable, Equatable {
         return true
     }
 
-    /// Records when the borrow `id` was revoked, if there is one.
+    /// Records when the borrow `id` was revoked, if there is one (in a new box: others may hold
+    /// the old one).
     mutating func revokeBorrow(_ id: String, at: USec) {
         guard let i = entries.index(forKey: id) else { return }
-        entries.values[i].borrowRevokedUSec = at
+        var lease = entries.values[i].lease
+        lease.borrowRevokedUSec = at
+        entries.values[i] = Entry(lease)
     }
 
     /// Whether lease `id` is in the same box here and in `other` (see `insert(_:sharingWith:)`).
@@ -81,8 +82,8 @@ public struct LeaseTable: Sendable, Equatable {
         guard a.entries.count == b.entries.count else { return false }
         for (id, entry) in a.entries {
             guard let other = b.entries[id] else { return false }
-            guard other.expiresUSec == entry.expiresUSec, other.borrowRevokedUSec == entry.borrowRevokedUSec,
-                other.box === entry.box || other.lease == entry.lease  // a box keeps the times it was granted with
+            // A box keeps the expiry it was granted with: different boxes may hold the same lease.
+            guard other.expiresUSec == entry.expiresUSec, other.box === entry.box || other.lease == entry.lease
             else { return false }
         }
         return true
