@@ -339,7 +339,7 @@ public final class Daemon {
 
     // MARK: - Running
 
-    /// Serves until SIGTERM/SIGINT. Returns the exit status.
+    /// Serves until SIGTERM/SIGINT, then closes the database. Returns the exit status.
     public func run() throws -> Int32 {
         // Leases that expired while we were down go now, with their signals.
         engine.tick()
@@ -365,6 +365,7 @@ public final class Daemon {
         sd_bus_flush(bus)
         sd_bus_release_name(bus, BusNames.service)
         sd_bus_flush_close_unref(bus)
+        engine.store.db.close()
         logger.notice(
             "tandemd stopped", metadata: ["commits": "\(engine.commitCount)", "changes": "\(engine.committedChanges)"])
         return status

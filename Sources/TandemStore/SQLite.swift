@@ -25,8 +25,17 @@ public final class SQLiteDatabase {
         sqlite3_busy_timeout(db, 1000)
     }
 
-    deinit {
+    private var isClosed = false
+
+    deinit { close() }
+
+    /// Closes the database (after checkpointing its WAL, as the last connection does). Nothing
+    /// may use it afterwards. A process that exits without releasing it calls this first.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
         for s in statements.values { sqlite3_finalize(s) }
+        statements = [:]
         sqlite3_close_v2(handle)
     }
 
