@@ -33,9 +33,9 @@ public struct LicenseState: Sendable, Equatable {
 
     // MARK: - Applying changes
 
-    /// Applies `change`. A lease it grants shares its box with the same lease in `leasesOf`, the
-    /// state that applied the change first (the store's copy of the engine's state).
-    public mutating func apply(_ change: Change, sharingWith leasesOf: LicenseState? = nil) {
+    /// Applies `change`. A lease it grants shares its box with the same lease in `first`, a state
+    /// that applied the change before (the engine's, when the store's history applies it).
+    public mutating func apply(_ change: Change, sharingWith first: LicenseState? = nil) {
         switch change {
         case .serverIdSet(let id):
             serverId = id
@@ -46,7 +46,7 @@ public struct LicenseState: Sendable, Equatable {
         case .licenseDeactivated(let id):
             licenses[id] = nil
         case .leaseGranted(let lease):
-            if let old = leases.insert(lease, sharingWith: leasesOf?.leases) { account(old, -1) }
+            if let old = leases.insert(lease, sharingWith: first?.leases) { account(old, -1) }
             account(lease, 1)
             if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = lease.id }
         case .leaseRenewed(let id, let expires):
