@@ -29,7 +29,28 @@ public struct LeaseTable: Sendable, Equatable {
         }
     }
 
+    /// A lease's client and request id, for finding it by request (idempotent acquisition). The
+    /// box stands for both: a bucket is one reference, where a key of its own would be two
+    /// strings or a joined one (~100 bytes a lease, twice over: the state is copied).
+    struct RequestKey: Hashable, Sendable {
+        let box: Box
+
+        static func == (a: RequestKey, b: RequestKey) -> Bool {
+            let (x, y) = (a.box.lease, b.box.lease)
+            return a.box === b.box || (x.client == y.client && x.requestId == y.requestId)
+        }
+
+        func hash(into h: inout Hasher) {
+            h.combine(box.lease.client)
+            h.combine(box.lease.requestId)
+        }
+    }
+
     private var entries: [String: Entry] = [:]
+    /// The leases taken with a request id, by client and request id (the last one put in, when
+    /// two leases share them: a pair merged after a split). A box here may be an older one of
+    /// its lease (see `revokeBorrow`): only its id, client and request id are read.
+    private var byRequest: Set<RequestKey> = []
 
     public init() {}
 
@@ -43,17 +64,36 @@ public struct LeaseTable: Sendable, Equatable {
     public var keys: some Collection<String> { entries.keys }
     public var values: some Collection<Lease> { entries.values.lazy.map(\.lease) }
 
-    mutating func reserveCapacity(_ n: Int) { entries.reserveCapacity(n) }
+    mutating func reserveCapacity(_ n: Int) {
+        entries.reserveCapacity(n)
+        byRequest.reserveCapacity(n)
+    }
+
+    /// The lease `client` took with `requestId`, if it is still here.
+    func lease(forRequest requestId: String, client: String) -> Lease? {
+        let probe = Box(
+            Lease(
+                id: "", feature: "", client: client, count: 0, uid: nil, requestId: requestId, acquiredUSec: 0,
+                expiresUSec: 0, ttlUSec: 0, epoch: 0))
+        guard let i = byRequest.firstIndex(of: RequestKey(box: probe)) else { return nil }
+        return self[byRequest[i].box.lease.id]
+    }
 
     /// Puts `lease` in (replacing the one with its id); returns the one it replaced. The box of
     /// `other`'s lease of that id is shared if it holds this very lease (as granted).
     @discardableResult
     mutating func insert(_ lease: Lease, sharingWith other: LeaseTable? = nil) -> Lease? {
         let shared = other?.entries[lease.id].flatMap { $0.box.lease == lease ? $0.box : nil }
-        return entries.updateValue(Entry(lease, in: shared), forKey: lease.id)?.lease
+        let entry = Entry(lease, in: shared)
+        if lease.requestId != nil { byRequest.update(with: RequestKey(box: entry.box)) }
+        return entries.updateValue(entry, forKey: lease.id)?.lease
     }
 
-    mutating func remove(_ id: String) -> Lease? { entries.removeValue(forKey: id)?.lease }
+    mutating func remove(_ id: String) -> Lease? {
+        guard let gone = entries.removeValue(forKey: id) else { return nil }
+        if gone.box.lease.requestId != nil { byRequest.remove(RequestKey(box: gone.box)) }
+        return gone.lease
+    }
 
     /// Sets the expiry of lease `id`, if there is one.
     @discardableResult

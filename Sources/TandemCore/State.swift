@@ -17,8 +17,6 @@ public struct LicenseState: Sendable, Equatable {
     public private(set) var merged: [UInt64: UInt64] = [:]
     /// Refused acquisitions per feature (not part of the change log).
     public var denied: [String: UInt64] = [:]
-    /// request id -> lease id, for idempotent acquisition.
-    private var requestIndex: [String: String] = [:]
     /// Seats held per feature and per holder (client id, user name, host name): kept up to
     /// date by `apply`, so that seat accounting and policies do not walk every lease on each
     /// acquisition.
@@ -48,16 +46,12 @@ public struct LicenseState: Sendable, Equatable {
         case .leaseGranted(let lease):
             if let old = leases.insert(lease, sharingWith: first?.leases) { account(old, -1) }
             account(lease, 1)
-            if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = lease.id }
         case .leaseRenewed(let id, let expires):
             if leases.renew(id, expiresUSec: expires) { expiryBound.lower(to: expires) }
         case .borrowRevoked(let id, let at):
             leases.revokeBorrow(id, at: at)
         case .leaseReleased(let id, _, _), .leaseExpired(let id):
-            if let lease = leases.remove(id) {
-                account(lease, -1)
-                if let r = lease.requestId { requestIndex[Self.requestKey(lease.client, r)] = nil }
-            }
+            if let lease = leases.remove(id) { account(lease, -1) }
         case .reservationAdded(let r):
             reservations[r.id] = r
         case .reservationRemoved(let id):
@@ -74,7 +68,6 @@ public struct LicenseState: Sendable, Equatable {
     /// Room for `n` leases, before loading that many (no rehashing as they come).
     public mutating func reserveLeases(_ n: Int) {
         leases.reserveCapacity(n)
-        requestIndex.reserveCapacity(n)
     }
 
     public mutating func apply(_ changes: [Change]) {
@@ -132,12 +125,9 @@ public struct LicenseState: Sendable, Equatable {
         return total
     }
 
-    private static func requestKey(_ client: String, _ requestId: String) -> String {
-        "\(client)\u{0}\(requestId)"
-    }
-
+    /// The lease `client` took with `requestId` (for idempotent acquisition), if it is still here.
     public func lease(forRequest requestId: String, client: String) -> Lease? {
-        requestIndex[Self.requestKey(client, requestId)].flatMap { leases[$0] }
+        leases.lease(forRequest: requestId, client: client)
     }
 
     // MARK: - Seat accounting

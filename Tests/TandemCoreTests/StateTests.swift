@@ -130,6 +130,28 @@ extension Result {
         #expect(third.inUse("cad") == 1 && store.inUse("cad") == 2)
     }
 
+    /// The request index keeps boxes, not keys of its own: it still finds a lease after a copy, a
+    /// renewal and a revocation (a new box), and finds nothing once the lease is gone.
+    @Test func leasesAreFoundByRequestThroughCopiesAndChanges() {
+        var s = state()
+        _ = acquire(&s, count: 1, client: "ws1", id: "a", requestId: "r1")
+        _ = acquire(&s, count: 1, client: "ws2", id: "b", requestId: "r1")
+        _ = acquire(&s, count: 1, client: "ws1", id: "c")
+        let copy = s
+        s.apply(.leaseRenewed(id: "a", expiresUSec: t0 + 999))
+        s.apply(.borrowRevoked(id: "a", atUSec: t0 + 5))
+        #expect(s.lease(forRequest: "r1", client: "ws1")?.borrowRevokedUSec == t0 + 5)
+        #expect(s.lease(forRequest: "r1", client: "ws1")?.expiresUSec == t0 + 999)
+        #expect(s.lease(forRequest: "r1", client: "ws2")?.id == "b" && s.lease(forRequest: "r2", client: "ws1") == nil)
+        s.apply(.leaseReleased(id: "a", atUSec: t0 + 6, revoked: false))
+        #expect(s.lease(forRequest: "r1", client: "ws1") == nil && s.lease(forRequest: "r1", client: "ws2")?.id == "b")
+        #expect(copy.lease(forRequest: "r1", client: "ws1") == copy.leases["a"] && copy.leases["a"] != nil)
+        // The same request again after the release is a new lease, found under that request.
+        _ = acquire(&s, count: 1, client: "ws1", id: "d", requestId: "r1")
+        #expect(s.lease(forRequest: "r1", client: "ws1")?.id == "d")
+        #expect(copy.lease(forRequest: "r1", client: "ws1")?.id == "a")
+    }
+
     @Test func requestIdIsIdempotent() {
         var s = state()
         let first = acquire(&s, count: 2, id: "a", requestId: "r1")
