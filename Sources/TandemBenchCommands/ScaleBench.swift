@@ -32,10 +32,12 @@ extension TandemBench {
 
         // Renewals of one lease over HTTP, with 1,000 live leases and with 100,000.
         let renewed = try httpLease(base)
+        // Each with a request id, as TandemClient takes every lease.
         let acquire: @Sendable (BusClient) throws -> Void = { c in
-            _ = try c.call(
-                .acquire,
-                [.string("bench"), .uint32(1), .string("bench"), .vardict([("ttl_usec", .uint64(864_000_000_000))])])
+            let options: [(String, BusValue)] = [
+                ("ttl_usec", .uint64(864_000_000_000)), ("request_id", .string(UUID().uuidString.lowercased()))
+            ]
+            _ = try c.call(.acquire, [.string("bench"), .uint32(1), .string("bench"), .vardict(options)])
         }
         try fill(address: address, to: 1_000, acquire)
         let renewSmall = try renewRate(base, renewed)
@@ -139,7 +141,8 @@ extension TandemBench {
                 Change.leaseGranted(
                     Lease(
                         id: "lease-scale-\(i)", feature: "bench", client: "bench-\(i % 1000)", count: 1, uid: 0,
-                        holder: Holder(user: "user-\(i % 500)", host: "host-\(i % 200)"), requestId: nil,
+                        holder: Holder(user: "user-\(i % 500)", host: "host-\(i % 200)"),
+                        requestId: UUID().uuidString.lowercased(),
                         acquiredUSec: now, expiresUSec: now + ttl, ttlUSec: ttl, epoch: state.epoch))
             }
             try store.commit(batch, epoch: state.epoch, now: now)
