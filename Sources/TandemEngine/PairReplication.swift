@@ -97,9 +97,7 @@ public final class PairReplication: Replication {
     /// the next commit, which the daemon makes before it exits).
     func leave(forGood: Bool, now: USec) {
         handle(node.leave(forGood: forGood, now: now))
-        let waiting = tickets.values.map(\.ticket)
-        tickets = [:]
-        for t in waiting {
+        for t in takeTicketsInOrder() {
             t.finish(.failure(TandemError(.notServing, "tandemd stopped before the change was acknowledged")))
         }
     }
@@ -115,9 +113,15 @@ public final class PairReplication: Replication {
 
     /// Refuses every answer still waiting: the pair is dissolved.
     func dissolve() {
-        let waiting = tickets.values.map(\.ticket)
+        for t in takeTicketsInOrder() { t.finish(.failure(TandemError(.notServing, "the pair was dissolved"))) }
+    }
+
+    /// Every ticket still waiting, in the order submitted (not the dictionary's, which the process's
+    /// hash seed sets: the simulation replays a seed only if the answers go out in the same order).
+    private func takeTicketsInOrder() -> [Ticket] {
+        let waiting = tickets.sorted { $0.key < $1.key }.map(\.value.ticket)
         tickets = [:]
-        for t in waiting { t.finish(.failure(TandemError(.notServing, "the pair was dissolved"))) }
+        return waiting
     }
 
     private func notServing(_ what: String, _ leader: NodeIndex?) -> TandemError {

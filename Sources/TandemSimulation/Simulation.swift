@@ -65,7 +65,7 @@ public struct SimResult: Sendable, CustomStringConvertible {
 /// and the witness, cuts links both ways and one way, drops, duplicates, delays and reorders
 /// messages and skews clocks. Invariants are checked after every event.
 public final class Simulation {
-    enum Entity: Hashable { case node(Int), witness, client(Int) }
+    enum Entity: Hashable, Comparable { case node(Int), witness, client(Int) }
 
     enum Payload {
         case pair(PairMessage)
@@ -461,7 +461,8 @@ public final class Simulation {
             case .stopFaults:
                 faultsOn = false
                 cut.removeAll()
-                for e in down { schedule(rng.range(100_000, 1_000_000), .restart(e)) }
+                // In order: a set's order is the process's hash seed's, and the draws must replay.
+                for e in down.sorted() { schedule(rng.range(100_000, 1_000_000), .restart(e)) }
                 stopAt = now
             }
             if let failure = engineFailure ?? checkInvariants() {
