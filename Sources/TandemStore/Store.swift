@@ -171,18 +171,22 @@ public final class Store {
                         keyId: r[6].text!, document: r[7].text!, activatedUSec: USec(r[8].int!))))
         }
         if let n = try db.query("SELECT COUNT(*) FROM leases").first?.first?.int { state.reserveLeases(Int(n)) }
-        try db.forEachRow(
+        // Rows are read and turned into leases on a second thread while this one indexes them.
+        try db.forEachBatch(
             "SELECT id, feature, client, count, uid, request_id, acquired_usec, expires_usec, ttl_usec, epoch,"
-                + " token, \(try leaseHolderColumns()) FROM leases"
-        ) { r in
-            var lease = Lease(
-                id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
-                uid: r[4].int.map { UInt32($0) }, token: r[10].text,
-                holder: Holder(user: r[11].text, host: r[12].text), requestId: r[5].text,
-                acquiredUSec: USec(r[6].int!), expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!),
-                epoch: UInt64(r[9].int!))
-            (lease.machineId, lease.borrowRevokedUSec) = (r[13].text, r[14].int.map { USec($0) })
-            state.apply(.leaseGranted(lease))
+                + " token, \(try leaseHolderColumns()) FROM leases",
+            decode: { r in
+                var lease = Lease(
+                    id: r[0].text!, feature: r[1].text!, client: r[2].text!, count: UInt32(r[3].int!),
+                    uid: r[4].int.map { UInt32($0) }, token: r[10].text,
+                    holder: Holder(user: r[11].text, host: r[12].text), requestId: r[5].text,
+                    acquiredUSec: USec(r[6].int!), expiresUSec: USec(r[7].int!), ttlUSec: USec(r[8].int!),
+                    epoch: UInt64(r[9].int!))
+                (lease.machineId, lease.borrowRevokedUSec) = (r[13].text, r[14].int.map { USec($0) })
+                return lease
+            }
+        ) { leases in
+            for lease in leases { state.apply(.leaseGranted(lease)) }
         }
         for r in try db.query("SELECT id, feature, holder, count FROM reservations") {
             state.apply(
