@@ -32,21 +32,22 @@ public struct EngineSettings: Sendable {
 public enum Identifiers {
     static let digits = Array("0123456789abcdef".utf8)
 
-    static func hex(_ bytes: Int) -> String {
+    /// `prefix` and `bytes` random bytes in hex, built in one buffer (a lease id is made per grant).
+    static func hex(_ prefix: String, _ bytes: Int) -> String {
         var raw = [UInt8](repeating: 0, count: bytes)
         RandomBytes.shared.fill(&raw)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes * 2)
+        var out = Array(prefix.utf8)
+        out.reserveCapacity(out.count + bytes * 2)
         for b in raw {
             out.append(digits[Int(b >> 4)])
             out.append(digits[Int(b & 15)])
         }
         return String(decoding: out, as: UTF8.self)
     }
-    public static func lease() -> String { "lease-" + hex(8) }
-    public static func reservation() -> String { "res-" + hex(6) }
-    public static func audit() -> String { "audit-" + hex(8) }
-    public static func denial() -> String { "deny-" + hex(8) }
+    public static func lease() -> String { hex("lease-", 8) }
+    public static func reservation() -> String { hex("res-", 6) }
+    public static func audit() -> String { hex("audit-", 8) }
+    public static func denial() -> String { hex("deny-", 8) }
     /// A License Server ID such as `TS-7Q2M-K4XW-9D1C-B3RT` (Crockford base32, 80 bits).
     public static func serverId() -> String {
         let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")

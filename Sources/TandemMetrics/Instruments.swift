@@ -12,8 +12,20 @@ public final class Instruments: Sendable {
     private let commitDuration: DurationHistogram
     private let commitBatch: ValueHistogram
     private let requestInstruments = NSLock()
-    nonisolated(unsafe) private var requestCounters: [String: Counter] = [:]
-    nonisolated(unsafe) private var requestTimers: [String: DurationHistogram] = [:]
+    nonisolated(unsafe) private var requestCounters: [RequestLabels: Counter] = [:]
+    nonisolated(unsafe) private var requestTimers: [RequestLabels: DurationHistogram] = [:]
+
+    /// The label values of a request's instruments (the timer's have no result). A struct, not
+    /// a joined string: a lookup on every request then builds nothing (short names stay inline).
+    private struct RequestLabels: Hashable {
+        var api: String
+        var method: String
+        var result: String?
+
+        var pairs: [(String, String)] {
+            [("api", api), ("method", method)] + (result.map { [("result", $0)] } ?? [])
+        }
+    }
 
     /// tandemd's, for the daemon, the bus and the network API alike.
     public static let shared = Instruments()
@@ -47,12 +59,12 @@ public final class Instruments: Sendable {
     public func request(api: String, method: String, result: String, duration: Duration) {
         let (counter, timer) = requestInstruments.withLock { () -> (Counter, DurationHistogram) in
             (
-                Self.kept(in: &requestCounters, [api, method, result]) {
-                    registry.makeCounter(descriptor: Self.requests, labels: $0)
+                Self.kept(in: &requestCounters, RequestLabels(api: api, method: method, result: result)) {
+                    registry.makeCounter(descriptor: Self.requests, labels: $0.pairs)
                 },
-                Self.kept(in: &requestTimers, [api, method]) {
+                Self.kept(in: &requestTimers, RequestLabels(api: api, method: method)) {
                     registry.makeDurationHistogram(
-                        descriptor: Self.requestDuration, labels: $0, buckets: Self.durationBuckets)
+                        descriptor: Self.requestDuration, labels: $0.pairs, buckets: Self.durationBuckets)
                 }
             )
         }
@@ -71,13 +83,13 @@ public final class Instruments: Sendable {
             helpText: "From a request's arrival to its answer, by API and method.")
     }
 
-    /// The instrument for these label values (api, method[, result]), made once: the registry
-    /// is asked only the first time.
-    private static func kept<T>(in cache: inout [String: T], _ values: [String], make: ([(String, String)]) -> T) -> T {
-        let key = values.joined(separator: "\u{0}")
-        if let found = cache[key] { return found }
-        let made = make(Array(zip(["api", "method", "result"], values)))
-        cache[key] = made
+    /// The instrument for these label values, made once: the registry is asked only the first time.
+    private static func kept<T>(
+        in cache: inout [RequestLabels: T], _ labels: RequestLabels, make: (RequestLabels) -> T
+    ) -> T {
+        if let found = cache[labels] { return found }
+        let made = make(labels)
+        cache[labels] = made
         return made
     }
 }
