@@ -31,9 +31,15 @@ extension LicenseManagerServer {
         emitPropertiesChanged(BusNames.rootPath, BusNames.managerInterface, properties.map(\.rawValue).sorted())
     }
 
-    /// Announces what a committed batch changed.
-    public func didCommit(_ logged: [LogEntry]) {
+    /// Announces what a committed batch changed. An expiry or a release names only its lease:
+    /// `featureOfEnded` says whose feature it was (see `UsageCounters.count`); an end it cannot
+    /// place touches every feature.
+    public func didCommit(_ logged: [LogEntry], featureOfEnded: (String) -> String?) {
         var touchedFeatures: Set<String> = []
+        var touchedAll = false
+        func ended(_ id: String) {
+            if let f = featureOfEnded(id) { touchedFeatures.insert(f) } else { touchedAll = true }
+        }
         var managerProps: Set<ManagerProperty> = []
         for entry in logged {
             switch entry.change {
@@ -59,23 +65,23 @@ extension LicenseManagerServer {
                 emit(.licenseDeactivated, [.string(id), .objectPath(path)])
                 managerProps.formUnion([.licenseCount, .seatsTotal])
                 // The feature's other licenses take over its share of use and reservations.
-                touchedFeatures = Set(engine.state.features)
+                touchedAll = true
             case .leaseGranted(let l):
                 touchedFeatures.insert(l.feature)
                 managerProps.insert(.seatsInUse)
             case .leaseExpired(let id):
                 emit(.leaseExpired, [.string(id)])
                 managerProps.insert(.seatsInUse)
-                touchedFeatures = Set(engine.state.features)
-            case .leaseReleased:
+                ended(id)
+            case .leaseReleased(let id, _, _):
                 managerProps.insert(.seatsInUse)
-                touchedFeatures = Set(engine.state.features)
+                ended(id)
             case .leaseRenewed, .borrowRevoked:
                 break
             case .reservationAdded(let r):
                 touchedFeatures.insert(r.feature)
             case .reservationRemoved:
-                touchedFeatures = Set(engine.state.features)
+                touchedAll = true
             case .epochStarted:
                 managerProps.insert(.epoch)
             case .leasesMerged, .audited, .acquisitionDenied:
@@ -88,6 +94,8 @@ extension LicenseManagerServer {
         } else {
             pendingManagerProps.formUnion(managerProps)
         }
+        // Computed once for the batch: every release of a batch would otherwise list every feature.
+        if touchedAll { touchedFeatures.formUnion(engine.state.features) }
         pendingFeatures.formUnion(touchedFeatures)
         if !pendingManagerProps.isEmpty || !pendingFeatures.isEmpty { onPropertiesPending?() }
     }

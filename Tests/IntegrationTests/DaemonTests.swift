@@ -147,7 +147,7 @@ struct Fixture {
         let c = try f.bus.client()
         let text = try f.vendor.issue(to: [f.serverId], id: "LIC-SIG")
         _ = try c.call("ActivateLicense", [.string(text)])
-        _ = try c.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([])])
+        let lease = try c.call("Acquire", [.string("cad"), .uint32(1), .string("ws"), .vardict([])])
         expectBusError("org.tandem.LicenseManager1.LicenseInUse") {
             _ = try c.call("DeactivateLicense", [.string("LIC-SIG")])
         }
@@ -157,6 +157,17 @@ struct Fixture {
         #expect(members.contains("InterfacesAdded"))
         #expect(members.contains("PropertiesChanged"))
         #expect(!members.contains("LicenseDeactivated"), "deactivation must be refused while a seat is in use")
+
+        // A release announces its license's seat counters (the release names only the lease).
+        let licensePath = BusNames.licensePath("LIC-SIG")
+        signals.pump(seconds: 0.3)
+        signals.received = []
+        _ = try c.call("Release", [lease[0]])
+        signals.pump(seconds: 5) {
+            signals.received.contains { $0.member == "PropertiesChanged" && $0.path == licensePath }
+        }
+        let announced = signals.received.first { $0.member == "PropertiesChanged" && $0.path == licensePath }
+        #expect(announced?.args.first == .string(BusNames.licenseInterface), "\(signals.received)")
     }
 }
 
