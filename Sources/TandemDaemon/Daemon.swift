@@ -54,7 +54,7 @@ public final class Daemon {
     let flushSource: EventSource
     /// The next lease expiry, while standalone (a pair expires leases in its tick).
     let expiryTimer: EventSource
-    /// Seat counters are announced a little after they changed (`propertiesDelayUSec`).
+    /// Seat counters and the status line are announced a little after they changed (`propertiesDelayUSec`).
     let propertiesTimer: EventSource
     /// Bounds how long stopping waits for answers.
     let stopTimer: EventSource
@@ -222,12 +222,16 @@ public final class Daemon {
             engine.tick()
             flushOrDie()
         }
-        propertiesTimer.onFire = { [unowned self] in server.emitPendingPropertyChanges() }
+        propertiesTimer.onFire = { [unowned self] in
+            server.emitPendingPropertyChanges()
+            updateStatus()
+        }
         stopTimer.onFire = { [unowned self] in stopTimeUp() }
         finishSource.onFire = { [unowned self] in finish() }
         engine.onCommit = { [unowned self] logged in
-            server.didCommit(logged)
-            usageCounters.count(logged) { [store = engine.store] in store.endedLeaseFeatures[$0] }
+            let featureOfEnded = { [store = engine.store] (id: String) in store.endedLeaseFeatures[id] }
+            server.didCommit(logged, featureOfEnded: featureOfEnded)
+            usageCounters.count(logged, featureOfEnded: featureOfEnded)
         }
         engine.onWork = { [unowned self] in scheduleFlush() }
         server.onPropertiesPending = { [unowned self] in schedulePropertyChanges() }
@@ -400,7 +404,9 @@ public final class Daemon {
             return
         }
         armExpiry()
-        updateStatus()
+        // The status line follows the seat counters as their signals do, coalesced: a commit
+        // each would send PID 1 a notification per commit.
+        if engine.commitCount > commits { schedulePropertyChanges() }
     }
 
     func armExpiry() {
