@@ -64,6 +64,9 @@ public struct LeaseTable: Sendable, Equatable {
     public var keys: some Collection<String> { entries.keys }
     public var values: some Collection<Lease> { entries.values.lazy.map(\.lease) }
 
+    /// How many leases the request index holds (for tests: a release must not leave one behind).
+    var requestIndexCount: Int { byRequest.count }
+
     mutating func reserveCapacity(_ n: Int) {
         entries.reserveCapacity(n)
         byRequest.reserveCapacity(n)

@@ -150,6 +150,13 @@ extension Result {
         _ = acquire(&s, count: 1, client: "ws1", id: "d", requestId: "r1")
         #expect(s.lease(forRequest: "r1", client: "ws1")?.id == "d")
         #expect(copy.lease(forRequest: "r1", client: "ws1")?.id == "a")
+        // The index holds exactly the leases taken with a request id (a release leaves none behind).
+        for state in [s, copy] {
+            #expect(state.leases.requestIndexCount == state.leases.values.filter { $0.requestId != nil }.count)
+        }
+        s.apply(.leaseReleased(id: "b", atUSec: t0 + 7, revoked: false))
+        s.apply(.leaseExpired(id: "d"))
+        #expect(s.leases.requestIndexCount == 0 && copy.leases.requestIndexCount == 2)
     }
 
     @Test func requestIdIsIdempotent() {
