@@ -78,16 +78,24 @@ extension PairMessage {
             }
             out.append((peer, m))
         }
-        // One acknowledgement per (peer, epoch): the highest, where the last one was.
-        var best: [String: UInt64] = [:]
-        for (peer, m) in out {
-            if case .ack(let e, let match, _) = m { best["\(peer)-\(e)"] = max(best["\(peer)-\(e)"] ?? 0, match) }
+        // One acknowledgement per (peer, epoch): the highest, where the last one was. (A struct
+        // key: an interpolated one printed the peer by reflection, several % of a standby's CPU.)
+        struct AckKey: Hashable {
+            var peer: Peer
+            var epoch: UInt64
         }
-        var placed: Set<String> = []
+        var best: [AckKey: UInt64] = [:]
+        for (peer, m) in out {
+            if case .ack(let e, let match, _) = m {
+                let key = AckKey(peer: peer, epoch: e)
+                best[key] = max(best[key] ?? 0, match)
+            }
+        }
+        var placed: Set<AckKey> = []
         var kept: [(Peer, PairMessage)] = []
         for (peer, m) in out.reversed() {
             if case .ack(let e, let match, _) = m {
-                let key = "\(peer)-\(e)"
+                let key = AckKey(peer: peer, epoch: e)
                 if placed.contains(key) { continue }
                 placed.insert(key)
                 if match < best[key]!,
