@@ -123,6 +123,7 @@ let package = Package(
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemTesting", "TandemCore"]),
         .testTarget(name: "TandemPairTests", dependencies: [
             "TandemTesting", "TandemPair", "TandemSimulation", "TandemCore", "TandemPeer",
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "TandemLicensingTests", dependencies: ["TandemLicensing", "TandemCore"]),
         .testTarget(name: "TandemMetricsTests", dependencies: ["TandemMetrics", "TandemCore"]),

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import TandemTesting
 import Testing
@@ -30,6 +31,11 @@ import TandemPair
         #expect(opener.open(Array(f1.prefix(20)), now: now) == .failure(.unauthenticated))
         var other = FrameSealer(key: PairKey.generate(), bootId: 9)
         #expect(opener.open(other.seal(m, now: now), now: now) == .failure(.unauthenticated))
+        // The tag is plain HMAC-SHA256 under the secret (what an older node computes), every time.
+        let data: [UInt8] = Array("frame".utf8)
+        let standard = Array(HMAC<SHA256>.authenticationCode(for: data, using: SymmetricKey(data: key.secret)))
+        #expect(key.tag(data) == standard && key.tag(data) == standard)
+        #expect(key.isValid(tag: standard, for: data) && !key.isValid(tag: standard, for: data + [0]))
     }
 
     @Test func aNewBootIsAcceptedOnlyWithinTheTimeWindow() {
