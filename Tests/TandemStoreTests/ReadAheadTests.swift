@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import TandemStore
 
@@ -46,16 +47,29 @@ import Testing
         #expect(try db.query("SELECT MAX(n) FROM t").first?.first?.int == 300)
     }
 
-    @Test func theCallersErrorStopsTheReaderBeforeItReturns() throws {
+    @Test func theCallersErrorStopsTheReaderEarly() throws {
         let db = try numbers(5000)
+        let decoded = Mutex(0)
         var batches = 0
         #expect(throws: Refused.self) {
-            try db.forEachBatch("SELECT n FROM t", batchSize: 10, decode: { $0[0].int! }) { _ in
+            try db.forEachBatch(
+                "SELECT n FROM t", batchSize: 10,
+                decode: { row in
+                    decoded.withLock { $0 += 1 }
+                    return row[0].int!
+                }
+            ) { _ in
                 batches += 1
                 if batches == 2 { throw Refused() }
             }
         }
         #expect(batches == 2)
+        // The reader stopped early (at most the queue's 4 batches and the one it was filling,
+        // past the 2 taken), and reads no more rows once the call has returned.
+        let atReturn = decoded.withLock { $0 }
+        #expect(atReturn <= 80, "\(atReturn) rows read")
+        usleep(100_000)
+        #expect(decoded.withLock { $0 } == atReturn)
         // The reader is done with the connection: a write goes through at once.
         try db.run("INSERT INTO t VALUES (5001)")
         #expect(try db.query("SELECT COUNT(*) FROM t").first?.first?.int == 5001)
